@@ -1,0 +1,1 @@
+"""The modelreg command line: a thin door onto the :mod:`modelreg` library."""

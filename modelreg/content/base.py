@@ -1,0 +1,224 @@
+"""The storage protocol every backend implements, and the one verifying reader.
+
+Backends: :mod:`modelreg.content.registry` (remote OCI registry),
+:mod:`modelreg.content.layout` (local OCI image layout: the cache and the
+embedded default store) and :mod:`modelreg.content.memory` (tests).
+
+Every byte read from a backend goes through :class:`VerifyingReader`, which
+checks the size and digest of the descriptor it was opened for: a stream that
+ends early, runs long or hashes differently raises :class:`IntegrityError` at the
+read that proves it, so a consumer that reads to EOF before committing its
+output never commits unverified bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from modelreg.errors import IntegrityError, SizeLimitError
+from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.digest import Hasher
+
+__all__ = [
+    "CHUNK",
+    "BlobSource",
+    "PushResult",
+    "ReadOnlyTarget",
+    "Target",
+    "VerifyingReader",
+    "bytes_source",
+    "fetch_bytes",
+    "file_source",
+    "iter_chunks",
+]
+
+CHUNK = 4 * 1024 * 1024
+"""Block size for streaming blobs: large enough to amortise per-call cost."""
+
+BlobSource = Callable[[int], BinaryIO]
+"""Opens a blob's content positioned at the given byte offset (for resumable uploads)."""
+
+
+class VerifyingReader(io.RawIOBase):
+    """A read-only stream that checks size and digest against a descriptor.
+
+    ``read`` raises :class:`IntegrityError` as soon as more bytes arrive than the
+    descriptor's size, and at EOF when fewer arrived or the digest differs.
+    ``verified`` is True only after EOF was reached and everything matched.
+    """
+
+    def __init__(self, stream: BinaryIO | io.RawIOBase, desc: Descriptor, *, what: str = "") -> None:
+        super().__init__()
+        self._stream = stream
+        self._desc = desc
+        self._hasher = Hasher(desc.digest.algorithm)
+        self._what = what or f"blob {desc.digest}"
+        self.verified = False
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return self._desc
+
+    @property
+    def bytes_read(self) -> int:
+        return self._hasher.size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        remaining = self._desc.size - self._hasher.size
+        # Ask for one byte more than expected so that trailing data is detected.
+        want = min(len(view), remaining + 1)
+        n = self._stream.readinto(view[:want]) if want else 0  # type: ignore[union-attr]
+        if n is None:
+            n = 0
+        if n:
+            self._hasher.update(view[:n])
+            if self._hasher.size > self._desc.size:
+                raise IntegrityError(
+                    f"{self._what}: more bytes than the {self._desc.size} its descriptor declares",
+                    hint="the source is corrupt or serves different content; nothing was kept",
+                )
+            return n
+        if len(view) == 0:
+            return 0
+        self._finish()
+        return 0
+
+    def _finish(self) -> None:
+        if self.verified:
+            return
+        if self._hasher.size != self._desc.size:
+            raise IntegrityError(
+                f"{self._what}: got {self._hasher.size} bytes, its descriptor declares "
+                f"{self._desc.size}",
+                hint="the transfer was cut short or the source is corrupt; nothing was kept",
+            )
+        actual = self._hasher.digest()
+        if actual != self._desc.digest:
+            raise IntegrityError(
+                f"{self._what}: content hashes to {actual}, expected {self._desc.digest}",
+                hint="the source serves tampered or corrupt bytes; nothing was kept",
+            )
+        self.verified = True
+
+    def read_to_end(self) -> None:
+        """Drain the stream, verifying; use when only verification is wanted."""
+        buf = bytearray(CHUNK)
+        while self.readinto(buf):
+            pass
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
+
+
+def iter_chunks(stream: BinaryIO | io.RawIOBase, size: int = CHUNK) -> Iterator[bytes]:
+    """Yield a stream's content in blocks (reusing nothing: each block is new bytes)."""
+    while True:
+        block = stream.read(size)
+        if not block:
+            return
+        yield bytes(block)
+
+
+def fetch_bytes(target: ReadOnlyTarget, desc: Descriptor, *, limit: int, what: str = "") -> bytes:
+    """Fetch a small blob (manifest, config, bundle) whole, refusing it above ``limit``."""
+    label = what or f"blob {desc.digest}"
+    if desc.size > limit:
+        raise SizeLimitError(
+            f"{label} declares {desc.size} bytes, over the {limit}-byte limit for its kind",
+            hint="refused before reading; this is not content modelreg will load into memory",
+        )
+    with target.fetch(desc) as reader:
+        data = reader.read(desc.size + 1)
+        # drain to EOF so the digest check runs
+        while True:
+            more = reader.read(CHUNK)
+            if not more:
+                break
+            data += more
+    return bytes(data)
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What a blob push did: ``sent`` bytes, or skipped because ``existed``/``mounted``."""
+
+    sent: int = 0
+    existed: bool = False
+    mounted: bool = False
+
+
+@runtime_checkable
+class ReadOnlyTarget(Protocol):
+    """Where content can be read from. A target is bound to one repository."""
+
+    def fetch(self, desc: Descriptor) -> VerifyingReader:
+        """Open a blob or manifest for reading; the stream verifies as it is read."""
+        ...
+
+    def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` (unverified: callers check with a chunk index)."""
+        ...
+
+    def exists(self, desc: Descriptor) -> bool: ...
+
+    def resolve(self, reference: str) -> Descriptor:
+        """Tag or digest to the manifest's descriptor. Raises NotFoundError."""
+        ...
+
+    def referrers(self, desc: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``desc`` (optionally of one artifact type)."""
+        ...
+
+    def tags(self) -> Iterator[str]: ...
+
+
+@runtime_checkable
+class Target(ReadOnlyTarget, Protocol):
+    """Where content can also be written."""
+
+    def push(self, desc: Descriptor, source: BlobSource) -> PushResult:
+        """Store a blob. ``source(offset)`` opens the content at ``offset``; the target
+        verifies size and digest and stores nothing under the digest if they differ."""
+        ...
+
+    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None = None) -> None:
+        """Store a manifest or index (bytes must hash to ``desc``), optionally tagging it."""
+        ...
+
+    def tag(self, desc: Descriptor, tag: str) -> None: ...
+
+
+def bytes_source(data: bytes) -> BlobSource:
+    """A BlobSource over in-memory bytes."""
+
+    def open_at(offset: int) -> BinaryIO:
+        stream = io.BytesIO(data)
+        stream.seek(offset)
+        return stream
+
+    return open_at
+
+
+def file_source(path: str) -> BlobSource:
+    """A BlobSource over a file on disk."""
+
+    def open_at(offset: int) -> BinaryIO:
+        stream = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        stream.seek(offset)
+        return stream
+
+    return open_at
+
+
+def consume(chunks: Iterable[bytes]) -> int:
+    return sum(len(c) for c in chunks)

@@ -1,0 +1,390 @@
+"""A local OCI image layout directory: the cache and the embedded default store.
+
+Layout (image-spec ``image-layout.md``): ``oci-layout``, ``index.json``,
+``blobs/<alg>/<hex>``. modelreg adds ``ingest/`` for in-flight writes (same
+filesystem, so the final rename is atomic) and ``index.json.lock`` for
+serialising index updates between processes.
+
+* Blobs are written to ``ingest/``, verified (size and digest), fsynced, then
+  renamed into place: a crash or a bad source never leaves a blob under a digest
+  it does not have. Writing a blob that another process wrote first is harmless.
+* ``index.json`` is changed only under an exclusive ``flock`` with a
+  read-modify-write and an atomic replace, so concurrent processes never lose
+  each other's tags.
+* One store holds every repository: in the embedded store a tag is recorded as
+  ``org.opencontainers.image.ref.name = "<repository>:<tag>"``; in a plain
+  ``oci:`` layout (``repository=None``) as the bare tag, as skopeo and oras do.
+* Reads are verified like every other read; a blob found corrupt is reported and
+  can be evicted with :meth:`LayoutStore.evict`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import io
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from modelreg.content.base import CHUNK, BlobSource, PushResult, VerifyingReader
+from modelreg.errors import (
+    FormatError,
+    IntegrityError,
+    InvalidInputError,
+    ModelRegError,
+    NotFoundError,
+)
+from modelreg.oci import mediatypes as mt
+from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.digest import Digest
+from modelreg.oci.manifest import MAX_MANIFEST_BYTES, Manifest, canonical_json, parse_manifest_or_index
+
+__all__ = ["LayoutStore", "LayoutTarget"]
+
+_LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
+
+
+class LayoutStore:
+    """One OCI layout directory shared by any number of repositories and processes."""
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        if create:
+            self._init()
+        elif not (self.root / "oci-layout").is_file():
+            raise NotFoundError(
+                f"{str(self.root)!r} is not an OCI image layout (no oci-layout file)",
+                hint="point at a directory written by modelreg, oras or skopeo (oci:DIR)",
+            )
+
+    # ------------------------------------------------------------ structure
+    def _init(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidInputError(
+                f"{str(self.root)!r} exists and is not a directory",
+                hint="choose another path for the OCI layout",
+            )
+        try:
+            (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            (self.root / "ingest").mkdir(exist_ok=True)
+            layout = self.root / "oci-layout"
+            if not layout.exists():
+                self._atomic_write(layout, canonical_json(_LAYOUT_FILE))
+            index = self.root / "index.json"
+            if not index.exists():
+                with self._index_lock():
+                    if not index.exists():
+                        self._write_index([])
+        except PermissionError as exc:
+            raise InvalidInputError(
+                f"cannot write the local store at {str(self.root)!r}: {exc.strerror}",
+                hint="set MODELREG_HOME to a writable directory",
+            ) from exc
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    # ----------------------------------------------------------------- write
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def ingest(self, desc: Descriptor) -> BlobWriter:
+        """A writer that lands the blob under its digest only if the bytes match."""
+        return BlobWriter(self, desc)
+
+    def write_blob(self, desc: Descriptor, stream: BinaryIO) -> int:
+        """Copy ``stream`` into the store, verifying; returns bytes written (0 if present)."""
+        if self.has_blob(desc.digest):
+            return 0
+        with self.ingest(desc) as writer, VerifyingReader(stream, desc) as reader:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while n := reader.readinto(buf):
+                writer.write(view[:n])
+        return desc.size
+
+    def evict(self, digest: Digest) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.blob_path(digest).unlink()
+
+    # ----------------------------------------------------------------- index
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        with self._lock, open(self.root / "index.json.lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        path = self.root / "index.json"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        if len(data) > 64 * MAX_MANIFEST_BYTES:
+            raise FormatError(f"{path} is unreasonably large ({len(data)} bytes)")
+        try:
+            obj = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise FormatError(
+                f"{path} is not valid JSON: {exc}",
+                hint="the local store is damaged; restore it or remove the file",
+            ) from exc
+        manifests = obj.get("manifests") if isinstance(obj, dict) else None
+        if not isinstance(manifests, list):
+            raise FormatError(f"{path} has no manifests list")
+        return [m for m in manifests if isinstance(m, dict)]
+
+    def _write_index(self, entries: list[dict[str, Any]]) -> None:
+        doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+        self._atomic_write(self.root / "index.json", canonical_json(doc))
+
+    def entries(self) -> list[Descriptor]:
+        return [Descriptor.from_dict(e, "index.json entry") for e in self._read_index()]
+
+    def add_manifest(self, desc: Descriptor, ref_name: str | None) -> None:
+        """Record a manifest in index.json, tagged with ``ref_name`` or untagged."""
+        with self._index_lock():
+            entries = self._read_index()
+            kept = []
+            for entry in entries:
+                name = (entry.get("annotations") or {}).get(mt.ANN_REF_NAME)
+                if ref_name is not None and name == ref_name:
+                    continue  # the tag moves to the new manifest
+                if ref_name is None and entry.get("digest") == str(desc.digest):
+                    return  # already recorded
+                kept.append(entry)
+            annotations = dict(desc.annotations)
+            annotations.pop(mt.ANN_REF_NAME, None)
+            if ref_name is not None:
+                annotations[mt.ANN_REF_NAME] = ref_name
+            kept.append(desc.with_annotations(annotations).to_dict())
+            self._write_index(kept)
+
+    def remove_ref(self, ref_name: str) -> bool:
+        with self._index_lock():
+            entries = self._read_index()
+            kept = [
+                e for e in entries if (e.get("annotations") or {}).get(mt.ANN_REF_NAME) != ref_name
+            ]
+            if len(kept) == len(entries):
+                return False
+            self._write_index(kept)
+            return True
+
+    def target(self, repository: str | None) -> LayoutTarget:
+        return LayoutTarget(self, repository)
+
+
+class BlobWriter:
+    """Writes one blob into ``ingest/`` and commits it under its digest when verified."""
+
+    def __init__(self, store: LayoutStore, desc: Descriptor) -> None:
+        self._store = store
+        self._desc = desc
+        fd, self._tmp = tempfile.mkstemp(dir=store.root / "ingest", prefix=desc.digest.hex[:16])
+        self._file = os.fdopen(fd, "wb")
+        self._hasher = desc.digest.hasher()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._hasher.update(data)
+        self._file.write(data)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            if not self._file.closed:
+                self._file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+
+    def _commit(self) -> None:
+        if self._hasher.size != self._desc.size or self._hasher.digest() != self._desc.digest:
+            raise IntegrityError(
+                f"blob {self._desc.digest}: wrote {self._hasher.size} bytes hashing to "
+                f"{self._hasher.digest()}, expected {self._desc.size} bytes",
+                hint="the source is corrupt; nothing was stored",
+            )
+        if self._store.fsync:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._store.blob_path(self._desc.digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._tmp, final)
+
+
+class LayoutTarget:
+    """A repository view of a :class:`LayoutStore`; implements the Target protocol."""
+
+    def __init__(self, store: LayoutStore, repository: str | None) -> None:
+        self.store = store
+        self.repository = repository
+
+    def __repr__(self) -> str:
+        return f"LayoutTarget({str(self.store.root)!r}, {self.repository!r})"
+
+    def _ref_name(self, tag: str) -> str:
+        return f"{self.repository}:{tag}" if self.repository else tag
+
+    # ------------------------------------------------------------------ read
+    def _open(self, desc: Descriptor) -> BinaryIO:
+        try:
+            return open(self.store.blob_path(desc.digest), "rb")
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"blob {desc.digest} is not in the local store {str(self.store.root)!r}"
+            ) from exc
+
+    def fetch(self, desc: Descriptor) -> VerifyingReader:
+        return VerifyingReader(self._open(desc), desc, what=f"local blob {desc.digest}")
+
+    def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes:
+        with self._open(desc) as f:
+            f.seek(offset)
+            return f.read(length)
+
+    def exists(self, desc: Descriptor) -> bool:
+        path = self.store.blob_path(desc.digest)
+        try:
+            return path.stat().st_size == desc.size
+        except FileNotFoundError:
+            return False
+
+    def resolve(self, reference: str) -> Descriptor:
+        entries = self.store.entries()
+        if reference.count(":") == 1 and reference.split(":")[0] in ("sha256", "sha512"):
+            digest = Digest.parse(reference)
+            for entry in entries:
+                if entry.digest == digest:
+                    return entry.with_annotations({})
+            path = self.store.blob_path(digest)
+            if not path.is_file():
+                raise NotFoundError(
+                    f"manifest {digest} not found in {self._where()}",
+                    hint="list what is there with `modelreg tags`",
+                )
+            size = path.stat().st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise FormatError(f"blob {digest} is too large to be a manifest")
+            data = path.read_bytes()
+            node = parse_manifest_or_index(data, None, f"manifest {digest}")
+            return Descriptor(node.media_type, digest, size)
+        want = self._ref_name(reference)
+        for entry in reversed(entries):
+            if entry.annotations.get(mt.ANN_REF_NAME) == want:
+                return entry.with_annotations({})
+        raise NotFoundError(
+            f"tag {reference!r} not found in {self._where()}",
+            hint="list the tags with `modelreg tags " + (self.repository or "oci:DIR") + "`",
+        )
+
+    def _where(self) -> str:
+        if self.repository:
+            return f"repository {self.repository!r} of the local store ({self.store.root})"
+        return f"OCI layout {str(self.store.root)!r}"
+
+    def referrers(self, desc: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
+        out: list[Descriptor] = []
+        seen: set[Digest] = set()
+        for entry in self.store.entries():
+            if entry.media_type not in mt.ALL_MANIFEST_TYPES or entry.digest in seen:
+                continue
+            seen.add(entry.digest)
+            path = self.store.blob_path(entry.digest)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            node = parse_manifest_or_index(data, entry.media_type)
+            if node.subject is None or node.subject.digest != desc.digest:
+                continue
+            kind = node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
+            if artifact_type and kind != artifact_type:
+                continue
+            out.append(
+                Descriptor(
+                    node.media_type,
+                    entry.digest,
+                    entry.size,
+                    annotations=dict(node.annotations),
+                    artifact_type=kind,
+                )
+            )
+        return out
+
+    def tags(self) -> Iterator[str]:
+        names = []
+        for entry in self.store.entries():
+            name = entry.annotations.get(mt.ANN_REF_NAME)
+            if name is None:
+                continue
+            if self.repository:
+                repo, sep, tag = name.rpartition(":")
+                if sep and repo == self.repository:
+                    names.append(tag)
+            elif ":" not in name or "/" not in name:
+                names.append(name)
+        return iter(sorted(set(names)))
+
+    # ----------------------------------------------------------------- write
+    def push(self, desc: Descriptor, source: BlobSource) -> PushResult:
+        if self.exists(desc):
+            return PushResult(existed=True)
+        try:
+            with source(0) as stream:
+                sent = self.store.write_blob(desc, stream)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ModelRegError(
+                    f"no space left writing blob {desc.digest} into {self.store.root}",
+                    hint="free disk space or set MODELREG_HOME to a larger disk",
+                ) from exc
+            raise
+        return PushResult(sent=sent)
+
+    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None = None) -> None:
+        if not self.store.has_blob(desc.digest):
+            self.store.write_blob(desc, io.BytesIO(data))
+        else:
+            computed = Digest.from_bytes(data, desc.digest.algorithm)
+            if computed != desc.digest or len(data) != desc.size:
+                raise IntegrityError(f"manifest bytes do not match {desc.digest}")
+        self.store.add_manifest(desc, self._ref_name(tag) if tag else None)
+
+    def tag(self, desc: Descriptor, tag: str) -> None:
+        if not self.store.has_blob(desc.digest):
+            raise NotFoundError(f"manifest {desc.digest} is not in {self._where()}; cannot tag it")
+        self.store.add_manifest(desc, self._ref_name(tag))
+
+    def untag(self, tag: str) -> bool:
+        return self.store.remove_ref(self._ref_name(tag))

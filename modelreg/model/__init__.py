@@ -1,0 +1,1 @@
+"""Model packaging: directory to ModelPack artifact and back."""

@@ -1,0 +1,104 @@
+"""File digests computed once per content: a cache keyed on (path, size, mtime, inode).
+
+Hashing a 4 GiB weight file costs seconds; a second push of an unchanged
+directory must not pay it again. The cache is a small SQLite database under the
+state directory, safe for concurrent processes (WAL, short transactions). A
+stale entry cannot be served: any change of size, mtime (ns), inode or device
+misses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from modelreg.oci.digest import Digest, Hasher
+
+__all__ = ["DigestCache", "hash_file"]
+
+_BLOCK = 8 * 1024 * 1024
+
+
+def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[Digest, int]:
+    """Stream a file through the hasher; returns (digest, size)."""
+    hasher = Hasher(algorithm)
+    buf = bytearray(_BLOCK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            hasher.update(view[:n])
+    return hasher.digest(), hasher.size
+
+
+class DigestCache:
+    """Remembers file digests by identity; thread-safe."""
+
+    def __init__(self, db_path: str | os.PathLike[str] | None) -> None:
+        self._path = Path(db_path) if db_path else None
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> DigestCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _db(self) -> sqlite3.Connection | None:
+        if self._path is None:
+            return None
+        conn = self._conn
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self._path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS digests (path TEXT, dev INTEGER, ino INTEGER, "
+                    "size INTEGER, mtime_ns INTEGER, algorithm TEXT, digest TEXT, "
+                    "PRIMARY KEY (path, algorithm))"
+                )
+            except sqlite3.Error:
+                self._path = None  # an unusable cache is no cache, never an error
+                return None
+            self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def digest(self, path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[Digest, int]:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            db = self._db()
+            row = None
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    row = db.execute(
+                    "SELECT dev, ino, size, mtime_ns, digest FROM digests "
+                    "WHERE path = ? AND algorithm = ?",
+                        (real, algorithm),
+                    ).fetchone()
+        if row is not None and tuple(row[:4]) == key:
+            return Digest.parse(row[4]), st.st_size
+        digest, size = hash_file(real, algorithm)
+        after = os.stat(real)
+        unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        with self._lock:
+            db = self._db()
+            if db is not None and unchanged:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute(
+                        "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (real, *key, algorithm, str(digest)),
+                    )
+        return digest, size
