@@ -65,7 +65,7 @@ def safe_relpath(raw: str, what: str = "path") -> str:
 def layer_path(desc: Descriptor) -> str | None:
     """The file path a layer declares, from the ModelPack, legacy or ORAS annotation."""
     ann = desc.annotations
-    return ann.get(mt.ANN_FILEPATH) or ann.get(mt.LEGACY_ANN_FILEPATH) or ann.get(mt.ANN_TITLE)
+    return ann.get(mt.ANN_FILEPATH) or ann.get(mt.LEGACY_ANN_FILEPATH) or ann.get(mt.ANN_TITLE) or None
 
 
 def _layer_mode(desc: Descriptor) -> int:

@@ -1,0 +1,133 @@
+import json
+import os
+import shutil
+
+import jsonschema
+import pytest
+
+from modelreg.errors import InvalidInputError, UnsafeContentError
+from modelreg.model.digests import DigestCache
+from modelreg.model.pack import ModelMetadata, pack_directory
+from modelreg.model.roles import guess_role
+from modelreg.oci import mediatypes as mt
+from tests.schemas import validate_manifest, validate_model_config
+
+
+def make_model(root):
+    (root / "sub").mkdir(parents=True)
+    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (root / "tokenizer.json").write_text("{}")
+    (root / "model.safetensors").write_bytes(os.urandom(1000))
+    (root / "README.md").write_text("# model")
+    (root / "sub" / "run.py").write_text("print(1)")
+    (root / "sub" / "run.py").chmod(0o755)
+    return root
+
+
+def test_pack_is_deterministic_across_copies_and_machines(tmp_path):
+    a = make_model(tmp_path / "one" / "m")
+    b = tmp_path / "two" / "m"
+    shutil.copytree(a, b)
+    os.utime(b / "config.json", (1, 1))  # mtimes and owners must not matter
+    pa, pb = pack_directory(a), pack_directory(b)
+    assert pa.manifest.raw == pb.manifest.raw
+    assert pa.manifest.digest == pb.manifest.digest
+
+
+def test_pack_layers_roles_and_annotations(tmp_path):
+    packed = pack_directory(make_model(tmp_path / "m"), metadata=ModelMetadata(licenses=("Apache-2.0",)))
+    by_path = {layer.annotations[mt.ANN_FILEPATH]: layer for layer in packed.manifest.layers}
+    assert by_path["config.json"].media_type == "application/vnd.cncf.model.weight.config.v1.raw"
+    assert by_path["model.safetensors"].media_type == "application/vnd.cncf.model.weight.v1.raw"
+    assert by_path["README.md"].media_type == "application/vnd.cncf.model.doc.v1.raw"
+    assert by_path["sub/run.py"].media_type == "application/vnd.cncf.model.code.v1.raw"
+    assert by_path["sub/run.py"].annotations[mt.ANN_TITLE] == "sub/run.py"
+    meta = json.loads(by_path["sub/run.py"].annotations[mt.ANN_FILE_METADATA])
+    assert meta == {"name": "run.py", "mode": 0o755, "uid": 0, "gid": 0, "size": 8,
+                    "mtime": "1970-01-01T00:00:00Z", "typeflag": 48}
+    # weights last, small config first
+    assert packed.manifest.layers[-1].annotations[mt.ANN_FILEPATH] == "model.safetensors"
+    config = json.loads(packed.config)
+    assert config["modelfs"]["diffIds"] == [str(layer.digest) for layer in packed.manifest.layers]
+    assert config["descriptor"] == {"name": "m", "licenses": ["Apache-2.0"]}
+    assert packed.manifest.artifact_type == mt.MODEL_ARTIFACT
+    validate_manifest(packed.manifest.raw)
+    validate_model_config(packed.config)
+
+
+def test_invalid_config_would_fail_schema(tmp_path):
+    with pytest.raises(jsonschema.ValidationError):
+        validate_model_config(b'{"descriptor":{},"config":{},"modelfs":{"type":"layers","diffIds":[]}}')
+
+
+def test_symlink_outside_refused_inside_followed(tmp_path):
+    root = make_model(tmp_path / "m")
+    (tmp_path / "secret").write_text("s")
+    (root / "inside.json").symlink_to(root / "config.json")
+    packed = pack_directory(root)
+    assert "inside.json" in [f.path for f in packed.files]
+    (root / "leak").symlink_to(tmp_path / "secret")
+    with pytest.raises(UnsafeContentError, match="pointing outside"):
+        pack_directory(root)
+    assert "leak" in [f.path for f in pack_directory(root, allow_outside_links=True).files]
+
+
+def test_empty_missing_and_file_inputs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match="no files"):
+        pack_directory(tmp_path / "empty")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        pack_directory(tmp_path / "nope")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InvalidInputError, match="not a directory"):
+        pack_directory(tmp_path / "f")
+
+
+def test_fifo_refused(tmp_path):
+    root = make_model(tmp_path / "m")
+    os.mkfifo(root / "pipe")
+    with pytest.raises(UnsafeContentError, match="not a regular file"):
+        pack_directory(root)
+
+
+def test_git_directory_ignored(tmp_path):
+    root = make_model(tmp_path / "m")
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref")
+    assert all(not f.path.startswith(".git") for f in pack_directory(root).files)
+
+
+def test_digest_cache_reuses_and_invalidates(tmp_path, monkeypatch):
+    root = make_model(tmp_path / "m")
+    calls = []
+    import modelreg.model.digests as digests
+
+    real = digests.hash_file
+    monkeypatch.setattr(digests, "hash_file", lambda p, a="sha256": calls.append(p) or real(p, a))
+    with DigestCache(tmp_path / "d.sqlite") as cache:
+        pack_directory(root, digest_cache=cache)
+        first = len(calls)
+        pack_directory(root, digest_cache=cache)
+        assert len(calls) == first  # nothing re-hashed
+        (root / "README.md").write_text("# changed")
+        packed = pack_directory(root, digest_cache=cache)
+        assert len(calls) == first + 1
+    readme = next(f for f in packed.files if f.path == "README.md")
+    assert readme.descriptor.size == len("# changed")
+
+
+@pytest.mark.parametrize(
+    ("path", "role", "untested"),
+    [
+        ("model-00001-of-00002.safetensors", "weight", False),
+        ("model.safetensors.index.json", "weight.config", False),
+        ("tokenizer.model", "weight.config", False),
+        ("LICENSE", "doc", False),
+        ("requirements.txt", "code", False),
+        ("data/train.jsonl", "dataset", False),
+        ("weird.xyz", "doc", True),
+    ],
+)
+def test_role_guesses(path, role, untested):
+    guess = guess_role(path)
+    assert (guess.role, guess.untested) == (role, untested)
