@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from modelreg_cli.render import ProgressRenderer, err_console, human_size, out_console, print_json
 
 import modelreg
 from modelreg.client import Client, RemoteOptions
 from modelreg.errors import InvalidInputError, ModelRegError
 from modelreg.model.pack import ModelMetadata
-from modelreg_cli.render import ProgressRenderer, err_console, human_size, out_console, print_json
 
 app = typer.Typer(
     name="modelreg",
@@ -38,7 +38,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
 
 
 class State:
@@ -120,9 +119,7 @@ def _errors(json_output: bool) -> Iterator[None]:
     except Exception as exc:
         if State.verbose:
             traceback.print_exc()
-        err_console.print(
-            f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}", markup=True
-        )
+        err_console.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}", markup=True)
         err_console.print("  hint: run again with --verbose for the traceback and report it")
         raise typer.Exit(1) from None
 
@@ -140,7 +137,9 @@ def main(
     ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", help="Print the version.", is_eager=True, callback=_print_version),
+        typer.Option(
+            "--version", help="Print the version.", is_eager=True, callback=_print_version
+        ),
     ] = False,
 ) -> None:
     State.verbose = verbose
@@ -296,7 +295,7 @@ def inspect(
             for f in info.files:
                 role = str(f["mediaType"]).rsplit("/", 1)[-1]
                 out_console.print(
-                    f"  {str(f['path']):<{width}}  {human_size(int(f['size'])):>10}  "
+                    f"  {f['path']!s:<{width}}  {human_size(int(f['size'])):>10}  "
                     f"{str(f['digest'])[:19]}  {role}",
                     markup=False,
                 )

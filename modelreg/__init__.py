@@ -79,9 +79,7 @@ def inspect(ref: str, *, options: RemoteOptions | None = None) -> InspectResult:
         return client.inspect(ref)
 
 
-def copy(
-    src: str, dst: str, *, options: RemoteOptions | None = None, **kwargs: Any
-) -> CopyResult:
+def copy(src: str, dst: str, *, options: RemoteOptions | None = None, **kwargs: Any) -> CopyResult:
     """Copy an artifact (and with ``recursive=True`` its referrers) between targets."""
     with Client(options) as client:
         return client.copy(src, dst, **kwargs)

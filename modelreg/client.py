@@ -17,7 +17,8 @@ from typing import Any
 from modelreg import settings
 from modelreg.content.base import ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.layout import LayoutStore, LayoutTarget
-from modelreg.copy import CopyResult, copy_graph, fetch_node
+from modelreg.content.locations import BlobLocations
+from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node
 from modelreg.errors import FormatError, InvalidInputError, InvalidReferenceError, NotFoundError
 from modelreg.events import ProgressCallback
 from modelreg.model.digests import DigestCache
@@ -125,6 +126,7 @@ class Client:
         self._store: LayoutStore | None = None
         self._lock = threading.Lock()
         self._digests: DigestCache | None = None
+        self._locations: BlobLocations | None = None
 
     def __enter__(self) -> Client:
         return self
@@ -140,6 +142,9 @@ class Client:
             if self._digests is not None:
                 self._digests.close()
                 self._digests = None
+            if self._locations is not None:
+                self._locations.close()
+                self._locations = None
 
     # ---------------------------------------------------------------- targets
     @property
@@ -156,6 +161,50 @@ class Client:
             if self._digests is None:
                 self._digests = DigestCache(settings.state_dir() / "digests.sqlite")
             return self._digests
+
+    def locations(self) -> BlobLocations:
+        with self._lock:
+            if self._locations is None:
+                self._locations = BlobLocations(settings.state_dir() / "locations.sqlite")
+            return self._locations
+
+    def _mount_hint(self, ref: Reference) -> MountHint | None:
+        """Repositories of ``ref``'s registry where a blob was seen, to mount from."""
+        if ref.kind != "registry" or ref.registry is None:
+            return None
+        registry, repository, locations = ref.registry, ref.repository, self.locations()
+
+        def hint(desc: Descriptor) -> list[str]:
+            return locations.candidates(registry, str(desc.digest), exclude=repository)
+
+        return hint
+
+    def _remember(self, ref: Reference, digests: Sequence[str]) -> None:
+        if ref.kind == "registry" and ref.registry is not None:
+            self.locations().record(ref.registry, ref.repository, digests)
+
+    def _transfer(
+        self,
+        source: ReadOnlyTarget,
+        root: Descriptor,
+        dst_ref: Reference,
+        *,
+        tag: str | None,
+        recursive: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> CopyResult:
+        result = copy_graph(
+            source,
+            root,
+            self.target(dst_ref),
+            tag=tag,
+            recursive=recursive,
+            concurrency=self.options.concurrency,
+            progress=progress,
+            mount_hint=self._mount_hint(dst_ref),
+        )
+        self._remember(dst_ref, result.blobs)
+        return result
 
     def registry(self, host: str) -> Any:
         from modelreg.content.registry import CredentialStore
@@ -252,14 +301,8 @@ class Client:
             annotations=annotations,
             progress=progress,
         )
-        dst = self.target(ref)
-        result = copy_graph(
-            packed.as_target(),
-            packed.descriptor,
-            dst,
-            tag=tag,
-            concurrency=self.options.concurrency,
-            progress=progress,
+        result = self._transfer(
+            packed.as_target(), packed.descriptor, ref, tag=tag, progress=progress
         )
         return PushResult(
             reference=str(ref.with_tag(tag).with_digest(packed.manifest.digest)),
@@ -293,6 +336,7 @@ class Client:
             progress=progress,
             fsync=self.options.fsync,
         )
+        self._remember(ref, [str(f.descriptor.digest) for f in result.files])
         return PullResult(
             reference=str(ref.with_digest(desc.digest)),
             digest=str(desc.digest),
@@ -362,14 +406,9 @@ class Client:
                 f"destination {str(dst_ref)!r} names a digest other than the source's {desc.digest}"
             )
         tag = dst_ref.tag or (src_ref.tag if dst_ref.digest is None else None)
-        return copy_graph(
-            source,
-            desc,
-            self.target(dst_ref),
-            tag=tag,
-            recursive=recursive,
-            concurrency=self.options.concurrency,
-            progress=progress,
+        self._remember(src_ref, [str(desc.digest)])
+        return self._transfer(
+            source, desc, dst_ref, tag=tag, recursive=recursive, progress=progress
         )
 
     # ---------------------------------------------------------------- listing

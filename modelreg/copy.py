@@ -23,7 +23,7 @@ from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import MAX_MANIFEST_BYTES, Index, Manifest, parse_manifest_or_index
 
-__all__ = ["CopyResult", "copy_graph", "fetch_node", "MountHint"]
+__all__ = ["CopyResult", "MountHint", "copy_graph", "fetch_node"]
 
 MAX_REFERRER_DEPTH = 4
 
@@ -44,10 +44,13 @@ class CopyResult:
     blobs_mounted: int = 0
     manifests: list[Descriptor] = field(default_factory=list)
     referrers: list[Descriptor] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    """Digests of every blob the destination now holds (sent, skipped or mounted)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, desc: Descriptor, result: PushResult) -> None:
         with self._lock:
+            self.blobs.append(str(desc.digest))
             if result.mounted:
                 self.bytes_mounted += desc.size
                 self.blobs_mounted += 1
@@ -98,8 +101,10 @@ class _Counting(io.RawIOBase):
 
 
 def _name(desc: Descriptor) -> str:
-    return desc.annotations.get(mt.ANN_TITLE) or desc.annotations.get(mt.ANN_FILEPATH) or (
-        desc.digest.short
+    return (
+        desc.annotations.get(mt.ANN_TITLE)
+        or desc.annotations.get(mt.ANN_FILEPATH)
+        or (desc.digest.short)
     )
 
 
@@ -169,7 +174,7 @@ class _Copier:
                 if not block:
                     break
                 skip -= len(block)
-            return io.BufferedReader(_Counting(reader, advance), buffer_size=CHUNK)  # type: ignore[arg-type]
+            return io.BufferedReader(_Counting(reader, advance), buffer_size=CHUNK)
 
         pushed = self.dst.push(desc, open_at)
         self.result.record(desc, pushed)

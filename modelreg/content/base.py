@@ -50,7 +50,9 @@ class VerifyingReader(io.RawIOBase):
     ``verified`` is True only after EOF was reached and everything matched.
     """
 
-    def __init__(self, stream: BinaryIO | io.RawIOBase, desc: Descriptor, *, what: str = "") -> None:
+    def __init__(
+        self, stream: BinaryIO | io.RawIOBase, desc: Descriptor, *, what: str = ""
+    ) -> None:
         super().__init__()
         self._stream = stream
         self._desc = desc

@@ -43,7 +43,12 @@ from modelreg.errors import (
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import MAX_MANIFEST_BYTES, Manifest, canonical_json, parse_manifest_or_index
+from modelreg.oci.manifest import (
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    canonical_json,
+    parse_manifest_or_index,
+)
 
 __all__ = ["LayoutStore", "LayoutTarget"]
 
@@ -53,7 +58,9 @@ _LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
 class LayoutStore:
     """One OCI layout directory shared by any number of repositories and processes."""
 
-    def __init__(self, root: str | os.PathLike[str], *, create: bool = True, fsync: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, create: bool = True, fsync: bool = True
+    ) -> None:
         self.root = Path(root)
         self.fsync = fsync
         self._lock = threading.Lock()
@@ -328,7 +335,9 @@ class LayoutTarget:
             node = parse_manifest_or_index(data, entry.media_type)
             if node.subject is None or node.subject.digest != desc.digest:
                 continue
-            kind = node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
+            kind = (
+                node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
+            )
             if artifact_type and kind != artifact_type:
                 continue
             out.append(

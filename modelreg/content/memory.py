@@ -87,7 +87,9 @@ class MemoryTarget:
             node = parse_manifest_or_index(self._blobs[digest], media_type)
             if node.subject is None or node.subject.digest != desc.digest:
                 continue
-            kind = node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
+            kind = (
+                node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
+            )
             if artifact_type and kind != artifact_type:
                 continue
             out.append(node.descriptor().with_annotations(dict(node.annotations)))

@@ -84,8 +84,8 @@ class DigestCache:
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     row = db.execute(
-                    "SELECT dev, ino, size, mtime_ns, digest FROM digests "
-                    "WHERE path = ? AND algorithm = ?",
+                        "SELECT dev, ino, size, mtime_ns, digest FROM digests "
+                        "WHERE path = ? AND algorithm = ?",
                         (real, algorithm),
                     ).fetchone()
         if row is not None and tuple(row[:4]) == key:

@@ -34,10 +34,28 @@ from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Manifest, canonical_json
 
-__all__ = ["DEFAULT_IGNORE", "ModelMetadata", "PackedFile", "PackedModel", "pack_directory", "scan_directory"]
+__all__ = [
+    "DEFAULT_IGNORE",
+    "ModelMetadata",
+    "PackedFile",
+    "PackedModel",
+    "pack_directory",
+    "scan_directory",
+]
 
-DEFAULT_IGNORE = (".git", ".git/*", ".hg", ".svn", "__pycache__", "*/__pycache__", ".DS_Store",
-                  "*/.DS_Store", ".ipynb_checkpoints", ".cache", ".cache/*")
+DEFAULT_IGNORE = (
+    ".git",
+    ".git/*",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    "*/__pycache__",
+    ".DS_Store",
+    "*/.DS_Store",
+    ".ipynb_checkpoints",
+    ".cache",
+    ".cache/*",
+)
 EPOCH = "1970-01-01T00:00:00Z"
 TYPEFLAG_REGULAR = 48  # tar.TypeReg, '0'
 
@@ -190,7 +208,8 @@ def scan_directory(
         )
     if not base.is_dir():
         raise InvalidInputError(
-            f"{str(root)!r} is not a directory", hint="push takes a directory holding the model files"
+            f"{str(root)!r} is not a directory",
+            hint="push takes a directory holding the model files",
         )
     real_root = base.resolve()
     out: list[tuple[str, Path]] = []
@@ -227,7 +246,9 @@ def scan_directory(
                         "if you trust where it points",
                     )
                 if not target.exists():
-                    raise InvalidInputError(f"{rel!r} is a dangling symlink", hint="fix or remove it")
+                    raise InvalidInputError(
+                        f"{rel!r} is a dangling symlink", hint="fix or remove it"
+                    )
                 if target.is_dir():
                     for sub_rel, sub_real in scan_directory(
                         full, ignore=ignore, allow_outside_links=allow_outside_links

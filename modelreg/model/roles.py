@@ -20,29 +20,100 @@ ROLE_ORDER: Final = ("weight.config", "doc", "code", "dataset", "weight")
 
 _WEIGHT_EXT: Final = frozenset(
     {
-        ".safetensors", ".gguf", ".ggml", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5",
-        ".hdf5", ".keras", ".pb", ".tflite", ".npz", ".npy", ".msgpack", ".pkl", ".pickle",
-        ".joblib", ".mlmodel", ".pdparams", ".ot", ".llamafile", ".nemo", ".engine", ".plan",
+        ".safetensors",
+        ".gguf",
+        ".ggml",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".onnx",
+        ".h5",
+        ".hdf5",
+        ".keras",
+        ".pb",
+        ".tflite",
+        ".npz",
+        ".npy",
+        ".msgpack",
+        ".pkl",
+        ".pickle",
+        ".joblib",
+        ".mlmodel",
+        ".pdparams",
+        ".ot",
+        ".llamafile",
+        ".nemo",
+        ".engine",
+        ".plan",
     }
 )
 _CONFIG_NAMES: Final = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "added_tokens.json", "preprocessor_config.json",
-    "processor_config.json", "chat_template.*", "vocab.*", "merges.txt", "tokenizer.model",
-    "*.tiktoken", "*.safetensors.index.json", "*.bin.index.json", "sentencepiece.*",
-    "spiece.model", "params.json", "modules.json", "sentence_bert_config.json",
-    "config_sentence_transformers.json", "adapter_config.json", "quantize_config.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "chat_template.*",
+    "vocab.*",
+    "merges.txt",
+    "tokenizer.model",
+    "*.tiktoken",
+    "*.safetensors.index.json",
+    "*.bin.index.json",
+    "sentencepiece.*",
+    "spiece.model",
+    "params.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "adapter_config.json",
+    "quantize_config.json",
 )
 _CONFIG_EXT: Final = frozenset({".json", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf"})
 _DOC_NAMES: Final = (
-    "readme*", "license*", "licence*", "notice*", "citation*", "changelog*", "authors*",
-    "model_card*", "modelcard*", "use_policy*",
+    "readme*",
+    "license*",
+    "licence*",
+    "notice*",
+    "citation*",
+    "changelog*",
+    "authors*",
+    "model_card*",
+    "modelcard*",
+    "use_policy*",
 )
-_DOC_EXT: Final = frozenset({".md", ".rst", ".txt", ".pdf", ".html", ".png", ".jpg", ".jpeg", ".svg", ".gif"})
+_DOC_EXT: Final = frozenset(
+    {".md", ".rst", ".txt", ".pdf", ".html", ".png", ".jpg", ".jpeg", ".svg", ".gif"}
+)
 _CODE_NAMES: Final = ("requirements*.txt", "dockerfile", "makefile", "pyproject.toml", "setup.cfg")
 _CODE_EXT: Final = frozenset(
-    {".py", ".sh", ".ipynb", ".js", ".ts", ".go", ".rs", ".c", ".cc", ".cpp", ".h", ".hpp",
-     ".cu", ".java", ".rb", ".r", ".jl", ".lua", ".wat", ".wasm", ".so"}
+    {
+        ".py",
+        ".sh",
+        ".ipynb",
+        ".js",
+        ".ts",
+        ".go",
+        ".rs",
+        ".c",
+        ".cc",
+        ".cpp",
+        ".h",
+        ".hpp",
+        ".cu",
+        ".java",
+        ".rb",
+        ".r",
+        ".jl",
+        ".lua",
+        ".wat",
+        ".wasm",
+        ".so",
+    }
 )
 _DATASET_EXT: Final = frozenset(
     {".csv", ".tsv", ".jsonl", ".parquet", ".arrow", ".tfrecord", ".avro", ".feather"}

@@ -52,7 +52,9 @@ def safe_relpath(raw: str, what: str = "path") -> str:
     if "\\" in raw:
         raise UnsafeContentError(f"{what} {raw!r} contains a backslash", hint="refused as unsafe")
     if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
-        raise UnsafeContentError(f"{what} {raw!r} is absolute", hint="artifact paths must be relative")
+        raise UnsafeContentError(
+            f"{what} {raw!r} is absolute", hint="artifact paths must be relative"
+        )
     parts = raw.split("/")
     if any(p == ".." for p in parts):
         raise UnsafeContentError(f"{what} {raw!r} escapes the output directory with '..'")
@@ -65,7 +67,9 @@ def safe_relpath(raw: str, what: str = "path") -> str:
 def layer_path(desc: Descriptor) -> str | None:
     """The file path a layer declares, from the ModelPack, legacy or ORAS annotation."""
     ann = desc.annotations
-    return ann.get(mt.ANN_FILEPATH) or ann.get(mt.LEGACY_ANN_FILEPATH) or ann.get(mt.ANN_TITLE) or None
+    return (
+        ann.get(mt.ANN_FILEPATH) or ann.get(mt.LEGACY_ANN_FILEPATH) or ann.get(mt.ANN_TITLE) or None
+    )
 
 
 def _layer_mode(desc: Descriptor) -> int:
@@ -139,7 +143,9 @@ def plan_files(manifest: Manifest, include: Sequence[str] = ()) -> list[FileEntr
         parent = posixpath.dirname(e.path)
         while parent:
             if parent in files:
-                raise UnsafeContentError(f"{parent!r} is both a file and a directory in the artifact")
+                raise UnsafeContentError(
+                    f"{parent!r} is both a file and a directory in the artifact"
+                )
             parent = posixpath.dirname(parent)
     return entries
 

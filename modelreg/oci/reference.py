@@ -18,7 +18,7 @@ from typing import Final, Literal
 from modelreg.errors import InvalidDigestError, InvalidReferenceError
 from modelreg.oci.digest import Digest
 
-__all__ = ["Reference", "RefKind"]
+__all__ = ["RefKind", "Reference"]
 
 RefKind = Literal["registry", "store", "layout"]
 
@@ -44,8 +44,11 @@ def _fail(text: str, why: str) -> InvalidReferenceError:
 
 
 def _looks_like_host(component: str) -> bool:
-    return "." in component or ":" in component or component == "localhost" or (
-        component.startswith("[")
+    return (
+        "." in component
+        or ":" in component
+        or component == "localhost"
+        or (component.startswith("["))
     )
 
 

@@ -4,9 +4,8 @@ import json
 import os
 
 import pytest
-from typer.testing import CliRunner
-
 from modelreg_cli.main import app
+from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -117,5 +116,5 @@ def test_pull_into_a_file_fails_cleanly(model, tmp_path):
 def test_help_everywhere():
     for cmd in ("push", "pull", "inspect", "cp", "tags", "login", "logout", "list"):
         result = run(cmd, "-h")
-        assert result.exit_code == 0 and "--json" in result.stdout or cmd == "logout"
+        assert (result.exit_code == 0 and "--json" in result.stdout) or cmd == "logout"
     assert run("--version").stdout.startswith("modelreg ")

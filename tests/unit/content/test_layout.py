@@ -7,7 +7,8 @@ import pytest
 from modelreg.content import LayoutStore, MemoryTarget, VerifyingReader, bytes_source, fetch_bytes
 from modelreg.copy import copy_graph
 from modelreg.errors import IntegrityError, NotFoundError, SizeLimitError
-from modelreg.oci import Descriptor, Manifest, mediatypes as mt
+from modelreg.oci import Descriptor, Manifest
+from modelreg.oci import mediatypes as mt
 from modelreg.oci.manifest import empty_config
 
 
@@ -19,7 +20,11 @@ def test_verifying_reader_detects_tamper_truncation_and_trailing_bytes():
     import io
 
     d = blob(b"0123456789")
-    for bad, what in ((b"0123456780", "hashes to"), (b"01234", "got 5 bytes"), (b"0123456789X", "more bytes")):
+    for bad, what in (
+        (b"0123456780", "hashes to"),
+        (b"01234", "got 5 bytes"),
+        (b"0123456789X", "more bytes"),
+    ):
         reader = VerifyingReader(io.BytesIO(bad), d)
         with pytest.raises(IntegrityError, match=what):
             reader.read_to_end()
@@ -124,7 +129,9 @@ def test_copy_graph_between_memory_and_layout_with_referrers(tmp_path):
     src.push(empty_config(), bytes_source(b"{}"))
     m = Manifest(config=empty_config(), layers=(layer,))
     src.push_manifest(m.descriptor(), m.raw, "v1")
-    sig = Manifest(config=empty_config(), layers=(), artifact_type="application/x.sig", subject=m.descriptor())
+    sig = Manifest(
+        config=empty_config(), layers=(), artifact_type="application/x.sig", subject=m.descriptor()
+    )
     src.push_manifest(sig.descriptor(), sig.raw)
     dst = LayoutStore(tmp_path).target("copy")
     events = []

@@ -35,7 +35,9 @@ def test_pack_is_deterministic_across_copies_and_machines(tmp_path):
 
 
 def test_pack_layers_roles_and_annotations(tmp_path):
-    packed = pack_directory(make_model(tmp_path / "m"), metadata=ModelMetadata(licenses=("Apache-2.0",)))
+    packed = pack_directory(
+        make_model(tmp_path / "m"), metadata=ModelMetadata(licenses=("Apache-2.0",))
+    )
     by_path = {layer.annotations[mt.ANN_FILEPATH]: layer for layer in packed.manifest.layers}
     assert by_path["config.json"].media_type == "application/vnd.cncf.model.weight.config.v1.raw"
     assert by_path["model.safetensors"].media_type == "application/vnd.cncf.model.weight.v1.raw"
@@ -43,8 +45,15 @@ def test_pack_layers_roles_and_annotations(tmp_path):
     assert by_path["sub/run.py"].media_type == "application/vnd.cncf.model.code.v1.raw"
     assert by_path["sub/run.py"].annotations[mt.ANN_TITLE] == "sub/run.py"
     meta = json.loads(by_path["sub/run.py"].annotations[mt.ANN_FILE_METADATA])
-    assert meta == {"name": "run.py", "mode": 0o755, "uid": 0, "gid": 0, "size": 8,
-                    "mtime": "1970-01-01T00:00:00Z", "typeflag": 48}
+    assert meta == {
+        "name": "run.py",
+        "mode": 0o755,
+        "uid": 0,
+        "gid": 0,
+        "size": 8,
+        "mtime": "1970-01-01T00:00:00Z",
+        "typeflag": 48,
+    }
     # weights last, small config first
     assert packed.manifest.layers[-1].annotations[mt.ANN_FILEPATH] == "model.safetensors"
     config = json.loads(packed.config)
@@ -57,7 +66,9 @@ def test_pack_layers_roles_and_annotations(tmp_path):
 
 def test_invalid_config_would_fail_schema(tmp_path):
     with pytest.raises(jsonschema.ValidationError):
-        validate_model_config(b'{"descriptor":{},"config":{},"modelfs":{"type":"layers","diffIds":[]}}')
+        validate_model_config(
+            b'{"descriptor":{},"config":{},"modelfs":{"type":"layers","diffIds":[]}}'
+        )
 
 
 def test_symlink_outside_refused_inside_followed(tmp_path):

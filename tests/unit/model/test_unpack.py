@@ -5,7 +5,8 @@ import pytest
 from modelreg.content import LayoutStore, MemoryTarget, bytes_source
 from modelreg.errors import FormatError, IntegrityError, InvalidInputError, UnsafeContentError
 from modelreg.model.unpack import safe_relpath, unpack
-from modelreg.oci import Descriptor, Manifest, mediatypes as mt
+from modelreg.oci import Descriptor, Manifest
+from modelreg.oci import mediatypes as mt
 from modelreg.oci.manifest import empty_config
 
 
@@ -115,4 +116,6 @@ def test_hard_links_only_on_request(tmp_path):
     unpack(src, m, tmp_path / "b", cache=cache)
     assert os.stat(tmp_path / "b" / "w").st_nlink == 1
     unpack(src, m, tmp_path / "c", cache=cache, link=True)
-    assert os.stat(tmp_path / "c" / "w").st_ino == os.stat(cache.blob_path(m.layers[0].digest)).st_ino
+    assert (
+        os.stat(tmp_path / "c" / "w").st_ino == os.stat(cache.blob_path(m.layers[0].digest)).st_ino
+    )

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from modelreg.errors import FormatError, InvalidDigestError, SizeLimitError
-from modelreg.oci import Descriptor, Digest, Index, Manifest, mediatypes as mt
+from modelreg.oci import Descriptor, Digest, Index, Manifest
+from modelreg.oci import mediatypes as mt
 from modelreg.oci.manifest import MAX_MANIFEST_BYTES, empty_config, parse_manifest_or_index
 
 
