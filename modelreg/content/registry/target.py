@@ -1,0 +1,689 @@
+"""One repository of a registry, implementing :class:`~modelreg.content.base.Target`.
+
+Reads are verified: blobs through :class:`~modelreg.content.base.VerifyingReader`,
+manifests by hashing the bytes (against the digest asked for, or against
+``Docker-Content-Digest`` when fetched by tag) under a 4 MiB cap that is enforced
+before and while reading. Writes go through :mod:`~modelreg.content.registry.uploads`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from modelreg.content.base import BlobSource, PushResult, VerifyingReader
+from modelreg.content.registry.auth import repository_scope
+from modelreg.content.registry.client import BULK_MIN
+from modelreg.content.registry.streams import ResponseReader
+from modelreg.content.registry.uploads import BlobUpload
+from modelreg.errors import (
+    FormatError,
+    IntegrityError,
+    InvalidDigestError,
+    InvalidInputError,
+    InvalidReferenceError,
+    ModelRegError,
+    NotFoundError,
+    RegistryError,
+    SizeLimitError,
+)
+from modelreg.oci import mediatypes as mt
+from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.digest import Digest
+from modelreg.oci.manifest import MAX_MANIFEST_BYTES, Index, Manifest, parse_manifest_or_index
+from modelreg.oci.reference import Reference
+
+if TYPE_CHECKING:
+    from modelreg.content.registry.client import RegistryClient
+
+__all__ = [
+    "MANIFEST_ACCEPT",
+    "MAX_REFERRERS",
+    "RegistryTarget",
+    "parse_link_next",
+    "referrers_tag",
+]
+
+MANIFEST_ACCEPT: Final = ", ".join(
+    [mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST]
+)
+_MANIFEST_HEADERS: Final = {"Accept": MANIFEST_ACCEPT, "Accept-Encoding": "identity"}
+MAX_REFERRERS: Final = 1000
+MAX_REFERRER_PAGES: Final = 100
+MAX_TAG_PAGES: Final = 1000
+TAG_PAGE_SIZE: Final = 1000
+MAX_JSON_BYTES: Final = 4 * 1024 * 1024
+_TAG_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_CONTENT_RANGE_RE: Final = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+_LINK_RE: Final = re.compile(r"<([^>]*)>((?:\s*;\s*[^,;<]*)*)")
+
+_log = logging.getLogger("modelreg.registry")
+
+
+def referrers_tag(digest: Digest) -> str:
+    """The tag of the referrers tag-schema fallback: ``<alg>-<hex>`` (truncated)."""
+    return f"{digest.algorithm[:32]}-{digest.hex[:64]}"
+
+
+def parse_link_next(link: str | None, base: httpx.URL) -> httpx.URL | None:
+    """The ``rel="next"`` target of a ``Link`` header, resolved against ``base``."""
+    if not link:
+        return None
+    for match in _LINK_RE.finditer(link):
+        params = match.group(2)
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
+                return base.join(match.group(1).strip())
+    return None
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip()
+
+
+def _sniff_media_type(data: bytes, content_type: str) -> str:
+    if content_type in mt.ALL_MANIFEST_TYPES:
+        return content_type
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        obj = None
+    if isinstance(obj, dict):
+        declared = obj.get("mediaType")
+        if isinstance(declared, str) and declared in mt.ALL_MANIFEST_TYPES:
+            return declared
+        return mt.OCI_INDEX if "manifests" in obj else mt.OCI_MANIFEST
+    return mt.OCI_MANIFEST
+
+
+class RegistryTarget:
+    """A repository of a remote registry: the remote :class:`~modelreg.content.base.Target`.
+
+    ``client`` and ``repository`` are public: the copy engine uses them to see that
+    two targets share a registry and can mount blobs across repositories.
+    """
+
+    def __init__(self, client: RegistryClient, repository: str) -> None:
+        if client.api_host == "registry-1.docker.io" and "/" not in repository:
+            repository = f"library/{repository}"
+        try:
+            Reference(kind="registry", registry=client.host, repository=repository)
+        except InvalidReferenceError as exc:
+            raise InvalidReferenceError(
+                f"invalid repository name {repository!r} for {client.host}", hint=exc.hint
+            ) from exc
+        self.client = client
+        self.repository = repository
+        self._pull = (repository_scope(repository, "pull"),)
+        self._push = (repository_scope(repository, "pull", "push"),)
+
+    def __repr__(self) -> str:
+        return f"RegistryTarget({self.name!r})"
+
+    @property
+    def name(self) -> str:
+        return f"{self.client.host}/{self.repository}"
+
+    @property
+    def pull_scopes(self) -> tuple[str, ...]:
+        return self._pull
+
+    @property
+    def push_scopes(self) -> tuple[str, ...]:
+        return self._push
+
+    def _path(self, kind: str, ref: str) -> str:
+        return f"/v2/{self.repository}/{kind}/{ref}"
+
+    @staticmethod
+    def _is_manifest(desc: Descriptor) -> bool:
+        return desc.media_type in mt.ALL_MANIFEST_TYPES
+
+    def _check_reference(self, reference: str) -> Digest | None:
+        """Validate a tag or digest string; return the digest when it is one."""
+        if not isinstance(reference, str) or not reference:
+            raise InvalidReferenceError(f"invalid tag or digest {reference!r} for {self.name}")
+        if ":" in reference:
+            try:
+                return Digest.parse(reference)
+            except InvalidDigestError as exc:
+                raise InvalidReferenceError(
+                    f"invalid digest {reference!r} for {self.name}", hint=exc.hint
+                ) from exc
+        if not _TAG_RE.match(reference):
+            raise InvalidReferenceError(
+                f"invalid tag {reference!r} for {self.name}",
+                hint="tags are up to 128 of [A-Za-z0-9_.-], not starting with . or -",
+            )
+        return None
+
+    # ================================================================== reads
+    def fetch(self, desc: Descriptor) -> VerifyingReader:
+        """Open a blob (or manifest) for reading; every byte is checked against ``desc``."""
+        is_manifest = self._is_manifest(desc)
+        kind = "manifest" if is_manifest else "blob"
+        path = self._path("manifests" if is_manifest else "blobs", str(desc.digest))
+        headers = {"Accept-Encoding": "identity"}
+        if is_manifest:
+            headers["Accept"] = f"{desc.media_type}, {MANIFEST_ACCEPT}"
+        bulk = not is_manifest and desc.size >= BULK_MIN
+        what = f"download {kind} {desc.digest} from {self.name}"
+        response = self.client.request(
+            "GET",
+            path,
+            scopes=self._pull,
+            what=what,
+            headers=headers,
+            follow_redirects=True,
+            bulk=bulk,
+            repository=self.repository,
+            subject=f"{kind} {desc.digest}",
+        )
+        self._check_length(response, desc, kind)
+
+        def reopen(delivered: int, attempt: int) -> tuple[httpx.Response, int]:
+            self.client.retry.sleep(self.client.retry.backoff(attempt))
+            return self._open_from(path, headers, desc, delivered, desc.size - 1, bulk, what)
+
+        reader = ResponseReader(
+            response,
+            on_bytes=self.client.stats.add_received,
+            translate=lambda exc, n: self.client.network_error(exc, what=what, attempts=n),
+            reopen=reopen,
+            max_resumes=self.client.retry.max_attempts - 1,
+        )
+        return VerifyingReader(reader, desc, what=f"{kind} {desc.digest} from {self.name}")
+
+    def _check_length(self, response: httpx.Response, desc: Descriptor, kind: str) -> None:
+        declared = response.headers.get("content-length", "")
+        if (
+            declared.isdigit()
+            and not response.headers.get("content-encoding")
+            and int(declared) != desc.size
+        ):
+            response.close()
+            raise IntegrityError(
+                f"{self.client.host} serves {kind} {desc.digest} of {self.name} with "
+                f"{int(declared)} bytes, its descriptor declares {desc.size}",
+                hint="the registry serves different content than expected; nothing was kept",
+            )
+
+    def _open_from(
+        self,
+        path: str,
+        headers: Mapping[str, str],
+        desc: Descriptor,
+        start: int,
+        end: int,
+        bulk: bool,
+        what: str,
+    ) -> tuple[httpx.Response, int]:
+        """GET ``bytes=start-end``; returns the response and how many bytes to skip."""
+        ranged = dict(headers)
+        if start > 0 or end < desc.size - 1:
+            ranged["Range"] = f"bytes={start}-{end}"
+        response = self.client.request(
+            "GET",
+            path,
+            scopes=self._pull,
+            what=what,
+            headers=ranged,
+            ok=(200, 206),
+            follow_redirects=True,
+            bulk=bulk,
+            repository=self.repository,
+            subject=f"blob {desc.digest}",
+        )
+        if response.status_code == 200:
+            if "Range" in ranged:
+                self.client.supports_range = False
+            self._check_length(response, desc, "blob")
+            return response, start
+        self.client.supports_range = True
+        content_range = response.headers.get("content-range", "")
+        match = _CONTENT_RANGE_RE.match(content_range)
+        if match is None or int(match.group(1)) != start or int(match.group(2)) != end:
+            response.close()
+            raise RegistryError(
+                f"{self.client.host} answered the range bytes={start}-{end} of blob "
+                f"{desc.digest} in {self.name} with Content-Range {content_range[:80]!r}",
+                hint="the registry's range support is broken; report it to its operator",
+                status=206,
+            )
+        return response, 0
+
+    def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (206 expected; a 200 is read through and sliced)."""
+        if offset < 0 or length < 0 or offset + length > desc.size:
+            raise InvalidInputError(
+                f"range of {length} bytes at offset {offset} is outside blob {desc.digest} "
+                f"({desc.size} bytes)"
+            )
+        if length == 0:
+            return b""
+        path = self._path("blobs", str(desc.digest))
+        headers = {"Accept-Encoding": "identity"}
+        bulk = length >= BULK_MIN
+        what = f"read bytes {offset}-{offset + length - 1} of blob {desc.digest} from {self.name}"
+        end = offset + length - 1
+        response, skip = self._open_from(path, headers, desc, offset, end, bulk, what)
+
+        def reopen(delivered: int, attempt: int) -> tuple[httpx.Response, int]:
+            self.client.retry.sleep(self.client.retry.backoff(attempt))
+            return self._open_from(path, headers, desc, offset + delivered, end, bulk, what)
+
+        buffer = bytearray(length)
+        view = memoryview(buffer)
+        with ResponseReader(
+            response,
+            on_bytes=self.client.stats.add_received,
+            translate=lambda exc, n: self.client.network_error(exc, what=what, attempts=n),
+            reopen=reopen,
+            max_resumes=self.client.retry.max_attempts - 1,
+            skip=skip,
+        ) as reader:
+            got = 0
+            while got < length:
+                n = reader.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+        if got != length:
+            raise IntegrityError(
+                f"{self.client.host} sent {got} of the {length} bytes at offset {offset} of blob "
+                f"{desc.digest} in {self.name}",
+                hint="the blob is shorter than its descriptor says or the transfer was cut",
+            )
+        return bytes(buffer)
+
+    def exists(self, desc: Descriptor) -> bool:
+        is_manifest = self._is_manifest(desc)
+        kind = "manifest" if is_manifest else "blob"
+        headers = {"Accept": f"{desc.media_type}, {MANIFEST_ACCEPT}"} if is_manifest else {}
+        response = self.client.request(
+            "HEAD",
+            self._path("manifests" if is_manifest else "blobs", str(desc.digest)),
+            scopes=self._pull,
+            what=f"check for {kind} {desc.digest} in {self.name}",
+            headers=headers,
+            ok=(200, 404),
+            follow_redirects=True,
+            repository=self.repository,
+        )
+        response.close()
+        return response.status_code == 200
+
+    def resolve(self, reference: str) -> Descriptor:
+        """Tag or digest -> the manifest's descriptor (HEAD, else GET and hash)."""
+        expected = self._check_reference(reference)
+        response = self.client.request(
+            "HEAD",
+            self._path("manifests", reference),
+            scopes=self._pull,
+            what=f"resolve {reference!r} in {self.name}",
+            headers=_MANIFEST_HEADERS,
+            follow_redirects=True,
+            repository=self.repository,
+            subject=f"manifest {reference!r}",
+        )
+        response.close()
+        digest_header = response.headers.get("docker-content-digest")
+        media_type = _media_type(response.headers.get("content-type"))
+        length = response.headers.get("content-length", "")
+        if digest_header and media_type in mt.ALL_MANIFEST_TYPES and length.isdigit():
+            try:
+                digest = Digest.parse(digest_header.strip())
+            except InvalidDigestError:
+                digest = None
+            if digest is not None:
+                if expected is not None and digest != expected:
+                    raise IntegrityError(
+                        f"{self.client.host} resolved {reference} in {self.name} to {digest}",
+                        hint="the registry answers for a different manifest; do not trust it",
+                    )
+                return Descriptor(media_type, digest, int(length))
+        desc, _ = self.fetch_manifest(reference)
+        return desc
+
+    def fetch_manifest(self, reference: str) -> tuple[Descriptor, bytes]:
+        """GET a manifest or index by tag or digest, verified and capped at 4 MiB."""
+        expected = self._check_reference(reference)
+        what = f"manifest {reference!r} of {self.name}"
+        response = self.client.request(
+            "GET",
+            self._path("manifests", reference),
+            scopes=self._pull,
+            what=f"fetch {what}",
+            headers=_MANIFEST_HEADERS,
+            follow_redirects=True,
+            repository=self.repository,
+            subject=f"manifest {reference!r}",
+        )
+        data = self.client.read_body(response, MAX_MANIFEST_BYTES, what=what)
+        header = response.headers.get("docker-content-digest")
+        if expected is not None:
+            actual = Digest.from_bytes(data, expected.algorithm)
+            if actual != expected:
+                raise IntegrityError(
+                    f"{what} hashes to {actual}, not the digest it was fetched by",
+                    hint="the registry serves tampered or corrupt content; nothing was kept",
+                )
+        else:
+            declared: Digest | None = None
+            if header:
+                try:
+                    declared = Digest.parse(header.strip())
+                except InvalidDigestError:
+                    _log.debug("ignoring malformed Docker-Content-Digest %r", header[:100])
+            actual = Digest.from_bytes(data, declared.algorithm if declared else "sha256")
+            if declared is not None and actual != declared:
+                raise IntegrityError(
+                    f"{what} hashes to {actual}, but the registry says it is {declared}",
+                    hint="the registry serves tampered or corrupt content; nothing was kept",
+                )
+        media_type = _sniff_media_type(data, _media_type(response.headers.get("content-type")))
+        return Descriptor(media_type, actual, len(data)), data
+
+    def referrers(self, desc: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``desc``: the referrers API, else the tag schema."""
+        url: str | httpx.URL = self._path("referrers", str(desc.digest))
+        params = {"artifactType": artifact_type} if artifact_type else None
+        found: list[Descriptor] = []
+        seen: set[str] = set()
+        for page in range(MAX_REFERRER_PAGES):
+            response = self.client.request(
+                "GET",
+                url,
+                scopes=self._pull,
+                what=f"list the referrers of {desc.digest} in {self.name}",
+                headers={"Accept": mt.OCI_INDEX},
+                params=params if page == 0 else None,
+                ok=(200, 404),
+                follow_redirects=True,
+                repository=self.repository,
+            )
+            if response.status_code == 404:
+                response.close()
+                if page == 0:
+                    return self._referrers_fallback(desc, artifact_type)
+                raise NotFoundError(
+                    f"page {page + 1} of the referrers of {desc.digest} in {self.name} vanished",
+                    hint="the referrers changed while being listed; try again",
+                )
+            link = response.headers.get("link")
+            request_url = response.request.url
+            data = self.client.read_body(
+                response, MAX_JSON_BYTES, what=f"the referrers of {desc.digest} in {self.name}"
+            )
+            try:
+                index = Index.parse(data, what=f"referrers index of {desc.digest}")
+            except FormatError:
+                if page == 0:
+                    _log.debug("referrers API of %s answered a non-index; using tags", self.name)
+                    return self._referrers_fallback(desc, artifact_type)
+                raise
+            found.extend(index.manifests)
+            self._check_referrer_count(len(found), desc)
+            next_url = parse_link_next(link, request_url)
+            if next_url is None or str(next_url) in seen:
+                return self._filter(found, artifact_type)
+            self._check_same_origin(next_url, "referrers Link")
+            seen.add(str(next_url))
+            url = next_url
+        raise SizeLimitError(
+            f"the referrers of {desc.digest} in {self.name} span more than "
+            f"{MAX_REFERRER_PAGES} pages",
+            hint="refused: too many referrers to check",
+        )
+
+    def _referrers_fallback(self, desc: Descriptor, artifact_type: str | None) -> list[Descriptor]:
+        tag = referrers_tag(desc.digest)
+        try:
+            _, data = self.fetch_manifest(tag)
+        except NotFoundError:
+            return []
+        index = self._parse_referrers_index(data, tag)
+        self._check_referrer_count(len(index.manifests), desc)
+        return self._filter(list(index.manifests), artifact_type)
+
+    def _parse_referrers_index(self, data: bytes, tag: str) -> Index:
+        try:
+            return Index.parse(data, what=f"referrers index at tag {tag!r} of {self.name}")
+        except FormatError as exc:
+            raise FormatError(
+                f"the tag {tag!r} of {self.name} should hold the referrers index, but: "
+                f"{exc.message}",
+                hint="something else was pushed under this tag; remove or fix it",
+            ) from exc
+
+    def _check_referrer_count(self, count: int, desc: Descriptor) -> None:
+        if count > MAX_REFERRERS:
+            raise SizeLimitError(
+                f"{desc.digest} in {self.name} has more than {MAX_REFERRERS} referrers",
+                hint="refused: too many signatures/attestations to check; clean up old ones",
+            )
+
+    @staticmethod
+    def _filter(found: list[Descriptor], artifact_type: str | None) -> list[Descriptor]:
+        # Filter here even when the registry says it did (OCI-Filters-Applied).
+        if artifact_type is None:
+            return found
+        return [d for d in found if d.artifact_type == artifact_type]
+
+    def _check_same_origin(self, url: httpx.URL, what: str) -> None:
+        if not self.client.same_origin(url):
+            raise RegistryError(
+                f"{self.client.host} pointed its {what} at another host ({url.host!r})",
+                hint="refused: modelreg follows pagination only on the registry's own host",
+            )
+
+    def tags(self) -> Iterator[str]:
+        """Every tag of the repository, page by page (``Link: <…>; rel="next"``)."""
+        return self._iter_tags()
+
+    def _iter_tags(self) -> Iterator[str]:
+        url: str | httpx.URL = self._path("tags", "list")
+        seen: set[str] = set()
+        for page in range(MAX_TAG_PAGES):
+            response = self.client.request(
+                "GET",
+                url,
+                scopes=self._pull,
+                what=f"list the tags of {self.name}",
+                params={"n": str(TAG_PAGE_SIZE)} if page == 0 else None,
+                repository=self.repository,
+                subject=f"repository {self.name}",
+            )
+            link = response.headers.get("link")
+            request_url = response.request.url
+            data = self.client.read_body(response, MAX_JSON_BYTES, what=f"tags of {self.name}")
+            yield from self._parse_tags(data)
+            next_url = parse_link_next(link, request_url)
+            if next_url is None or str(next_url) in seen:
+                return
+            self._check_same_origin(next_url, "tag list Link")
+            seen.add(str(next_url))
+            url = next_url
+        raise SizeLimitError(
+            f"the tag list of {self.name} spans more than {MAX_TAG_PAGES} pages",
+            hint="refused: the registry keeps sending more pages",
+        )
+
+    def _parse_tags(self, data: bytes) -> list[str]:
+        try:
+            obj: Any = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(f"the tag list of {self.name} is not JSON") from exc
+        tags = obj.get("tags") if isinstance(obj, dict) else None
+        if tags is None:
+            return []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise FormatError(f"the tag list of {self.name} is not a list of strings")
+        return list(tags)
+
+    # ================================================================== writes
+    def push(self, desc: Descriptor, source: BlobSource) -> PushResult:
+        """Upload a blob unless the repository has it (HEAD first)."""
+        if self.exists(desc):
+            return PushResult(existed=True)
+        if self._is_manifest(desc):
+            with source(0) as stream:
+                data = stream.read(MAX_MANIFEST_BYTES + 1)
+            self.push_manifest(desc, data)
+            return PushResult(sent=len(data))
+        sent = BlobUpload(self, desc, source).run()
+        return PushResult(sent=sent)
+
+    def mount(self, desc: Descriptor, from_repo: str) -> bool:
+        """Cross-repository mount: True when the registry linked the blob (201)."""
+        try:
+            Reference(kind="registry", registry=self.client.host, repository=from_repo)
+        except InvalidReferenceError as exc:
+            raise InvalidReferenceError(
+                f"invalid repository name {from_repo!r} to mount from", hint=exc.hint
+            ) from exc
+        response = self.client.request(
+            "POST",
+            self._path("blobs", "uploads/"),
+            scopes=(*self._push, repository_scope(from_repo, "pull")),
+            what=f"mount blob {desc.digest} from {from_repo} into {self.name}",
+            params={"mount": str(desc.digest), "from": from_repo},
+            ok=(201, 202),
+            idempotent=False,
+            repository=self.repository,
+        )
+        response.close()
+        if response.status_code == 201:
+            return True
+        location = response.headers.get("location")
+        if location:
+            self.cancel_upload(location)
+        return False
+
+    def cancel_upload(self, location: str) -> None:
+        """Best effort DELETE of an upload session (never raises)."""
+        try:
+            url = response_url(self, location)
+            response = self.client.request(
+                "DELETE",
+                url,
+                scopes=self._push,
+                what=f"cancel an upload session in {self.name}",
+                ok=(200, 202, 204, 404),
+                repository=self.repository,
+            )
+            response.close()
+        except ModelRegError as exc:
+            _log.debug("could not cancel upload session in %s: %s", self.name, exc.message)
+
+    def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None = None) -> None:
+        """PUT a manifest by tag (or digest); keep the referrers fallback index current."""
+        if len(data) != desc.size or Digest.from_bytes(data, desc.digest.algorithm) != desc.digest:
+            raise IntegrityError(
+                f"the manifest bytes to push do not match {desc.digest} ({desc.size} bytes)",
+                hint="the manifest was changed after its descriptor was computed",
+            )
+        subject_processed = self._put_manifest(desc, data, tag)
+        if subject_processed:
+            return
+        try:
+            node = parse_manifest_or_index(data, desc.media_type)
+        except (FormatError, SizeLimitError):
+            return
+        if node.subject is not None:
+            self._add_referrer(node, desc)
+
+    def _put_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> bool:
+        reference = tag if tag is not None else str(desc.digest)
+        self._check_reference(reference)
+        response = self.client.request(
+            "PUT",
+            self._path("manifests", reference),
+            scopes=self._push,
+            what=f"push manifest {desc.digest} to {self.name}" + (f" as {tag!r}" if tag else ""),
+            headers={"Content-Type": desc.media_type},
+            content=data,
+            idempotent=True,
+            ok=(200, 201, 202, 204),
+            repository=self.repository,
+            subject=f"manifest {reference!r}",
+        )
+        response.close()
+        stored = response.headers.get("docker-content-digest")
+        if stored:
+            try:
+                stored_digest: Digest | None = Digest.parse(stored.strip())
+            except InvalidDigestError:
+                stored_digest = None
+            if stored_digest is not None and stored_digest != desc.digest:
+                raise IntegrityError(
+                    f"{self.client.host} stored the manifest pushed as {desc.digest} in "
+                    f"{self.name} under {stored_digest}",
+                    hint="the registry rewrote the manifest; references by digest would break",
+                )
+        return bool(response.headers.get("oci-subject"))
+
+    def _add_referrer(self, node: Manifest | Index, desc: Descriptor) -> None:
+        """Read-modify-write the tag-schema referrers index of ``node.subject``."""
+        assert node.subject is not None
+        artifact_type = (
+            node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
+        )
+        entry = Descriptor(
+            media_type=desc.media_type,
+            digest=desc.digest,
+            size=desc.size,
+            artifact_type=artifact_type,
+            annotations=dict(node.annotations),
+        )
+        tag = referrers_tag(node.subject.digest)
+        with self.client.referrers_lock(f"{self.repository}:{tag}"):
+            try:
+                _, current = self.fetch_manifest(tag)
+            except NotFoundError:
+                existing: tuple[Descriptor, ...] = ()
+            else:
+                existing = self._parse_referrers_index(current, tag).manifests
+            if any(d.digest == desc.digest for d in existing):
+                return
+            self._check_referrer_count(len(existing) + 1, node.subject)
+            index = Index(manifests=(*existing, entry))
+            index_desc = Descriptor(mt.OCI_INDEX, index.digest, len(index.raw))
+            self._put_manifest(index_desc, index.raw, tag)
+
+    def tag(self, desc: Descriptor, tag: str) -> None:
+        """Point ``tag`` at the manifest ``desc`` (fetched by digest, PUT under the tag)."""
+        self._check_reference(tag)
+        fetched, data = self.fetch_manifest(str(desc.digest))
+        media_type = desc.media_type if self._is_manifest(desc) else fetched.media_type
+        self._put_manifest(Descriptor(media_type, fetched.digest, fetched.size), data, tag)
+
+    def delete_manifest(self, digest: Digest | str) -> None:
+        """DELETE a manifest by digest (registries may refuse: UnsupportedError)."""
+        text = str(digest)
+        if self._check_reference(text) is None:
+            raise InvalidInputError(
+                f"delete_manifest takes a digest, got {text!r}",
+                hint="resolve the tag first; deleting by tag is not portable",
+            )
+        response = self.client.request(
+            "DELETE",
+            self._path("manifests", text),
+            scopes=(repository_scope(self.repository, "delete"), *self._push),
+            what=f"delete manifest {text} from {self.name}",
+            ok=(200, 202, 204),
+            repository=self.repository,
+            subject=f"manifest {text}",
+        )
+        response.close()
+
+
+def response_url(target: RegistryTarget, location: str) -> httpx.URL:
+    """An upload ``Location`` (relative or absolute) as an absolute URL."""
+    return httpx.URL(target.client.base_url).join(location)
