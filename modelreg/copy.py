@@ -51,6 +51,7 @@ class CopyResult:
     def record(self, desc: Descriptor, result: PushResult) -> None:
         with self._lock:
             self.blobs.append(str(desc.digest))
+            self.bytes_sent += result.sent  # also bytes spent before finding the blob there
             if result.mounted:
                 self.bytes_mounted += desc.size
                 self.blobs_mounted += 1
@@ -58,7 +59,6 @@ class CopyResult:
                 self.bytes_skipped += desc.size
                 self.blobs_skipped += 1
             else:
-                self.bytes_sent += result.sent
                 self.blobs_sent += 1
 
     def to_dict(self) -> dict[str, object]:

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
@@ -20,7 +21,7 @@ from modelreg.content.base import BlobSource, PushResult, VerifyingReader
 from modelreg.content.registry.auth import repository_scope
 from modelreg.content.registry.client import BULK_MIN
 from modelreg.content.registry.streams import ResponseReader
-from modelreg.content.registry.uploads import BlobUpload
+from modelreg.content.registry.uploads import BlobUpload, PendingUpload
 from modelreg.errors import (
     FormatError,
     IntegrityError,
@@ -539,6 +540,19 @@ class RegistryTarget:
             return PushResult(sent=len(data))
         sent = BlobUpload(self, desc, source).run()
         return PushResult(sent=sent)
+
+    def push_pending(
+        self, media_type: str, size: int, source: BlobSource, digest: Future[Digest]
+    ) -> tuple[Descriptor, PushResult]:
+        """Upload a blob while its digest is still being computed elsewhere.
+
+        See :class:`~modelreg.content.registry.uploads.PendingUpload`. Returns the
+        blob's descriptor and what was done (sent, or skipped because it existed).
+        """
+        upload = PendingUpload(self, media_type, size, source, digest)
+        sent = upload.run()
+        desc = Descriptor(media_type, digest.result(), size)
+        return desc, PushResult(sent=sent, existed=upload.existed)
 
     def mount(self, desc: Descriptor, from_repo: str) -> bool:
         """Cross-repository mount: True when the registry linked the blob (201)."""

@@ -36,6 +36,7 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Final
 
 import httpx
@@ -56,7 +57,7 @@ from modelreg.oci.digest import Digest
 if TYPE_CHECKING:
     from modelreg.content.registry.target import RegistryTarget
 
-__all__ = ["MAX_RECOVERIES", "MONOLITHIC_MAX", "BlobUpload", "SourceReadError"]
+__all__ = ["MAX_RECOVERIES", "MONOLITHIC_MAX", "BlobUpload", "PendingUpload", "SourceReadError"]
 
 MONOLITHIC_MAX: Final = 64 * 1024 * 1024
 MAX_RECOVERIES: Final = 20
@@ -350,3 +351,76 @@ class BlobUpload:
             f"cannot read the source of blob {self.desc.digest} at byte {position}: {reason}",
             hint="check that the file is still there and readable",
         )
+
+
+class _AlreadyThere(Exception):
+    """Raised inside a pending upload's body when the registry turns out to hold the blob."""
+
+
+class PendingUpload(BlobUpload):
+    """An upload that starts before its digest is known.
+
+    A fresh push of a big file otherwise reads it twice: once to hash it, once to
+    send it. Here the bytes stream to the registry (chunked session: ``POST``,
+    ``PATCH``...) while another thread hashes the same file a little ahead (the
+    uploader then reads from the page cache); the final ``PUT ?digest=`` waits for
+    that digest, and the registry checks the bytes against it. As soon as the
+    digest is known the blob's existence is checked: if the registry already has
+    it, the session is cancelled and the push counts as skipped.
+    """
+
+    def __init__(
+        self,
+        target: RegistryTarget,
+        media_type: str,
+        size: int,
+        source: BlobSource,
+        digest: Future[Digest],
+    ) -> None:
+        placeholder = Descriptor(media_type, Digest("sha256", "0" * 64), size)
+        super().__init__(target, placeholder, source)
+        self._future = digest
+        self._known = False
+        self.existed = False
+        self._what = f"upload a {size}-byte blob to {target.name}"
+
+    def _learn_digest(self, wait: bool) -> bool:
+        if self._known:
+            return True
+        if not wait and not self._future.done():
+            return False
+        self.desc = Descriptor(self.desc.media_type, self._future.result(), self.desc.size)
+        self._what = f"upload blob {self.desc.digest} to {self.target.name}"
+        self._known = True
+        if self.target.exists(self.desc):
+            self.existed = True
+            raise _AlreadyThere
+        return True
+
+    def _transfer(self) -> None:
+        # Always a session with PATCH: a monolithic PUT would need the digest first.
+        while self.offset < self.desc.size:
+            end = (
+                min(self.desc.size, self.offset + self.chunk_size)
+                if self.chunk_size
+                else (self.desc.size)
+            )
+            self._patch(self.offset, end)
+        self._learn_digest(wait=True)
+        self._put(with_body=False)
+
+    def _recover(self) -> None:
+        self._learn_digest(wait=True)
+        super()._recover()
+
+    def _body(self, start: int, end: int) -> Iterator[bytes]:
+        for block in super()._body(start, end):
+            self._learn_digest(wait=False)
+            yield block
+
+    def run(self) -> int:
+        try:
+            return super().run()
+        except _AlreadyThere:
+            self._cancel()
+            return self.sent
