@@ -11,7 +11,8 @@ import pytest
 from modelreg.content.base import bytes_source
 from modelreg.content.registry import RegistryClient
 from modelreg.errors import IntegrityError
-from modelreg.oci import Descriptor, Digest, mediatypes as mt
+from modelreg.oci import Descriptor, Digest
+from modelreg.oci import mediatypes as mt
 
 SIZE = 70 * 1024 * 1024  # above the monolithic limit: a session with PATCH
 
@@ -56,7 +57,7 @@ def test_pending_upload_stops_early_when_the_blob_exists(target):
     target.push_pending(mt.model_layer("weight"), SIZE, bytes_source(data), done)
     again: Future[Digest] = Future()
     again.set_result(digest)
-    desc, result = target.push_pending(mt.model_layer("weight"), SIZE, bytes_source(data), again)
+    _, result = target.push_pending(mt.model_layer("weight"), SIZE, bytes_source(data), again)
     assert result.existed
     assert result.sent < SIZE // 4  # cancelled after the first blocks
 
