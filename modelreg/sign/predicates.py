@@ -1,0 +1,358 @@
+"""Predicates modelreg builds: SLSA provenance v1, training lineage, model scan.
+
+SLSA provenance v1 (``https://slsa.dev/provenance/v1``)
+    ``buildDefinition`` and ``runDetails`` from the CI environment when there is
+    one (GitHub Actions, GitLab CI), else from the local machine. Only named,
+    non-secret variables are read: tokens and passwords never enter a predicate.
+
+Training lineage (``https://modelreg.dev/attestations/training-lineage/v1``)
+    Where a model comes from. Schema (JSON; every field optional unless marked)::
+
+        {
+          "baseModel":       {"name": str, "uri": str, "digest": {"sha256": hex}},
+          "datasets":       [{"name": str (required), "uri": str,
+                              "digest": {"sha256": hex, ...}, "split": str}],
+          "hyperparameters": {str: str | number | bool | null | list | object},
+          "evaluations":    [{"name": str (required), "dataset": str,
+                              "metrics": {str: number} (required)}],
+          "training":        {"framework": str, "frameworkVersion": str,
+                              "startedOn": RFC 3339, "finishedOn": RFC 3339,
+                              "hardware": str}
+        }
+
+    ``digest`` maps are in-toto DigestSets (algorithm -> lowercase hex). At
+    least one of ``baseModel`` or ``datasets`` must be present.
+
+Model scan (``https://modelreg.dev/attestations/model-scan/v1``)
+    The unsafe-format findings of packaging (pickle-based files run code when
+    loaded)::
+
+        {
+          "scanner":   {"uri": "https://modelreg.dev/scanner", "version": str},
+          "scannedOn": RFC 3339,
+          "result":    "passed" | "failed",
+          "findings": [{"path": str, "digest": "sha256:<hex>", "format": str,
+                        "severity": "high" | "info", "reason": str,
+                        "imports": [str, ...]}]
+        }
+
+    ``result`` is ``failed`` when any finding has severity ``high``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import platform
+import re
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from modelreg._version import __version__
+from modelreg.errors import InvalidInputError
+
+__all__ = [
+    "MODEL_SCAN_PREDICATE",
+    "SLSA_PROVENANCE_V1",
+    "TRAINING_LINEAGE_PREDICATE",
+    "ScanFinding",
+    "model_scan",
+    "slsa_provenance",
+    "training_lineage",
+    "validate_training_lineage",
+]
+
+SLSA_PROVENANCE_V1: Final = "https://slsa.dev/provenance/v1"
+TRAINING_LINEAGE_PREDICATE: Final = "https://modelreg.dev/attestations/training-lineage/v1"
+MODEL_SCAN_PREDICATE: Final = "https://modelreg.dev/attestations/model-scan/v1"
+
+LOCAL_BUILD_TYPE: Final = "https://modelreg.dev/buildtypes/local/v1"
+GITHUB_BUILD_TYPE: Final = "https://actions.github.io/buildtypes/workflow/v1"
+GITLAB_BUILD_TYPE: Final = "https://modelreg.dev/buildtypes/gitlab-ci/v1"
+SCANNER_URI: Final = "https://modelreg.dev/scanner"
+
+_HEX_RE: Final = re.compile(r"^[0-9a-f]+$")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -------------------------------------------------------------- SLSA provenance
+
+
+def _github(env: Mapping[str, str], started: str, finished: str) -> dict[str, Any]:
+    server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    repo = env["GITHUB_REPOSITORY"]
+    workflow_ref = env.get("GITHUB_WORKFLOW_REF", "")  # owner/repo/.github/workflows/x.yml@ref
+    path = workflow_ref.split("@", 1)[0]
+    if path.startswith(repo + "/"):
+        path = path[len(repo) + 1 :]
+    ref = env.get("GITHUB_REF", "")
+    hosted = env.get("RUNNER_ENVIRONMENT", "github-hosted")
+    run = f"{server}/{repo}/actions/runs/{env.get('GITHUB_RUN_ID', '')}"
+    return {
+        "buildDefinition": {
+            "buildType": GITHUB_BUILD_TYPE,
+            "externalParameters": {
+                "workflow": {"ref": ref, "repository": f"{server}/{repo}", "path": path}
+            },
+            "internalParameters": {
+                "github": {
+                    "event_name": env.get("GITHUB_EVENT_NAME", ""),
+                    "repository_id": env.get("GITHUB_REPOSITORY_ID", ""),
+                    "repository_owner_id": env.get("GITHUB_REPOSITORY_OWNER_ID", ""),
+                    "runner_environment": hosted,
+                }
+            },
+            "resolvedDependencies": [
+                {
+                    "uri": f"git+{server}/{repo}@{ref}",
+                    "digest": {"gitCommit": env.get("GITHUB_SHA", "")},
+                }
+            ],
+        },
+        "runDetails": {
+            "builder": {"id": f"https://github.com/actions/runner/{hosted}"},
+            "metadata": {
+                "invocationId": f"{run}/attempts/{env.get('GITHUB_RUN_ATTEMPT', '1')}",
+                "startedOn": started,
+                "finishedOn": finished,
+            },
+        },
+    }
+
+
+def _gitlab(env: Mapping[str, str], started: str, finished: str) -> dict[str, Any]:
+    server = env.get("CI_SERVER_URL", "https://gitlab.com").rstrip("/")
+    project = env.get("CI_PROJECT_PATH", "")
+    project_url = env.get("CI_PROJECT_URL", f"{server}/{project}")
+    job_url = env.get("CI_JOB_URL", f"{project_url}/-/jobs/{env.get('CI_JOB_ID', '')}")
+    ref = env.get("CI_COMMIT_REF_NAME", "")
+    return {
+        "buildDefinition": {
+            "buildType": GITLAB_BUILD_TYPE,
+            "externalParameters": {
+                "source": project_url,
+                "ref": ref,
+                "entryPoint": env.get("CI_JOB_NAME", ""),
+                "pipelineSource": env.get("CI_PIPELINE_SOURCE", ""),
+            },
+            "internalParameters": {
+                "gitlab": {
+                    "project_id": env.get("CI_PROJECT_ID", ""),
+                    "runner_version": env.get("CI_RUNNER_VERSION", ""),
+                    "runner_description": env.get("CI_RUNNER_DESCRIPTION", ""),
+                }
+            },
+            "resolvedDependencies": [
+                {
+                    "uri": f"git+{project_url}@{ref}",
+                    "digest": {"gitCommit": env.get("CI_COMMIT_SHA", "")},
+                }
+            ],
+        },
+        "runDetails": {
+            "builder": {"id": f"{server}/{project}/-/runners/{env.get('CI_RUNNER_ID', '')}"},
+            "metadata": {
+                "invocationId": job_url,
+                "startedOn": env.get("CI_JOB_STARTED_AT", started),
+                "finishedOn": finished,
+            },
+        },
+    }
+
+
+def _local(started: str, finished: str, source: str | None) -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    host = socket.gethostname()
+    external: dict[str, Any] = {}
+    if source:
+        external["source"] = source
+    return {
+        "buildDefinition": {
+            "buildType": LOCAL_BUILD_TYPE,
+            "externalParameters": external,
+            "internalParameters": {
+                "tool": f"modelreg/{__version__}",
+                "platform": f"{platform.system().lower()}/{platform.machine()}",
+                "python": platform.python_version(),
+            },
+            "resolvedDependencies": [],
+        },
+        "runDetails": {
+            "builder": {"id": f"https://modelreg.dev/builders/local/{user}@{host}"},
+            "metadata": {
+                "invocationId": f"urn:uuid:{uuid.uuid4()}",
+                "startedOn": started,
+                "finishedOn": finished,
+            },
+        },
+    }
+
+
+def slsa_provenance(
+    *,
+    environ: Mapping[str, str] | None = None,
+    started_on: str | None = None,
+    finished_on: str | None = None,
+    source: str | None = None,
+    extra_dependencies: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """A SLSA provenance v1 predicate for "this model was published here, now"."""
+    env = os.environ if environ is None else environ
+    finished = finished_on or _now()
+    started = started_on or finished
+    if env.get("GITHUB_ACTIONS") == "true" and env.get("GITHUB_REPOSITORY"):
+        predicate = _github(env, started, finished)
+    elif env.get("GITLAB_CI") == "true" and env.get("CI_PROJECT_PATH"):
+        predicate = _gitlab(env, started, finished)
+    else:
+        predicate = _local(started, finished, source)
+    deps = predicate["buildDefinition"]["resolvedDependencies"]
+    deps.extend(dict(d) for d in extra_dependencies)
+    return predicate
+
+
+# --------------------------------------------------------------- training lineage
+
+
+def _check_digest_set(value: Any, where: str) -> None:
+    if not isinstance(value, dict) or not value:
+        raise InvalidInputError(f"{where} must be a digest map like {{'sha256': '<hex>'}}")
+    for alg, hex_value in value.items():
+        ok = isinstance(alg, str) and isinstance(hex_value, str) and _HEX_RE.match(hex_value)
+        if not ok:
+            raise InvalidInputError(f"{where}: {alg!r} must map to lowercase hex")
+        if alg == "sha256" and len(hex_value) != 64:
+            raise InvalidInputError(f"{where}: a sha256 digest is 64 hex characters")
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> None:
+    if key in obj and not isinstance(obj[key], str):
+        raise InvalidInputError(f"{where}.{key} must be a string")
+
+
+def validate_training_lineage(predicate: Any) -> dict[str, Any]:
+    """Check a training-lineage predicate against the schema in the module docstring."""
+    where = "training lineage"
+    if not isinstance(predicate, dict):
+        raise InvalidInputError(f"{where} must be a JSON object")
+    known = {"baseModel", "datasets", "hyperparameters", "evaluations", "training"}
+    unknown = set(predicate) - known
+    if unknown:
+        raise InvalidInputError(
+            f"{where} has unknown fields {sorted(unknown)}", hint=f"allowed: {sorted(known)}"
+        )
+    if "baseModel" not in predicate and not predicate.get("datasets"):
+        raise InvalidInputError(f"{where} needs a baseModel or at least one dataset")
+    base = predicate.get("baseModel")
+    if base is not None:
+        if not isinstance(base, dict):
+            raise InvalidInputError(f"{where}.baseModel must be an object")
+        for key in ("name", "uri"):
+            _opt_str(base, key, f"{where}.baseModel")
+        if "digest" in base:
+            _check_digest_set(base["digest"], f"{where}.baseModel.digest")
+        if not base.get("digest") and not base.get("uri"):
+            raise InvalidInputError(f"{where}.baseModel needs a digest or a uri")
+    datasets = predicate.get("datasets", [])
+    if not isinstance(datasets, list):
+        raise InvalidInputError(f"{where}.datasets must be a list")
+    for i, ds in enumerate(datasets):
+        w = f"{where}.datasets[{i}]"
+        if not isinstance(ds, dict) or not isinstance(ds.get("name"), str):
+            raise InvalidInputError(f"{w} must be an object with a name")
+        for key in ("uri", "split"):
+            _opt_str(ds, key, w)
+        if "digest" in ds:
+            _check_digest_set(ds["digest"], f"{w}.digest")
+    hyper = predicate.get("hyperparameters", {})
+    if not isinstance(hyper, dict):
+        raise InvalidInputError(f"{where}.hyperparameters must be an object")
+    evaluations = predicate.get("evaluations", [])
+    if not isinstance(evaluations, list):
+        raise InvalidInputError(f"{where}.evaluations must be a list")
+    for i, ev in enumerate(evaluations):
+        w = f"{where}.evaluations[{i}]"
+        if not isinstance(ev, dict) or not isinstance(ev.get("name"), str):
+            raise InvalidInputError(f"{w} must be an object with a name")
+        _opt_str(ev, "dataset", w)
+        metrics = ev.get("metrics")
+        if not isinstance(metrics, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in metrics.items()
+        ):
+            raise InvalidInputError(f"{w}.metrics must map names to numbers")
+    training = predicate.get("training", {})
+    if not isinstance(training, dict):
+        raise InvalidInputError(f"{where}.training must be an object")
+    for key in ("framework", "frameworkVersion", "startedOn", "finishedOn", "hardware"):
+        _opt_str(training, key, f"{where}.training")
+    return predicate
+
+
+def training_lineage(
+    *,
+    base_model: Mapping[str, Any] | None = None,
+    datasets: Sequence[Mapping[str, Any]] = (),
+    hyperparameters: Mapping[str, Any] | None = None,
+    evaluations: Sequence[Mapping[str, Any]] = (),
+    training: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build and validate a training-lineage predicate."""
+    predicate: dict[str, Any] = {}
+    if base_model is not None:
+        predicate["baseModel"] = dict(base_model)
+    if datasets:
+        predicate["datasets"] = [dict(d) for d in datasets]
+    if hyperparameters:
+        predicate["hyperparameters"] = dict(hyperparameters)
+    if evaluations:
+        predicate["evaluations"] = [dict(e) for e in evaluations]
+    if training:
+        predicate["training"] = dict(training)
+    return validate_training_lineage(predicate)
+
+
+# ------------------------------------------------------------------- model scan
+
+
+@dataclass(frozen=True)
+class ScanFinding:
+    path: str
+    digest: str
+    format: str
+    severity: str
+    reason: str
+    imports: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": self.path,
+            "digest": self.digest,
+            "format": self.format,
+            "severity": self.severity,
+            "reason": self.reason,
+        }
+        if self.imports:
+            out["imports"] = list(self.imports)
+        return out
+
+
+def model_scan(findings: Sequence[ScanFinding], *, scanned_on: str | None = None) -> dict[str, Any]:
+    """A model-scan predicate from findings (see the module docstring)."""
+    failed = any(f.severity == "high" for f in findings)
+    return {
+        "scanner": {"uri": SCANNER_URI, "version": __version__},
+        "scannedOn": scanned_on or _now(),
+        "result": "failed" if failed else "passed",
+        "findings": [f.to_dict() for f in findings],
+    }

@@ -1,0 +1,175 @@
+"""Verify signatures and attestations of models: in a registry, a layout, or a directory.
+
+Public API (a contract other components build on; extended only compatibly)::
+
+    policy = VerificationPolicy(
+        authorities=(KeyAuthority(Path("cosign.pub").read_bytes(), name="release"),
+                     KeylessAuthority(issuer="https://token.actions.githubusercontent.com",
+                                      identity_regexp=r"https://github\\.com/acme/.*")),
+        threshold=1,
+        required_attestations=("https://slsa.dev/provenance/v1",),
+        trusted_root="trusted_root.json",
+    )
+    result = verify_artifact(target, desc, policy)     # desc: resolved once, by digest
+    if not result.ok: print(result.failures)
+
+* :func:`verify_artifact` never raises for "not verified"; it raises a
+  :class:`~modelreg.errors.ModelRegError` only when verification could not run
+  (callers fail closed).
+* :func:`verify_reference` resolves a reference once and verifies the digest.
+* :func:`verify_before_pull` verifies, then pulls *that digest*; nothing is
+  written unless verification passed.
+* :func:`verify_directory` checks a directory against a model-transparency
+  signature file (``model_signing`` or ``modelreg`` made).
+
+Offline: key policies never touch the network; keyless policies with a
+``trusted_root`` file read only that file; only the registry is contacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelreg.content.base import ReadOnlyTarget
+from modelreg.errors import VerificationError
+from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.reference import Reference
+from modelreg.verify._artifact import max_matching, prepare_policy, verify_artifact
+from modelreg.verify._directory import DirectoryVerificationResult, verify_directory
+from modelreg.verify._types import (
+    Authority,
+    KeyAuthority,
+    KeylessAuthority,
+    VerificationPolicy,
+    VerificationResult,
+    VerifiedAttestation,
+    VerifiedSignature,
+)
+
+__all__ = [
+    "ArtifactVerificationError",
+    "Authority",
+    "DirectoryVerificationResult",
+    "KeyAuthority",
+    "KeylessAuthority",
+    "VerificationPolicy",
+    "VerificationResult",
+    "VerifiedAttestation",
+    "VerifiedReference",
+    "VerifiedSignature",
+    "max_matching",
+    "policy_from_options",
+    "prepare_policy",
+    "verify_artifact",
+    "verify_before_pull",
+    "verify_directory",
+    "verify_reference",
+]
+
+
+class ArtifactVerificationError(VerificationError):
+    """Verification ran and the artifact did not pass; ``result`` says why."""
+
+    def __init__(
+        self, message: str, result: VerificationResult, *, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class VerifiedReference:
+    """A reference pinned to the digest that was verified, and the outcome."""
+
+    reference: Reference
+    target: ReadOnlyTarget
+    descriptor: Descriptor
+    result: VerificationResult
+
+
+def policy_from_options(
+    *,
+    keys: Sequence[str | Path] = (),
+    identities: Sequence[str] = (),
+    identity_regexps: Sequence[str] = (),
+    issuer: str | None = None,
+    threshold: int = 1,
+    required_attestations: Sequence[str] = (),
+    trusted_root: str | Path | None = None,
+    offline: bool = True,
+) -> VerificationPolicy:
+    """A policy from CLI-style options (key files, identities with one issuer)."""
+    from modelreg.errors import InvalidInputError
+
+    authorities: list[Authority] = []
+    for key in keys:
+        path = Path(key)
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read key {str(path)!r}: {exc.strerror}") from exc
+        authorities.append(KeyAuthority(pem, name=path.name))
+    if (identities or identity_regexps) and not issuer:
+        raise InvalidInputError(
+            "a certificate identity needs its OIDC issuer",
+            hint="add --certificate-oidc-issuer (e.g. https://token.actions.githubusercontent.com)",
+        )
+    if issuer and not (identities or identity_regexps):
+        raise InvalidInputError(
+            "--certificate-oidc-issuer needs --certificate-identity "
+            "or --certificate-identity-regexp"
+        )
+    for ident in identities:
+        authorities.append(KeylessAuthority(issuer=str(issuer), identity=ident))
+    for regexp in identity_regexps:
+        authorities.append(KeylessAuthority(issuer=str(issuer), identity_regexp=regexp))
+    if not authorities:
+        raise InvalidInputError(
+            "nothing to verify against",
+            hint="pass --key FILE, or --certificate-identity[-regexp] "
+            "with --certificate-oidc-issuer",
+        )
+    return VerificationPolicy(
+        authorities=tuple(authorities),
+        threshold=threshold,
+        required_attestations=tuple(required_attestations),
+        trusted_root=str(trusted_root) if trusted_root is not None else None,
+        offline=offline,
+    )
+
+
+def verify_reference(
+    client: Any, ref: Reference | str, policy: VerificationPolicy
+) -> VerifiedReference:
+    """Resolve ``ref`` once (``client.resolve``) and verify that digest."""
+    prepare_policy(policy)  # a bad policy fails before any network I/O
+    reference, target, desc = client.resolve(ref)
+    result = verify_artifact(target, desc, policy)
+    return VerifiedReference(reference.with_digest(desc.digest), target, desc, result)
+
+
+def verify_before_pull(
+    client: Any,
+    ref: Reference | str,
+    output: str | Path,
+    policy: VerificationPolicy,
+    **pull_kwargs: Any,
+) -> tuple[VerificationResult, Any]:
+    """Verify ``ref``, then pull exactly the verified digest into ``output``.
+
+    Raises :class:`ArtifactVerificationError` (exit code 7) before anything is
+    written when verification fails. Returns ``(result, PullResult)``.
+    """
+    verified = verify_reference(client, ref, policy)
+    if not verified.result.ok:
+        raise ArtifactVerificationError(
+            f"{verified.reference} did not verify; nothing was written: "
+            + "; ".join(verified.result.failures[:3]),
+            verified.result,
+            hint="check the key or identity, or inspect with `modelreg referrers`",
+        )
+    pulled = client.pull(verified.reference, output, **pull_kwargs)
+    return verified.result, pulled

@@ -1,0 +1,119 @@
+"""The public verification types (a contract: extend only compatibly)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Authority",
+    "KeyAuthority",
+    "KeylessAuthority",
+    "VerificationPolicy",
+    "VerificationResult",
+    "VerifiedAttestation",
+    "VerifiedSignature",
+]
+
+
+@dataclass(frozen=True)
+class KeyAuthority:
+    """A public key (PEM) whose signatures are trusted."""
+
+    public_key_pem: bytes
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class KeylessAuthority:
+    """A Sigstore identity: OIDC ``issuer`` plus exactly one of ``identity``
+    (exact SAN) or ``identity_regexp`` (matched against the whole SAN)."""
+
+    issuer: str
+    identity: str | None = None
+    identity_regexp: str | None = None
+
+
+Authority = KeyAuthority | KeylessAuthority
+
+
+@dataclass(frozen=True)
+class VerificationPolicy:
+    """What must hold for an artifact to verify.
+
+    ``threshold`` counts distinct authorities (N-of-M); one key or one identity
+    counts once however many bundles it made or however often it is listed.
+    Attestations of ``required_attestations`` types must be signed by one of
+    the authorities and name the verified digest. ``trusted_root`` is a
+    sigstore ``trusted_root.json`` for keyless authorities; without it the
+    production root embedded in / cached by sigstore-python is used (refreshed
+    over the network only when ``offline`` is False).
+    """
+
+    authorities: tuple[Authority, ...]
+    threshold: int = 1
+    required_attestations: tuple[str, ...] = ()
+    trusted_root: str | None = None
+    offline: bool = True
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    authority: str
+    kind: Literal["key", "keyless"]
+    signer: str
+    issuer: str | None
+    bundle_digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "authority": self.authority,
+            "kind": self.kind,
+            "signer": self.signer,
+            "issuer": self.issuer,
+            "bundleDigest": self.bundle_digest,
+        }
+
+
+@dataclass(frozen=True)
+class VerifiedAttestation:
+    predicate_type: str
+    predicate: dict[str, Any]
+    signer: str
+    bundle_digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "predicateType": self.predicate_type,
+            "signer": self.signer,
+            "bundleDigest": self.bundle_digest,
+            "predicate": self.predicate,
+        }
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """What was verified. ``ok`` is the decision; ``failures`` say why it is
+    False; ``skipped`` lists bundles that were looked at and not counted (with
+    the reason), whatever the decision."""
+
+    digest: str
+    ok: bool
+    signatures: tuple[VerifiedSignature, ...]
+    attestations: tuple[VerifiedAttestation, ...]
+    failures: tuple[str, ...]
+    skipped: tuple[str, ...] = field(default=())
+    threshold: int = 1
+    authorities_satisfied: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "ok": self.ok,
+            "threshold": self.threshold,
+            "authoritiesSatisfied": self.authorities_satisfied,
+            "signatures": [s.to_dict() for s in self.signatures],
+            "attestations": [a.to_dict() for a in self.attestations],
+            "failures": list(self.failures),
+            "skipped": list(self.skipped),
+        }
