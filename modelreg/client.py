@@ -7,29 +7,58 @@ client for one call. Nothing here prints: progress goes to the callback.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from modelreg import settings
-from modelreg.content.base import ReadOnlyTarget, Target, fetch_bytes
+from modelreg.content.base import CHUNK, ReadOnlyTarget, Target, fetch_bytes
+from modelreg.content.base import PushResult as PushResult_
 from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.content.locations import BlobLocations
 from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node
-from modelreg.errors import FormatError, InvalidInputError, InvalidReferenceError, NotFoundError
-from modelreg.events import ProgressCallback
+from modelreg.errors import (
+    FormatError,
+    InvalidInputError,
+    InvalidReferenceError,
+    ModelRegError,
+    NotFoundError,
+)
+from modelreg.events import Event, ProgressCallback, emit
+from modelreg.model import annotations as ann
+from modelreg.model.diff import DiffResult, diff_manifests
 from modelreg.model.digests import DigestCache
-from modelreg.model.pack import DEFAULT_IGNORE, ModelMetadata, PackedModel, pack_directory
+from modelreg.model.formats import UNSAFE_EXTENSIONS
+from modelreg.model.hf import require_snapshot
+from modelreg.model.pack import (
+    DEFAULT_IGNORE,
+    ModelMetadata,
+    PackedModel,
+    pack_directory,
+    scan_directory,
+    slice_source,
+)
+from modelreg.model.producers import detect_producer, plan_manifest
+from modelreg.model.tensors import TensorListing, list_tensors
 from modelreg.model.unpack import UnpackResult, layer_path, unpack
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Index, Manifest
 from modelreg.oci.reference import Reference
 
-__all__ = ["Client", "InspectResult", "PullResult", "PushResult", "RemoteOptions"]
+__all__ = [
+    "Client",
+    "DiffResult",
+    "InspectResult",
+    "PullResult",
+    "PushResult",
+    "RemoteOptions",
+]
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
@@ -56,9 +85,19 @@ class PushResult:
     reference: str
     digest: str
     transfer: CopyResult
+    warnings: tuple[str, ...] = ()
+    split_files: int = 0
+    """How many files were stored as parts."""
+    layers: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, **self.transfer.to_dict()}
+        return {
+            "reference": self.reference,
+            **self.transfer.to_dict(),
+            "layers": self.layers,
+            "splitFiles": self.split_files,
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass(frozen=True)
@@ -69,15 +108,19 @@ class PullResult:
     files: list[dict[str, Any]]
     bytes_fetched: int
     bytes_from_cache: int
+    producer: str = "modelpack"
+    skipped: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
             "digest": self.digest,
             "output": self.output,
+            "producer": self.producer,
             "files": self.files,
             "bytesFetched": self.bytes_fetched,
             "bytesFromCache": self.bytes_from_cache,
+            "skipped": list(self.skipped),
         }
 
 
@@ -88,6 +131,8 @@ class InspectResult:
     manifest: Manifest | Index
     config: dict[str, Any] | None
     files: list[dict[str, Any]] = field(default_factory=list)
+    producer: str | None = None
+    tensors: TensorListing | None = None
 
     @property
     def digest(self) -> str:
@@ -113,8 +158,211 @@ class InspectResult:
             "totalSize": self.total_size,
             "manifest": json.loads(self.manifest.raw),
             "config": self.config,
+            "producer": self.producer,
             "files": self.files,
+            **({"tensors": self.tensors.to_dict()} if self.tensors is not None else {}),
         }
+
+
+_PICKLE_ONLY = frozenset(UNSAFE_EXTENSIONS - {".bin"})
+
+
+def _annotated_unsafe(desc: Descriptor) -> bool:
+    value = desc.annotations.get(ann.ANN_FILE_UNSAFE) or desc.annotations.get(
+        ann.LEGACY_ANN_FILE_UNSAFE
+    )
+    return value is not None and value.strip().lower() not in ("", "false", "0", "no")
+
+
+def _file_rows(manifest: Manifest) -> list[dict[str, Any]]:
+    """One row per file of the artifact (parts of a split file grouped), no blob read."""
+    try:
+        plan = plan_manifest(manifest)
+    except ModelRegError:
+        plan = None
+    if plan is None:
+        return [
+            {
+                "path": layer_path(layer),
+                "kind": "layer",
+                "mediaType": layer.media_type,
+                "size": layer.size,
+                "digest": str(layer.digest),
+                "untested": layer.annotations.get(mt.ANN_UNTESTED) == "true",
+                "unsafe": _annotated_unsafe(layer),
+            }
+            for layer in manifest.layers
+        ]
+    rows: list[dict[str, Any]] = []
+    for r in plan.raw:
+        desc = r.descriptor
+        rows.append(
+            {
+                "path": r.path,
+                "kind": "file",
+                "mediaType": desc.media_type,
+                "size": desc.size,
+                "digest": str(desc.digest),
+                "untested": desc.annotations.get(mt.ANN_UNTESTED) == "true",
+                "unsafe": _annotated_unsafe(desc) or Path(r.path).suffix.lower() in _PICKLE_ONLY,
+                **({"compressed": True} if r.compressed else {}),
+            }
+        )
+    for sf in plan.split:
+        rows.append(
+            {
+                "path": sf.path,
+                "kind": "split",
+                "mediaType": ann.PART_MEDIA_TYPE,
+                "size": sf.size,
+                "digest": str(sf.digest),
+                "untested": False,
+                "unsafe": _annotated_unsafe(sf.parts[0].descriptor),
+                "parts": len(sf.parts),
+            }
+        )
+    for a in plan.archives:
+        desc = a.descriptor
+        rows.append(
+            {
+                "path": a.prefix or layer_path(desc),
+                "kind": "archive",
+                "mediaType": desc.media_type,
+                "size": desc.size,
+                "digest": str(desc.digest),
+                "untested": False,
+                "unsafe": _annotated_unsafe(desc),
+                "label": a.label,
+            }
+        )
+    for desc, why in plan.skipped:
+        rows.append(
+            {
+                "path": None,
+                "kind": "skipped",
+                "mediaType": desc.media_type,
+                "size": desc.size,
+                "digest": str(desc.digest),
+                "untested": False,
+                "unsafe": False,
+                "note": why,
+            }
+        )
+    return rows
+
+
+class _Counted(io.RawIOBase):
+    """A stream that reports how many bytes were read from it."""
+
+    def __init__(self, stream: BinaryIO, on_bytes: Callable[[int], None]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._on_bytes = on_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._stream.read(len(buffer))
+        n = len(data)
+        if n:
+            memoryview(buffer)[:n] = data
+            self._on_bytes(n)
+        return n
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
+
+
+class _EarlyUploads:
+    """Uploads layers while the directory is still being hashed (push pipelining).
+
+    ``pack_directory`` reports each layer as soon as its digest is known; this
+    sends it (or mounts it) right away, so hashing the rest of a big file overlaps
+    with uploading what is already hashed. The copy that follows then finds these
+    blobs present; :meth:`account` moves them from "skipped" to "sent"/"mounted"
+    in its result, so the counts say what this push did.
+    """
+
+    def __init__(
+        self,
+        dst: Target,
+        mount_hint: MountHint | None,
+        concurrency: int,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self._dst = dst
+        self._hint = mount_hint
+        self._progress = progress
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="early")
+        self._futures: list[Future[None]] = []
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self.done: dict[str, tuple[Descriptor, PushResult_]] = {}
+
+    def submit(self, desc: Descriptor, path: Path, offset: int) -> None:
+        key = str(desc.digest)
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+            self._futures.append(self._pool.submit(self._one, desc, path, offset))
+
+    def _one(self, desc: Descriptor, path: Path, offset: int) -> None:
+        name = f"{path.name}@{offset}" if offset else path.name
+        if self._dst.exists(desc):
+            return
+        mount = getattr(self._dst, "mount", None)
+        if mount is not None and self._hint is not None:
+            for repo in self._hint(desc):
+                if mount(desc, repo):
+                    emit(self._progress, Event("mounted", name, desc, total=desc.size))
+                    with self._lock:
+                        self.done[str(desc.digest)] = (desc, PushResult_(mounted=True))
+                    return
+        emit(self._progress, Event("start", name, desc, total=desc.size))
+        source = slice_source(path, offset, desc.size)
+        progress = self._progress
+
+        def counted(at: int) -> BinaryIO:
+            def advance(n: int) -> None:
+                emit(progress, Event("advance", name, desc, n=n, total=desc.size))
+
+            return io.BufferedReader(_Counted(source(at), advance), CHUNK)
+
+        pushed = self._dst.push(desc, counted if progress is not None else source)
+        emit(self._progress, Event("done", name, desc, total=desc.size))
+        with self._lock:
+            self.done[str(desc.digest)] = (desc, pushed)
+
+    def finish(self) -> None:
+        """Wait for every upload; the first failure is raised."""
+        try:
+            for fut in self._futures:
+                fut.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def account(self, result: CopyResult) -> None:
+        for desc, pushed in self.done.values():
+            if str(desc.digest) not in result.blobs:
+                continue
+            if pushed.existed:
+                continue
+            result.bytes_skipped -= desc.size
+            result.blobs_skipped -= 1
+            if pushed.mounted:
+                result.bytes_mounted += desc.size
+                result.blobs_mounted += 1
+            else:
+                result.bytes_sent += pushed.sent
+                result.blobs_sent += 1
 
 
 class Client:
@@ -263,7 +511,10 @@ class Client:
         allow_outside_links: bool = False,
         annotations: dict[str, str] | None = None,
         progress: ProgressCallback | None = None,
+        split: bool | None = None,
+        part_size: int | str | None = None,
     ) -> PackedModel:
+        """Describe a directory as an artifact (metadata, digests, parts); nothing is sent."""
         return pack_directory(
             path,
             metadata=metadata,
@@ -272,6 +523,8 @@ class Client:
             allow_outside_links=allow_outside_links,
             annotations=annotations,
             progress=progress,
+            split=split,
+            part_size=part_size,
         )
 
     def push(
@@ -284,8 +537,22 @@ class Client:
         allow_outside_links: bool = False,
         annotations: dict[str, str] | None = None,
         progress: ProgressCallback | None = None,
+        split: bool | None = None,
+        part_size: int | str | None = None,
+        chunk_index: bool = False,
     ) -> PushResult:
-        """Pack a model directory and push it to ``ref`` (tag defaults to ``latest``)."""
+        """Pack a model directory and push it to ``ref`` (tag defaults to ``latest``).
+
+        ``chunk_index=True`` also writes the chunk index of :mod:`modelreg.lazy`
+        (per-chunk digests, named in a manifest annotation so that the manifest
+        digest covers it, stored as a referrer): lazy opens then verify every
+        chunk instead of whole blobs. It costs one more read of the files.
+
+        ``split=True`` stores big safetensors/GGUF files as tensor-aligned parts
+        (``part_size``, default 32 MiB) so that a later version sends only the
+        parts that changed. A Hugging Face cache snapshot directory is recognised
+        and pushed with its repository name and revision.
+        """
         ref = Reference.parse(ref) if isinstance(ref, str) else ref
         if ref.digest is not None:
             raise InvalidReferenceError(
@@ -293,22 +560,59 @@ class Client:
                 hint="push to a tag; the digest is computed from the content",
             )
         tag = ref.tag or "latest"
-        packed = self.pack(
-            path,
-            metadata=metadata,
-            ignore=ignore,
-            allow_outside_links=allow_outside_links,
-            annotations=annotations,
-            progress=progress,
+        index: tuple[bytes, Descriptor] | None = None
+        if chunk_index:
+            from modelreg.lazy.publish import chunk_index_annotations
+
+            files = scan_directory(path, ignore=ignore, allow_outside_links=allow_outside_links)
+            index_ann, index_blob, index_desc = chunk_index_annotations(files)
+            annotations = {**(annotations or {}), **index_ann}
+            index = (index_blob, index_desc)
+        early = _EarlyUploads(
+            self.target(ref), self._mount_hint(ref), self.options.concurrency, progress
         )
+        try:
+            packed = pack_directory(
+                path,
+                metadata=metadata,
+                digest_cache=self._digest_cache(),
+                ignore=ignore,
+                allow_outside_links=allow_outside_links,
+                annotations=annotations,
+                progress=progress,
+                split=split,
+                part_size=part_size,
+                on_blob=early.submit,
+            )
+            early.finish()
+        except BaseException:
+            early.abort()
+            raise
         result = self._transfer(
             packed.as_target(), packed.descriptor, ref, tag=tag, progress=progress
         )
+        early.account(result)
+        if index is not None:
+            from modelreg.lazy.publish import push_chunk_index
+
+            push_chunk_index(self.target(ref), packed.descriptor, *index)
         return PushResult(
             reference=str(ref.with_tag(tag).with_digest(packed.manifest.digest)),
             digest=str(packed.manifest.digest),
             transfer=result,
+            warnings=packed.warnings,
+            split_files=sum(1 for f in packed.files if f.parts),
+            layers=len(packed.manifest.layers),
         )
+
+    def import_hf(self, path: str | Path, ref: Reference | str, **kwargs: Any) -> PushResult:
+        """Push a Hugging Face cache snapshot (``.../models--ORG--NAME/snapshots/REV``).
+
+        Links are followed only into that cache's ``blobs/``; the descriptor gets
+        ``name = ORG/NAME`` and ``revision = REV``. No network besides ``ref``.
+        """
+        require_snapshot(path)
+        return self.push(path, ref, **kwargs)
 
     # -------------------------------------------------------------------- pull
     def pull(
@@ -336,7 +640,7 @@ class Client:
             progress=progress,
             fsync=self.options.fsync,
         )
-        self._remember(ref, [str(f.descriptor.digest) for f in result.files])
+        self._remember(ref, result.blobs)
         return PullResult(
             reference=str(ref.with_digest(desc.digest)),
             digest=str(desc.digest),
@@ -347,6 +651,8 @@ class Client:
             ],
             bytes_fetched=result.bytes_fetched,
             bytes_from_cache=result.bytes_from_cache,
+            producer=result.producer,
+            skipped=tuple(result.skipped),
         )
 
     def _manifest(self, target: ReadOnlyTarget, desc: Descriptor) -> Manifest:
@@ -359,36 +665,59 @@ class Client:
         return node
 
     # ----------------------------------------------------------------- inspect
-    def inspect(self, ref: Reference | str) -> InspectResult:
+    def inspect(self, ref: Reference | str, *, tensors: bool = False) -> InspectResult:
+        """Manifest, config and files of an artifact; with ``tensors=True`` also every
+        tensor of its weight files, read from their headers with range requests."""
         ref, target, desc = self.resolve(ref)
         node = fetch_node(target, desc)
         config: dict[str, Any] | None = None
         files: list[dict[str, Any]] = []
+        producer = None
+        listing = None
         if isinstance(node, Manifest):
-            if node.config.media_type.endswith("json") and node.config.size <= MAX_CONFIG_BYTES:
-                raw = fetch_bytes(target, node.config, limit=MAX_CONFIG_BYTES, what="config")
-                try:
-                    loaded = json.loads(raw)
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise FormatError(f"config {node.config.digest} is not valid JSON") from exc
-                config = loaded if isinstance(loaded, dict) else None
-            for layer in node.layers:
-                files.append(
-                    {
-                        "path": layer_path(layer),
-                        "mediaType": layer.media_type,
-                        "size": layer.size,
-                        "digest": str(layer.digest),
-                        "untested": layer.annotations.get(mt.ANN_UNTESTED) == "true",
-                    }
-                )
+            producer = detect_producer(node)
+            config = self._config(target, node)
+            files = _file_rows(node)
+            if tensors:
+                listing = list_tensors(target, node, concurrency=self.options.concurrency)
+                by_path = {f.path: f for f in listing.files}
+                for row in files:
+                    described = by_path.get(str(row.get("path")))
+                    if described is not None:
+                        row["unsafe"] = bool(row["unsafe"] or described.unsafe)
+                        row["format"] = described.format
+                        if described.unsafe_reason:
+                            row["unsafeReason"] = described.unsafe_reason
         return InspectResult(
             reference=str(ref.with_digest(desc.digest)),
             descriptor=desc,
             manifest=node,
             config=config,
             files=files,
+            producer=producer,
+            tensors=listing,
         )
+
+    def _config(self, target: ReadOnlyTarget, node: Manifest) -> dict[str, Any] | None:
+        if not node.config.media_type.endswith("json") or node.config.size > MAX_CONFIG_BYTES:
+            return None
+        raw = fetch_bytes(target, node.config, limit=MAX_CONFIG_BYTES, what="config")
+        try:
+            loaded = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(f"config {node.config.digest} is not valid JSON") from exc
+        return loaded if isinstance(loaded, dict) else None
+
+    # -------------------------------------------------------------------- diff
+    def diff(
+        self, ref_a: Reference | str, ref_b: Reference | str, *, tensors: bool = True
+    ) -> DiffResult:
+        """Which files and tensors differ between two models, and how many bytes they share."""
+        _, target_a, desc_a = self.resolve(ref_a)
+        _, target_b, desc_b = self.resolve(ref_b)
+        manifest_a = self._manifest(target_a, desc_a)
+        manifest_b = self._manifest(target_b, desc_b)
+        return diff_manifests(target_a, manifest_a, target_b, manifest_b, tensors=tensors)
 
     # ------------------------------------------------------------------- copy
     def copy(

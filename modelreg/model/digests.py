@@ -5,6 +5,11 @@ directory must not pay it again. The cache is a small SQLite database under the
 state directory, safe for concurrent processes (WAL, short transactions). A
 stale entry cannot be served: any change of size, mtime (ns), inode or device
 misses.
+
+Split files (:mod:`modelreg.model.split`) are cached the same way, keyed also on
+their span list: :meth:`DigestCache.split_digests` returns the part digests and
+the whole-file digest computed in one pass, and records the whole-file digest
+for :meth:`DigestCache.digest` too.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from modelreg.model import split
 from modelreg.oci.digest import Digest, Hasher
 
 __all__ = ["DigestCache", "hash_file"]
@@ -62,6 +69,11 @@ class DigestCache:
                     "size INTEGER, mtime_ns INTEGER, algorithm TEXT, digest TEXT, "
                     "PRIMARY KEY (path, algorithm))"
                 )
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS parts (path TEXT, algorithm TEXT, spans TEXT, "
+                    "dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, whole TEXT, "
+                    "digests TEXT, PRIMARY KEY (path, algorithm, spans))"
+                )
             except sqlite3.Error:
                 self._path = None  # an unusable cache is no cache, never an error
                 return None
@@ -102,3 +114,54 @@ class DigestCache:
                         (real, *key, algorithm, str(digest)),
                     )
         return digest, size
+
+    def split_digests(
+        self,
+        path: str | os.PathLike[str],
+        spans: Sequence[split.Span],
+        algorithm: str = "sha256",
+        on_span: Callable[[int, Digest], None] | None = None,
+    ) -> tuple[Digest, list[Digest]]:
+        """(whole-file digest, one digest per span), from the cache or one read pass.
+
+        ``on_span(index, digest)`` is called for each span as soon as its digest is known.
+        """
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = split.spans_key(spans)
+        with self._lock:
+            db = self._db()
+            row = None
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    row = db.execute(
+                        "SELECT dev, ino, size, mtime_ns, whole, digests FROM parts "
+                        "WHERE path = ? AND algorithm = ? AND spans = ?",
+                        (real, algorithm, key),
+                    ).fetchone()
+        if row is not None and tuple(row[:4]) == ident:
+            cached: list[Digest] = []
+            with contextlib.suppress(ValueError, TypeError):
+                cached = [Digest.parse(d) for d in row[5].split(",")]
+            if len(cached) == len(spans):
+                if on_span is not None:
+                    for index, digest in enumerate(cached):
+                        on_span(index, digest)
+                return Digest.parse(row[4]), cached
+        whole, parts, _ = split.hash_spans(real, spans, algorithm, on_span)
+        after = os.stat(real)
+        unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        with self._lock:
+            db = self._db()
+            if db is not None and unchanged:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute(
+                        "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (real, algorithm, key, *ident, str(whole), ",".join(map(str, parts))),
+                    )
+                    db.execute(
+                        "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (real, *ident, algorithm, str(whole)),
+                    )
+        return whole, parts

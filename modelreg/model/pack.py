@@ -6,6 +6,17 @@ deterministic ``org.cncf.model.file.metadata+json``. Nothing machine-specific
 goes into the manifest (no mtimes, owners or creation times unless asked for),
 so the same directory gives the same manifest digest on any machine.
 
+What is read from the model itself (headers only, never weights): the ModelPack
+config fields of :func:`modelreg.model.metadata.analyze` (the default
+``analyzer``), and whether each weight file is pickle-based (such layers carry
+``dev.modelreg.file.unsafe: "pickle"``). What the packager says comes from
+``modelreg.toml`` or a KitOps ``Kitfile`` in the directory, then from the
+``metadata`` argument (flags), each overriding the previous; a Hugging Face
+cache snapshot contributes its repository name and revision.
+
+With ``split=True`` big safetensors/GGUF files become tensor-aligned parts
+(:mod:`modelreg.model.split`, layout in :mod:`modelreg.model.annotations`).
+
 Packing reads each file once to hash it (reusing cached digests) and keeps no
 file content in memory: :meth:`PackedModel.as_target` serves the layers
 straight from the files, verified, to the copy engine.
@@ -20,27 +31,54 @@ import stat
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from modelreg.content.base import PushResult, VerifyingReader
-from modelreg.errors import InvalidInputError, NotFoundError, UnsafeContentError
+from modelreg.content.base import CHUNK, BlobSource, PushResult, VerifyingReader
+from modelreg.errors import (
+    InvalidInputError,
+    ModelRegError,
+    NotFoundError,
+    SizeLimitError,
+    UnsafeContentError,
+)
 from modelreg.events import Event, ProgressCallback, emit
+from modelreg.model import annotations as ann
+from modelreg.model import split as splitting
 from modelreg.model.digests import DigestCache
+from modelreg.model.formats import (
+    PREFIX_READ,
+    UNSAFE_EXTENSIONS,
+    FileSource,
+    ModelFileInfo,
+    inspect_file,
+    is_pickle_based,
+)
+from modelreg.model.hf import HFSnapshot, detect_snapshot
+from modelreg.model.metadata import (
+    ModelMetadata,
+    analyze,
+    load_packaging_file,
+    readme_licenses,
+)
 from modelreg.model.roles import ROLE_ORDER, guess_role
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import Manifest, canonical_json
+from modelreg.oci.manifest import MAX_LAYERS, Manifest, canonical_json
 
 __all__ = [
     "DEFAULT_IGNORE",
+    "Analyzer",
+    "BlobReady",
     "ModelMetadata",
     "PackedFile",
     "PackedModel",
+    "PackedPart",
     "pack_directory",
     "scan_directory",
+    "slice_source",
 ]
 
 DEFAULT_IGNORE = (
@@ -58,57 +96,15 @@ DEFAULT_IGNORE = (
 )
 EPOCH = "1970-01-01T00:00:00Z"
 TYPEFLAG_REGULAR = 48  # tar.TypeReg, '0'
+_PARSED_ROLES = frozenset({"weight"})
 
 
 @dataclass(frozen=True)
-class ModelMetadata:
-    """The ``descriptor`` part of the ModelPack config, and extra ``config`` fields."""
+class PackedPart:
+    """One layer of a split file: bytes ``[offset, offset + descriptor.size)``."""
 
-    name: str | None = None
-    version: str | None = None
-    family: str | None = None
-    authors: tuple[str, ...] = ()
-    licenses: tuple[str, ...] = ()
-    vendor: str | None = None
-    title: str | None = None
-    description: str | None = None
-    source_url: str | None = None
-    doc_url: str | None = None
-    revision: str | None = None
-    datasets_url: tuple[str, ...] = ()
-    created_at: str | None = None
-    config: Mapping[str, Any] = field(default_factory=dict)
-
-    def descriptor_dict(self, default_name: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.created_at:
-            out["createdAt"] = self.created_at
-        if self.authors:
-            out["authors"] = list(self.authors)
-        if self.family:
-            out["family"] = self.family
-        out["name"] = self.name or default_name
-        for key, value in (
-            ("docURL", self.doc_url),
-            ("sourceURL", self.source_url),
-        ):
-            if value:
-                out[key] = value
-        if self.datasets_url:
-            out["datasetsURL"] = list(self.datasets_url)
-        for key, value in (
-            ("version", self.version),
-            ("revision", self.revision),
-            ("vendor", self.vendor),
-        ):
-            if value:
-                out[key] = value
-        if self.licenses:
-            out["licenses"] = list(self.licenses)
-        for key, value in (("title", self.title), ("description", self.description)):
-            if value:
-                out[key] = value
-        return out
+    descriptor: Descriptor
+    offset: int
 
 
 @dataclass(frozen=True)
@@ -117,6 +113,21 @@ class PackedFile:
     """Relative POSIX path inside the model directory."""
     source: Path
     descriptor: Descriptor
+    """The file as one blob: its layer, or (when split) what its layer would be."""
+    info: ModelFileInfo | None = None
+    """The parsed header (weights only), or None when not parsed or not parseable."""
+    unsafe: bool = False
+    """Pickle-based: loading it runs code."""
+    parts: tuple[PackedPart, ...] = ()
+    """When split: the layers holding the file, in order."""
+
+    @property
+    def size(self) -> int:
+        return self.descriptor.size
+
+    @property
+    def layers(self) -> tuple[Descriptor, ...]:
+        return tuple(p.descriptor for p in self.parts) if self.parts else (self.descriptor,)
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,7 @@ class PackedModel:
     manifest: Manifest
     config: bytes
     files: tuple[PackedFile, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def descriptor(self) -> Descriptor:
@@ -131,6 +143,42 @@ class PackedModel:
 
     def as_target(self) -> PackedTarget:
         return PackedTarget(self)
+
+
+class _Slice(io.RawIOBase):
+    """``length`` bytes of a file from ``offset`` (then EOF)."""
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._f.seek(offset)
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        if self._left <= 0 or not len(view):
+            return 0
+        n = self._f.readinto(view[: min(len(view), self._left)]) or 0
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            super().close()
+
+
+def slice_source(path: Path, start: int, length: int) -> BlobSource:
+    """A BlobSource over bytes ``[start, start + length)`` of a file (for uploads)."""
+
+    def open_at(offset: int) -> BinaryIO:
+        return io.BufferedReader(_Slice(path, start + offset, length - offset), CHUNK)
+
+    return open_at
 
 
 class PackedTarget:
@@ -142,23 +190,44 @@ class PackedTarget:
             model.manifest.digest: model.manifest.raw,
             model.manifest.config.digest: model.config,
         }
-        self._files: dict[Digest, Path] = {f.descriptor.digest: f.source for f in model.files}
+        self._files: dict[Digest, tuple[Path, int, int]] = {}
+        for f in model.files:
+            if f.parts:
+                for part in f.parts:
+                    self._files[part.descriptor.digest] = (
+                        f.source,
+                        part.offset,
+                        part.descriptor.size,
+                    )
+            else:
+                self._files[f.descriptor.digest] = (f.source, 0, f.descriptor.size)
 
     def fetch(self, desc: Descriptor) -> VerifyingReader:
         data = self._small.get(desc.digest)
         if data is not None:
             return VerifyingReader(io.BytesIO(data), desc)
-        path = self._files.get(desc.digest)
-        if path is None:
+        where = self._files.get(desc.digest)
+        if where is None:
             raise NotFoundError(f"blob {desc.digest} is not part of this model")
+        path, offset, length = where
         return VerifyingReader(
-            open(path, "rb"), desc, what=f"file {str(path)!r} (changed since it was hashed?)"
+            _Slice(path, offset, length),
+            desc,
+            what=f"file {str(path)!r} (changed since it was hashed?)",
         )
 
     def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes:
-        with self.fetch(desc) as reader:
-            reader.read(offset)
-            return reader.read(length)
+        data = self._small.get(desc.digest)
+        if data is not None:
+            return data[offset : offset + length]
+        where = self._files.get(desc.digest)
+        if where is None:
+            raise NotFoundError(f"blob {desc.digest} is not part of this model")
+        path, start, size = where
+        length = max(0, min(length, size - offset))
+        with open(path, "rb") as f:
+            f.seek(start + offset)
+            return f.read(length)
 
     def exists(self, desc: Descriptor) -> bool:
         return desc.digest in self._small or desc.digest in self._files
@@ -195,11 +264,13 @@ def scan_directory(
     *,
     ignore: Sequence[str] = DEFAULT_IGNORE,
     allow_outside_links: bool = False,
+    link_roots: Sequence[Path] = (),
 ) -> list[tuple[str, Path]]:
     """List the regular files of a model directory as (relative POSIX path, real path).
 
-    Symlinks are followed only when they point inside ``root`` (or anywhere with
-    ``allow_outside_links``); devices, FIFOs and sockets are refused.
+    Symlinks are followed only when they point inside ``root`` or inside one of
+    ``link_roots`` (resolved directories, e.g. a Hugging Face cache's ``blobs/``),
+    or anywhere with ``allow_outside_links``; devices, FIFOs and sockets are refused.
     """
     base = Path(root)
     if not base.exists():
@@ -237,7 +308,10 @@ def scan_directory(
             st = full.lstat()
             if stat.S_ISLNK(st.st_mode):
                 target = full.resolve()
-                inside = target == real_root or real_root in target.parents
+                inside = any(
+                    target == allowed or allowed in target.parents
+                    for allowed in (real_root, *link_roots)
+                )
                 if not inside and not allow_outside_links:
                     raise UnsafeContentError(
                         f"{rel!r} is a symlink pointing outside the model directory "
@@ -251,7 +325,10 @@ def scan_directory(
                     )
                 if target.is_dir():
                     for sub_rel, sub_real in scan_directory(
-                        full, ignore=ignore, allow_outside_links=allow_outside_links
+                        full,
+                        ignore=ignore,
+                        allow_outside_links=allow_outside_links,
+                        link_roots=link_roots,
                     ):
                         out.append((f"{rel}/{sub_rel}", sub_real))
                     continue
@@ -309,8 +386,98 @@ def _format_from_files(paths: Sequence[str]) -> str | None:
     return None
 
 
-Analyzer = Callable[[Sequence["PackedFile"]], Mapping[str, Any]]
+Analyzer = Callable[[Sequence[PackedFile]], Mapping[str, Any]]
 """Computes extra ModelPack ``config`` fields (architecture, paramSize, ...) from the files."""
+
+BlobReady = Callable[[Descriptor, Path, int], None]
+"""Told a layer's descriptor, file and offset as soon as its digest is known."""
+
+
+def _inspect_local(rel: str, real: Path, role: str) -> tuple[ModelFileInfo | None, bool, str]:
+    """(parsed header or None, pickle-based?, warning) for one file; reads headers only.
+
+    Every file is checked for pickle content (a pickle renamed ``weights.dat`` or
+    a zip of pickles is flagged whatever its name); only weights are parsed.
+    """
+    ext = Path(rel).suffix.lower()
+    try:
+        with FileSource(real) as source:
+            first = source.read_at(0, min(source.size, PREFIX_READ))
+            try:
+                unsafe = is_pickle_based(rel, first, source)
+            except ModelRegError:
+                unsafe = ext in UNSAFE_EXTENSIONS
+            if role not in _PARSED_ROLES:
+                return None, unsafe, ""
+            try:
+                info = inspect_file(source, rel)
+            except (ModelRegError, ValueError) as exc:
+                known = ext in (".safetensors", ".gguf", ".onnx")
+                why = exc.message if isinstance(exc, ModelRegError) else str(exc)
+                return None, unsafe, (f"{rel}: header not understood ({why})" if known else "")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {rel!r}: {exc.strerror}") from exc
+    return info, unsafe or info.unsafe, ""
+
+
+def _describe(
+    rel: str,
+    real: Path,
+    digest: Digest,
+    size: int,
+    role: str,
+    untested: bool,
+    unsafe: bool,
+) -> Descriptor:
+    executable = bool(os.stat(real).st_mode & 0o111)
+    annotations = {
+        mt.ANN_FILEPATH: rel,
+        mt.ANN_FILE_METADATA: file_metadata(Path(rel).name, size, executable),
+    }
+    if untested:
+        annotations[mt.ANN_UNTESTED] = "true"
+    if unsafe:
+        annotations[ann.ANN_FILE_UNSAFE] = ann.UNSAFE_PICKLE
+    annotations[mt.ANN_TITLE] = rel
+    return Descriptor(mt.model_layer(role), digest, size, annotations=annotations)
+
+
+def _parts(
+    rel: str,
+    whole: Descriptor,
+    spans: Sequence[splitting.Span],
+    digests: Sequence[Digest],
+) -> tuple[PackedPart, ...]:
+    out = []
+    for index, (span, digest) in enumerate(zip(spans, digests, strict=True)):
+        annotations = {
+            ann.ANN_PART_PATH: rel,
+            ann.ANN_PART_INDEX: str(index),
+            ann.ANN_PART_COUNT: str(len(spans)),
+            ann.ANN_PART_OFFSET: str(span.offset),
+            ann.ANN_FILE_DIGEST: str(whole.digest),
+            ann.ANN_FILE_SIZE: str(whole.size),
+        }
+        if index == 0:
+            annotations[ann.ANN_FILE_METADATA] = whole.annotations[mt.ANN_FILE_METADATA]
+        if ann.ANN_FILE_UNSAFE in whole.annotations:
+            annotations[ann.ANN_FILE_UNSAFE] = whole.annotations[ann.ANN_FILE_UNSAFE]
+        desc = Descriptor(ann.PART_MEDIA_TYPE, digest, span.length, annotations=annotations)
+        out.append(PackedPart(desc, span.offset))
+    return tuple(out)
+
+
+def _source_metadata(root: Path, snapshot: HFSnapshot | None) -> ModelMetadata:
+    """What the directory itself tells about its origin (lowest precedence)."""
+    licenses = readme_licenses(root / "README.md")
+    if snapshot is None:
+        return ModelMetadata(licenses=licenses)
+    return ModelMetadata(
+        name=snapshot.repo_id,
+        revision=snapshot.revision,
+        source_url=snapshot.source_url,
+        licenses=licenses,
+    )
 
 
 def pack_directory(
@@ -322,13 +489,41 @@ def pack_directory(
     include: Sequence[str] = (),
     allow_outside_links: bool = False,
     annotations: Mapping[str, str] | None = None,
-    analyzer: Analyzer | None = None,
+    analyzer: Analyzer | None = analyze,
+    split: bool | None = None,
+    part_size: int | str | None = None,
+    packaging_file: bool = True,
     progress: ProgressCallback | None = None,
     workers: int = 2,
+    on_blob: BlobReady | None = None,
 ) -> PackedModel:
-    """Describe a directory as a ModelPack artifact without copying any file."""
-    metadata = metadata or ModelMetadata()
-    files = scan_directory(root, ignore=ignore, allow_outside_links=allow_outside_links)
+    """Describe a directory as a ModelPack artifact without copying any file.
+
+    ``split`` and ``part_size`` default to what ``modelreg.toml`` says, else
+    whole files and :data:`~modelreg.model.split.DEFAULT_PART_SIZE`. A Hugging
+    Face cache snapshot is recognised by its path (:mod:`modelreg.model.hf`).
+    ``on_blob(descriptor, path, offset)`` is called for every layer as soon as its
+    digest is known, while other files (or later parts) are still being hashed.
+    """
+    base = Path(root)
+    snapshot = detect_snapshot(base)
+    link_roots = (snapshot.blobs,) if snapshot is not None else ()
+    pkg = load_packaging_file(base) if packaging_file and base.is_dir() else None
+    file_meta = pkg.metadata if pkg is not None else ModelMetadata()
+    meta = (metadata or ModelMetadata()).merged_over(
+        file_meta.merged_over(_source_metadata(base, snapshot))
+    )
+    if split is None:
+        split = bool(pkg is not None and pkg.split)
+    if part_size is None:
+        part_size = pkg.part_size if pkg is not None and pkg.part_size is not None else None
+    target_size = (
+        splitting.parse_size(part_size) if part_size is not None else splitting.DEFAULT_PART_SIZE
+    )
+    patterns = (*ignore, *(pkg.ignore if pkg is not None else ()))
+    files = scan_directory(
+        root, ignore=patterns, allow_outside_links=allow_outside_links, link_roots=link_roots
+    )
     if include:
         files = [f for f in files if any(fnmatch.fnmatchcase(f[0], p) for p in include)]
     if not files:
@@ -337,22 +532,37 @@ def pack_directory(
             hint="a ModelPack artifact needs at least one file",
         )
     cache = digest_cache or DigestCache(None)
+    warnings: list[str] = []
 
     def digest_one(item: tuple[str, Path]) -> PackedFile:
         rel, real = item
-        emit(progress, Event("message", f"hashing {rel}"))
-        digest, size = cache.digest(real)
         guess = guess_role(rel)
-        executable = bool(os.stat(real).st_mode & 0o111)
-        ann = {
-            mt.ANN_FILEPATH: rel,
-            mt.ANN_FILE_METADATA: file_metadata(Path(rel).name, size, executable),
-        }
-        if guess.untested:
-            ann[mt.ANN_UNTESTED] = "true"
-        ann[mt.ANN_TITLE] = rel
-        desc = Descriptor(mt.model_layer(guess.role), digest, size, annotations=ann)
-        return PackedFile(rel, real, desc)
+        info, unsafe, warning = _inspect_local(rel, real, guess.role)
+        if warning:
+            warnings.append(warning)
+            emit(progress, Event("message", f"warning: {warning}"))
+        spans = None
+        if split and info is not None:
+            spans = splitting.plan_spans(info, os.stat(real).st_size, target_size)
+        emit(progress, Event("message", f"hashing {rel}"))
+        if spans is not None:
+
+            def ready(index: int, digest: Digest) -> None:
+                if on_blob is not None:
+                    span = spans[index]
+                    on_blob(Descriptor(ann.PART_MEDIA_TYPE, digest, span.length), real, span.offset)
+
+            digest, part_digests = cache.split_digests(real, spans, on_span=ready)
+            size = spans[-1].end
+        else:
+            digest, size = cache.digest(real)
+            if on_blob is not None:
+                on_blob(Descriptor(mt.model_layer(guess.role), digest, size), real, 0)
+        # a weight named by its extension whose content is no format we recognise: a guess
+        untested = guess.untested or (guess.role == "weight" and info is None and not unsafe)
+        desc = _describe(rel, real, digest, size, guess.role, untested, unsafe)
+        parts = _parts(rel, desc, spans, part_digests) if spans is not None else ()
+        return PackedFile(rel, real, desc, info=info, unsafe=unsafe, parts=parts)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         packed = list(pool.map(digest_one, files))
@@ -362,23 +572,32 @@ def pack_directory(
         return (ROLE_ORDER.index(role), f.path)
 
     packed.sort(key=order)
+    layers = tuple(layer for f in packed for layer in f.layers)
+    if len(layers) > MAX_LAYERS // 2:
+        raise SizeLimitError(
+            f"the model would have {len(layers)} layers, over the {MAX_LAYERS // 2} modelreg "
+            "writes in one manifest",
+            hint="use a larger --part-size, or pack fewer, larger files",
+        )
     config_fields: dict[str, Any] = {}
     fmt = _format_from_files([f.path for f in packed])
     if fmt:
         config_fields["format"] = fmt
     if analyzer is not None:
         config_fields.update(analyzer(packed))
-    config_fields.update(metadata.config)
+    config_fields.update(meta.config)
     config_doc = {
-        "descriptor": metadata.descriptor_dict(Path(root).resolve().name or "model"),
+        "descriptor": meta.descriptor_dict(base.resolve().name or "model"),
         "config": config_fields,
-        "modelfs": {"type": "layers", "diffIds": [str(f.descriptor.digest) for f in packed]},
+        "modelfs": {"type": "layers", "diffIds": [str(layer.digest) for layer in layers]},
     }
     config_bytes = canonical_json(config_doc)
     manifest = Manifest(
         config=Descriptor.for_bytes(mt.MODEL_CONFIG, config_bytes),
-        layers=tuple(f.descriptor for f in packed),
+        layers=layers,
         artifact_type=mt.MODEL_ARTIFACT,
         annotations=dict(annotations or {}),
     )
-    return PackedModel(manifest=manifest, config=config_bytes, files=tuple(packed))
+    return PackedModel(
+        manifest=manifest, config=config_bytes, files=tuple(packed), warnings=tuple(warnings)
+    )

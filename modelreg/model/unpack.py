@@ -1,12 +1,16 @@
 """Write a model artifact's files into a directory, every byte verified.
 
-* Paths come from ``org.cncf.model.filepath`` (or the legacy ``org.cnai`` key, or
-  ``org.opencontainers.image.title``) and are refused when absolute, containing
-  ``..``, backslashes, NUL or control characters, or colliding after
-  normalisation (SECURITY.md case 6).
+* Which layer is which file: :mod:`modelreg.model.producers` (ModelPack, legacy
+  ``vnd.cnai``, KitOps, Docker model artifacts, plain ORAS; parts of split files).
+* Paths are refused when absolute, containing ``..``, backslashes, NUL or
+  control characters, or colliding after normalisation (SECURITY.md case 6);
+  archive layers are extracted by :mod:`modelreg.model.archive` (cases 7, 9).
 * Files are written into a staging directory inside the output directory, each
   verified against its layer digest, and renamed into place only when every
   file is complete: a failed pull leaves the output directory as it was.
+* Split files are reassembled by writing each verified part at its offset
+  (parts in parallel, bounded buffers), then the whole file is hashed and
+  checked against the digest its parts declare.
 * Blobs come from the local cache when present; blobs fetched from elsewhere are
   written to the cache on the way (one pass over the network). Output files are
   reflinked from the cache where the filesystem can, hard-linked only on request
@@ -19,69 +23,52 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
-import json
+import io
 import os
-import posixpath
 import shutil
 import tempfile
 import threading
-import unicodedata
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from modelreg.content.base import CHUNK, ReadOnlyTarget, VerifyingReader
 from modelreg.content.layout import LayoutStore
-from modelreg.errors import FormatError, InvalidInputError, UnsafeContentError
+from modelreg.errors import (
+    FormatError,
+    IntegrityError,
+    InvalidInputError,
+    UnsafeContentError,
+)
 from modelreg.events import Event, ProgressCallback, emit
-from modelreg.oci import mediatypes as mt
+from modelreg.model import archive as arch
+from modelreg.model.paths import safe_relpath
+from modelreg.model.producers import (
+    ArchiveLayer,
+    LayerPlan,
+    RawLayer,
+    SplitFile,
+    layer_mode,
+    layer_path,
+    plan_manifest,
+)
 from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.digest import Hasher
 from modelreg.oci.manifest import Manifest
 
-__all__ = ["FileEntry", "UnpackResult", "layer_path", "plan_files", "safe_relpath", "unpack"]
+__all__ = [
+    "FileEntry",
+    "UnpackResult",
+    "layer_mode",
+    "layer_path",
+    "plan_files",
+    "safe_relpath",
+    "unpack",
+]
 
 _FICLONE = 0x40049409
-
-
-def safe_relpath(raw: str, what: str = "path") -> str:
-    """Validate a path from an artifact; return its normalised relative POSIX form."""
-    if not raw or "\x00" in raw or any(ord(c) < 0x20 for c in raw):
-        raise UnsafeContentError(f"{what} {raw!r} is empty or contains control characters")
-    if "\\" in raw:
-        raise UnsafeContentError(f"{what} {raw!r} contains a backslash", hint="refused as unsafe")
-    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
-        raise UnsafeContentError(
-            f"{what} {raw!r} is absolute", hint="artifact paths must be relative"
-        )
-    parts = raw.split("/")
-    if any(p == ".." for p in parts):
-        raise UnsafeContentError(f"{what} {raw!r} escapes the output directory with '..'")
-    norm = posixpath.normpath(unicodedata.normalize("NFC", raw))
-    if norm in (".", "") or norm.startswith("../"):
-        raise UnsafeContentError(f"{what} {raw!r} does not name a file inside the directory")
-    return norm
-
-
-def layer_path(desc: Descriptor) -> str | None:
-    """The file path a layer declares, from the ModelPack, legacy or ORAS annotation."""
-    ann = desc.annotations
-    return (
-        ann.get(mt.ANN_FILEPATH) or ann.get(mt.LEGACY_ANN_FILEPATH) or ann.get(mt.ANN_TITLE) or None
-    )
-
-
-def _layer_mode(desc: Descriptor) -> int:
-    raw = desc.annotations.get(mt.ANN_FILE_METADATA) or desc.annotations.get(
-        mt.LEGACY_ANN_FILE_METADATA
-    )
-    if raw:
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            mode = json.loads(raw).get("mode")
-            if isinstance(mode, int):
-                return 0o755 if mode & 0o111 else 0o644
-    return 0o644
 
 
 @dataclass(frozen=True)
@@ -96,6 +83,11 @@ class UnpackResult:
     files: list[FileEntry] = field(default_factory=list)
     bytes_fetched: int = 0
     bytes_from_cache: int = 0
+    producer: str = "modelpack"
+    skipped: list[str] = field(default_factory=list)
+    """Layers not written, with the reason (e.g. ORAS layers without a title)."""
+    blobs: list[str] = field(default_factory=list)
+    """Digests of every layer read."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, fetched: int, cached: int) -> None:
@@ -104,50 +96,57 @@ class UnpackResult:
             self.bytes_from_cache += cached
 
 
+@dataclass
+class _Planned:
+    plan: LayerPlan
+    raw: list[tuple[str, RawLayer]]
+    split: list[tuple[str, SplitFile]]
+    archives: list[ArchiveLayer]
+    claims: arch.PathClaims
+
+
+def _matches(path: str, include: Sequence[str]) -> bool:
+    return not include or any(fnmatch.fnmatchcase(path, p) for p in include)
+
+
+def _plan(manifest: Manifest, include: Sequence[str]) -> _Planned:
+    plan = plan_manifest(manifest)
+    claims = arch.PathClaims()
+    raw: list[tuple[str, RawLayer]] = []
+    split: list[tuple[str, SplitFile]] = []
+    for r in plan.raw:
+        path = safe_relpath(r.path, f"layer {r.index} path")
+        if _matches(path, include):
+            claims.claim_file(path, f"layer {r.path!r}")
+            raw.append((path, r))
+    for s in plan.split:
+        path = safe_relpath(s.path, "split file path")
+        if _matches(path, include):
+            claims.claim_file(path, f"split file {s.path!r}")
+            split.append((path, s))
+    if include and not raw and not split and not plan.archives:
+        raise InvalidInputError(
+            f"no file of the model matches --include {' '.join(include)!r}",
+            hint="see the file list with `modelreg inspect REF`",
+        )
+    if not raw and not split and not plan.archives and not include:
+        why = "; ".join(f"{d.digest.short}: {reason}" for d, reason in plan.skipped[:3])
+        raise FormatError(
+            "the artifact has no layer that names a file" + (f" ({why})" if why else ""),
+            hint="this is not a model or file artifact (a container image?)",
+        )
+    return _Planned(plan, raw, split, plan.archives, claims)
+
+
 def plan_files(manifest: Manifest, include: Sequence[str] = ()) -> list[FileEntry]:
-    """Map layers to safe, unique output paths (raw layers; archives are refused here)."""
-    entries: list[FileEntry] = []
-    seen: dict[str, str] = {}
-    for i, layer in enumerate(manifest.layers):
-        raw = layer_path(layer)
-        if raw is None:
-            raise FormatError(
-                f"layer {i} ({layer.digest.short}, {layer.media_type}) names no file path",
-                hint="the artifact lacks org.cncf.model.filepath / org.opencontainers.image.title",
-            )
-        if layer.media_type.endswith((".tar", "+gzip", "+zstd", ".tar+gzip", ".tar+zstd")):
-            raise FormatError(
-                f"layer {raw!r} is an archive ({layer.media_type}); this version of modelreg "
-                "writes raw file layers only",
-                hint="upgrade modelreg to pull archive layers",
-            )
-        path = safe_relpath(raw, f"layer {i} path")
-        key = path.casefold()
-        if key in seen:
-            raise UnsafeContentError(
-                f"layers {seen[key]!r} and {raw!r} collide on output path {path!r}",
-                hint="the artifact is malformed or hostile; refused",
-            )
-        seen[key] = raw
-        entries.append(FileEntry(path, layer, _layer_mode(layer)))
-    if include:
-        entries = [e for e in entries if any(fnmatch.fnmatchcase(e.path, p) for p in include)]
-        if not entries:
-            raise InvalidInputError(
-                f"no file of the model matches --include {' '.join(include)!r}",
-                hint="see the file list with `modelreg inspect REF`",
-            )
-    # Parent directories must not also be files.
-    files = {e.path for e in entries}
-    for e in entries:
-        parent = posixpath.dirname(e.path)
-        while parent:
-            if parent in files:
-                raise UnsafeContentError(
-                    f"{parent!r} is both a file and a directory in the artifact"
-                )
-            parent = posixpath.dirname(parent)
-    return entries
+    """Map file layers (and split files) to safe, unique output paths.
+
+    Archive layers are not listed: their members are known only when read.
+    """
+    planned = _plan(manifest, include)
+    out = [FileEntry(path, r.descriptor, r.mode) for path, r in planned.raw]
+    out += [FileEntry(path, s.descriptor, s.mode) for path, s in planned.split]
+    return out
 
 
 def _try_clone(src: Path, dst: BinaryIO) -> bool:
@@ -159,7 +158,7 @@ def _try_clone(src: Path, dst: BinaryIO) -> bool:
         return False
 
 
-def _copy_verified(reader: VerifyingReader, sinks: Sequence[BinaryIO], advance: object) -> None:
+def _copy_verified(reader: io.RawIOBase, sinks: Sequence[BinaryIO], advance: object) -> None:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     while n := reader.readinto(buf):
@@ -170,12 +169,12 @@ def _copy_verified(reader: VerifyingReader, sinks: Sequence[BinaryIO], advance: 
             advance(n)
 
 
-def _check_destinations(out: Path, entries: Sequence[FileEntry]) -> None:
+def _check_destinations(out: Path, paths: Sequence[str]) -> None:
     """Refuse before writing anything: a file where a directory must go, a directory
     where a file must go, or an existing symlinked parent that leads outside ``out``."""
     real_out = out.resolve()
-    for e in entries:
-        final = out / e.path
+    for rel in paths:
+        final = out / rel
         if final.is_dir() and not final.is_symlink():
             raise InvalidInputError(
                 f"{str(final)!r} is a directory but the model has a file there",
@@ -187,7 +186,7 @@ def _check_destinations(out: Path, entries: Sequence[FileEntry]) -> None:
                 if not parent.is_dir():
                     raise InvalidInputError(
                         f"{str(parent)!r} exists and is not a directory; the model puts "
-                        f"{e.path!r} below it",
+                        f"{rel!r} below it",
                         hint="remove it or pull into an empty directory",
                     )
                 real = parent.resolve()
@@ -215,6 +214,94 @@ def prepare_output(output: str | os.PathLike[str]) -> Path:
     return out
 
 
+class _Tee(io.RawIOBase):
+    """Reads a verifying reader, copying every byte into a cache writer, counting."""
+
+    def __init__(
+        self,
+        reader: io.RawIOBase,
+        writer: object | None,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        super().__init__()
+        self._reader = reader
+        self._writer = writer
+        self._on_bytes = on_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._reader.readinto(buffer) or 0
+        if n:
+            view = memoryview(buffer)[:n]
+            if self._writer is not None:
+                self._writer.write(view)  # type: ignore[attr-defined]
+            if self._on_bytes is not None:
+                self._on_bytes(n)
+        return n
+
+
+class _Reader:
+    """Opens layers from the cache when there, else from the source (teeing into the cache)."""
+
+    def __init__(
+        self,
+        source: ReadOnlyTarget,
+        cache: LayoutStore | None,
+        result: UnpackResult,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.source = source
+        self.cache = cache
+        self.result = result
+        self.progress = progress
+        self.remote = not (cache is not None and getattr(source, "store", None) is cache)
+
+    def cached_path(self, desc: Descriptor) -> Path | None:
+        if self.cache is not None and self.cache.has_blob(desc.digest):
+            return self.cache.blob_path(desc.digest)
+        return None
+
+    @contextlib.contextmanager
+    def open(self, desc: Descriptor, name: str) -> Iterator[io.RawIOBase]:
+        """A stream over the layer, verified as it is read; must be read to EOF."""
+
+        def advance(n: int) -> None:
+            emit(self.progress, Event("advance", name, desc, n=n, total=desc.size))
+
+        emit(self.progress, Event("start", name, desc, total=desc.size))
+        cached = self.cached_path(desc)
+        with contextlib.ExitStack() as stack:
+            if cached is not None:
+                raw = stack.enter_context(open(cached, "rb"))
+                reader = stack.enter_context(
+                    VerifyingReader(raw, desc, what=f"cached blob {desc.digest}")
+                )
+                yield _Tee(reader, None, advance)
+                self.result.add(0, desc.size)
+            else:
+                writer = None
+                if self.cache is not None and self.remote:
+                    writer = stack.enter_context(self.cache.ingest(desc))
+                reader = stack.enter_context(self.source.fetch(desc))
+                yield _Tee(reader, writer, advance)
+                self.result.add(desc.size, 0)
+        emit(self.progress, Event("done", name, desc, total=desc.size))
+
+
+def _finish_file(f: BinaryIO, fsync: bool) -> None:
+    if fsync:
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_to_end(stream: io.RawIOBase) -> None:
+    buf = bytearray(CHUNK)
+    while stream.readinto(buf):
+        pass
+
+
 def unpack(
     source: ReadOnlyTarget,
     manifest: Manifest,
@@ -226,95 +313,301 @@ def unpack(
     concurrency: int = 4,
     progress: ProgressCallback | None = None,
     fsync: bool = True,
+    expand_ratio: int = arch.DEFAULT_EXPAND_RATIO,
 ) -> UnpackResult:
     """Write the files of ``manifest`` into ``output``; all or nothing."""
-    entries = plan_files(manifest, include)
+    planned = _plan(manifest, include)
     out = prepare_output(output)
-    _check_destinations(out, entries)
+    _check_destinations(out, [p for p, _ in planned.raw] + [p for p, _ in planned.split])
     staging = Path(tempfile.mkdtemp(prefix=".modelreg-pull-", dir=out))
-    result = UnpackResult(files=entries)
-    source_is_remote = not (cache is not None and getattr(source, "store", None) is cache)
+    result = UnpackResult(producer=planned.plan.producer)
+    result.skipped = [f"{d.digest.short}: {why}" for d, why in planned.plan.skipped]
+    result.blobs = [str(d.digest) for d in planned.plan.blobs]
+    reader = _Reader(source, cache, result, progress)
+    files_lock = threading.Lock()
+    matcher = (lambda p: _matches(p, include)) if include else None
+
+    def add_files(entries: Sequence[FileEntry]) -> None:
+        with files_lock:
+            result.files.extend(entries)
+
     # one blob may back several files: fetch it once
-    by_digest: dict[str, list[FileEntry]] = {}
-    for e in entries:
-        by_digest.setdefault(str(e.descriptor.digest), []).append(e)
+    by_digest: dict[str, list[tuple[str, RawLayer]]] = {}
+    for path, r in planned.raw:
+        if not r.compressed:
+            by_digest.setdefault(str(r.descriptor.digest), []).append((path, r))
 
-    def staged(e: FileEntry) -> Path:
-        return staging / e.path
-
-    def write_blob(group: list[FileEntry]) -> None:
-        first = group[0]
+    def write_raw(group: list[tuple[str, RawLayer]]) -> None:
+        first_path, first = group[0]
         desc = first.descriptor
-        name = first.path
-        for e in group:
-            staged(e).parent.mkdir(parents=True, exist_ok=True)
-        emit(progress, Event("start", name, desc, total=desc.size))
-
-        def advance(n: int) -> None:
-            emit(progress, Event("advance", name, desc, n=n, total=desc.size))
-
-        cached_path = cache.blob_path(desc.digest) if cache is not None else None
-        have_cached = cached_path is not None and cache is not None and cache.has_blob(desc.digest)
-        if have_cached and cached_path is not None:
-            for e in group:
-                dst_path = staged(e)
+        for path, _ in group:
+            (staging / path).parent.mkdir(parents=True, exist_ok=True)
+        cached = reader.cached_path(desc)
+        if cached is not None:
+            emit(progress, Event("start", first_path, desc, total=desc.size))
+            for path, _ in group:
+                dst_path = staging / path
                 if link:
-                    os.link(cached_path, dst_path)
+                    os.link(cached, dst_path)
                     continue
                 with open(dst_path, "wb") as dst:
-                    if not _try_clone(cached_path, dst):
-                        with VerifyingReader(open(cached_path, "rb"), desc) as reader:
-                            _copy_verified(reader, [dst], None)
+                    if not _try_clone(cached, dst):
+                        with VerifyingReader(open(cached, "rb"), desc) as verifying:
+                            _copy_verified(verifying, [dst], None)
                     _finish_file(dst, fsync)
-            advance(desc.size)
+            emit(progress, Event("advance", first_path, desc, n=desc.size, total=desc.size))
+            emit(progress, Event("done", first_path, desc, total=desc.size))
             result.add(0, desc.size)
         else:
-            with contextlib.ExitStack() as stack:
-                sinks: list[BinaryIO] = []
-                first_path = staged(first)
-                dst = stack.enter_context(open(first_path, "wb"))
-                sinks.append(dst)
-                writer = None
-                if cache is not None and source_is_remote:
-                    writer = stack.enter_context(cache.ingest(desc))
-                reader = stack.enter_context(source.fetch(desc))
-                if writer is not None:
-                    _copy_verified(reader, [dst, _WriterSink(writer)], advance)  # type: ignore[list-item]
-                else:
-                    _copy_verified(reader, sinks, advance)
+            with (
+                reader.open(desc, first_path) as stream,
+                open(staging / first_path, "wb") as dst,
+            ):
+                _copy_verified(stream, [dst], None)
                 _finish_file(dst, fsync)
-            for e in group[1:]:
-                shutil.copyfile(first_path, staged(e))
-            result.add(desc.size, 0)
-        for e in group:
-            os.chmod(staged(e), e.mode)
-        emit(progress, Event("done", name, desc, total=desc.size))
+            for path, _ in group[1:]:
+                shutil.copyfile(staging / first_path, staging / path)
+        for path, r in group:
+            os.chmod(staging / path, r.mode)
+        add_files([FileEntry(path, r.descriptor, r.mode) for path, r in group])
 
+    def write_compressed(path: str, r: RawLayer) -> None:
+        desc = r.descriptor
+        (staging / path).parent.mkdir(parents=True, exist_ok=True)
+        limit = arch.expansion_limit(desc.size, r.declared_size, expand_ratio)
+        with reader.open(desc, path) as stream, open(staging / path, "wb") as dst:
+            digest, size = arch.decompress_file(
+                stream,  # type: ignore[arg-type]
+                dst,
+                label=f"compressed layer {r.path!r}",
+                limit=limit,
+            )
+            _read_to_end(stream)
+            _finish_file(dst, fsync)
+        os.chmod(staging / path, r.mode)
+        add_files([FileEntry(path, Descriptor(desc.media_type, digest, size), r.mode)])
+
+    def write_archive(a: ArchiveLayer) -> None:
+        desc = a.descriptor
+        if a.declared_size is not None:
+            declared: int | None = a.declared_size + 1024 * 1024  # tar headers and padding
+        else:
+            declared = None
+        limit = arch.expansion_limit(desc.size, declared, expand_ratio)
+        with reader.open(desc, a.label) as stream:
+            extracted = arch.extract_archive(
+                stream,  # type: ignore[arg-type]
+                staging,
+                label=a.label,
+                limit=limit,
+                claims=planned.claims,
+                include=matcher,
+                prefix=a.prefix,
+                tar_digest=a.tar_digest,
+            )
+            _read_to_end(stream)
+        add_files(
+            [
+                FileEntry(f.path, Descriptor(desc.media_type, f.digest, f.size), f.mode)
+                for f in extracted
+            ]
+        )
+
+    split_fds: dict[str, int] = {}
+
+    def write_part(path: str, sf: SplitFile, k: int) -> None:
+        part = sf.parts[k]
+        desc = part.descriptor
+        name = f"{path} [part {k + 1}/{len(sf.parts)}]"
+        fd = split_fds[path]
+        pos = part.offset
+        cached = reader.cached_path(desc)
+        if cached is not None and _copy_range(cached, fd, pos, desc.size):
+            # a kernel copy, not hashed here: the whole-file digest covers these bytes, and
+            # check_split looks for the bad cached part if it does not match
+            from_cache[path].append(k)
+            emit(progress, Event("skipped", name, desc, total=desc.size))
+            result.add(0, desc.size)
+            checks[path].part_done(k)
+            return
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            with reader.open(desc, name) as stream:
+                while n := stream.readinto(buf):
+                    written = 0
+                    while written < n:
+                        written += os.pwrite(fd, view[written:n], pos + written)
+                    pos += n
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"part {k + 1} of {len(sf.parts)} of {path!r}: {exc.message}", hint=exc.hint
+            ) from exc
+        checks[path].part_done(k)
+
+    def check_split(path: str, sf: SplitFile) -> None:
+        hasher = checks[path].result()
+        if hasher.size != sf.size or hasher.digest() != sf.digest:
+            bad = _bad_cached_parts(reader, sf, from_cache[path])
+            if bad:
+                raise IntegrityError(
+                    f"{path!r}: cached part(s) {', '.join(str(k + 1) for k in bad)} of "
+                    f"{len(sf.parts)} do not match their digests (removed from the cache)",
+                    hint="the local cache was corrupted; pull again",
+                )
+            raise IntegrityError(
+                f"{path!r} reassembled from {len(sf.parts)} verified parts hashes to "
+                f"{hasher.digest()} ({hasher.size} bytes); its parts declare {sf.digest} "
+                f"({sf.size} bytes)",
+                hint="the artifact is inconsistent or tampered; nothing was kept",
+            )
+        if fsync:
+            os.fsync(split_fds[path])
+        os.chmod(staging / path, sf.mode)
+        add_files([FileEntry(path, sf.descriptor, sf.mode)])
+
+    checks: dict[str, _WholeFileCheck] = {}
+    from_cache: dict[str, list[int]] = {path: [] for path, _ in planned.split}
     try:
-        groups = list(by_digest.values())
+        for path, sf in planned.split:
+            target = staging / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            split_fds[path] = fd
+            os.ftruncate(fd, sf.size)
+            checks[path] = _WholeFileCheck(fd, sf)
         with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="pull") as pool:
-            for fut in [pool.submit(write_blob, g) for g in groups]:
-                fut.result()
-        for e in entries:
+            futures: list[Future[None]] = []
+            futures += [pool.submit(write_archive, a) for a in planned.archives]
+            futures += [pool.submit(write_raw, g) for g in by_digest.values()]
+            futures += [
+                pool.submit(write_compressed, path, r) for path, r in planned.raw if r.compressed
+            ]
+            futures += [
+                pool.submit(write_part, path, sf, k)
+                for path, sf in planned.split
+                for k in range(len(sf.parts))
+            ]
+            _wait_all(futures)
+            _wait_all([pool.submit(check_split, path, sf) for path, sf in planned.split])
+        for fd in split_fds.values():
+            os.close(fd)
+        split_fds.clear()
+        result.files.sort(key=lambda e: e.path)
+        _check_destinations(out, [e.path for e in result.files])
+        for e in result.files:
             final = out / e.path
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged(e), final)
+            os.replace(staging / e.path, final)
     finally:
+        for check in checks.values():
+            check.stop()
+        for fd in split_fds.values():
+            os.close(fd)
         shutil.rmtree(staging, ignore_errors=True)
     return result
 
 
-class _WriterSink:
-    """Adapts a cache BlobWriter to the ``write`` of a file sink."""
+def _copy_range(src: Path, fd: int, offset: int, length: int) -> bool:
+    """Copy a whole cached blob into ``fd`` at ``offset`` in the kernel; False if impossible."""
+    try:
+        with open(src, "rb", buffering=0) as f:
+            if os.fstat(f.fileno()).st_size != length:
+                return False
+            done = 0
+            while done < length:
+                n = os.copy_file_range(f.fileno(), fd, length - done, done, offset + done)
+                if n <= 0:
+                    return False
+                done += n
+        return True
+    except (OSError, AttributeError):
+        return False
 
-    def __init__(self, writer: object) -> None:
-        self._writer = writer
 
-    def write(self, data: memoryview) -> None:
-        self._writer.write(data)  # type: ignore[attr-defined]
+def _bad_cached_parts(reader: _Reader, split: SplitFile, indices: Sequence[int]) -> list[int]:
+    """Which cached parts no longer hash to their digest (evicted from the cache)."""
+    bad = []
+    for k in indices:
+        desc = split.parts[k].descriptor
+        path = reader.cached_path(desc)
+        if path is None:
+            continue
+        try:
+            with VerifyingReader(open(path, "rb"), desc) as verifying:
+                _read_to_end(verifying)
+        except IntegrityError:
+            bad.append(k)
+            if reader.cache is not None:
+                reader.cache.evict(desc.digest)
+    return bad
 
 
-def _finish_file(f: BinaryIO, fsync: bool) -> None:
-    if fsync:
-        f.flush()
-        os.fsync(f.fileno())
+class _WholeFileCheck:
+    """Hashes a split file in order while its parts land (overlapping the downloads).
+
+    A thread follows the parts: as soon as part ``k`` and every part before it are
+    written, it reads them back (from the page cache, usually) into the whole-file
+    hasher. :meth:`result` waits for the last part.
+    """
+
+    def __init__(self, fd: int, split: SplitFile) -> None:
+        self._fd = fd
+        self._split = split
+        self._done = [False] * len(split.parts)
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._hasher = Hasher(split.digest.algorithm)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pull-hash", daemon=True)
+        self._thread.start()
+
+    def part_done(self, index: int) -> None:
+        with self._cond:
+            self._done[index] = True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def result(self) -> Hasher:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._hasher
+
+    def _run(self) -> None:
+        try:
+            for index, part in enumerate(self._split.parts):
+                with self._cond:
+                    while not self._done[index] and not self._stopped:
+                        self._cond.wait()
+                    if self._stopped:
+                        return
+                pos, end = part.offset, part.offset + part.descriptor.size
+                while pos < end:
+                    block = os.pread(self._fd, min(CHUNK, end - pos), pos)
+                    if not block:
+                        raise IntegrityError(f"short read of the staged {self._split.path!r}")
+                    self._hasher.update(block)
+                    pos += len(block)
+        except BaseException as exc:  # reported by result()
+            self._error = exc
+
+
+def _wait_all(futures: Sequence[Future[None]]) -> None:
+    """Wait for every task; raise the first failure after cancelling what has not started."""
+    error: BaseException | None = None
+    for fut in futures:
+        try:
+            fut.result()
+        except BaseException as exc:
+            if error is None:
+                error = exc
+                for other in futures:
+                    other.cancel()
+    if error is not None:
+        raise error

@@ -983,8 +983,6 @@ def test_committed_fixtures_match_sha256sums() -> None:
 
 @pytest.fixture(scope="module")
 def generated_twice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    for mod in ("safetensors", "gguf", "onnx", "numpy"):
-        pytest.importorskip(mod)
     dirs = []
     for i in range(2):
         out = tmp_path_factory.mktemp(f"gen{i}")

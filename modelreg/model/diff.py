@@ -1,0 +1,257 @@
+"""What changed between two versions of a model, from manifests and headers only.
+
+Files are matched by path. A file is *unchanged* when its digest is the same
+(the whole-file digest for split files), *changed*, *added* or *removed*
+otherwise. Bytes are counted per blob (layer or part), each distinct digest
+once: ``shared`` is what both versions hold (what a pull of one does not fetch
+again with the other in the cache, or a push does not send), ``onlyA``/``onlyB``
+the rest.
+
+For a changed safetensors or GGUF file, the two headers are read (range
+requests, as ``inspect --tensors``) and tensors compared by name: *added*,
+*removed*, *reshaped* (dtype or shape differ) or, for tensors of the same dtype
+and shape, by the digest of the part holding them when both versions are split:
+*unchanged* when that part's digest is the same, else *changed*; a part may hold
+several tensors, so *changed* means "in a part that changed". Without parts,
+same-shape tensors of a changed file are *unknown*: telling requires reading
+their bytes, which ``diff`` never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from modelreg.content.base import ReadOnlyTarget
+from modelreg.model.formats import ModelFileInfo
+from modelreg.model.paths import safe_relpath
+from modelreg.model.producers import SplitFile, plan_manifest
+from modelreg.model.tensors import BlobSource, FetchCounter, SplitSource, describe_file
+from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.manifest import Manifest
+
+__all__ = ["DiffResult", "FileDiff", "LogicalFile", "diff_manifests", "logical_files"]
+
+_TENSOR_EXT = frozenset({".safetensors", ".gguf"})
+
+
+@dataclass(frozen=True)
+class LogicalFile:
+    """One file of an artifact, whether stored as one layer, as parts, or in an archive."""
+
+    path: str
+    digest: str
+    size: int
+    blobs: tuple[Descriptor, ...]
+    split: SplitFile | None = None
+    kind: str = "file"
+    """``file``, ``split`` or ``archive`` (an archive layer, named by its label)."""
+
+
+def logical_files(manifest: Manifest) -> list[LogicalFile]:
+    """The files of a manifest, parts grouped into their file (no blob read)."""
+    plan = plan_manifest(manifest)
+    out = []
+    for r in plan.raw:
+        path = safe_relpath(r.path, f"layer {r.index} path")
+        out.append(LogicalFile(path, str(r.descriptor.digest), r.descriptor.size, (r.descriptor,)))
+    for s in plan.split:
+        path = safe_relpath(s.path, "split file path")
+        parts = tuple(p.descriptor for p in s.parts)
+        out.append(LogicalFile(path, str(s.digest), s.size, parts, s, "split"))
+    for a in plan.archives:
+        name = a.prefix or a.label
+        out.append(
+            LogicalFile(
+                name, str(a.descriptor.digest), a.descriptor.size, (a.descriptor,), None, "archive"
+            )
+        )
+    out.sort(key=lambda f: f.path)
+    return out
+
+
+@dataclass
+class FileDiff:
+    path: str
+    status: str
+    size_a: int | None = None
+    size_b: int | None = None
+    digest_a: str | None = None
+    digest_b: str | None = None
+    shared_bytes: int = 0
+    tensors: list[dict[str, Any]] = field(default_factory=list)
+    tensor_summary: dict[str, int] = field(default_factory=dict)
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": self.path,
+            "status": self.status,
+            "sizeA": self.size_a,
+            "sizeB": self.size_b,
+            "digestA": self.digest_a,
+            "digestB": self.digest_b,
+            "sharedBytes": self.shared_bytes,
+        }
+        if self.tensor_summary:
+            out["tensorSummary"] = dict(self.tensor_summary)
+            out["tensors"] = list(self.tensors)
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass
+class DiffResult:
+    files: list[FileDiff] = field(default_factory=list)
+    total_a: int = 0
+    total_b: int = 0
+    shared: int = 0
+    only_a: int = 0
+    only_b: int = 0
+    bytes_fetched: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": [f.to_dict() for f in self.files],
+            "summary": {
+                status: self.count(status)
+                for status in ("added", "removed", "changed", "unchanged")
+            },
+            "bytes": {
+                "totalA": self.total_a,
+                "totalB": self.total_b,
+                "shared": self.shared,
+                "onlyA": self.only_a,
+                "onlyB": self.only_b,
+            },
+            "bytesFetched": self.bytes_fetched,
+        }
+
+
+def _unique(files: Sequence[LogicalFile]) -> dict[str, int]:
+    return {str(b.digest): b.size for f in files for b in f.blobs}
+
+
+def _source(target: ReadOnlyTarget, f: LogicalFile, counter: FetchCounter) -> Any:
+    if f.split is not None:
+        return SplitSource(target, f.split, counter)
+    return BlobSource(target, f.blobs[0], counter)
+
+
+def _part_of(split: SplitFile | None, offset: int) -> str | None:
+    if split is None:
+        return None
+    for p in split.parts:
+        if p.offset <= offset < p.offset + p.descriptor.size:
+            return str(p.descriptor.digest)
+    return None
+
+
+def _tensor_diff(
+    fa: LogicalFile,
+    fb: LogicalFile,
+    ia: ModelFileInfo,
+    ib: ModelFileInfo,
+) -> tuple[list[dict[str, Any]], dict[str, int], str | None]:
+    ta = {t.name: t for t in ia.tensors}
+    tb = {t.name: t for t in ib.tensors}
+    rows: list[dict[str, Any]] = []
+    summary = {"added": 0, "removed": 0, "reshaped": 0, "changed": 0, "unchanged": 0, "unknown": 0}
+    both_split = fa.split is not None and fb.split is not None
+    for name in sorted(set(ta) | set(tb)):
+        a, b = ta.get(name), tb.get(name)
+        row: dict[str, Any] = {"name": name}
+        if a is None and b is not None:
+            status = "added"
+            row.update(dtype=b.dtype, shape=list(b.shape), bytes=b.nbytes)
+        elif b is None and a is not None:
+            status = "removed"
+            row.update(dtype=a.dtype, shape=list(a.shape), bytes=a.nbytes)
+        else:
+            assert a is not None and b is not None
+            row.update(dtype=b.dtype, shape=list(b.shape), bytes=b.nbytes)
+            if a.dtype != b.dtype or a.shape != b.shape:
+                status = "reshaped"
+                row.update(dtypeA=a.dtype, shapeA=list(a.shape))
+            elif both_split and a.nbytes > 0:
+                pa, pb = _part_of(fa.split, a.offset), _part_of(fb.split, b.offset)
+                status = "unchanged" if pa is not None and pa == pb else "changed"
+            elif a.nbytes == 0:
+                status = "unchanged"
+            else:
+                status = "unknown"
+        row["status"] = status
+        summary[status] += 1
+        rows.append(row)
+    note = None
+    if summary["unknown"]:
+        note = (
+            "the file is not split into parts in both versions: same-shape tensors cannot be "
+            "told apart without reading their bytes (push with --split to see them)"
+        )
+    elif summary["changed"]:
+        note = "'changed' tensors lie in parts whose digest changed (a part may hold several)"
+    return rows, {k: v for k, v in summary.items() if v}, note
+
+
+def diff_manifests(
+    target_a: ReadOnlyTarget,
+    manifest_a: Manifest,
+    target_b: ReadOnlyTarget,
+    manifest_b: Manifest,
+    *,
+    tensors: bool = True,
+) -> DiffResult:
+    """Compare two model manifests (see the module docstring)."""
+    files_a = {f.path: f for f in logical_files(manifest_a)}
+    files_b = {f.path: f for f in logical_files(manifest_b)}
+    blobs_a = _unique(list(files_a.values()))
+    blobs_b = _unique(list(files_b.values()))
+    result = DiffResult(
+        total_a=sum(blobs_a.values()),
+        total_b=sum(blobs_b.values()),
+        shared=sum(size for d, size in blobs_b.items() if d in blobs_a),
+    )
+    result.only_a = result.total_a - result.shared
+    result.only_b = result.total_b - result.shared
+    counter = FetchCounter()
+    for path in sorted(set(files_a) | set(files_b)):
+        fa, fb = files_a.get(path), files_b.get(path)
+        if fa is None and fb is not None:
+            result.files.append(FileDiff(path, "added", None, fb.size, None, fb.digest))
+            continue
+        if fb is None and fa is not None:
+            result.files.append(FileDiff(path, "removed", fa.size, None, fa.digest, None))
+            continue
+        assert fa is not None and fb is not None
+        shared = sum(
+            b.size
+            for b in {str(b.digest): b for b in fb.blobs}.values()
+            if str(b.digest) in blobs_a
+        )
+        status = "unchanged" if fa.digest == fb.digest else "changed"
+        entry = FileDiff(path, status, fa.size, fb.size, fa.digest, fb.digest, shared)
+        if (
+            tensors
+            and status == "changed"
+            and fa.kind != "archive"
+            and fb.kind != "archive"
+            and PurePosixPath(path).suffix.lower() in _TENSOR_EXT
+        ):
+            da = describe_file(_source(target_a, fa, counter), path)
+            db = describe_file(_source(target_b, fb, counter), path)
+            if da.info is not None and db.info is not None:
+                entry.tensors, entry.tensor_summary, entry.note = _tensor_diff(
+                    fa, fb, da.info, db.info
+                )
+            else:
+                entry.note = f"headers not readable: {da.error or db.error}"
+        result.files.append(entry)
+    result.bytes_fetched = counter.bytes
+    return result
