@@ -1,0 +1,151 @@
+"""``modelreg policy``: check a model against policies; lint policy files.
+
+Exit codes of ``policy check``: 0 every applicable enforce policy passed · 1 refused
+(a rule failed, or no policy applies to the reference) · 9 could not evaluate (a
+step such as resolve or verify could not run, or a policy does not load) · 2 bad input.
+"""
+
+# No ``from __future__ import annotations``: typer reads these annotations at runtime.
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelreg.policy import Decision, PolicySet, evaluate, gather_facts, load_policies
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_CANNOT_EVALUATE = 9
+
+# Own copies of the shared option types, so that this module never needs main.py at
+# import time (main.py imports us to call register()).
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+PlainHttpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--plain-http", help="Talk HTTP, not HTTPS, to the registry (loopback needs not say so)."
+    ),
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate (warns).")
+]
+CaFileOpt = Annotated[
+    Path | None,
+    typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
+]
+PolicyOpt = Annotated[
+    list[Path],
+    typer.Option(
+        "--policy", "-p", help="Policy file or directory of *.yaml policies (repeatable)."
+    ),
+]
+
+_MARK = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "error": "[yellow]![/yellow]"}
+
+
+def exit_code(decision: Decision) -> int:
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "unmatched": EXIT_FAIL}.get(
+        decision.status, EXIT_CANNOT_EVALUATE
+    )
+
+
+def render(decision: Decision) -> None:
+    from modelreg_cli.render import out_console
+
+    where = f"{decision.name}@{decision.digest}" if decision.digest else decision.name
+    out_console.print(f"{decision.reference} -> {where}", markup=False)
+    if not decision.matched:
+        out_console.print("  no policy applies to this reference: refused (nothing vouches for it)")
+    for result in decision.results:
+        out_console.print(
+            f"  policy {result.policy} ({result.source}) [{result.mode}]: {result.status.upper()}",
+            markup=False,
+        )
+        for rule in result.rules:
+            line = f":{rule.line}" if rule.line else ""
+            out_console.print(f"    {_MARK[rule.status]} ", end="")
+            out_console.print(f"{rule.rule}{line}: {rule.reason}", markup=False)
+    verdict = {
+        "pass": "[green]allowed[/green]",
+        "fail": "[red]refused[/red]",
+        "unmatched": "[red]refused[/red] (no policy applies)",
+        "error": "[yellow]could not evaluate[/yellow] (fail closed: refused)",
+    }[decision.status]
+    warnings = len(decision.warnings)
+    out_console.print(f"result: {verdict}" + (f", {warnings} warning(s)" if warnings else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``policy`` command group to the modelreg CLI."""
+    policy_app = typer.Typer(
+        name="policy",
+        help="Check models against policies (signatures, attestations, artifact rules).",
+        no_args_is_help=True,
+    )
+
+    @policy_app.command("check")
+    def check(
+        ref: Annotated[str, typer.Argument(help="Model reference to check (tag or digest).")],
+        policy: PolicyOpt,
+        json_output: JsonOpt = False,
+        plain_http: PlainHttpOpt = False,
+        insecure: InsecureOpt = False,
+        ca_file: CaFileOpt = None,
+    ) -> None:
+        """Evaluate every policy that applies to REF and explain each rule.
+
+        Exit 0 allowed, 1 refused, 9 could not evaluate.
+        """
+        from modelreg_cli import main as cli
+        from modelreg_cli.render import print_json
+
+        from modelreg.client import Client
+
+        with cli._errors(json_output):
+            policies: PolicySet = load_policies(policy)
+            with Client(cli._options(plain_http, insecure, ca_file)) as client:
+                facts = gather_facts(client, ref, policies)
+            decision = evaluate(policies, facts)
+            code = exit_code(decision)
+            if json_output:
+                doc = decision.to_dict()
+                doc["exitCode"] = code
+                doc["errors"] = [str(e) for e in facts.errors]
+                print_json(doc)
+            else:
+                render(decision)
+        raise typer.Exit(code)
+
+    @policy_app.command("lint")
+    def lint(
+        policy: Annotated[list[Path], typer.Argument(help="Policy files or directories.")],
+        json_output: JsonOpt = False,
+    ) -> None:
+        """Load policies and report the first error with its file and line (exit 9)."""
+        from modelreg_cli import main as cli
+        from modelreg_cli.render import out_console, print_json
+
+        with cli._errors(json_output):
+            policies = load_policies(policy)
+            rows = [
+                {
+                    "name": p.name,
+                    "source": p.source,
+                    "line": p.line,
+                    "mode": p.mode,
+                    "digest": p.digest,
+                    "rules": [r.id for r in p.require.rules],
+                }
+                for p in policies
+            ]
+            if json_output:
+                print_json({"policies": rows, "digest": policies.digest})
+            else:
+                for row in rows:
+                    out_console.print(
+                        f"{row['name']:<28} {row['mode']:<8} {row['source']}:{row['line']}  "
+                        + ", ".join(row["rules"]),  # type: ignore[arg-type]
+                        markup=False,
+                    )
+
+    app.add_typer(policy_app, name="policy")

@@ -1,0 +1,318 @@
+"""The webhook's I/O side: resolve tags, gather facts, evaluate, cache, within a budget.
+
+The pure parts (what a workload references, what to answer) live in
+:mod:`modelreg.webhook.admission`; the policy evaluation is the pure
+:func:`modelreg.policy.evaluate`. This module is the only one that talks to registries.
+
+* Tags are resolved once per ``tag_ttl`` to a descriptor; everything after works on
+  the digest (and the mutating endpoint pins it into the workload).
+* Decisions are cached under ``(repository, digest, digest of the applicable
+  policies)`` for ``cache_ttl`` (allowed) or ``negative_ttl`` (denied); decisions that
+  could not be made (a step failed) are never cached. ``dryRun`` reviews read the caches
+  but write nothing.
+* Concurrent cold lookups of the same key share one computation.
+* Work that cannot finish before the deadline is answered as a denial (fail closed).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from modelreg.errors import ModelRegError
+from modelreg.oci.descriptor import Descriptor
+from modelreg.policy import (
+    Decision,
+    Policy,
+    PolicySet,
+    StepError,
+    Verifier,
+    evaluate,
+    gather_facts,
+)
+from modelreg.webhook.admission import (
+    AdmissionRequest,
+    ModelRef,
+    RefOutcome,
+    extract_references,
+    select_models,
+)
+from modelreg.webhook.cache import TTLCache, policies_digest
+from modelreg.webhook.metrics import Metrics
+
+__all__ = ["Engine", "EngineConfig"]
+
+Unmatched = Literal["deny", "allow", "warn"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    budget: float = 8.0
+    """Seconds a review may take; keep it below the webhook's ``timeoutSeconds``."""
+    cache_ttl: float = 300.0
+    negative_ttl: float = 15.0
+    tag_ttl: float = 30.0
+    unmatched_models: Unmatched = "deny"
+    """What to do with an annotation-named model that no policy covers."""
+    require_pinned: bool = False
+    """Deny governed references that are not pinned to a digest (use with the mutating
+    endpoint, or when workloads must pin themselves)."""
+    max_workers: int = 16
+    max_entries: int = 10_000
+
+
+class Engine:
+    """Thread-safe; one per webhook process."""
+
+    def __init__(
+        self,
+        policies: PolicySet,
+        client: Any,
+        config: EngineConfig | None = None,
+        metrics: Metrics | None = None,
+        *,
+        verifier: Verifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policies = policies
+        self.client = client
+        self.config = config or EngineConfig()
+        self.metrics = metrics or Metrics()
+        self.verifier = verifier
+        self._clock = clock
+        self.decisions: TTLCache[tuple[str, str, str], Decision] = TTLCache(
+            self.config.cache_ttl, self.config.max_entries, clock
+        )
+        self.tags: TTLCache[str, Descriptor] = TTLCache(
+            self.config.tag_ttl, self.config.max_entries, clock
+        )
+        self._pool = cf.ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="decide")
+        self._inflight: dict[tuple[str, str, str], cf.Future[Decision]] = {}
+        self._matching: dict[str, tuple[PolicySet, tuple[Policy, ...], str]] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the workers and close the registry client (its connections)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.client, "close", None)
+        if callable(close):
+            close()
+
+    def replace_policies(self, policies: PolicySet) -> None:
+        """Switch to new policies (atomically for readers). Decisions cached under the old
+        ones are not reused: their key holds the old policies' digest."""
+        self.policies = policies
+
+    # ------------------------------------------------------------ selection
+    def _match(self, name: str) -> tuple[tuple[Policy, ...], str]:
+        """Policies applying to ``name`` and their digest, memoised per policy set."""
+        policies = self.policies
+        hit = self._matching.get(name)
+        if hit is not None and hit[0] is policies:
+            return hit[1], hit[2]
+        matching = policies.matching(name)
+        digest = policies_digest(matching)
+        if len(self._matching) >= self.config.max_entries:
+            self._matching.clear()
+        self._matching[name] = (policies, matching, digest)
+        return matching, digest
+
+    def key(self, name: str, digest: str) -> tuple[str, str, str]:
+        """The decision cache key: (repository, digest, digest of the applicable policies)."""
+        return (name, digest, self._match(name)[1])
+
+    def governed(self, name: str) -> bool:
+        return bool(self._match(name)[0])
+
+    def models(self, request: AdmissionRequest) -> list[ModelRef]:
+        return select_models(extract_references(request), self.governed)
+
+    # ------------------------------------------------------------ fast path
+    def _static(self, ref: ModelRef) -> RefOutcome | None:
+        """An outcome needing no I/O at all (parse error, unmatched, unpinned)."""
+        if ref.reference is None:
+            return RefOutcome(ref, error=f"invalid reference: {ref.error}")
+        if not self.governed(ref.name):
+            return RefOutcome(ref, unmatched=self.config.unmatched_models)
+        if self.config.require_pinned and not ref.pinned:
+            return RefOutcome(
+                ref,
+                error="not pinned to a digest (this webhook requires name:tag@sha256:...; "
+                "install the mutating webhook to pin tags automatically)",
+            )
+        return None
+
+    def _known_descriptor_digest(self, ref: ModelRef) -> str | None:
+        assert ref.reference is not None
+        if ref.reference.digest is not None:
+            return str(ref.reference.digest)
+        desc = self.tags.get(str(ref.reference))
+        return str(desc.digest) if desc is not None else None
+
+    def cached(self, refs: Sequence[ModelRef]) -> list[RefOutcome] | None:
+        """Outcomes for every reference from the caches alone, or None if any needs I/O."""
+        out = []
+        for ref in refs:
+            static = self._static(ref)
+            if static is not None:
+                out.append(static)
+                continue
+            digest = self._known_descriptor_digest(ref)
+            if digest is None:
+                return None
+            key = self.key(ref.name, digest)
+            decision = self.decisions.get(key)
+            if decision is None:
+                return None
+            out.append(RefOutcome(ref, decision=decision, digest=digest, cached=True))
+        hits = sum(1 for o in out if o.cached)
+        if hits:
+            self.metrics.cache_hits.inc(hits)
+        return out
+
+    # ------------------------------------------------------------- cold path
+    def submit(
+        self, refs: Sequence[ModelRef], *, deadline: float, dry_run: bool
+    ) -> list[cf.Future[RefOutcome]]:
+        return [self._pool.submit(self._decide_one, ref, deadline, dry_run) for ref in refs]
+
+    def submit_pins(
+        self, refs: Sequence[ModelRef], *, deadline: float, dry_run: bool
+    ) -> list[cf.Future[RefOutcome]]:
+        return [self._pool.submit(self._pin_one, ref, deadline, dry_run) for ref in refs]
+
+    def decide(
+        self, refs: Sequence[ModelRef], *, deadline: float, dry_run: bool = False
+    ) -> list[RefOutcome]:
+        """Synchronous form (CLI, tests): every reference, bounded by ``deadline``."""
+        cached = self.cached(refs)
+        if cached is not None:
+            return cached
+        futures = self.submit(refs, deadline=deadline, dry_run=dry_run)
+        return self.collect(refs, futures, deadline)
+
+    def collect(
+        self, refs: Sequence[ModelRef], futures: Sequence[cf.Future[RefOutcome]], deadline: float
+    ) -> list[RefOutcome]:
+        cf.wait(futures, timeout=max(0.0, deadline - self._clock()))
+        out = []
+        for ref, fut in zip(refs, futures, strict=True):
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                out.append(fut.result())
+            elif fut.done() and fut.exception() is not None:
+                exc = fut.exception()
+                out.append(RefOutcome(ref, error=f"internal error: {type(exc).__name__}: {exc}"))
+            else:
+                out.append(self.timed_out(ref))
+        return out
+
+    def timed_out(self, ref: ModelRef) -> RefOutcome:
+        self.metrics.timeouts.inc()
+        return RefOutcome(
+            ref,
+            error=f"no decision within the {self.config.budget:g}s budget "
+            "(registry slow or unreachable?)",
+        )
+
+    def _resolve(self, ref: ModelRef, dry_run: bool) -> Descriptor:
+        assert ref.reference is not None
+        key = str(ref.reference)
+        if ref.reference.digest is None:
+            desc = self.tags.get(key)
+            if desc is not None:
+                return desc
+        try:
+            resolved: Descriptor = self.client.resolve(ref.reference)[2]
+            desc = resolved
+        except Exception:
+            self.metrics.registry_errors.inc(step="resolve")
+            raise
+        if ref.reference.digest is None and not dry_run:
+            self.tags.put(key, desc)
+        return desc
+
+    def _pin_one(self, ref: ModelRef, deadline: float, dry_run: bool) -> RefOutcome:
+        static = self._static(ref)
+        if ref.reference is None or ref.pinned or (static is not None and static.error):
+            return static or RefOutcome(ref)
+        if self._clock() > deadline:
+            return self.timed_out(ref)
+        try:
+            desc = self._resolve(ref, dry_run)
+        except ModelRegError as exc:
+            return RefOutcome(ref, error=f"resolve could not run: {exc.message}")
+        except Exception as exc:
+            return RefOutcome(ref, error=f"resolve could not run: {type(exc).__name__}: {exc}")
+        return RefOutcome(ref, digest=str(desc.digest))
+
+    def _decide_one(self, ref: ModelRef, deadline: float, dry_run: bool) -> RefOutcome:
+        static = self._static(ref)
+        if static is not None:
+            return static
+        assert ref.reference is not None
+        if self._clock() > deadline:
+            return self.timed_out(ref)
+        try:
+            desc = self._resolve(ref, dry_run)
+        except ModelRegError as exc:
+            return RefOutcome(ref, error=f"resolve could not run: {exc.message}")
+        except Exception as exc:
+            return RefOutcome(ref, error=f"resolve could not run: {type(exc).__name__}: {exc}")
+        digest = str(desc.digest)
+        # one lookup for both: policies and key must come from the same policy set
+        matching, policies_key = self._match(ref.name)
+        key = (ref.name, digest, policies_key)
+        decision = self.decisions.get(key)
+        if decision is not None:
+            self.metrics.cache_hits.inc()
+            return RefOutcome(ref, decision=decision, digest=digest, cached=True)
+        self.metrics.cache_misses.inc()
+        with self._lock:
+            shared = self._inflight.get(key)
+            owner = shared is None
+            if owner:
+                shared = cf.Future()
+                self._inflight[key] = shared
+        assert shared is not None
+        if not owner:
+            try:
+                decision = shared.result(timeout=max(0.0, deadline - self._clock()))
+            except cf.TimeoutError:
+                return self.timed_out(ref)
+            return RefOutcome(ref, decision=decision, digest=digest)
+        try:
+            decision = self._compute(ref, desc, matching, deadline)
+            shared.set_result(decision)
+        except BaseException as exc:
+            shared.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+        if decision.status in ("pass", "fail", "unmatched") and not dry_run:
+            ttl = self.config.cache_ttl if decision.allowed else self.config.negative_ttl
+            self.decisions.put(key, decision, ttl)
+        return RefOutcome(ref, decision=decision, digest=digest)
+
+    def _compute(
+        self, ref: ModelRef, desc: Descriptor, matching: Sequence[Any], deadline: float
+    ) -> Decision:
+        assert ref.reference is not None
+        facts = gather_facts(
+            self.client,
+            str(ref.reference),
+            matching,
+            verifier=self.verifier,
+            deadline=deadline,
+            resolved=desc,
+        )
+        for err in facts.errors:
+            self.metrics.registry_errors.inc(step=err.step)
+        for outcome in facts.verifications.values():
+            if isinstance(outcome, StepError):
+                self.metrics.registry_errors.inc(step=outcome.step)
+        return evaluate(matching, facts)
