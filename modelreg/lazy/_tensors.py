@@ -1,0 +1,100 @@
+"""Tensor dtypes to NumPy, for safetensors and GGUF.
+
+NumPy is imported only when a tensor is materialised (the ``lazy`` extra).
+Dtypes NumPy lacks (BF16, FP8) use ``ml_dtypes`` when it is installed, else
+they are refused with a hint (``raw=True`` returns the bytes as ``uint8``).
+GGUF quantized types (Q4_0, Q8_0, K-quants, IQ*, ...) have no element dtype:
+they are refused unless ``raw=True``, which returns the quantized blocks as a
+``uint8`` array of shape ``(*shape[:-1], row_bytes)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from modelreg.errors import UnsupportedError
+
+__all__ = ["numpy_dtype", "require_numpy"]
+
+_PLAIN: Final[dict[str, str]] = {
+    # safetensors names
+    "BOOL": "?",
+    "U8": "u1",
+    "I8": "i1",
+    "U16": "u2",
+    "I16": "i2",
+    "F16": "f2",
+    "U32": "u4",
+    "I32": "i4",
+    "F32": "f4",
+    "U64": "u8",
+    "I64": "i8",
+    "F64": "f8",
+    "C64": "c8",
+}
+_ML_DTYPES: Final[dict[str, str]] = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
+}
+_GGUF_PLAIN: Final[dict[str, str]] = {
+    "F32": "f4",
+    "F16": "f2",
+    "F64": "f8",
+    "I8": "i1",
+    "I16": "i2",
+    "I32": "i4",
+    "I64": "i8",
+}
+
+
+def require_numpy() -> Any:
+    try:
+        import numpy
+    except ImportError as exc:  # pragma: no cover - numpy is installed in dev
+        raise UnsupportedError(
+            "reading tensors as arrays needs NumPy",
+            hint="pip install 'modelreg[lazy]' (or numpy); file access works without it",
+        ) from exc
+    return numpy
+
+
+def numpy_dtype(fmt: str, dtype: str, *, big_endian: bool = False) -> Any:
+    """The NumPy dtype of a tensor, or raise UnsupportedError saying what to do."""
+    np = require_numpy()
+    order = ">" if big_endian else "<"
+    table = _PLAIN if fmt == "safetensors" else _GGUF_PLAIN
+    code = table.get(dtype)
+    if code is not None:
+        return np.dtype(code if code in ("?", "u1", "i1") else order + code)
+    ml_name = _ML_DTYPES.get(dtype)
+    if ml_name is not None:
+        kind = _ml_dtype(ml_name)
+        if kind is not None:
+            base = np.dtype(kind)
+            return base.newbyteorder(order) if base.itemsize > 1 else base
+        raise UnsupportedError(
+            f"NumPy has no {dtype} dtype",
+            hint="install ml_dtypes to get it as an array, or pass raw=True for the bytes",
+        )
+    if fmt == "gguf":
+        raise UnsupportedError(
+            f"{dtype} is a quantized GGUF type: it has no element dtype",
+            hint="pass raw=True to get the quantized blocks as uint8 (one row of blocks per "
+            "row of the tensor) and dequantize them yourself (e.g. gguf.quants.dequantize)",
+        )
+    raise UnsupportedError(
+        f"NumPy has no dtype for {dtype} (sub-byte or unknown) in a {fmt} file",
+        hint="pass raw=True to get the tensor's bytes as uint8",
+    )
+
+
+def _ml_dtype(name: str) -> Any:
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return getattr(ml_dtypes, name, None)
