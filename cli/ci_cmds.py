@@ -1,0 +1,203 @@
+"""``modelreg ci publish | verify``: the CI pipeline step and the deploy gate.
+
+Exit codes of ``ci publish``: 0 published · 2 usage · 10 push failed · 11 sign failed
+(including: no OIDC token, a key that does not load) · 12 attest failed · 13 the policy
+gate refused what was published. Pre-flight checks run first: when they fail, nothing
+is pushed.
+
+Exit codes of ``ci verify``: 0 allowed · 13 refused · 9 could not evaluate (registry
+unreachable, a policy that does not load...: refused, fail closed) · 2 usage.
+
+Results: ``$GITHUB_OUTPUT`` (digest, reference, ...), ``$GITHUB_STEP_SUMMARY``
+(Markdown), a GitLab dotenv report (``--dotenv``, ``$MODELREG_DOTENV``, or
+``modelreg.env`` in GitLab CI) and ``--summary-json FILE``.
+"""
+
+# No ``from __future__ import annotations``: typer reads these annotations at runtime.
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+PlainHttpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--plain-http", help="Talk HTTP, not HTTPS, to the registry (loopback needs not say so)."
+    ),
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate (warns).")
+]
+CaFileOpt = Annotated[
+    Path | None,
+    typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
+]
+SummaryOpt = Annotated[
+    Path | None,
+    typer.Option("--summary-json", help="Write a JSON summary of the step to this file."),
+]
+DotenvOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--dotenv",
+        help="GitLab dotenv report to write (default in GitLab CI: modelreg.env).",
+    ),
+]
+PolicyOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--policy", "-p", help="Policy file or directory (repeatable)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``ci`` command group to the modelreg CLI (idempotent)."""
+    if any(group.name == "ci" for group in app.registered_groups):
+        return
+    ci_app = typer.Typer(
+        name="ci",
+        help="CI pipeline steps: publish (push, sign, attest, gate) and verify (deploy gate).",
+        no_args_is_help=True,
+    )
+
+    @ci_app.command("publish")
+    def publish_cmd(
+        directory: Annotated[Path, typer.Argument(help="Model directory to publish.")],
+        ref: Annotated[str, typer.Argument(help="Where to: registry/repo:tag.")],
+        key: Annotated[
+            str | None,
+            typer.Option(
+                "--key",
+                help="Sign with this private key: a PEM file, or env://VAR for a secret "
+                "(default: $MODELREG_SIGNING_KEY when set, else keyless).",
+            ),
+        ] = None,
+        keyless: Annotated[
+            bool,
+            typer.Option("--keyless", help="Sign keyless with the CI's OIDC identity (Sigstore)."),
+        ] = False,
+        identity_token: Annotated[
+            str | None,
+            typer.Option(
+                "--identity-token",
+                help="OIDC token (prefer SIGSTORE_ID_TOKEN: flags show in process listings).",
+            ),
+        ] = None,
+        identity_token_file: Annotated[
+            Path | None,
+            typer.Option("--identity-token-file", help="Read the OIDC token from this file."),
+        ] = None,
+        trust_config: Annotated[
+            Path | None,
+            typer.Option(
+                "--trust-config", help="ClientTrustConfig JSON of a private Sigstore (keyless)."
+            ),
+        ] = None,
+        staging: Annotated[
+            bool, typer.Option("--staging", help="Use Sigstore's staging instance.")
+        ] = False,
+        lineage: Annotated[
+            Path | None,
+            typer.Option("--lineage", help="Training-lineage predicate (JSON) to attest."),
+        ] = None,
+        policy: PolicyOpt = None,
+        summary_json: SummaryOpt = None,
+        dotenv: DotenvOpt = None,
+        json_output: JsonOpt = False,
+        plain_http: PlainHttpOpt = False,
+        insecure: InsecureOpt = False,
+        ca_file: CaFileOpt = None,
+    ) -> None:
+        """Push a model, sign it, attest its provenance (and lineage), gate on policies.
+
+        Exit 0 published, 10 push, 11 sign, 12 attest, 13 policy failed.
+        """
+        from modelreg_cli import main as cli
+        from modelreg_cli.render import err_console, out_console, print_json
+
+        from modelreg.ci import CIOutputs, PublishError, SigningOptions, publish, publish_text
+        from modelreg.errors import InvalidInputError
+
+        with cli._errors(json_output):
+            if key and keyless:
+                raise InvalidInputError("choose one way to sign: --key or --keyless, not both")
+            outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
+            signing = SigningOptions(
+                key=key,
+                keyless=keyless,
+                identity_token=identity_token,
+                identity_token_file=str(identity_token_file) if identity_token_file else None,
+                trust_config=str(trust_config) if trust_config else None,
+                staging=staging,
+            )
+            try:
+                result = publish(
+                    directory,
+                    ref,
+                    signing=signing,
+                    lineage=lineage,
+                    policies=policy or (),
+                    options=cli._options(plain_http, insecure, ca_file),
+                    outputs=outputs,
+                )
+            except PublishError as exc:
+                result = exc.result
+                if json_output:
+                    print_json(result.to_dict())
+                else:
+                    out_console.print(publish_text(result), markup=False, highlight=False)
+                err_console.print(
+                    f"[red]error:[/red] {exc.stage} failed: {exc.message}", highlight=False
+                )
+                if exc.hint:
+                    err_console.print(f"  hint: {exc.hint}", markup=False)
+                for warning in outputs.warnings:
+                    cli._warn(warning)
+                raise typer.Exit(exc.exit_code) from None
+            if json_output:
+                print_json(result.to_dict())
+            else:
+                out_console.print(publish_text(result), markup=False, highlight=False)
+            for warning in outputs.warnings:
+                cli._warn(warning)
+
+    @ci_app.command("verify")
+    def verify_cmd(
+        ref: Annotated[str, typer.Argument(help="Model reference to admit (tag or digest).")],
+        policy: PolicyOpt = None,
+        summary_json: SummaryOpt = None,
+        dotenv: DotenvOpt = None,
+        json_output: JsonOpt = False,
+        plain_http: PlainHttpOpt = False,
+        insecure: InsecureOpt = False,
+        ca_file: CaFileOpt = None,
+    ) -> None:
+        """The deploy gate: check REF against policies; deploy the pinned digest it prints.
+
+        Exit 0 allowed, 13 refused, 9 could not evaluate (fail closed).
+        """
+        from modelreg_cli import main as cli
+        from modelreg_cli.render import out_console, print_json
+
+        from modelreg.ci import CIOutputs, verify
+        from modelreg.errors import InvalidInputError
+
+        with cli._errors(json_output):
+            if not policy:
+                raise InvalidInputError(
+                    "ci verify needs at least one --policy FILE",
+                    hint="a gate without a policy would admit anything",
+                )
+            outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
+            gate = verify(
+                ref, policy, options=cli._options(plain_http, insecure, ca_file), outputs=outputs
+            )
+            if json_output:
+                print_json(gate.to_dict())
+            else:
+                out_console.print(gate.report(), markup=False, highlight=False)
+            for warning in outputs.warnings:
+                cli._warn(warning)
+        raise typer.Exit(gate.exit_code)
+
+    app.add_typer(ci_app, name="ci")
