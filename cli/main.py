@@ -166,12 +166,35 @@ def push(
     description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
     source_url: Annotated[str | None, typer.Option(help="Where the model comes from.")] = None,
     revision: Annotated[str | None, typer.Option(help="Source revision, e.g. a commit.")] = None,
+    family: Annotated[str | None, typer.Option(help="Model family, e.g. llama3.")] = None,
+    vendor: Annotated[str | None, typer.Option(help="Who publishes the model.")] = None,
+    title: Annotated[str | None, typer.Option(help="Human-readable title.")] = None,
+    doc_url: Annotated[str | None, typer.Option(help="Where the model is documented.")] = None,
+    split: Annotated[
+        bool | None,
+        typer.Option(
+            "--split/--no-split",
+            help="Store big safetensors/GGUF files as tensor-aligned parts, so that a later "
+            "version sends only the parts that changed (default: modelreg.toml, else no).",
+        ),
+    ] = None,
+    part_size: Annotated[
+        str | None,
+        typer.Option("--part-size", help="Target part size with --split (default 32MiB)."),
+    ] = None,
     annotation: Annotated[
         list[str] | None, typer.Option("--annotation", "-a", help="Manifest annotation KEY=VALUE.")
     ] = None,
     allow_outside_links: Annotated[
         bool,
         typer.Option(help="Follow symlinks that point outside the model directory."),
+    ] = False,
+    chunk_index: Annotated[
+        bool,
+        typer.Option(
+            "--chunk-index",
+            help="Also write a chunk index so lazy opens and mounts verify chunk by chunk.",
+        ),
     ] = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
@@ -195,6 +218,10 @@ def push(
             description=description,
             source_url=source_url,
             revision=revision,
+            family=family,
+            vendor=vendor,
+            title=title,
+            doc_url=doc_url,
         )
         opts = _options(plain_http, insecure, ca_file, concurrency)
         with Client(opts) as client, ProgressRenderer(not json_output) as progress:
@@ -205,26 +232,72 @@ def push(
                 annotations=annotations,
                 allow_outside_links=allow_outside_links,
                 progress=progress,
+                split=split,
+                part_size=part_size,
+                chunk_index=chunk_index,
             )
-        if json_output:
-            print_json(result.to_dict())
-        else:
-            t = result.transfer
-            out_console.print(f"pushed {result.reference}")
-            out_console.print(
-                f"  sent {human_size(t.bytes_sent)} in {t.blobs_sent} blobs, "
-                f"skipped {human_size(t.bytes_skipped)} already there, "
-                f"mounted {human_size(t.bytes_mounted)}"
-            )
+        _print_push(result, json_output)
+
+
+def _print_push(result: Any, json_output: bool) -> None:
+    for warning in result.warnings:
+        _warn(warning)
+    if json_output:
+        print_json(result.to_dict())
+        return
+    t = result.transfer
+    out_console.print(f"pushed {result.reference}")
+    out_console.print(
+        f"  sent {human_size(t.bytes_sent)} in {t.blobs_sent} blobs, "
+        f"skipped {human_size(t.bytes_skipped)} in {t.blobs_skipped} already there, "
+        f"mounted {human_size(t.bytes_mounted)} in {t.blobs_mounted}"
+    )
+    if result.split_files:
+        out_console.print(
+            f"  {result.layers} layers: {result.split_files} files stored as tensor-aligned parts"
+        )
 
 
 @app.command()
 def pull(
     ref: Annotated[str, typer.Argument(help="Model to pull.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write into.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory to write into.")
+    ] = None,
+    into: Annotated[
+        Path | None,
+        typer.Option(
+            "--into",
+            help="For init containers: write config and tokenizer files first, weights after; "
+            "resumable (complete files are kept, re-checked by digest).",
+        ),
+    ] = None,
     include: Annotated[
         list[str] | None,
         typer.Option("--include", help="Only files matching this glob (repeatable)."),
+    ] = None,
+    verify_key: Annotated[
+        list[Path] | None,
+        typer.Option("--verify-key", help="Write nothing unless signed by this public key."),
+    ] = None,
+    verify_identity: Annotated[
+        list[str] | None,
+        typer.Option("--verify-identity", help="Keyless signer identity required (exact)."),
+    ] = None,
+    verify_identity_regexp: Annotated[
+        list[str] | None,
+        typer.Option("--verify-identity-regexp", help="Keyless signer identity (anchored regex)."),
+    ] = None,
+    verify_oidc_issuer: Annotated[
+        str | None, typer.Option("--verify-oidc-issuer", help="OIDC issuer of keyless signers.")
+    ] = None,
+    require_attestation: Annotated[
+        list[str] | None,
+        typer.Option("--require-attestation", help="Predicate type that must be attested."),
+    ] = None,
+    trusted_root: Annotated[
+        Path | None,
+        typer.Option("--trusted-root", help="sigstore trusted_root.json (verifies offline)."),
     ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not keep fetched blobs in the local cache.")
@@ -244,16 +317,58 @@ def pull(
 ) -> None:
     """Pull a model's files into a directory; every byte is verified before it lands."""
     with _errors(json_output):
+        if (output is None) == (into is None):
+            raise InvalidInputError(
+                "give exactly one of -o/--output DIR or --into DIR",
+                hint="--into is the resumable, config-first mode for init containers",
+            )
+        verifying = bool(verify_key or verify_identity or verify_identity_regexp)
+        if into is not None and verifying:
+            raise InvalidInputError(
+                "--verify-* flags go with -o/--output",
+                hint="verify first with `modelreg verify`, or pull with -o",
+            )
         opts = _options(plain_http, insecure, ca_file, concurrency)
         with Client(opts) as client, ProgressRenderer(not json_output) as progress:
-            result = client.pull(
-                ref,
-                output,
-                include=include or (),
-                cache=not no_cache,
-                link=link,
-                progress=progress,
-            )
+            if into is not None:
+                from modelreg.lazy.into import pull_into
+
+                done = pull_into(
+                    client,
+                    ref,
+                    into,
+                    include=include or (),
+                    fsync=opts.fsync,
+                    concurrency=opts.concurrency,
+                    progress=progress,
+                )
+                if json_output:
+                    print_json(done.to_dict())
+                else:
+                    out_console.print(f"pulled {ref} into {into} (config first, resumable)")
+                return
+            assert output is not None
+            kwargs: dict[str, Any] = {
+                "include": include or (),
+                "cache": not no_cache,
+                "link": link,
+                "progress": progress,
+            }
+            if verifying:
+                from modelreg.verify import policy_from_options, verify_before_pull
+
+                policy = policy_from_options(
+                    keys=verify_key or [],
+                    identities=verify_identity or [],
+                    identity_regexps=verify_identity_regexp or [],
+                    issuer=verify_oidc_issuer,
+                    required_attestations=require_attestation or [],
+                    trusted_root=trusted_root,
+                    offline=trusted_root is not None,
+                )
+                _, result = verify_before_pull(client, ref, output, policy, **kwargs)
+            else:
+                result = client.pull(ref, output, **kwargs)
         if json_output:
             print_json(result.to_dict())
         else:
@@ -261,12 +376,23 @@ def pull(
             out_console.print(
                 f"  {len(result.files)} files, fetched {human_size(result.bytes_fetched)}, "
                 f"from cache {human_size(result.bytes_from_cache)}"
+                + (f" ({result.producer} artifact)" if result.producer != "modelpack" else "")
             )
+            for note in result.skipped:
+                _warn(f"layer not written: {note}")
 
 
 @app.command()
 def inspect(
     ref: Annotated[str, typer.Argument(help="Model to describe.")],
+    tensors: Annotated[
+        bool,
+        typer.Option(
+            "--tensors",
+            help="Also list every tensor (name, dtype, shape, bytes, file), reading only "
+            "file headers with range requests.",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
@@ -275,7 +401,7 @@ def inspect(
     """Show a model's manifest, config, files, sizes and digests (no weights are read)."""
     with _errors(json_output):
         with Client(_options(plain_http, insecure, ca_file)) as client:
-            info = client.inspect(ref)
+            info = client.inspect(ref, tensors=tensors)
         if json_output:
             print_json(info.to_dict())
             return
@@ -283,6 +409,8 @@ def inspect(
         out_console.print(f"reference     {info.reference}")
         out_console.print(f"digest        {info.digest}")
         out_console.print(f"artifactType  {doc['artifactType']}")
+        if info.producer and info.producer != "modelpack":
+            out_console.print(f"producer      {info.producer}")
         out_console.print(f"total size    {human_size(info.total_size)}")
         cfg = info.config or {}
         descriptor = cfg.get("descriptor") if isinstance(cfg.get("descriptor"), dict) else {}
@@ -293,12 +421,129 @@ def inspect(
             out_console.print("files:")
             width = max(len(str(f["path"])) for f in info.files)
             for f in info.files:
+                kind = f.get("kind", "file")
                 role = str(f["mediaType"]).rsplit("/", 1)[-1]
+                if kind == "split":
+                    role = f"{f['parts']} parts"
+                elif kind in ("archive", "skipped"):
+                    role = f"{kind} {role}"
+                flag = "  UNSAFE (pickle: loading it runs code)" if f.get("unsafe") else ""
                 out_console.print(
                     f"  {f['path']!s:<{width}}  {human_size(int(f['size'])):>10}  "
-                    f"{str(f['digest'])[:19]}  {role}",
+                    f"{str(f['digest'])[:19]}  {role}{flag}",
                     markup=False,
                 )
+        listing = info.tensors
+        if listing is not None:
+            rows = listing.tensors
+            out_console.print(
+                f"tensors: {len(rows)} in {len(listing.files)} files "
+                f"(read {human_size(listing.bytes_fetched)} in {listing.requests} requests)"
+            )
+            for described in listing.files:
+                if described.error:
+                    out_console.print(f"  {described.path}: {described.error}", markup=False)
+            name_w = max((len(r["name"]) for r in rows), default=4)
+            for r in rows:
+                shape = "[" + ", ".join(str(d) for d in r["shape"]) + "]"
+                out_console.print(
+                    f"  {r['name']:<{name_w}}  {r['dtype']:<8} {shape:<20} "
+                    f"{human_size(int(r['bytes'])):>10}  {r['file']}",
+                    markup=False,
+                )
+            for problem in listing.problems:
+                _warn(problem)
+            for note in listing.skipped:
+                out_console.print(f"  not listed: {note}", markup=False)
+
+
+@app.command()
+def diff(
+    ref_a: Annotated[str, typer.Argument(help="The older model (A).")],
+    ref_b: Annotated[str, typer.Argument(help="The newer model (B).")],
+    tensors: Annotated[
+        bool,
+        typer.Option(
+            "--tensors/--no-tensors",
+            help="Compare the tensors of changed safetensors/GGUF files (headers only).",
+        ),
+    ] = True,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Show which files and tensors differ between two models and how many bytes they share."""
+    with _errors(json_output):
+        with Client(_options(plain_http, insecure, ca_file)) as client:
+            result = client.diff(ref_a, ref_b, tensors=tensors)
+        if json_output:
+            print_json({"a": ref_a, "b": ref_b, **result.to_dict()})
+            return
+        doc = result.to_dict()
+        s = doc["summary"]
+        out_console.print(
+            f"{s['changed']} changed, {s['added']} added, {s['removed']} removed, "
+            f"{s['unchanged']} unchanged files"
+        )
+        out_console.print(
+            f"shared {human_size(result.shared)} of {human_size(result.total_b)}; "
+            f"only in B {human_size(result.only_b)}, only in A {human_size(result.only_a)}",
+            markup=False,
+        )
+        marks = {"added": "+", "removed": "-", "changed": "~"}
+        for f in result.files:
+            if f.status == "unchanged":
+                continue
+            extra = ""
+            if f.tensor_summary:
+                extra = " (" + ", ".join(f"{n} {k}" for k, n in f.tensor_summary.items()) + ")"
+            out_console.print(f"  {marks[f.status]} {f.path}{extra}", markup=False)
+            for t in f.tensors:
+                if t["status"] in ("unchanged", "unknown"):
+                    continue
+                shape = "[" + ", ".join(str(d) for d in t["shape"]) + "]"
+                out_console.print(
+                    f"      {t['status']:<9} {t['name']}  {t['dtype']} {shape}", markup=False
+                )
+            if f.note:
+                out_console.print(f"      note: {f.note}", markup=False)
+
+
+import_app = typer.Typer(
+    help="Push models from other local caches.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("hf")
+def import_hf(
+    path: Annotated[
+        Path,
+        typer.Argument(help="A Hugging Face cache snapshot: .../models--ORG--NAME/snapshots/REV."),
+    ],
+    ref: Annotated[str, typer.Argument(help="Where to push it.")],
+    split: Annotated[
+        bool | None,
+        typer.Option("--split/--no-split", help="Store big weight files as parts."),
+    ] = None,
+    part_size: Annotated[
+        str | None, typer.Option("--part-size", help="Target part size with --split.")
+    ] = None,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+) -> None:
+    """Push a Hugging Face cache snapshot (links followed only into its blobs/; no network)."""
+    with _errors(json_output):
+        opts = _options(plain_http, insecure, ca_file, concurrency)
+        with Client(opts) as client, ProgressRenderer(not json_output) as progress:
+            result = client.import_hf(
+                path, ref, progress=progress, split=split, part_size=part_size
+            )
+        _print_push(result, json_output)
 
 
 @app.command("cp")
@@ -420,6 +665,20 @@ def list_(json_output: JsonOpt = False) -> None:
             out_console.print(f"{row['name']:<40} {row['digest']}", markup=False)
 
 
+# Feature commands live in their own modules and register themselves here.
+from modelreg_cli import (  # noqa: E402
+    ci_cmds,
+    lazy_cmds,
+    policy_cmds,
+    sign_cmds,
+    wasm_cmds,
+    webhook_cmds,
+)
+
+for _module in (sign_cmds, policy_cmds, webhook_cmds, lazy_cmds, wasm_cmds, ci_cmds):
+    _module.register(app)
+
+
 def run() -> None:
     """Console-script entry point."""
     app()
@@ -428,10 +687,10 @@ def run() -> None:
 def main_args(args: list[str]) -> Any:
     """Run the CLI in-process with ``args`` (for tests); returns the exit code."""
     try:
-        app(args, standalone_mode=False)
+        code = app(args, standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from modelreg.client import Client, InspectResult, PullResult, PushResult, Remot
 from modelreg.copy import CopyResult
 from modelreg.errors import ModelRegError
 from modelreg.events import Event, ProgressCallback
+from modelreg.lazy import ModelHandle
 from modelreg.model.pack import ModelMetadata
 from modelreg.oci import Descriptor, Digest, Index, Manifest, Reference
 
@@ -43,10 +44,28 @@ __all__ = [
     "__version__",
     "copy",
     "inspect",
+    "open",
     "pull",
     "push",
     "tags",
 ]
+
+
+def open(ref: str, *, options: RemoteOptions | None = None, **kwargs: Any) -> ModelHandle:
+    """Open a model lazily: files, tensors and reads fetch only what is needed, verified.
+
+    The handle keeps a client open; close it (or use ``with``) when done.
+    """
+    from modelreg.lazy import open_model
+
+    client = Client(options)
+    try:
+        handle = open_model(client, ref, **kwargs)
+    except BaseException:
+        client.close()
+        raise
+    handle.adopt(client.close)
+    return handle
 
 
 def push(
