@@ -416,7 +416,8 @@ def inspect(
         descriptor = cfg.get("descriptor") if isinstance(cfg.get("descriptor"), dict) else {}
         model_cfg = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
         for key, value in {**(descriptor or {}), **(model_cfg or {})}.items():
-            out_console.print(f"{key:<13} {value}", markup=False)
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            out_console.print(f"{key:<13} {shown}", markup=False)
         if info.files:
             out_console.print("files:")
             width = max(len(str(f["path"])) for f in info.files)
