@@ -117,15 +117,23 @@ class LayoutStore:
                 os.unlink(tmp)
             raise
 
-    def ingest(self, desc: Descriptor) -> BlobWriter:
-        """A writer that lands the blob under its digest only if the bytes match."""
-        return BlobWriter(self, desc)
+    def ingest(self, desc: Descriptor, *, verified_by: VerifyingReader | None = None) -> BlobWriter:
+        """A writer that lands the blob under its digest only if the bytes match.
+
+        When every byte written comes from ``verified_by`` (a reader of the same
+        descriptor), the writer does not hash them again: it commits only if that
+        reader reached EOF verified, and the byte count matches.
+        """
+        return BlobWriter(self, desc, verified_by=verified_by)
 
     def write_blob(self, desc: Descriptor, stream: BinaryIO) -> int:
         """Copy ``stream`` into the store, verifying; returns bytes written (0 if present)."""
         if self.has_blob(desc.digest):
             return 0
-        with self.ingest(desc) as writer, VerifyingReader(stream, desc) as reader:
+        with (
+            VerifyingReader(stream, desc) as reader,
+            self.ingest(desc, verified_by=reader) as writer,
+        ):
             buf = bytearray(CHUNK)
             view = memoryview(buf)
             while n := reader.readinto(buf):
@@ -210,15 +218,25 @@ class LayoutStore:
 class BlobWriter:
     """Writes one blob into ``ingest/`` and commits it under its digest when verified."""
 
-    def __init__(self, store: LayoutStore, desc: Descriptor) -> None:
+    def __init__(
+        self, store: LayoutStore, desc: Descriptor, *, verified_by: VerifyingReader | None = None
+    ) -> None:
+        if verified_by is not None and (
+            verified_by.descriptor.digest != desc.digest or verified_by.descriptor.size != desc.size
+        ):
+            raise ValueError("verified_by must read the blob being written")
         self._store = store
         self._desc = desc
+        self._verified_by = verified_by
         fd, self._tmp = tempfile.mkstemp(dir=store.root / "ingest", prefix=desc.digest.hex[:16])
         self._file = os.fdopen(fd, "wb")
         self._hasher = desc.digest.hasher()
+        self._written = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._hasher.update(data)
+        if self._verified_by is None:
+            self._hasher.update(data)
+        self._written += len(data)
         self._file.write(data)
 
     def __enter__(self) -> BlobWriter:
@@ -235,7 +253,14 @@ class BlobWriter:
                 os.unlink(self._tmp)
 
     def _commit(self) -> None:
-        if self._hasher.size != self._desc.size or self._hasher.digest() != self._desc.digest:
+        if self._verified_by is not None:
+            if not self._verified_by.verified or self._written != self._desc.size:
+                raise IntegrityError(
+                    f"blob {self._desc.digest}: {self._written} bytes written from a read that "
+                    "did not verify to the end",
+                    hint="the source is corrupt or the copy stopped early; nothing was stored",
+                )
+        elif self._hasher.size != self._desc.size or self._hasher.digest() != self._desc.digest:
             raise IntegrityError(
                 f"blob {self._desc.digest}: wrote {self._hasher.size} bytes hashing to "
                 f"{self._hasher.digest()}, expected {self._desc.size} bytes",

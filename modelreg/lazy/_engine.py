@@ -478,7 +478,10 @@ class Engine:
                     return
             if self.source_is_store:
                 raise NotFoundError(f"blob {desc.digest} is not in the local store")
-            with self.store.ingest(desc) as writer, self.target.fetch(desc) as reader:
+            with (
+                self.target.fetch(desc) as reader,
+                self.store.ingest(desc, verified_by=reader) as writer,
+            ):
                 buf = bytearray(CHUNK)
                 view = memoryview(buf)
                 while n := reader.readinto(buf):

@@ -282,9 +282,10 @@ class _Reader:
                 self.result.add(0, desc.size)
             else:
                 writer = None
-                if self.cache is not None and self.remote:
-                    writer = stack.enter_context(self.cache.ingest(desc))
                 reader = stack.enter_context(self.source.fetch(desc))
+                if self.cache is not None and self.remote:
+                    # the reader verifies every byte: the cache writer need not hash them again
+                    writer = stack.enter_context(self.cache.ingest(desc, verified_by=reader))
                 yield _Tee(reader, writer, advance)
                 self.result.add(desc.size, 0)
         emit(self.progress, Event("done", name, desc, total=desc.size))

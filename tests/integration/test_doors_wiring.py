@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from modelreg_cli.main import app, main_args
 from typer.testing import CliRunner
 
 import modelreg
-from modelreg_cli.main import app, main_args
 
 runner = CliRunner()
 
@@ -55,7 +55,9 @@ def test_pull_verify_key_writes_nothing_unless_signed_by_that_key(registry_plain
 def test_pull_into_and_output_are_exclusive(registry_plain, tmp_path):
     ref = f"{registry_plain.host}/wiring/into:v1"
     ok("push", str(TESTDATA), ref)
-    both = runner.invoke(app, ["pull", ref, "-o", str(tmp_path / "a"), "--into", str(tmp_path / "b")])
+    both = runner.invoke(
+        app, ["pull", ref, "-o", str(tmp_path / "a"), "--into", str(tmp_path / "b")]
+    )
     assert both.exit_code == 2 and "exactly one" in both.stderr
     ok("pull", ref, "--into", str(tmp_path / "init"))
     for f in TESTDATA.rglob("*"):

@@ -297,6 +297,7 @@ def test_model_signing_verifies_what_modelreg_signed_in_the_registry(
     registry_plain, model, tmp_path
 ):
     import model_signing  # noqa: F401
+
     ref = f"{registry_plain.host}/sign/interop:v1"
     key_file = tmp_path / "cosign.key"
     ok("push", str(model), ref)

@@ -160,3 +160,28 @@ def test_copy_refuses_tampered_source_blob(tmp_path):
     assert not store.has_blob(layer.digest)
     with pytest.raises(NotFoundError):
         store.target("x").resolve("v1")
+
+
+def test_writer_trusting_a_reader_commits_only_after_it_verified(tmp_path):
+    import io
+
+    store = LayoutStore(tmp_path)
+    d = blob(b"0123456789")
+    # read stopped early: the reader never verified, nothing is stored
+    with pytest.raises(IntegrityError, match="did not verify"):
+        with (
+            VerifyingReader(io.BytesIO(b"0123456789"), d) as reader,
+            store.ingest(d, verified_by=reader) as writer,
+        ):
+            writer.write(reader.read(4))
+    assert not store.has_blob(d.digest)
+    # tampered bytes: the reader raises at EOF, nothing is stored
+    with (
+        pytest.raises(IntegrityError), VerifyingReader(io.BytesIO(b"0123456780"), d) as reader,
+        store.ingest(d, verified_by=reader) as writer,
+    ):
+        while block := reader.read(3):
+            writer.write(block)
+    assert not store.has_blob(d.digest)
+    assert store.write_blob(d, io.BytesIO(b"0123456789")) == 10
+    assert store.has_blob(d.digest)

@@ -123,6 +123,7 @@ def test_golden_model_signature_verifies_the_directory(bundle):
 
 def test_golden_key_model_signature_verifies_with_model_signing():
     from model_signing import verifying
+
     verifying.Config().use_elliptic_key_verifier(public_key=GOLDEN / "cosign.pub").verify(
         GOLDEN / "model", GOLDEN / "bundles" / "key-model.json"
     )
