@@ -168,12 +168,12 @@ def test_writer_trusting_a_reader_commits_only_after_it_verified(tmp_path):
     store = LayoutStore(tmp_path)
     d = blob(b"0123456789")
     # read stopped early: the reader never verified, nothing is stored
-    with pytest.raises(IntegrityError, match="did not verify"):
-        with (
-            VerifyingReader(io.BytesIO(b"0123456789"), d) as reader,
-            store.ingest(d, verified_by=reader) as writer,
-        ):
-            writer.write(reader.read(4))
+    with (
+        pytest.raises(IntegrityError, match="did not verify"),
+        VerifyingReader(io.BytesIO(b"0123456789"), d) as reader,
+        store.ingest(d, verified_by=reader) as writer,
+    ):
+        writer.write(reader.read(4))
     assert not store.has_blob(d.digest)
     # tampered bytes: the reader raises at EOF, nothing is stored
     with (
