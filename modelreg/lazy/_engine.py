@@ -318,6 +318,13 @@ class Engine:
             with self._lock:
                 fut = self._inflight.get(digest)
                 if fut is None:
+                    # A fetch may have completed since the first look: it stores the chunk
+                    # before it drops its in-flight entry, so this check cannot miss it.
+                    data = self.memory.get(digest)
+                    if data is not None:
+                        self.stats.add(chunks_from_memory=1)
+                        found[i] = data
+                        continue
                     fut = Future()
                     self._inflight[digest] = fut
                     start, stop = fc.bounds(i)
