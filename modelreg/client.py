@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelreg import settings
-from modelreg.content.base import CHUNK, ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.base import PushResult as PushResult_
+from modelreg.content.base import ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.content.locations import BlobLocations
 from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node
@@ -263,10 +263,8 @@ class _Counted(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._stream.read(len(buffer))
-        n = len(data)
+        n = self._stream.readinto(buffer) or 0  # type: ignore[attr-defined]
         if n:
-            memoryview(buffer)[:n] = data
             self._on_bytes(n)
         return n
 
@@ -306,6 +304,9 @@ class _EarlyUploads:
     def submit(self, desc: Descriptor, path: Path, offset: int) -> None:
         key = str(desc.digest)
         with self._lock:
+            for fut in self._futures:  # fail fast (e.g. denied): stop hashing the rest
+                if fut.done() and fut.exception() is not None:
+                    fut.result()
             if key in self._seen:
                 return
             self._seen.add(key)
@@ -331,7 +332,7 @@ class _EarlyUploads:
             def advance(n: int) -> None:
                 emit(progress, Event("advance", name, desc, n=n, total=desc.size))
 
-            return io.BufferedReader(_Counted(source(at), advance), CHUNK)
+            return io.BufferedReader(_Counted(source(at), advance), 64 * 1024)
 
         pushed = self._dst.push(desc, counted if progress is not None else source)
         emit(self._progress, Event("done", name, desc, total=desc.size))

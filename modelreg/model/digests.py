@@ -149,7 +149,12 @@ class DigestCache:
                     for index, digest in enumerate(cached):
                         on_span(index, digest)
                 return Digest.parse(row[4]), cached
-        whole, parts, _ = split.hash_spans(real, spans, algorithm, on_span)
+        reference = self._reference(real, key, algorithm, len(spans))
+        ref = (reference[0], reference[1]) if reference is not None else None
+        whole, parts, _ = split.hash_spans(real, spans, algorithm, on_span, ref)
+        if reference is not None and not self._still(reference[0], reference[2]):
+            # the reference changed while it was compared: trust nothing from it
+            whole, parts, _ = split.hash_spans(real, spans, algorithm)
         after = os.stat(real)
         unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
         with self._lock:
@@ -165,3 +170,37 @@ class DigestCache:
                         (real, *ident, algorithm, str(whole)),
                     )
         return whole, parts
+
+    def _reference(
+        self, real: str, key: str, algorithm: str, count: int
+    ) -> tuple[str, list[Digest], tuple[int, int, int, int]] | None:
+        """Another file hashed with the same spans and unchanged since (a previous
+        checkpoint): its span digests let :func:`split.hash_spans` skip equal spans."""
+        with self._lock:
+            db = self._db()
+            rows: list[tuple[str, int, int, int, int, str]] = []
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    rows = db.execute(
+                        "SELECT path, dev, ino, size, mtime_ns, digests FROM parts "
+                        "WHERE algorithm = ? AND spans = ? AND path != ? ORDER BY rowid DESC "
+                        "LIMIT 8",
+                        (algorithm, key, real),
+                    ).fetchall()
+        for path, *ident, joined in rows:
+            identity = (ident[0], ident[1], ident[2], ident[3])
+            if not self._still(path, identity):
+                continue
+            with contextlib.suppress(ValueError, TypeError):
+                digests = [Digest.parse(d) for d in joined.split(",")]
+                if len(digests) == count:
+                    return path, digests, identity
+        return None
+
+    @staticmethod
+    def _still(path: str, identity: tuple[int, int, int, int]) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == identity

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelreg.content.base import CHUNK, BlobSource, PushResult, VerifyingReader
+from modelreg.content.base import BlobSource, PushResult, VerifyingReader
 from modelreg.errors import (
     InvalidInputError,
     ModelRegError,
@@ -176,7 +176,8 @@ def slice_source(path: Path, start: int, length: int) -> BlobSource:
     """A BlobSource over bytes ``[start, start + length)`` of a file (for uploads)."""
 
     def open_at(offset: int) -> BinaryIO:
-        return io.BufferedReader(_Slice(path, start + offset, length - offset), CHUNK)
+        # a small buffer: large reads go straight to the file, without a copy
+        return io.BufferedReader(_Slice(path, start + offset, length - offset), 64 * 1024)
 
     return open_at
 

@@ -295,3 +295,46 @@ def test_corrupt_cached_part_detected_evicted_then_refetched(tmp_path):
     again = unpack(src, packed.manifest, out, cache=cache, fsync=False)
     assert again.bytes_fetched == parts[2].size
     assert (out / "model.safetensors").read_bytes() == (root / "model.safetensors").read_bytes()
+
+
+def test_previous_version_speeds_up_hashing_without_changing_results(tmp_path, monkeypatch):
+    v1 = write_model(tmp_path / "v1")
+    v2 = write_model(tmp_path / "v2", changed=frozenset({7, 33}))
+    expected = pack_directory(v2, split=True, part_size="32KiB")  # no cache: plain hashing
+    seen = []
+    real = split.hash_spans
+    monkeypatch.setattr(split, "hash_spans", lambda *a: seen.append(a) or real(*a))
+    with DigestCache(tmp_path / "d.sqlite") as cache:
+        pack_directory(v1, split=True, part_size="32KiB", digest_cache=cache)
+        got = pack_directory(v2, split=True, part_size="32KiB", digest_cache=cache)
+        assert got.manifest.raw == expected.manifest.raw
+        ref_path, ref_digests = seen[-1][4]
+        assert ref_path == str((v1 / "model.safetensors").resolve()) and ref_digests
+        # a reference that changed since it was hashed is not used
+        (v1 / "model.safetensors").write_bytes(b"changed")
+        os.utime(v2 / "model.safetensors", ns=(1, 1))  # v2 looks new: hashed again
+        again = pack_directory(v2, split=True, part_size="32KiB", digest_cache=cache)
+        assert seen[-1][4] is None
+        assert again.manifest.raw == expected.manifest.raw
+
+
+def test_hash_spans_with_reference_mismatch_inside_a_span(tmp_path, monkeypatch):
+    monkeypatch.setattr(split, "_BLOCK", 4096)
+    old = os.urandom(5 * 4096 + 100)
+    new = bytearray(old)
+    new[3 * 4096 + 7] ^= 1  # in the third block of the second span
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(bytes(new))
+    spans = [
+        split.Span(0, 1000),
+        split.Span(1000, 4 * 4096),
+        split.Span(1000 + 4 * 4096, len(old) - 1000 - 4 * 4096),
+    ]
+    _, ref_digests, _ = split.hash_spans(tmp_path / "old", spans)
+    whole, parts, _ = split.hash_spans(
+        tmp_path / "new", spans, "sha256", None, (str(tmp_path / "old"), ref_digests)
+    )
+    plain_whole, plain_parts, _ = split.hash_spans(tmp_path / "new", spans)
+    assert (whole, parts) == (plain_whole, plain_parts)
+    assert parts[0] == ref_digests[0] and parts[2] == ref_digests[2]
+    assert parts[1] != ref_digests[1]
