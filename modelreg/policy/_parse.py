@@ -407,12 +407,13 @@ def _policy(v: _Validator, doc: Located) -> Policy:
     )
     globs = tuple(Glob(p) for p in v.strings(match_fields["references"], "spec.match.references"))
     for g, node in zip(globs, match_fields["references"].value, strict=True):
-        host = g.pattern.split("/", 1)[0]
-        if "/" not in g.pattern or not (any(c in host for c in ".:*?[") or host == "localhost"):
+        if not g.well_formed():
             raise v.fail(
                 node,
                 "spec.match.references",
-                f"{g.pattern!r} must be REGISTRY/REPOSITORY (e.g. registry.example.com/models/**)",
+                f"{g.pattern!r} must be REGISTRY/REPOSITORY (e.g. registry.example.com/models/**), "
+                "store:REPOSITORY for the embedded local store (e.g. store:team/**), "
+                "or oci:PATH for a layout directory",
             )
     types = (
         v.strings(match_fields["artifactTypes"], "spec.match.artifactTypes")

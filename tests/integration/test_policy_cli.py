@@ -147,3 +147,37 @@ def test_lint(setup: dict[str, Any]) -> None:
     r = run("policy", "lint", str(shipped))
     assert r.exit_code == 0, r.output
     assert "no-pickle" in r.output
+
+
+def test_local_store_references_match_store_globs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``store:`` globs reach the embedded local store (references with no host);
+    registry globs never match it, and a store glob never matches a registry."""
+    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
+    with Client(RemoteOptions(fsync=False)) as client:
+        for name, filename in (("clean", "model.safetensors"), ("pickled", "model.pt")):
+            src = tmp_path / "src" / name
+            src.mkdir(parents=True)
+            (src / filename).write_bytes(os.urandom(500))
+            client.push(src, f"team/{name}:v1")
+    policy = tmp_path / "store.yaml"
+    policy.write_text(
+        "apiVersion: modelreg.dev/v1alpha1\nkind: ModelPolicy\nmetadata: {name: local}\n"
+        "spec:\n  match: {references: ['store:team/**']}\n"
+        "  require:\n    artifact:\n      noPickle: true\n"
+    )
+    r = run("policy", "check", "team/clean:v1", "-p", str(policy))
+    assert r.exit_code == 0, r.output
+    assert "✓ artifact.noPickle" in r.output
+    r = run("policy", "check", "team/pickled:v1", "-p", str(policy), "--json")
+    assert r.exit_code == 1, r.output
+    assert json.loads(r.stdout)["allowed"] is False
+    # the same repository name on a registry is not the local store
+    r = run("policy", "check", "localhost:1/team/clean:v1", "-p", str(policy))
+    assert r.exit_code == 1 and "no policy applies" in r.output
+    # and a registry glob never reaches the store
+    registry_only = tmp_path / "registry.yaml"
+    registry_only.write_text(policy.read_text().replace("store:team/**", "localhost/team/**"))
+    r = run("policy", "check", "team/clean:v1", "-p", str(registry_only))
+    assert r.exit_code == 1 and "no policy applies" in r.output

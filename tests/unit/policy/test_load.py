@@ -64,6 +64,27 @@ def test_glob_single_star_stays_in_one_segment() -> None:
     assert not policy.applies_to("reg.io/models/team/llm")
 
 
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"),
+    [
+        ("store:team/**", "team/llm", True),
+        ("store:team/**", "reg.io/team/llm", False),
+        ("store:*", "llm", True),
+        ("store:*", "team/llm", False),
+        ("reg.io/team/**", "team/llm", False),
+        ("localhost/team/*", "localhost/team/llm", True),
+        ("oci:/srv/models/**", "oci:/srv/models/a/b", True),
+        ("oci:/srv/models/**", "srv/models/a", False),
+        ("store:srv/**", "oci:srv/models", False),
+    ],
+)
+def test_globs_name_the_registry_the_store_or_a_layout(
+    pattern: str, name: str, expected: bool
+) -> None:
+    (policy,) = parse_policies(doc(ARTIFACT, match=f'["{pattern}"]'), "p.yaml")
+    assert policy.applies_to(name) is expected
+
+
 def test_several_documents_in_one_file() -> None:
     text = doc(ARTIFACT, name="a") + "---\n" + doc(ARTIFACT, name="b")
     assert [p.name for p in parse_policies(text, "p.yaml")] == ["a", "b"]
@@ -81,6 +102,9 @@ def test_several_documents_in_one_file() -> None:
         (doc("{}\n").replace("require:\n    {}", "require: {}"), 9, "requires nothing"),
         (doc(ARTIFACT, match="[]"), 8, "non-empty list"),
         (doc(ARTIFACT, match='["models/**"]'), 8, "must be REGISTRY/REPOSITORY"),
+        (doc(ARTIFACT, match='["store:"]'), 8, "store:REPOSITORY for the embedded local store"),
+        (doc(ARTIFACT, match='["store:reg.io/m/**"]'), 8, "must be REGISTRY/REPOSITORY"),
+        (doc(ARTIFACT, match='["oci:"]'), 8, "oci:PATH for a layout directory"),
         (doc("artifact:\n  maxSizeBytes: -1\n"), 11, "integer >= 1"),
         (doc("artifact:\n  maxSizeBytes: '10G'\n"), 11, "integer >= 1"),
         (doc(ARTIFACT, name="Bad_Name"), 4, "not a DNS-style name"),
