@@ -56,6 +56,7 @@ WEIGHTS = make_models.WEIGHTS
 SCENARIOS = ("push-fresh", "push-v2", "repush", "pull")
 RSS_LIMIT_MB = 150.0
 SPLIT_COLD = "modelreg --split (cold digests)"
+SPLIT_WARM = "modelreg --split (warm digests)"
 SPLIT_PULL_COLD = "modelreg --split cold cache"
 SPLIT_PULL_V2 = "modelreg --split v2, v1 in cache"
 STDERR_TAIL = 600
@@ -316,9 +317,17 @@ class Bench:
         return proc, parse_json(proc.stdout)
 
     def modelreg_pull(
-        self, ref: str, out: Path, home: Path, fsync: bool, label: str
+        self,
+        ref: str,
+        out: Path,
+        home: Path,
+        fsync: bool,
+        label: str,
+        cache_mode: str | None = None,
     ) -> tuple[Proc, dict[str, Any]]:
         cmd = [str(MODELREG), "pull", ref, "-o", str(out), "--json"]
+        if cache_mode is not None:
+            cmd += ["--cache-mode", cache_mode]
         proc = self.run_cmd(cmd, self.env(home, fsync), label)
         return proc, parse_json(proc.stdout)
 
@@ -436,7 +445,25 @@ class Bench:
                 split=True,
             )
             self.record_modelreg_push(sc, SPLIT_COLD, rnd, proc, doc)
+            # the same split push with only the digest cache kept (hashing excluded, as
+            # curl's SHA-256 is precomputed and not counted)
+            warm = self.fresh_dir(f"home-fresh-split-warm-{rnd}")
+            (warm / "state").mkdir(parents=True)
+            for f in (home / "state").glob("digests.sqlite*"):
+                shutil.copy2(f, warm / "state" / f.name)
             rmtree(home)
+            if proc.rc != 0:
+                self.record(sc, SPLIT_WARM, rnd, None, error="cold split push failed")
+                return
+            proc, doc = self.modelreg_push(
+                "v1",
+                self.ref(f"bench/fresh-modelreg-split-warm-{rnd}"),
+                warm,
+                label=f"{sc}-modelreg-split-warm-{rnd}",
+                split=True,
+            )
+            self.record_modelreg_push(sc, SPLIT_WARM, rnd, proc, doc)
+            rmtree(warm)
 
         tools: list[Callable[[], None]] = [curl, oras, modelreg_cold]
         if self.args.split:
@@ -631,8 +658,10 @@ class Bench:
             self.record(sc, "oras-py", rnd, proc, received=total)
             rmtree(out)
 
-        def modelreg(fsync: bool) -> Callable[[], None]:
+        def modelreg(fsync: bool, cache_mode: str | None = None) -> Callable[[], None]:
             suffix = "" if fsync else ", MODELREG_FSYNC=0"
+            if cache_mode is not None:
+                suffix += f", --cache-mode {cache_mode}"
 
             def go() -> None:
                 if "pull-modelreg" in self.setup_errors:
@@ -640,16 +669,19 @@ class Bench:
                     self.record(sc, f"modelreg cold cache{suffix}", rnd, None, error=err)
                     self.record(sc, f"modelreg warm cache{suffix}", rnd, None, error=err)
                     return
-                tag = "fsync" if fsync else "nofsync"
+                tag = ("fsync" if fsync else "nofsync") + (f"-{cache_mode}" if cache_mode else "")
                 home = self.fresh_dir(f"home-pull-{tag}-{rnd}")
+                outs: list[Path] = []  # the cold pull's output stays while the warm one runs
                 for variant in ("cold", "warm"):
                     out = self.fresh_dir(f"out-modelreg-{tag}-{variant}-{rnd}")
+                    outs.append(out)
                     proc, doc = self.modelreg_pull(
                         self.ref("bench/pullsrc-modelreg"),
                         out,
                         home,
                         fsync,
                         f"{sc}-modelreg-{variant}-{tag}-{rnd}",
+                        cache_mode,
                     )
                     error = ""
                     if proc.rc == 0 and "bytesFetched" not in doc:
@@ -664,7 +696,6 @@ class Bench:
                         info=info,
                         error=error,
                     )
-                    rmtree(out)
                     if not run.ok and variant == "cold":
                         self.record(
                             sc,
@@ -674,6 +705,8 @@ class Bench:
                             error="cold pull failed, no warm cache",
                         )
                         break
+                for out in outs:
+                    rmtree(out)
                 rmtree(home)
 
             return go
@@ -686,8 +719,10 @@ class Bench:
                 self.record(sc, SPLIT_PULL_V2, rnd, None, error=err)
                 return
             home = self.fresh_dir(f"home-pull-split-{rnd}")
+            outs: list[Path] = []  # v1's output stays while v2 is pulled
             for tool, version in ((SPLIT_PULL_COLD, "v1"), (SPLIT_PULL_V2, "v2")):
                 out = self.fresh_dir(f"out-modelreg-split-{version}-{rnd}")
+                outs.append(out)
                 proc, doc = self.modelreg_pull(
                     self.ref("bench/pullsrc-modelreg-split", version),
                     out,
@@ -707,13 +742,20 @@ class Bench:
                     info={"bytesFromCache": doc.get("bytesFromCache")},
                     error=error,
                 )
-                rmtree(out)
                 if not run.ok and version == "v1":
                     self.record(sc, SPLIT_PULL_V2, rnd, None, error="v1 pull failed")
                     break
+            for out in outs:
+                rmtree(out)
             rmtree(home)
 
-        tools: list[Callable[[], None]] = [curl, oras, modelreg(True), modelreg(False)]
+        tools: list[Callable[[], None]] = [
+            curl,
+            oras,
+            modelreg(True),
+            modelreg(False),
+            modelreg(True, "copy"),
+        ]
         if self.args.split:
             tools.append(modelreg_split)
         for fn in rotate(tools, rnd):
@@ -932,6 +974,14 @@ def target_checks(rows: list[Row], model_v1: int, model_v2: int) -> list[tuple[s
             1.0,
             "push fresh --split below curl's single stream (cold digest cache)",
         )
+    if find(rows, "push-fresh", SPLIT_WARM):
+        wall_ratio(
+            "push-fresh",
+            SPLIT_WARM,
+            "curl PUT",
+            1.0,
+            "push fresh --split below curl's single stream (warm digest cache)",
+        )
     if find(rows, "push-v2", "modelreg --split"):
         bytes_check(
             "push-v2",
@@ -1043,7 +1093,11 @@ Notes:
 - push v2: v1 pushed (untimed) by the same tool and `MODELREG_HOME` into a new repository, then
   v2 timed; v2's file is hashed during that push (new file after a fine-tune).
 - modelreg pull cold cache: fresh `MODELREG_HOME`; warm cache: the same home again, new output
-  directory (the cache holds every blob).
+  directory, the cold pull's output still in place. Default cache mode `auto`: the output file
+  is written once and reflinked into the cache where the filesystem can; where it cannot (this
+  ext4) the cache remembers the verified output file instead of copying it, and the warm pull
+  copies from it, verifying every byte. `--cache-mode copy` rows: the cache keeps its own copy
+  (every byte written twice here).
 - bytes: modelreg from its `--json` (`bytesSent`, `bytesFetched`, blob bytes only); curl from
   `-w %{size_upload}` / `%{size_download}`; oras-py computed as the sizes of the blobs the
   repository lacked before the push (oras-py HEADs each blob first), or the model size for pulls.
