@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,6 +79,15 @@ class RemoteOptions:
     store: str | None = None
     """Local store / cache directory; default ``$MODELREG_HOME/store``."""
     fsync: bool = True
+    timeout: float = 60.0
+    """Seconds to wait to connect, or for any read or write to make progress, before
+    giving up on a registry request (a stuck registry; not a limit on a whole transfer)."""
+
+    def __post_init__(self) -> None:
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise InvalidInputError(
+                f"timeout must be a positive number of seconds, not {self.timeout!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -477,6 +487,7 @@ class Client:
             ca_file=opts.ca_file,
             on_warning=opts.on_warning,
             upload_chunk_size=opts.upload_chunk_size,
+            timeout=opts.timeout,
         )
 
     def target(self, ref: Reference | str, *, create: bool = True) -> Target:

@@ -1,0 +1,61 @@
+"""RemoteOptions.timeout reaches the registry client: a stuck registry gives up early."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from modelreg.client import Client, RemoteOptions
+from modelreg.errors import InvalidInputError, ModelRegError
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A loopback listener that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_timeout_bounds_a_stuck_registry(silent_server: str) -> None:
+    with Client(RemoteOptions(plain_http=True, timeout=0.2)) as client:
+        assert client.registry(silent_server).timeout == 0.2
+        start = time.monotonic()
+        with pytest.raises(ModelRegError) as info:
+            client.inspect(f"{silent_server}/team/llm:v1")
+        elapsed = time.monotonic() - start
+    assert "did not answer in time" in str(info.value)
+    # retries included, far below the 60 s default a stuck registry used to cost
+    assert elapsed < 15, elapsed
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_timeout_must_be_positive(bad: float) -> None:
+    with pytest.raises(InvalidInputError, match="timeout must be a positive number"):
+        RemoteOptions(timeout=bad)
