@@ -18,21 +18,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from modelreg_cli.options import CaFileOpt, FeaturePlainHttpOpt, InsecureOpt, JsonOpt
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-PlainHttpOpt = Annotated[
-    bool,
-    typer.Option(
-        "--plain-http", help="Talk HTTP, not HTTPS, to the registry (loopback needs not say so)."
-    ),
-]
-InsecureOpt = Annotated[
-    bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate (warns).")
-]
-CaFileOpt = Annotated[
-    Path | None,
-    typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
-]
 SummaryOpt = Annotated[
     Path | None,
     typer.Option("--summary-json", help="Write a JSON summary of the step to this file."),
@@ -44,6 +31,7 @@ DotenvOpt = Annotated[
         help="GitLab dotenv report to write (default in GitLab CI: modelreg.env).",
     ),
 ]
+# Not options.PolicyOpt: optional here (ci verify says when it is missing).
 PolicyOpt = Annotated[
     list[Path] | None,
     typer.Option("--policy", "-p", help="Policy file or directory (repeatable)."),
@@ -104,7 +92,7 @@ def register(app: typer.Typer) -> None:
         summary_json: SummaryOpt = None,
         dotenv: DotenvOpt = None,
         json_output: JsonOpt = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:
@@ -168,7 +156,7 @@ def register(app: typer.Typer) -> None:
         summary_json: SummaryOpt = None,
         dotenv: DotenvOpt = None,
         json_output: JsonOpt = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:

@@ -1,8 +1,8 @@
 """``modelreg mount`` and ``modelreg umount``: a model's files as a read-only filesystem.
 
-Wired by ``main.py`` with ``lazy_cmds.register(app)``. The shared options and the
-error mapping come from :mod:`modelreg_cli.main`, imported when ``register`` runs
-(main.py imports this module, so not at import time).
+Wired by ``main.py`` with ``lazy_cmds.register(app)``. The shared options come from
+:mod:`modelreg_cli.options`; the error mapping from :mod:`modelreg_cli.main`, imported
+when ``register`` runs (main.py imports this module, so not at import time).
 """
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
@@ -12,20 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from modelreg_cli.options import CaFileOpt, ConcurrencyOpt, InsecureOpt, JsonOpt, PlainHttpOpt
 
 
 def register(app: typer.Typer) -> None:
     """Add ``mount`` and ``umount`` to ``app``."""
-    from modelreg_cli.main import (
-        CaFileOpt,
-        ConcurrencyOpt,
-        InsecureOpt,
-        JsonOpt,
-        PlainHttpOpt,
-        _errors,
-        _options,
-        _warn,
-    )
+    from modelreg_cli.main import _errors, _options, _warn
     from modelreg_cli.render import err_console, out_console
 
     @app.command()

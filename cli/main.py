@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from modelreg_cli.options import CaFileOpt, ConcurrencyOpt, InsecureOpt, JsonOpt, PlainHttpOpt
 from modelreg_cli.render import ProgressRenderer, err_console, human_size, out_console, print_json
 
 import modelreg
@@ -45,25 +46,7 @@ class State:
 
 
 # ---------------------------------------------------------------- shared options
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-PlainHttpOpt = Annotated[
-    bool,
-    typer.Option(
-        "--plain-http",
-        help="Talk HTTP, not HTTPS, to the registry (loopback hosts need not say so).",
-    ),
-]
-InsecureOpt = Annotated[
-    bool,
-    typer.Option("--insecure", help="Do not verify the registry's TLS certificate (warns)."),
-]
-CaFileOpt = Annotated[
-    Path | None,
-    typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
-]
-ConcurrencyOpt = Annotated[
-    int, typer.Option("--concurrency", min=1, max=64, help="Blobs transferred in parallel.")
-]
+# the option types live in modelreg_cli.options (the *_cmds modules share them)
 
 
 def _warn(message: str) -> None:

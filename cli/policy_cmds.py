@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from modelreg_cli.options import (
+    CaFileOpt,
+    FeaturePlainHttpOpt,
+    InsecureOpt,
+    JsonOpt,
+    PolicyOpt,
+)
 
 from modelreg.policy import Decision, PolicySet, evaluate, gather_facts, load_policies
 
@@ -17,28 +24,6 @@ EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_CANNOT_EVALUATE = 9
 
-# Own copies of the shared option types, so that this module never needs main.py at
-# import time (main.py imports us to call register()).
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-PlainHttpOpt = Annotated[
-    bool,
-    typer.Option(
-        "--plain-http", help="Talk HTTP, not HTTPS, to the registry (loopback needs not say so)."
-    ),
-]
-InsecureOpt = Annotated[
-    bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate (warns).")
-]
-CaFileOpt = Annotated[
-    Path | None,
-    typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
-]
-PolicyOpt = Annotated[
-    list[Path],
-    typer.Option(
-        "--policy", "-p", help="Policy file or directory of *.yaml policies (repeatable)."
-    ),
-]
 
 _MARK = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "error": "[yellow]![/yellow]"}
 
@@ -88,7 +73,7 @@ def register(app: typer.Typer) -> None:
         ref: Annotated[str, typer.Argument(help="Model reference to check (tag or digest).")],
         policy: PolicyOpt,
         json_output: JsonOpt = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:

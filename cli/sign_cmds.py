@@ -15,23 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from modelreg_cli.options import CaFileOpt, FeaturePlainHttpOpt, InsecureOpt, JsonOpt
 
-# Own copies of the shared option types, so that this module never needs main.py at
-# import time (main.py imports us to call register()).
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-PlainHttpOpt = Annotated[
-    bool,
-    typer.Option(
-        "--plain-http", help="Talk HTTP, not HTTPS, to the registry (loopback needs not say so)."
-    ),
-]
-InsecureOpt = Annotated[
-    bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate (warns).")
-]
-CaFileOpt = Annotated[
-    Path | None,
-    typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
-]
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="Private key (PEM) to sign with.")]
 KeylessOpt = Annotated[
     bool,
@@ -247,7 +232,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         json_output: JsonOpt = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:
@@ -322,7 +307,7 @@ def register(app: typer.Typer) -> None:
         staging: StagingOpt = False,
         trust_config: TrustConfigOpt = None,
         json_output: JsonOpt = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:
@@ -446,7 +431,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--ignore-path", help="Directory mode: a path to leave out (repeatable)."),
         ] = None,
         json_output: JsonOpt = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:
@@ -520,7 +505,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         json_output: JsonOpt = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:

@@ -17,21 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-PlainHttpOpt = Annotated[
-    bool,
-    typer.Option(
-        "--plain-http", help="Talk HTTP, not HTTPS, to the registry (loopback needs not say so)."
-    ),
-]
-InsecureOpt = Annotated[
-    bool, typer.Option("--insecure", help="Do not verify the registry's TLS certificate (warns).")
-]
-CaFileOpt = Annotated[
-    Path | None,
-    typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
-]
+from modelreg_cli.options import CaFileOpt, FeaturePlainHttpOpt, InsecureOpt, JsonOpt
 
 EXIT_MODULE_FAILED = 10
 
@@ -143,7 +129,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         json_output: JsonOpt = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:
@@ -241,7 +227,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--json", help="Print a JSON summary on stdout (needs --output)."),
         ] = False,
-        plain_http: PlainHttpOpt = False,
+        plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
     ) -> None:

@@ -5,14 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-PolicyOpt = Annotated[
-    list[Path],
-    typer.Option(
-        "--policy", "-p", help="Policy file or directory of *.yaml policies (repeatable)."
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+from modelreg_cli.options import JsonOpt, PolicyOpt
 
 
 def register(app: typer.Typer) -> None:
