@@ -68,7 +68,25 @@ def _options(
         concurrency=concurrency,
         on_warning=_warn,
         fsync=os.environ.get("MODELREG_FSYNC", "1") != "0",
+        timeout=_timeout(),
     )
+
+
+def _timeout() -> float:
+    """$MODELREG_TIMEOUT: seconds a registry request may stall (default 60)."""
+    text = os.environ.get("MODELREG_TIMEOUT", "").strip()
+    if not text:
+        return 60.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise InvalidInputError(
+            f"MODELREG_TIMEOUT={text!r} is not a positive number of seconds",
+            hint="unset it or give e.g. MODELREG_TIMEOUT=30",
+        )
+    return value
 
 
 @contextlib.contextmanager

@@ -114,6 +114,8 @@ def register(app: typer.Typer) -> None:
                 docker_config=str(docker_config) if docker_config else None,
                 on_warning=logging.getLogger("modelreg.webhook").warning,
                 fsync=False,
+                # a stuck registry must not hold a worker long after the budget denied
+                timeout=budget,
             )
             engine = Engine(
                 policies,

@@ -59,3 +59,23 @@ def test_timeout_bounds_a_stuck_registry(silent_server: str) -> None:
 def test_timeout_must_be_positive(bad: float) -> None:
     with pytest.raises(InvalidInputError, match="timeout must be a positive number"):
         RemoteOptions(timeout=bad)
+
+
+def test_cli_reads_modelreg_timeout(
+    silent_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    from modelreg_cli.main import app
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("MODELREG_HOME", str(tmp_path))
+    runner = CliRunner()
+    monkeypatch.setenv("MODELREG_TIMEOUT", "soon")
+    bad = runner.invoke(app, ["inspect", f"{silent_server}/team/llm:v1"])
+    assert bad.exit_code != 0
+    assert "MODELREG_TIMEOUT='soon' is not a positive number of seconds" in bad.output
+    monkeypatch.setenv("MODELREG_TIMEOUT", "0.2")
+    start = time.monotonic()
+    stuck = runner.invoke(app, ["inspect", f"{silent_server}/team/llm:v1", "--plain-http"])
+    assert stuck.exit_code != 0
+    assert "did not answer in time" in stuck.output
+    assert time.monotonic() - start < 15
