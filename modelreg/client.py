@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,19 +19,20 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelreg import settings
+from modelreg.content.base import BlobSource, ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.base import PushResult as PushResult_
-from modelreg.content.base import ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.content.locations import BlobLocations
 from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node
 from modelreg.errors import (
     FormatError,
+    IntegrityError,
     InvalidInputError,
     InvalidReferenceError,
     ModelRegError,
     NotFoundError,
 )
-from modelreg.events import Event, ProgressCallback, emit
+from modelreg.events import Event, EventKind, ProgressCallback, emit
 from modelreg.model import annotations as ann
 from modelreg.model.diff import DiffResult, diff_manifests
 from modelreg.model.digests import DigestCache
@@ -49,6 +51,7 @@ from modelreg.model.tensors import TensorListing, list_tensors
 from modelreg.model.unpack import UnpackResult, layer_path, unpack
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Index, Manifest
 from modelreg.oci.reference import Reference
 
@@ -285,6 +288,52 @@ class _Counted(io.RawIOBase):
             super().close()
 
 
+PENDING_MIN = 64 * 1024 * 1024
+"""Push to a registry: a file at least this big whose digest is not cached is sent
+while it is being hashed (see :class:`_EarlyUploads`)."""
+PENDING_MAX = 2
+"""Push: at most this many files are sent while being hashed at once."""
+_PENDING_MEDIA_TYPE = "application/octet-stream"
+
+
+@dataclass
+class _Pending:
+    """A file sent while it is hashed; hashing completes ``digest``."""
+
+    name: str
+    digest: Future[Digest]
+    identity: tuple[int, int, int, int]
+    """(device, inode, size, mtime in ns) when hashing started."""
+
+    @property
+    def size(self) -> int:
+        return self.identity[2]
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _changed(name: str, how: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{name!r} changed {how}",
+        hint="push again once nothing writes to the file; nothing was tagged",
+    )
+
+
+def _merged(a: PushResult_, b: PushResult_) -> PushResult_:
+    """One blob uploaded twice (identical files): every byte counts; sent if either sent it."""
+    sent = a.sent + b.sent
+    if not (a.existed or a.mounted) or not (b.existed or b.mounted):
+        return PushResult_(sent=sent)
+    mounted = a.mounted or b.mounted
+    return PushResult_(sent=sent, mounted=mounted, existed=not mounted)
+
+
 class _EarlyUploads:
     """Uploads layers while the directory is still being hashed (push pipelining).
 
@@ -293,6 +342,13 @@ class _EarlyUploads:
     with uploading what is already hashed. The copy that follows then finds these
     blobs present; :meth:`account` moves them from "skipped" to "sent"/"mounted"
     in its result, so the counts say what this push did.
+
+    A big file (:data:`PENDING_MIN`) about to be hashed because its digest is not
+    cached starts going to a registry at once (:meth:`hashing`, at most
+    :data:`PENDING_MAX` at a time): the registry's ``push_pending`` streams it
+    while it is hashed, checks for the blob (or mounts it) once the digest is
+    known, and the registry verifies the bytes against that digest at the end.
+    A file that changes meanwhile fails the push with :class:`InvalidInputError`.
     """
 
     def __init__(
@@ -310,6 +366,30 @@ class _EarlyUploads:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self.done: dict[str, tuple[Descriptor, PushResult_]] = {}
+        self.reported: set[str] = set()
+        """Blobs whose outcome was already reported as progress events."""
+        self._pending: dict[Path, _Pending] = {}
+        self._slots = threading.BoundedSemaphore(PENDING_MAX)
+        self._pending_pool = ThreadPoolExecutor(
+            max_workers=PENDING_MAX, thread_name_prefix="pending"
+        )
+
+    def hashing(self, rel: str, path: Path, size: int) -> None:
+        """``pack_directory`` is about to hash ``path``: a big file starts going out now."""
+        push_pending = getattr(self._dst, "push_pending", None)
+        if push_pending is None or size < PENDING_MIN:
+            return
+        identity = _identity(path)
+        if identity is None:
+            return  # hashing reports it
+        with self._lock:
+            if path in self._pending or not self._slots.acquire(blocking=False):
+                return  # the same file twice, or enough in flight: sent once hashed
+            pending = _Pending(rel, Future(), identity)
+            self._pending[path] = pending
+            self._futures.append(
+                self._pending_pool.submit(self._send_pending, push_pending, path, pending)
+            )
 
     def submit(self, desc: Descriptor, path: Path, offset: int) -> None:
         key = str(desc.digest)
@@ -317,10 +397,64 @@ class _EarlyUploads:
             for fut in self._futures:  # fail fast (e.g. denied): stop hashing the rest
                 if fut.done() and fut.exception() is not None:
                     fut.result()
+            pending = self._pending.get(path) if offset == 0 else None
+            if pending is not None and not pending.digest.done():
+                self._seen.add(key)
+                if _identity(path) != pending.identity or desc.size != pending.size:
+                    pending.digest.set_exception(
+                        _changed(pending.name, "while it was being hashed and sent")
+                    )
+                else:
+                    pending.digest.set_result(desc.digest)
+                return
             if key in self._seen:
                 return
             self._seen.add(key)
             self._futures.append(self._pool.submit(self._one, desc, path, offset))
+
+    def _send_pending(self, push_pending: Any, path: Path, pending: _Pending) -> None:
+        try:
+            name, size = pending.name, pending.size
+            emit(self._progress, Event("start", name, total=size))
+            source = self._observed(slice_source(path, 0, size), name, None, size)
+            try:
+                desc, pushed = push_pending(
+                    _PENDING_MEDIA_TYPE, size, source, pending.digest, self._hint
+                )
+            except IntegrityError as exc:
+                raise _changed(
+                    name, f"while it was being sent: the registry refused it ({exc.message})"
+                ) from exc
+            kind: EventKind = (
+                "mounted" if pushed.mounted else "skipped" if pushed.existed else "done"
+            )
+            emit(self._progress, Event(kind, name, total=size))
+            self._record(desc, pushed)
+        finally:
+            self._slots.release()
+
+    def _observed(
+        self, source: BlobSource, name: str, desc: Descriptor | None, total: int
+    ) -> BlobSource:
+        """``source`` reporting the bytes read from it as progress events."""
+        progress = self._progress
+        if progress is None:
+            return source
+
+        def counted(at: int) -> BinaryIO:
+            def advance(n: int) -> None:
+                emit(progress, Event("advance", name, desc, n=n, total=total))
+
+            return io.BufferedReader(_Counted(source(at), advance), 64 * 1024)
+
+        return counted
+
+    def _record(self, desc: Descriptor, pushed: PushResult_) -> None:
+        key = str(desc.digest)
+        with self._lock:
+            self.reported.add(key)
+            prior = self.done.get(key)
+            self.done[key] = (desc, pushed if prior is None else _merged(prior[1], pushed))
 
     def _one(self, desc: Descriptor, path: Path, offset: int) -> None:
         name = f"{path.name}@{offset}" if offset else path.name
@@ -331,39 +465,59 @@ class _EarlyUploads:
             for repo in self._hint(desc):
                 if mount(desc, repo):
                     emit(self._progress, Event("mounted", name, desc, total=desc.size))
-                    with self._lock:
-                        self.done[str(desc.digest)] = (desc, PushResult_(mounted=True))
+                    self._record(desc, PushResult_(mounted=True))
                     return
         emit(self._progress, Event("start", name, desc, total=desc.size))
-        source = slice_source(path, offset, desc.size)
-        progress = self._progress
-
-        def counted(at: int) -> BinaryIO:
-            def advance(n: int) -> None:
-                emit(progress, Event("advance", name, desc, n=n, total=desc.size))
-
-            return io.BufferedReader(_Counted(source(at), advance), 64 * 1024)
-
-        pushed = self._dst.push(desc, counted if progress is not None else source)
+        source = self._observed(slice_source(path, offset, desc.size), name, desc, desc.size)
+        pushed = self._dst.push(desc, source)
         emit(self._progress, Event("done", name, desc, total=desc.size))
+        self._record(desc, pushed)
+
+    def _stop_waiting(self) -> None:
+        """Fail the digests still awaited: their uploads cancel instead of waiting forever."""
         with self._lock:
-            self.done[str(desc.digest)] = (desc, pushed)
+            for pending in self._pending.values():
+                if not pending.digest.done():
+                    pending.digest.set_exception(
+                        InvalidInputError(f"the push stopped before {pending.name!r} was hashed")
+                    )
+
+    def _shutdown(self) -> None:
+        self._stop_waiting()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending_pool.shutdown(wait=True, cancel_futures=True)
 
     def finish(self) -> None:
-        """Wait for every upload; the first failure is raised."""
+        """Wait for every upload (hashing is over); the first failure is raised."""
+        self._stop_waiting()  # every hashed file's digest was delivered: none can come now
         try:
             for fut in self._futures:
                 fut.result()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._shutdown()
 
     def abort(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._shutdown()
+
+    def quiet(self, progress: ProgressCallback | None) -> ProgressCallback | None:
+        """``progress`` without the copy's "skipped" for blobs already reported here."""
+        if progress is None:
+            return None
+
+        def forward(event: Event) -> None:
+            if event.kind == "skipped" and event.desc is not None:
+                with self._lock:
+                    if str(event.desc.digest) in self.reported:
+                        return
+            progress(event)
+
+        return forward
 
     def account(self, result: CopyResult) -> None:
         for desc, pushed in self.done.values():
             if str(desc.digest) not in result.blobs:
                 continue
+            result.bytes_sent += pushed.sent  # also bytes sent before the blob was found there
             if pushed.existed:
                 continue
             result.bytes_skipped -= desc.size
@@ -372,7 +526,6 @@ class _EarlyUploads:
                 result.bytes_mounted += desc.size
                 result.blobs_mounted += 1
             else:
-                result.bytes_sent += pushed.sent
                 result.blobs_sent += 1
 
 
@@ -564,6 +717,11 @@ class Client:
         (``part_size``, default 32 MiB) so that a later version sends only the
         parts that changed. A Hugging Face cache snapshot directory is recognised
         and pushed with its repository name and revision.
+
+        Blobs go out while the directory is hashed; to a registry, a big file whose
+        digest is not cached yet (:data:`PENDING_MIN`) is sent while it is hashed.
+        A file that changes during the push fails it (:class:`InvalidInputError`)
+        before anything is tagged.
         """
         ref = Reference.parse(ref) if isinstance(ref, str) else ref
         if ref.digest is not None:
@@ -595,13 +753,14 @@ class Client:
                 split=split,
                 part_size=part_size,
                 on_blob=early.submit,
+                on_hash=early.hashing,
             )
             early.finish()
         except BaseException:
             early.abort()
             raise
         result = self._transfer(
-            packed.as_target(), packed.descriptor, ref, tag=tag, progress=progress
+            packed.as_target(), packed.descriptor, ref, tag=tag, progress=early.quiet(progress)
         )
         early.account(result)
         if index is not None:

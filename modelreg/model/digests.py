@@ -86,7 +86,17 @@ class DigestCache:
                 self._conn.close()
                 self._conn = None
 
-    def digest(self, path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[Digest, int]:
+    def digest(
+        self,
+        path: str | os.PathLike[str],
+        algorithm: str = "sha256",
+        before_hash: Callable[[int], None] | None = None,
+    ) -> tuple[Digest, int]:
+        """(digest, size) of a file, from the cache or by reading it once.
+
+        ``before_hash(size)`` is called when the digest is not cached, just before
+        the file is read (e.g. to start sending it while it is hashed).
+        """
         real = os.path.realpath(path)
         st = os.stat(real)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -102,6 +112,8 @@ class DigestCache:
                     ).fetchone()
         if row is not None and tuple(row[:4]) == key:
             return Digest.parse(row[4]), st.st_size
+        if before_hash is not None:
+            before_hash(st.st_size)
         digest, size = hash_file(real, algorithm)
         after = os.stat(real)
         unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)

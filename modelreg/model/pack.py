@@ -25,6 +25,7 @@ straight from the files, verified, to the copy engine.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import io
 import os
 import stat
@@ -72,6 +73,7 @@ __all__ = [
     "DEFAULT_IGNORE",
     "Analyzer",
     "BlobReady",
+    "HashStarting",
     "ModelMetadata",
     "PackedFile",
     "PackedModel",
@@ -393,6 +395,10 @@ Analyzer = Callable[[Sequence[PackedFile]], Mapping[str, Any]]
 BlobReady = Callable[[Descriptor, Path, int], None]
 """Told a layer's descriptor, file and offset as soon as its digest is known."""
 
+HashStarting = Callable[[str, Path, int], None]
+"""Told a file's relative path, real path and size just before it is hashed whole
+(its digest was not cached)."""
+
 
 def _inspect_local(rel: str, real: Path, role: str) -> tuple[ModelFileInfo | None, bool, str]:
     """(parsed header or None, pickle-based?, warning) for one file; reads headers only.
@@ -497,6 +503,7 @@ def pack_directory(
     progress: ProgressCallback | None = None,
     workers: int = 2,
     on_blob: BlobReady | None = None,
+    on_hash: HashStarting | None = None,
 ) -> PackedModel:
     """Describe a directory as a ModelPack artifact without copying any file.
 
@@ -505,6 +512,10 @@ def pack_directory(
     Face cache snapshot is recognised by its path (:mod:`modelreg.model.hf`).
     ``on_blob(descriptor, path, offset)`` is called for every layer as soon as its
     digest is known, while other files (or later parts) are still being hashed.
+    ``on_hash(relative_path, path, size)`` is called just before a file that is not
+    split is read to be hashed (never when its digest is cached); ``on_blob``
+    follows once its digest is known, on the same thread. Neither changes what is
+    returned.
     """
     base = Path(root)
     snapshot = detect_snapshot(base)
@@ -556,7 +567,14 @@ def pack_directory(
             digest, part_digests = cache.split_digests(real, spans, on_span=ready)
             size = spans[-1].end
         else:
-            digest, size = cache.digest(real)
+            before = functools.partial(on_hash, rel, real) if on_hash is not None else None
+            try:
+                digest, size = cache.digest(real, before_hash=before)
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"cannot read {rel!r}: {exc.strerror or exc}",
+                    hint="check that the file is still there and readable",
+                ) from exc
             if on_blob is not None:
                 on_blob(Descriptor(mt.model_layer(guess.role), digest, size), real, 0)
         # a weight named by its extension whose content is no format we recognise: a guess

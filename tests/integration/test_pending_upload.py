@@ -69,3 +69,26 @@ def test_pending_upload_with_wrong_digest_is_refused(target):
     with pytest.raises(IntegrityError):
         target.push_pending(mt.model_layer("weight"), SIZE, bytes_source(data), wrong)
     assert not target.exists(Descriptor(mt.model_layer("weight"), Digest.from_bytes(data), SIZE))
+
+
+def test_pending_upload_mounts_from_another_repository(target):
+    data = os.urandom(SIZE)
+    digest = Digest.from_bytes(data)
+    done: Future[Digest] = Future()
+    done.set_result(digest)
+    target.push_pending(mt.model_layer("weight"), SIZE, bytes_source(data), done)
+    other = target.client.repository("pending/other")
+    asked = []
+
+    def mount_from(desc):
+        asked.append(desc.digest)
+        return ["pending/nowhere", target.repository]
+
+    again: Future[Digest] = Future()
+    again.set_result(digest)
+    desc, result = other.push_pending(
+        mt.model_layer("weight"), SIZE, bytes_source(data), again, mount_from
+    )
+    assert result.mounted and not result.existed
+    assert result.sent == 0  # the digest was known before the first block
+    assert asked == [digest] and other.exists(desc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final
 
@@ -542,17 +542,24 @@ class RegistryTarget:
         return PushResult(sent=sent)
 
     def push_pending(
-        self, media_type: str, size: int, source: BlobSource, digest: Future[Digest]
+        self,
+        media_type: str,
+        size: int,
+        source: BlobSource,
+        digest: Future[Digest],
+        mount_from: Callable[[Descriptor], Iterable[str]] | None = None,
     ) -> tuple[Descriptor, PushResult]:
         """Upload a blob while its digest is still being computed elsewhere.
 
         See :class:`~modelreg.content.registry.uploads.PendingUpload`. Returns the
-        blob's descriptor and what was done (sent, or skipped because it existed).
+        blob's descriptor and what was done: bytes sent, and whether the upload
+        stopped because the blob existed or was mounted from a repository that
+        ``mount_from(desc)`` names (same registry).
         """
-        upload = PendingUpload(self, media_type, size, source, digest)
+        upload = PendingUpload(self, media_type, size, source, digest, mount_from)
         sent = upload.run()
         desc = Descriptor(media_type, digest.result(), size)
-        return desc, PushResult(sent=sent, existed=upload.existed)
+        return desc, PushResult(sent=sent, existed=upload.existed, mounted=upload.mounted)
 
     def mount(self, desc: Descriptor, from_repo: str) -> bool:
         """Cross-repository mount: True when the registry linked the blob (201)."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Final
 
@@ -319,7 +319,7 @@ class BlobUpload:
                 )
         self.offset = size
 
-    def _body(self, start: int, end: int) -> Iterator[bytes]:
+    def _body(self, start: int, end: int) -> Generator[bytes, None, None]:
         """The source's bytes ``[start, end)`` in 4 MiB blocks, counted as sent."""
         try:
             stream = self.source(start)
@@ -366,7 +366,10 @@ class PendingUpload(BlobUpload):
     uploader then reads from the page cache); the final ``PUT ?digest=`` waits for
     that digest, and the registry checks the bytes against it. As soon as the
     digest is known the blob's existence is checked: if the registry already has
-    it, the session is cancelled and the push counts as skipped.
+    it, or it can be mounted from one of the repositories ``mount_from(desc)``
+    names, no further byte is sent, the session is cancelled and the push counts
+    as skipped (``existed``) or ``mounted``. A digest future that fails stops the
+    upload the same way and its exception is raised.
     """
 
     def __init__(
@@ -376,12 +379,15 @@ class PendingUpload(BlobUpload):
         size: int,
         source: BlobSource,
         digest: Future[Digest],
+        mount_from: Callable[[Descriptor], Iterable[str]] | None = None,
     ) -> None:
         placeholder = Descriptor(media_type, Digest("sha256", "0" * 64), size)
         super().__init__(target, placeholder, source)
         self._future = digest
+        self._mount_from = mount_from
         self._known = False
         self.existed = False
+        self.mounted = False
         self._what = f"upload a {size}-byte blob to {target.name}"
 
     def _learn_digest(self, wait: bool) -> bool:
@@ -395,6 +401,11 @@ class PendingUpload(BlobUpload):
         if self.target.exists(self.desc):
             self.existed = True
             raise _AlreadyThere
+        if self._mount_from is not None:
+            for repository in self._mount_from(self.desc):
+                if self.target.mount(self.desc, repository):
+                    self.mounted = True
+                    raise _AlreadyThere
         return True
 
     def _transfer(self) -> None:
@@ -413,10 +424,23 @@ class PendingUpload(BlobUpload):
         self._learn_digest(wait=True)
         super()._recover()
 
-    def _body(self, start: int, end: int) -> Iterator[bytes]:
-        for block in super()._body(start, end):
-            self._learn_digest(wait=False)
-            yield block
+    def _body(self, start: int, end: int) -> Generator[bytes, None, None]:
+        # Look for the digest before taking each block: a block taken is counted as
+        # sent, so it must then go out.
+        blocks = super()._body(start, end)
+        try:
+            while True:
+                self._learn_digest(wait=False)
+                block = next(blocks, None)
+                if block is None:
+                    return
+                yield block
+        finally:
+            blocks.close()
+
+    def _cancel(self) -> None:
+        super()._cancel()
+        self.location = None  # once is enough
 
     def run(self) -> int:
         try:
@@ -424,3 +448,6 @@ class PendingUpload(BlobUpload):
         except _AlreadyThere:
             self._cancel()
             return self.sent
+        except BaseException:
+            self._cancel()  # e.g. the digest future failed during a recovery
+            raise

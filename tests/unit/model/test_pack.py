@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import threading
 
 import jsonschema
 import pytest
@@ -125,6 +126,54 @@ def test_digest_cache_reuses_and_invalidates(tmp_path, monkeypatch):
         assert len(calls) == first + 1
     readme = next(f for f in packed.files if f.path == "README.md")
     assert readme.descriptor.size == len("# changed")
+
+
+def test_on_hash_tells_each_uncached_file_before_its_digest(tmp_path):
+    root = make_model(tmp_path / "m")
+    events = []
+    lock = threading.Lock()
+
+    def on_hash(rel, path, size):
+        with lock:
+            events.append(("hash", rel, path, size, threading.get_ident()))
+
+    def on_blob(desc, path, offset):
+        with lock:
+            events.append(("blob", desc, path, offset, threading.get_ident()))
+
+    plain = pack_directory(root)
+    with DigestCache(tmp_path / "d.sqlite") as cache:
+        hooked = pack_directory(root, digest_cache=cache, on_hash=on_hash, on_blob=on_blob)
+        assert hooked.manifest.raw == plain.manifest.raw and hooked.config == plain.config
+        told = {e[1]: e for e in events if e[0] == "hash"}
+        assert sorted(told) == sorted(f.path for f in plain.files)
+        for f in plain.files:
+            _, _, path, size, thread = told[f.path]
+            assert path == f.source and size == f.size
+            blob = next(e for e in events if e[0] == "blob" and e[2] == f.source)
+            assert blob[1].digest == f.descriptor.digest and blob[4] == thread
+            assert events.index(told[f.path]) < events.index(blob)  # told before its digest
+        # the cache recorded every digest: a second pack hashes nothing and tells nothing
+        events.clear()
+        again = pack_directory(root, digest_cache=cache, on_hash=on_hash, on_blob=on_blob)
+        assert again.manifest.raw == plain.manifest.raw
+        assert [e[0] for e in events] == ["blob"] * len(plain.files)
+        (root / "README.md").write_text("# changed")
+        events.clear()
+        pack_directory(root, digest_cache=cache, on_hash=on_hash)
+        assert [(e[0], e[1]) for e in events] == [("hash", "README.md")]
+
+
+def test_a_file_unreadable_while_hashed_is_an_input_error(tmp_path, monkeypatch):
+    root = make_model(tmp_path / "m")
+    import modelreg.model.digests as digests
+
+    def fail(path, algorithm="sha256"):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(digests, "hash_file", fail)
+    with pytest.raises(InvalidInputError, match=r"cannot read .*Permission denied"):
+        pack_directory(root)
 
 
 @pytest.mark.parametrize(
