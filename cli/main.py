@@ -259,6 +259,19 @@ def _print_push(result: Any, json_output: bool) -> None:
         )
 
 
+def _cache_mode(flag: str | None, link: bool) -> str:
+    """--cache-mode, else $MODELREG_CACHE_MODE, else auto; --link wins over the variable."""
+    from modelreg.model.unpack import parse_cache_mode
+
+    if flag is not None:
+        return parse_cache_mode(flag, "--cache-mode")
+    env = os.environ.get("MODELREG_CACHE_MODE", "").strip()
+    if not env:
+        return "auto"
+    mode = parse_cache_mode(env, "MODELREG_CACHE_MODE")
+    return "copy" if link else mode
+
+
 @app.command()
 def pull(
     ref: Annotated[str, typer.Argument(help="Model to pull.")],
@@ -310,6 +323,17 @@ def pull(
             help="Hard-link files from the cache (saves disk; do not edit the pulled files).",
         ),
     ] = False,
+    cache_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-mode",
+            metavar="auto|copy|reference",
+            help="What the cache keeps of what it lacked: auto (default; reflink, else "
+            "remember the pulled files), copy (its own copy: every byte written twice without "
+            "reflinks), reference (only where the pulled files are). Default: "
+            "$MODELREG_CACHE_MODE, else auto.",
+        ),
+    ] = None,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
@@ -354,6 +378,7 @@ def pull(
                 "cache": not no_cache,
                 "link": link,
                 "progress": progress,
+                "cache_mode": _cache_mode(cache_mode, link),
             }
             if verifying:
                 from modelreg.verify import policy_from_options, verify_before_pull

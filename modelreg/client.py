@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from modelreg import settings
 from modelreg.content.base import BlobSource, ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.base import PushResult as PushResult_
+from modelreg.content.copies import Copies
 from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.content.locations import BlobLocations
 from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node
@@ -48,7 +49,7 @@ from modelreg.model.pack import (
 )
 from modelreg.model.producers import detect_producer, plan_manifest
 from modelreg.model.tensors import TensorListing, list_tensors
-from modelreg.model.unpack import UnpackResult, layer_path, unpack
+from modelreg.model.unpack import CacheMode, UnpackResult, layer_path, parse_cache_mode, unpack
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
@@ -795,22 +796,41 @@ class Client:
         cache: bool = True,
         link: bool = False,
         progress: ProgressCallback | None = None,
+        cache_mode: CacheMode | str = "auto",
     ) -> PullResult:
-        """Pull the files of a model into ``output``; every byte verified; all or nothing."""
+        """Pull the files of a model into ``output``; every byte verified; all or nothing.
+
+        ``cache_mode`` says what the cache keeps of blobs it lacked: ``"copy"`` its own
+        copy; ``"reference"`` only where the verified output file is (each byte written
+        once; later pulls copy from that file while it is unchanged, verifying it);
+        ``"auto"`` a reflink where the filesystem can, else a reference. ``link``
+        implies ``"copy"``; ``cache=False`` keeps and reads nothing.
+        """
+        mode = parse_cache_mode(cache_mode)
+        if link and mode == "reference":
+            raise InvalidInputError(
+                "hard links (--link) need the cache's own copy; cache mode 'reference' keeps none",
+                hint="use --cache-mode copy (or auto) with --link",
+            )
         ref, source, desc = self.resolve(ref)
         manifest = self._manifest(source, desc)
         store = self.store if (cache or ref.kind == "store") else None
-        result: UnpackResult = unpack(
-            source,
-            manifest,
-            output,
-            cache=store,
-            include=include,
-            link=link,
-            concurrency=self.options.concurrency,
-            progress=progress,
-            fsync=self.options.fsync,
-        )
+        with Copies(
+            settings.state_dir() / "copies.sqlite" if store is not None else None
+        ) as copies:
+            result: UnpackResult = unpack(
+                source,
+                manifest,
+                output,
+                cache=store,
+                include=include,
+                link=link,
+                concurrency=self.options.concurrency,
+                progress=progress,
+                fsync=self.options.fsync,
+                cache_mode=mode,
+                copies=copies,
+            )
         self._remember(ref, result.blobs)
         return PullResult(
             reference=str(ref.with_digest(desc.digest)),

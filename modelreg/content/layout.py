@@ -28,7 +28,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -139,6 +139,29 @@ class LayoutStore:
             while n := reader.readinto(buf):
                 writer.write(view[:n])
         return desc.size
+
+    def add_clone(
+        self, desc: Descriptor, src: Path, clone: Callable[[Path, BinaryIO], bool]
+    ) -> bool:
+        """Store the file ``src``, already verified against ``desc`` by the caller, under
+        its digest as a copy-on-write clone (``clone(src, dst)``, e.g. FICLONE): no byte is
+        written. False, with nothing stored, when the filesystem cannot clone it."""
+        if self.has_blob(desc.digest):
+            return True
+        fd, tmp = tempfile.mkstemp(dir=self.root / "ingest", prefix=desc.digest.hex[:16])
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if not clone(src, f) or os.fstat(f.fileno()).st_size != desc.size:
+                    return False
+                if self.fsync:
+                    os.fsync(f.fileno())
+            final = self.blob_path(desc.digest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def evict(self, digest: Digest) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -11,11 +11,23 @@
 * Split files are reassembled by writing each verified part at its offset
   (parts in parallel, bounded buffers), then the whole file is hashed and
   checked against the digest its parts declare.
-* Blobs come from the local cache when present; blobs fetched from elsewhere are
-  written to the cache on the way (one pass over the network). Output files are
-  reflinked from the cache where the filesystem can, hard-linked only on request
-  (``link=True``: editing a hard-linked file would corrupt the cache), else copied
-  with verification.
+* Blobs come from the local cache when present, else from a remembered copy
+  (:mod:`modelreg.content.copies`: a file written by an earlier pull, still
+  unchanged, read while verifying every byte), else from the source. Output files
+  are reflinked from the cache where the filesystem can, hard-linked only on
+  request (``link=True``: editing a hard-linked file would corrupt the cache), else
+  copied with verification.
+* What the cache keeps of a raw layer or split part it lacked (``cache_mode``):
+  ``copy``, its own copy (reflinked from the output file where the filesystem can,
+  else written on the way, so every byte is written twice); ``reference``, nothing
+  but the path and identity of the verified output file, recorded once it is in
+  place (each byte is written once); ``auto``, a reflink where the filesystem can,
+  else a reference. Compressed and archive layers are always written to the cache
+  on the way. Reused bytes count as from the cache, never as fetched.
+* A raw layer is received and hashed on the calling thread while a writer thread
+  writes the previous blocks (a small pool of buffers, shared by the pull); with
+  ``fsync`` a helper thread flushes the file every 256 MiB, so the final fsync is
+  short.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import fcntl
 import fnmatch
 import io
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -32,9 +45,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal, get_args
 
 from modelreg.content.base import CHUNK, ReadOnlyTarget, VerifyingReader
+from modelreg.content.copies import Copies, Copy
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import (
     FormatError,
@@ -59,16 +73,39 @@ from modelreg.oci.digest import Hasher
 from modelreg.oci.manifest import Manifest
 
 __all__ = [
+    "CACHE_MODES",
+    "CacheMode",
     "FileEntry",
     "UnpackResult",
     "layer_mode",
     "layer_path",
+    "parse_cache_mode",
     "plan_files",
     "safe_relpath",
     "unpack",
 ]
 
 _FICLONE = 0x40049409
+
+CacheMode = Literal["auto", "copy", "reference"]
+CACHE_MODES: tuple[CacheMode, ...] = get_args(CacheMode)
+
+_WRITE_BUFFERS = 8
+"""Blocks of :data:`CHUNK` shared by a pull's writer threads (32 MiB at most)."""
+_SYNC_EVERY = 256 * 1024 * 1024
+"""With fsync, flush a file being written every this many bytes (a short final fsync)."""
+
+
+def parse_cache_mode(value: str, what: str = "cache mode") -> CacheMode:
+    """``value`` as a cache mode, or :class:`InvalidInputError` naming ``what`` gave it."""
+    mode = value.strip().lower()
+    if mode not in CACHE_MODES:
+        raise InvalidInputError(
+            f"{what} {value!r} is not one of {', '.join(CACHE_MODES)}",
+            hint="auto: reflink into the cache, else remember the pulled file; copy: the cache "
+            "keeps its own copy; reference: the cache remembers the pulled file only",
+        )
+    return mode
 
 
 @dataclass(frozen=True)
@@ -158,17 +195,6 @@ def _try_clone(src: Path, dst: BinaryIO) -> bool:
         return False
 
 
-def _copy_verified(reader: io.RawIOBase, sinks: Sequence[BinaryIO], advance: object) -> None:
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    while n := reader.readinto(buf):
-        chunk = view[:n]
-        for sink in sinks:
-            sink.write(chunk)
-        if callable(advance):
-            advance(n)
-
-
 def _check_destinations(out: Path, paths: Sequence[str]) -> None:
     """Refuse before writing anything: a file where a directory must go, a directory
     where a file must go, or an existing symlinked parent that leads outside ``out``."""
@@ -242,6 +268,213 @@ class _Tee(io.RawIOBase):
         return n
 
 
+class _BufferPool:
+    """At most ``count`` blocks of ``size`` bytes, made on demand and reused."""
+
+    def __init__(self, count: int, size: int = CHUNK) -> None:
+        self._count = count
+        self._size = size
+        self._free: list[bytearray] = []
+        self._made = 0
+        self._cond = threading.Condition()
+
+    def get(self) -> bytearray:
+        with self._cond:
+            while not self._free and self._made >= self._count:
+                self._cond.wait()
+            if self._free:
+                return self._free.pop()
+            self._made += 1
+        return bytearray(self._size)
+
+    def put(self, buf: bytearray) -> None:
+        with self._cond:
+            self._free.append(buf)
+            self._cond.notify()
+
+
+class _Syncer:
+    """Flushes a file to disk on request, on a thread of its own, while writes go on."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._cond = threading.Condition()
+        self._pending = False
+        self._stopping = False
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="pull-sync", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        with self._cond:
+            self._pending = True
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Wait for a flush under way; skip any requested (a final fsync follows)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                self._pending = False
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self.error = exc
+                return
+
+
+class _BlockWriter:
+    """Writes filled blocks to sinks on a thread of its own, returning them to the pool."""
+
+    def __init__(
+        self,
+        pool: _BufferPool,
+        sinks: Sequence[Callable[[memoryview], object]],
+        sync_fd: int | None,
+    ) -> None:
+        self._pool = pool
+        self._sinks = sinks
+        self._queue: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._syncer = _Syncer(sync_fd) if sync_fd is not None else None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pull-write", daemon=True)
+        self._thread.start()
+
+    def put(self, buf: bytearray, n: int) -> None:
+        if self._error is not None:
+            self._pool.put(buf)
+            raise self._error
+        self._queue.put((buf, n))
+
+    def close(self) -> None:
+        """Wait until every block is written; raise what went wrong writing."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._syncer is not None and self._syncer.error is not None:
+            raise self._syncer.error
+
+    def abort(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        written = synced = 0
+        try:
+            while (item := self._queue.get()) is not None:
+                buf, n = item
+                try:
+                    if self._error is None:
+                        view = memoryview(buf)[:n]
+                        for sink in self._sinks:
+                            sink(view)
+                        view.release()
+                        written += n
+                        if self._syncer is not None and written - synced >= _SYNC_EVERY:
+                            self._syncer.kick()
+                            synced = written
+                except BaseException as exc:  # reported by put() and close()
+                    self._error = exc
+                finally:
+                    self._pool.put(buf)
+        finally:
+            if self._syncer is not None:
+                self._syncer.stop()
+
+
+def _fd_sink(fd: int) -> Callable[[memoryview], object]:
+    def write(view: memoryview) -> None:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
+
+    return write
+
+
+def _fill(stream: io.RawIOBase, buf: bytearray) -> int:
+    view = memoryview(buf)
+    total = 0
+    while total < len(buf):
+        n = stream.readinto(view[total:])
+        if not n:
+            break
+        total += n
+    return total
+
+
+def _pump(
+    stream: io.RawIOBase,
+    sinks: Sequence[Callable[[memoryview], object]],
+    pool: _BufferPool,
+    advance: Callable[[int], None],
+    sync_fd: int | None,
+    *,
+    threaded: bool = True,
+) -> None:
+    """Copy ``stream`` to EOF into every sink; receiving (and verifying) the next block
+    overlaps writing the previous ones when ``threaded``."""
+    if not threaded:
+        buf = pool.get()
+        try:
+            while n := _fill(stream, buf):
+                view = memoryview(buf)[:n]
+                for sink in sinks:
+                    sink(view)
+                view.release()
+                advance(n)
+        finally:
+            pool.put(buf)
+        return
+    writer = _BlockWriter(pool, sinks, sync_fd)
+    try:
+        while True:
+            buf = pool.get()
+            try:
+                n = _fill(stream, buf)
+            except BaseException:
+                pool.put(buf)
+                raise
+            if not n:
+                pool.put(buf)
+                break
+            writer.put(buf, n)
+            advance(n)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+
+
+def _reflinks(staging: Path, cache: LayoutStore) -> bool:
+    """Whether a file written in ``staging`` can be cloned into ``cache`` (a small probe)."""
+    probe: str | None = None
+    clone: str | None = None
+    try:
+        fd, probe = tempfile.mkstemp(dir=staging, prefix=".modelreg-probe-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * 4096)
+        fd, clone = tempfile.mkstemp(dir=cache.root / "ingest", prefix="reflink-probe-")
+        with os.fdopen(fd, "wb") as dst:
+            return _try_clone(Path(probe), dst)
+    except OSError:
+        return False
+    finally:
+        for path in (probe, clone):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
 class _Reader:
     """Opens layers from the cache when there, else from the source (teeing into the cache)."""
 
@@ -264,8 +497,9 @@ class _Reader:
         return None
 
     @contextlib.contextmanager
-    def open(self, desc: Descriptor, name: str) -> Iterator[io.RawIOBase]:
-        """A stream over the layer, verified as it is read; must be read to EOF."""
+    def open(self, desc: Descriptor, name: str, *, keep: bool = True) -> Iterator[io.RawIOBase]:
+        """A stream over the layer, verified as it is read; must be read to EOF. Bytes
+        fetched from the source are written to the cache on the way when ``keep``."""
 
         def advance(n: int) -> None:
             emit(self.progress, Event("advance", name, desc, n=n, total=desc.size))
@@ -283,7 +517,7 @@ class _Reader:
             else:
                 writer = None
                 reader = stack.enter_context(self.source.fetch(desc))
-                if self.cache is not None and self.remote:
+                if self.cache is not None and self.remote and keep:
                     # the reader verifies every byte: the cache writer need not hash them again
                     writer = stack.enter_context(self.cache.ingest(desc, verified_by=reader))
                 yield _Tee(reader, writer, advance)
@@ -315,8 +549,25 @@ def unpack(
     progress: ProgressCallback | None = None,
     fsync: bool = True,
     expand_ratio: int = arch.DEFAULT_EXPAND_RATIO,
+    cache_mode: CacheMode = "copy",
+    copies: Copies | None = None,
 ) -> UnpackResult:
-    """Write the files of ``manifest`` into ``output``; all or nothing."""
+    """Write the files of ``manifest`` into ``output``; all or nothing.
+
+    ``cache_mode`` says what ``cache`` keeps of what it lacked (see the module
+    docstring); ``copies`` is where verified output files are remembered and looked
+    up (used only with a ``cache``). ``link`` implies ``copy``.
+    """
+    mode = parse_cache_mode(cache_mode)
+    if link:
+        if mode == "reference":
+            raise InvalidInputError(
+                "hard links (--link) need the cache's own copy; cache mode 'reference' keeps none",
+                hint="use --cache-mode copy (or auto) with --link",
+            )
+        mode = "copy"
+    if cache is None:
+        copies = None
     planned = _plan(manifest, include)
     out = prepare_output(output)
     _check_destinations(out, [p for p, _ in planned.raw] + [p for p, _ in planned.split])
@@ -338,6 +589,84 @@ def unpack(
         if not r.compressed:
             by_digest.setdefault(str(r.descriptor.digest), []).append((path, r))
 
+    buffers = _BufferPool(_WRITE_BUFFERS)
+    keeps = cache is not None and reader.remote  # the cache is to keep what it lacks
+    reflink = False  # whether staged files clone into the cache: probed below
+    records: list[tuple[str, str, int, int]] = []  # (digest, path, offset, length) to remember
+    records_lock = threading.Lock()
+
+    def remember(digest: str, paths: Sequence[str], offset: int, length: int) -> None:
+        if copies is not None:
+            with records_lock:
+                records.extend((digest, p, offset, length) for p in paths)
+
+    def stream_into(
+        stream: io.RawIOBase, desc: Descriptor, name: str | None, dst_path: Path, tee: bool
+    ) -> None:
+        """Write ``stream`` (verifying ``desc``) to ``dst_path``, and to the cache if
+        ``tee``; progress is reported under ``name`` unless None."""
+
+        def advance(n: int) -> None:
+            if name is not None:
+                emit(progress, Event("advance", name, desc, n=n, total=desc.size))
+
+        fd = os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            with contextlib.ExitStack() as stack:
+                sinks = [_fd_sink(fd)]
+                if tee:
+                    assert cache is not None and isinstance(stream, VerifyingReader)
+                    # the reader verifies every byte: the cache writer need not hash them again
+                    sinks.append(stack.enter_context(cache.ingest(desc, verified_by=stream)).write)
+                _pump(
+                    stream,
+                    sinks,
+                    buffers,
+                    advance,
+                    fd if fsync else None,
+                    threaded=desc.size > CHUNK,
+                )
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def reuse_raw(desc: Descriptor, name: str, dst_path: Path, tee: bool) -> bool:
+        """Write the blob from a remembered copy, verifying it; False if none holds."""
+        if copies is None:
+            return False
+        for copy, raw in copies.usable(str(desc.digest), desc.size):
+            emit(progress, Event("start", name, desc, total=desc.size))
+            try:
+                with VerifyingReader(raw, desc, what=f"{copy.path!r} (a copy of {name})") as src:
+                    stream_into(src, desc, name, dst_path, tee)
+            except IntegrityError:
+                copies.forget(copy)
+                emit(progress, Event("message", f"{copy.path} changed; fetching {name}"))
+                continue
+            emit(progress, Event("done", name, desc, total=desc.size))
+            result.add(0, desc.size)
+            return True
+        return False
+
+    def fetch_raw(desc: Descriptor, name: str, dst_path: Path, tee: bool) -> None:
+        emit(progress, Event("start", name, desc, total=desc.size))
+        with source.fetch(desc) as stream:
+            stream_into(stream, desc, name, dst_path, tee)
+        emit(progress, Event("done", name, desc, total=desc.size))
+        result.add(desc.size, 0)
+
+    def keep_raw(desc: Descriptor, staged: Path, paths: Sequence[str]) -> None:
+        """Give the cache what ``mode`` says of a verified staged file it lacks."""
+        assert cache is not None
+        if reflink and cache.add_clone(desc, staged, _try_clone):
+            return
+        if mode == "copy":
+            with open(staged, "rb") as f:
+                cache.write_blob(desc, f)
+        else:
+            remember(str(desc.digest), paths, 0, desc.size)
+
     def write_raw(group: list[tuple[str, RawLayer]]) -> None:
         first_path, first = group[0]
         desc = first.descriptor
@@ -352,22 +681,28 @@ def unpack(
                     os.link(cached, dst_path)
                     continue
                 with open(dst_path, "wb") as dst:
-                    if not _try_clone(cached, dst):
-                        with VerifyingReader(open(cached, "rb"), desc) as verifying:
-                            _copy_verified(verifying, [dst], None)
-                    _finish_file(dst, fsync)
+                    cloned = _try_clone(cached, dst)
+                    if cloned:
+                        _finish_file(dst, fsync)
+                if not cloned:
+                    with VerifyingReader(open(cached, "rb"), desc) as verifying:
+                        stream_into(verifying, desc, None, dst_path, tee=False)
             emit(progress, Event("advance", first_path, desc, n=desc.size, total=desc.size))
             emit(progress, Event("done", first_path, desc, total=desc.size))
             result.add(0, desc.size)
         else:
-            with (
-                reader.open(desc, first_path) as stream,
-                open(staging / first_path, "wb") as dst,
-            ):
-                _copy_verified(stream, [dst], None)
-                _finish_file(dst, fsync)
+            staged = staging / first_path
+            # copy mode without reflinks: the cache's copy is written on the way
+            tee = keeps and mode == "copy" and not reflink
+            if not reuse_raw(desc, first_path, staged, tee):
+                fetch_raw(desc, first_path, staged, tee)
             for path, _ in group[1:]:
-                shutil.copyfile(staging / first_path, staging / path)
+                shutil.copyfile(staged, staging / path)
+                if fsync:
+                    with open(staging / path, "rb+") as f:
+                        os.fsync(f.fileno())
+            if keeps and not tee:
+                keep_raw(desc, staged, [p for p, _ in group])
         for path, r in group:
             os.chmod(staging / path, r.mode)
         add_files([FileEntry(path, r.descriptor, r.mode) for path, r in group])
@@ -431,20 +766,50 @@ def unpack(
             result.add(0, desc.size)
             checks[path].part_done(k)
             return
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
+        buf = buffers.get()
         try:
-            with reader.open(desc, name) as stream:
-                while n := stream.readinto(buf):
-                    written = 0
-                    while written < n:
-                        written += os.pwrite(fd, view[written:n], pos + written)
-                    pos += n
+            if reuse_part(desc, name, fd, pos, buf):
+                checks[path].part_done(k)
+                return
+            # copy mode: the cache keeps the part (parts are not block-aligned: no reflinks)
+            with reader.open(desc, name, keep=mode == "copy") as stream:
+                _pwrite_all(stream, fd, pos, buf, None)
         except IntegrityError as exc:
             raise IntegrityError(
                 f"part {k + 1} of {len(sf.parts)} of {path!r}: {exc.message}", hint=exc.hint
             ) from exc
+        finally:
+            buffers.put(buf)
         checks[path].part_done(k)
+
+    def reuse_part(desc: Descriptor, name: str, fd: int, pos: int, buf: bytearray) -> bool:
+        """Write a part from a remembered copy, verifying it; False if none holds."""
+        if copies is None:
+            return False
+
+        def advance(n: int) -> None:
+            emit(progress, Event("advance", name, desc, n=n, total=desc.size))
+
+        for copy, raw in copies.usable(str(desc.digest), desc.size):
+            emit(progress, Event("start", name, desc, total=desc.size))
+            try:
+                with contextlib.ExitStack() as stack:
+                    src = stack.enter_context(
+                        VerifyingReader(raw, desc, what=f"{copy.path!r} (a copy of {name})")
+                    )
+                    writer = None
+                    if keeps and mode == "copy":
+                        assert cache is not None
+                        writer = stack.enter_context(cache.ingest(desc, verified_by=src))
+                    _pwrite_all(src, fd, pos, buf, writer, advance)
+            except IntegrityError:
+                copies.forget(copy)
+                emit(progress, Event("message", f"{copy.path} changed; fetching {name}"))
+                continue
+            emit(progress, Event("done", name, desc, total=desc.size))
+            result.add(0, desc.size)
+            return True
+        return False
 
     def check_split(path: str, sf: SplitFile) -> None:
         hasher = checks[path].result()
@@ -466,6 +831,13 @@ def unpack(
             os.fsync(split_fds[path])
         os.chmod(staging / path, sf.mode)
         add_files([FileEntry(path, sf.descriptor, sf.mode)])
+        if keeps and mode != "copy":
+            # the file is remembered whole and part by part (parts the cache lacks)
+            remember(str(sf.digest), [path], 0, sf.size)
+            cached = set(from_cache[path])
+            for k, part in enumerate(sf.parts):
+                if k not in cached:
+                    remember(str(part.descriptor.digest), [path], part.offset, part.descriptor.size)
 
     checks: dict[str, _WholeFileCheck] = {}
     from_cache: dict[str, list[int]] = {path: [] for path, _ in planned.split}
@@ -477,6 +849,9 @@ def unpack(
             split_fds[path] = fd
             os.ftruncate(fd, sf.size)
             checks[path] = _WholeFileCheck(fd, sf)
+        if keeps and mode != "reference" and by_digest:
+            assert cache is not None
+            reflink = _reflinks(staging, cache)
         with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="pull") as pool:
             futures: list[Future[None]] = []
             futures += [pool.submit(write_archive, a) for a in planned.archives]
@@ -506,7 +881,41 @@ def unpack(
         for fd in split_fds.values():
             os.close(fd)
         shutil.rmtree(staging, ignore_errors=True)
+    if copies is not None and records:
+        # recorded only now: the files are in their final place, with their final identity
+        copies.record(_copies_in(out, records))
     return result
+
+
+def _copies_in(out: Path, records: Sequence[tuple[str, str, int, int]]) -> list[Copy]:
+    rows = []
+    for digest, rel, offset, length in records:
+        try:
+            rows.append(Copy.of_file(digest, out / rel, offset, length))
+        except OSError:
+            continue  # removed already by someone else: nothing to remember
+    return rows
+
+
+def _pwrite_all(
+    stream: io.RawIOBase,
+    fd: int,
+    pos: int,
+    buf: bytearray,
+    also: object | None,
+    advance: Callable[[int], None] | None = None,
+) -> None:
+    """Read ``stream`` to EOF, writing it into ``fd`` from ``pos`` (and to ``also``)."""
+    view = memoryview(buf)
+    while n := stream.readinto(buf):
+        written = 0
+        while written < n:
+            written += os.pwrite(fd, view[written:n], pos + written)
+        if also is not None:
+            also.write(view[:n])  # type: ignore[attr-defined]
+        pos += n
+        if advance is not None:
+            advance(n)
 
 
 def _copy_range(src: Path, fd: int, offset: int, length: int) -> bool:
