@@ -507,8 +507,12 @@ class _Reader:
         emit(self.progress, Event("start", name, desc, total=desc.size))
         cached = self.cached_path(desc)
         with contextlib.ExitStack() as stack:
+            raw = None
             if cached is not None:
-                raw = stack.enter_context(open(cached, "rb"))
+                # `cache prune` may remove it between the check and the open: not cached
+                with contextlib.suppress(FileNotFoundError):
+                    raw = stack.enter_context(open(cached, "rb"))
+            if raw is not None:
                 reader = stack.enter_context(
                     VerifyingReader(raw, desc, what=f"cached blob {desc.digest}")
                 )
@@ -667,14 +671,11 @@ def unpack(
         else:
             remember(str(desc.digest), paths, 0, desc.size)
 
-    def write_raw(group: list[tuple[str, RawLayer]]) -> None:
-        first_path, first = group[0]
-        desc = first.descriptor
-        for path, _ in group:
-            (staging / path).parent.mkdir(parents=True, exist_ok=True)
-        cached = reader.cached_path(desc)
-        if cached is not None:
-            emit(progress, Event("start", first_path, desc, total=desc.size))
+    def write_from_cache(cached: Path, desc: Descriptor, group: list[tuple[str, RawLayer]]) -> bool:
+        """Write the group's files from the cached blob; False (nothing left staged) if
+        the blob vanished meanwhile (``cache prune`` in another process)."""
+        emit(progress, Event("start", group[0][0], desc, total=desc.size))
+        try:
             for path, _ in group:
                 dst_path = staging / path
                 if link:
@@ -687,6 +688,21 @@ def unpack(
                 if not cloned:
                     with VerifyingReader(open(cached, "rb"), desc) as verifying:
                         stream_into(verifying, desc, None, dst_path, tee=False)
+        except FileNotFoundError:
+            for path, _ in group:
+                # unlink, never truncate: a hard link made above shares the cache's inode
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(staging / path)
+            return False
+        return True
+
+    def write_raw(group: list[tuple[str, RawLayer]]) -> None:
+        first_path, first = group[0]
+        desc = first.descriptor
+        for path, _ in group:
+            (staging / path).parent.mkdir(parents=True, exist_ok=True)
+        cached = reader.cached_path(desc)
+        if cached is not None and write_from_cache(cached, desc, group):
             emit(progress, Event("advance", first_path, desc, n=desc.size, total=desc.size))
             emit(progress, Event("done", first_path, desc, total=desc.size))
             result.add(0, desc.size)
@@ -946,6 +962,8 @@ def _bad_cached_parts(reader: _Reader, split: SplitFile, indices: Sequence[int])
         try:
             with VerifyingReader(open(path, "rb"), desc) as verifying:
                 _read_to_end(verifying)
+        except FileNotFoundError:
+            bad.append(k)  # pruned meanwhile: fetch it again
         except IntegrityError:
             bad.append(k)
             if reader.cache is not None:

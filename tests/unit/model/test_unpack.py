@@ -119,3 +119,41 @@ def test_hard_links_only_on_request(tmp_path):
     assert (
         os.stat(tmp_path / "c" / "w").st_ino == os.stat(cache.blob_path(m.layers[0].digest)).st_ino
     )
+
+
+# ------------------------------------------------- a cached blob pruned mid-pull
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_cached_blob_removed_after_the_check_is_fetched_again(tmp_path, monkeypatch, link):
+    """`cache prune` in another process may unlink a cached blob between the pull's
+    "is it cached?" and its open: the pull fetches it instead of failing, and a hard
+    link made before the blob vanished is unlinked, never truncated."""
+    data = {name: os.urandom(3000) for name in ("a.bin", "b.bin")}
+    src = MemoryTarget()
+    layers = []
+    for name, blob in data.items():
+        d = Descriptor.for_bytes(
+            mt.model_layer("weight"), blob, {mt.ANN_FILEPATH: name, mt.ANN_TITLE: name}
+        )
+        src.push(d, bytes_source(blob))
+        layers.append(d)
+    src.push(empty_config(), bytes_source(b"{}"))
+    manifest = Manifest(config=empty_config(), layers=tuple(layers))
+    cache = LayoutStore(tmp_path / "store", fsync=False)
+    first = unpack(src, manifest, tmp_path / "one", cache=cache, fsync=False, cache_mode="copy")
+    assert first.bytes_fetched == 6000
+    # prune removes a.bin's blob after the pull saw it in the cache
+    gone = layers[0].digest
+    os.unlink(cache.blob_path(gone))
+    real_has = LayoutStore.has_blob
+    monkeypatch.setattr(LayoutStore, "has_blob", lambda self, d: d == gone or real_has(self, d))
+    again = unpack(
+        src, manifest, tmp_path / "two", cache=cache, fsync=False, link=link, cache_mode="copy"
+    )
+    assert again.bytes_fetched == 3000 and again.bytes_from_cache == 3000
+    for name, blob in data.items():
+        assert (tmp_path / "two" / name).read_bytes() == blob
+    # the other cached blob is intact (nothing truncated through a hard link)
+    other = cache.blob_path(layers[1].digest)
+    assert other.read_bytes() == data["b.bin"]
