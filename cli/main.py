@@ -694,6 +694,7 @@ def list_(json_output: JsonOpt = False) -> None:
 
 # Feature commands live in their own modules and register themselves here.
 from modelreg_cli import (  # noqa: E402
+    cache_cmds,
     ci_cmds,
     lazy_cmds,
     policy_cmds,
@@ -702,7 +703,7 @@ from modelreg_cli import (  # noqa: E402
     webhook_cmds,
 )
 
-for _module in (sign_cmds, policy_cmds, webhook_cmds, lazy_cmds, wasm_cmds, ci_cmds):
+for _module in (sign_cmds, policy_cmds, webhook_cmds, lazy_cmds, wasm_cmds, ci_cmds, cache_cmds):
     _module.register(app)
 
 

@@ -246,3 +246,37 @@ class Copies:
                     "AND mtime_ns = ?",
                     (os.fsencode(copy.path), i.dev, i.ino, i.size, i.mtime_ns),
                 )
+
+    def prune(self, *, dry_run: bool = False) -> int:
+        """Forget every entry whose file is gone or changed; how many (would) go."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            db = self._db()
+            if db is None:
+                return 0
+            files = db.execute(
+                "SELECT DISTINCT path, dev, ino, size, mtime_ns FROM copies"
+            ).fetchall()
+            stale = []
+            for raw, dev, ino, size, mtime_ns in files:
+                try:
+                    now = FileIdentity.of(os.stat(os.fsdecode(raw)))
+                except OSError:
+                    now = None
+                if now != FileIdentity(dev, ino, size, mtime_ns):
+                    stale.append((raw, dev, ino, size, mtime_ns))
+            count = 0
+            for row in stale:
+                if dry_run:
+                    count += db.execute(
+                        "SELECT COUNT(*) FROM copies WHERE path = ? AND dev = ? AND ino = ? "
+                        "AND size = ? AND mtime_ns = ?",
+                        row,
+                    ).fetchone()[0]
+                else:
+                    count += db.execute(
+                        "DELETE FROM copies WHERE path = ? AND dev = ? AND ino = ? "
+                        "AND size = ? AND mtime_ns = ?",
+                        row,
+                    ).rowcount
+            return count
+        return 0

@@ -329,11 +329,18 @@ class LayoutTarget:
             return f.read(length)
 
     def exists(self, desc: Descriptor) -> bool:
+        """Whether the blob is here. A blob found here is touched (mtime): a writer
+        that skips it because it exists is about to reference it, and `cache prune`
+        spares blobs younger than its grace period."""
         path = self.store.blob_path(desc.digest)
         try:
-            return path.stat().st_size == desc.size
+            if path.stat().st_size != desc.size:
+                return False
         except FileNotFoundError:
             return False
+        with contextlib.suppress(OSError):  # read-only store: nothing to protect from here
+            os.utime(path)
+        return True
 
     def resolve(self, reference: str) -> Descriptor:
         entries = self.store.entries()
@@ -430,7 +437,7 @@ class LayoutTarget:
         return PushResult(sent=sent)
 
     def push_manifest(self, desc: Descriptor, data: bytes, tag: str | None = None) -> None:
-        if not self.store.has_blob(desc.digest):
+        if not self.exists(desc):
             self.store.write_blob(desc, io.BytesIO(data))
         else:
             computed = Digest.from_bytes(data, desc.digest.algorithm)

@@ -6,6 +6,13 @@ so a file under a digest name is complete. Content-addressed, so chunks shared
 by two models (or repeated inside one) are stored once. Every read from disk is
 hashed again before it is served (a corrupt cache file is evicted and fetched
 again), so a damaged or tampered cache can never serve wrong bytes.
+
+The disk store may be bounded (``max_bytes``; ``$MODELREG_CHUNK_CACHE_MAX`` through
+:meth:`ChunkStore.from_env`): every so many puts it drops the least recently used
+chunks. A chunk's last use is the later of its atime and mtime; :meth:`ChunkStore.get`
+sets the mtime at most once a minute per chunk, so the order holds on ``noatime``
+mounts too. Chunks are only ever unlinked, never truncated: a reader that opened one
+keeps reading it, and one that finds it gone fetches the chunk again.
 """
 
 from __future__ import annotations
@@ -15,10 +22,64 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-__all__ = ["ChunkStore", "MemoryLRU"]
+from modelreg.errors import InvalidInputError
+
+__all__ = [
+    "CHUNK_CACHE_MAX_ENV",
+    "ChunkStore",
+    "MemoryLRU",
+    "TrimResult",
+    "chunk_cache_max",
+    "parse_size_limit",
+]
+
+CHUNK_CACHE_MAX_ENV: Final = "MODELREG_CHUNK_CACHE_MAX"
+TOUCH_INTERVAL: Final = 60.0
+"""Seconds between two mtime updates of one chunk by :meth:`ChunkStore.get`."""
+TRIM_EVERY: Final = 64
+"""A bounded store considers trimming after this many puts."""
+_RESCAN_SECONDS: Final = 300.0
+_LOW_WATER: Final = 0.9
+
+
+def parse_size_limit(text: str, what: str = "size limit") -> int:
+    """A byte limit: ``"20GiB"``, ``"512m"``, a byte count (as ``--part-size``), or 0."""
+    if text.strip() == "0":
+        return 0
+    from modelreg.model.split import parse_size
+
+    try:
+        return parse_size(text)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"invalid {what} {text!r}",
+            hint="give bytes or a size such as 20GiB, 512MiB, 4k (at least 4 KiB), or 0",
+        ) from exc
+
+
+def chunk_cache_max() -> int | None:
+    """The chunk store limit in ``$MODELREG_CHUNK_CACHE_MAX``; None (unlimited) if unset."""
+    text = os.environ.get(CHUNK_CACHE_MAX_ENV, "").strip()
+    if not text:
+        return None
+    return parse_size_limit(text, CHUNK_CACHE_MAX_ENV)
+
+
+@dataclass(frozen=True, slots=True)
+class TrimResult:
+    """What :meth:`ChunkStore.trim` removed (or, dry, would remove) and what is left."""
+
+    removed: int = 0
+    removed_bytes: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
 
 
 class MemoryLRU:
@@ -57,13 +118,25 @@ class MemoryLRU:
 
 
 class ChunkStore:
-    """Chunks on disk, content-addressed by SHA-256."""
+    """Chunks on disk, content-addressed by SHA-256; at most ``max_bytes`` if given."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise InvalidInputError(f"chunk store limit must not be negative, not {max_bytes}")
         self.root = Path(root)
+        self.max_bytes = max_bytes
         self._tmp = self.root / "tmp"
         self._ready = False
         self._lock = threading.Lock()
+        self._puts = 0
+        self._estimate: int | None = None  # bytes stored, as of the last scan plus puts
+        self._scanned = 0.0
+        self._trimming = False
+
+    @classmethod
+    def from_env(cls, root: str | os.PathLike[str]) -> ChunkStore:
+        """A store bounded by ``$MODELREG_CHUNK_CACHE_MAX`` (unlimited when unset)."""
+        return cls(root, max_bytes=chunk_cache_max())
 
     def path(self, digest: bytes) -> Path:
         hexd = digest.hex()
@@ -85,19 +158,24 @@ class ChunkStore:
         try:
             with open(path, "rb") as f:
                 data = f.read(length + 1)
+                used = os.fstat(f.fileno()).st_mtime
         except OSError:
             return None
         if len(data) != length or hashlib.sha256(data).digest() != digest:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
+        if time.time() - used > TOUCH_INTERVAL:
+            # the LRU order of trim(), also where reads do not update atime (noatime)
+            with contextlib.suppress(OSError):
+                os.utime(path)
         return data
 
     def put(self, digest: bytes, data: bytes | memoryview) -> None:
         """Store a chunk the caller has verified. Failures (disk full) are ignored:
         the chunk is simply not cached."""
         path = self.path(digest)
-        if path.is_file():
+        if (self.max_bytes is not None and len(data) > self.max_bytes) or path.is_file():
             return
         try:
             self._prepare()
@@ -112,10 +190,92 @@ class ChunkStore:
                     os.unlink(tmp)
                 raise
         except OSError:
-            pass
+            return
+        if self.max_bytes is not None:
+            self._after_put(len(data))
+
+    def _after_put(self, size: int) -> None:
+        """Every :data:`TRIM_EVERY` puts, trim to 90 % of the limit when over it (as
+        far as this process knows; a scan every few minutes sees the others' chunks)."""
+        limit = self.max_bytes
+        if limit is None:
+            return
+        with self._lock:
+            self._puts += 1
+            if self._estimate is not None:
+                self._estimate += size
+            if self._puts % TRIM_EVERY or self._trimming:
+                return
+            stale = time.monotonic() - self._scanned > _RESCAN_SECONDS
+            if not (self._estimate is None or self._estimate > limit or stale):
+                return
+            self._trimming = True
+        try:
+            left = self.trim(limit, target=int(limit * _LOW_WATER)).kept_bytes
+            with self._lock:
+                self._estimate = left
+                self._scanned = time.monotonic()
+        finally:
+            with self._lock:
+                self._trimming = False
+
+    def entries(self) -> Iterator[tuple[float, int, Path]]:
+        """``(last use, size, path)`` of every chunk file; unreadable ones are skipped."""
+        base = self.root / "sha256"
+        try:
+            shards = list(os.scandir(base))
+        except OSError:
+            return
+        for shard in shards:
+            if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
+                continue
+            try:
+                files = list(os.scandir(shard.path))
+            except OSError:
+                continue
+            for entry in files:
+                if len(entry.name) != 64 or not entry.name.startswith(shard.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if entry.is_file(follow_symlinks=False):
+                    yield max(st.st_atime, st.st_mtime), st.st_size, Path(entry.path)
+
+    def usage(self) -> tuple[int, int]:
+        """``(chunks, bytes)`` stored."""
+        count = total = 0
+        for _used, size, _path in self.entries():
+            count += 1
+            total += size
+        return count, total
+
+    def trim(
+        self, max_bytes: int, *, target: int | None = None, dry_run: bool = False
+    ) -> TrimResult:
+        """When over ``max_bytes``, remove least recently used chunks down to ``target``
+        (default ``max_bytes``). Unlinks only: a reader that opened a chunk keeps it."""
+        if max_bytes < 0:
+            raise InvalidInputError(f"chunk store limit must not be negative, not {max_bytes}")
+        goal = max_bytes if target is None else min(target, max_bytes)
+        chunks = sorted(self.entries(), key=lambda e: e[0])
+        total = sum(size for _used, size, _path in chunks)
+        removed = removed_bytes = 0
+        if total > max_bytes:
+            for _used, size, path in chunks:
+                if total - removed_bytes <= goal:
+                    break
+                if not dry_run:
+                    try:
+                        path.unlink()
+                    except FileNotFoundError:
+                        pass  # another process trimmed it: it is gone all the same
+                    except OSError:
+                        continue
+                removed += 1
+                removed_bytes += size
+        return TrimResult(removed, removed_bytes, len(chunks) - removed, total - removed_bytes)
 
     def count(self) -> int:
-        base = self.root / "sha256"
-        if not base.is_dir():
-            return 0
-        return sum(1 for p in base.glob("*/*") if p.is_file())
+        return self.usage()[0]

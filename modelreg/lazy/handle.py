@@ -626,7 +626,7 @@ def open_model(
     )
     manifest = _fetch_manifest(target, desc)
     files, notes = model_files(manifest)
-    chunk_store = ChunkStore(store.root / CHUNK_STORE_DIR) if chunk_cache else None
+    chunk_store = ChunkStore.from_env(store.root / CHUNK_STORE_DIR) if chunk_cache else None
     index: ChunkIndex | None = None
     index_bytes = 0
     index_desc = index_descriptor_from_annotations(manifest.annotations)

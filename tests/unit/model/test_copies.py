@@ -314,3 +314,19 @@ def test_pump_reports_write_and_read_errors_without_hanging(tmp_path):
     t.join(timeout=30)
     assert done.is_set()
     assert len(pool._free) == pool._made  # every buffer came back
+
+
+def test_prune_forgets_changed_and_missing_files_only(tmp_path):
+    kept, edited, gone = (tmp_path / n for n in ("kept.bin", "edited.bin", "gone.bin"))
+    for f in (kept, edited, gone):
+        f.write_bytes(b"z" * 64)
+    digest = str(Descriptor.for_bytes("application/octet-stream", b"z" * 64).digest)
+    with Copies(tmp_path / "copies.sqlite") as copies:
+        copies.record([Copy.of_file(digest, f, 0, 64) for f in (kept, edited, gone)])
+        os.utime(edited, ns=(1, 1))
+        gone.unlink()
+        assert copies.prune(dry_run=True) == 2
+        assert len(copies.candidates(digest, 64)) == 3  # a dry run forgets nothing
+        assert copies.prune() == 2
+        assert [c.path for c in copies.candidates(digest, 64)] == [str(kept.resolve())]
+        assert copies.prune() == 0
