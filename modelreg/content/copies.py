@@ -96,6 +96,14 @@ class _RangeReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def position(self) -> int:
+        """Where the next read starts in the file."""
+        return self._pos
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
         want = min(len(view), self._end - self._pos)

@@ -277,24 +277,42 @@ def test_header_length_prefix_is_its_own_part(tmp_path):
 
 
 def test_corrupt_cached_part_detected_evicted_then_refetched(tmp_path):
+    """A cached part is copied without being hashed (the whole-file digest covers it);
+    when the whole file does not match, the parts copied that way are checked, the
+    bad one is evicted and fetched again, and the pull succeeds."""
     root = write_model(tmp_path / "m")
     packed = pack_directory(root, split=True, part_size="32KiB")
     src = _source(packed)
     cache = LayoutStore(tmp_path / "cache", fsync=False)
-    unpack(src, packed.manifest, tmp_path / "first", cache=cache, fsync=False)
+    first = unpack(src, packed.manifest, tmp_path / "first", cache=cache, fsync=False)
     parts = [layer for layer in packed.manifest.layers if layer.media_type == ann.PART_MEDIA_TYPE]
     victim = cache.blob_path(parts[2].digest)
     data = bytearray(victim.read_bytes())
     data[0] ^= 0xFF
     victim.write_bytes(bytes(data))
     out = tmp_path / "second"
-    with pytest.raises(IntegrityError, match=r"cached part\(s\) 3 of"):
-        unpack(src, packed.manifest, out, cache=cache, fsync=False)
-    assert not out.exists() or os.listdir(out) == []
-    assert not cache.has_blob(parts[2].digest)
     again = unpack(src, packed.manifest, out, cache=cache, fsync=False)
     assert again.bytes_fetched == parts[2].size
+    assert again.bytes_from_cache == first.bytes_fetched - parts[2].size
     assert (out / "model.safetensors").read_bytes() == (root / "model.safetensors").read_bytes()
+    assert cache.blob_path(parts[2].digest).read_bytes() != bytes(data)  # cached again, intact
+
+
+def test_a_wrong_artifact_is_not_repaired(tmp_path):
+    """When every part verifies but the file does not hash to its declared digest,
+    nothing is fetched again: the artifact is wrong, and nothing is kept."""
+    root = write_model(tmp_path / "m")
+    packed = pack_directory(root, split=True, part_size="32KiB")
+    raw = json.loads(packed.manifest.raw)
+    for layer in raw["layers"]:
+        if ann.ANN_FILE_DIGEST in layer.get("annotations", {}):
+            layer["annotations"][ann.ANN_FILE_DIGEST] = "sha256:" + "0" * 64
+    manifest = Manifest.parse(json.dumps(raw).encode())
+    src = _source(packed)
+    out = tmp_path / "out"
+    with pytest.raises(IntegrityError, match="its parts declare sha256:0000"):
+        unpack(src, manifest, out, cache=LayoutStore(tmp_path / "c", fsync=False), fsync=False)
+    assert not out.exists() or os.listdir(out) == []
 
 
 def test_previous_version_speeds_up_hashing_without_changing_results(tmp_path, monkeypatch):
@@ -338,3 +356,55 @@ def test_hash_spans_with_reference_mismatch_inside_a_span(tmp_path, monkeypatch)
     assert (whole, parts) == (plain_whole, plain_parts)
     assert parts[0] == ref_digests[0] and parts[2] == ref_digests[2]
     assert parts[1] != ref_digests[1]
+
+
+def test_remembered_part_edited_in_place_is_repaired_from_the_source(tmp_path):
+    """Reference mode: parts of an earlier pull's file are copied in the kernel, not
+    hashed. A part edited in place with its mtime restored (identity unchanged) is
+    caught by the whole-file digest, forgotten and fetched again in the same pull."""
+    from modelreg.content.copies import Copies
+
+    root = write_model(tmp_path / "m")
+    packed = pack_directory(root, split=True, part_size="32KiB")
+    parts = [layer for layer in packed.manifest.layers if layer.media_type == ann.PART_MEDIA_TYPE]
+    src = _source(packed)
+    cache = LayoutStore(tmp_path / "cache", fsync=False)
+    with Copies(tmp_path / "copies.sqlite") as copies:
+        first = tmp_path / "first"
+        unpack(
+            src,
+            packed.manifest,
+            first,
+            cache=cache,
+            fsync=False,
+            cache_mode="reference",
+            copies=copies,
+        )
+        assert not any(cache.has_blob(p.digest) for p in parts)  # remembered, not copied
+        pulled = first / "model.safetensors"
+        st = pulled.stat()
+        offset = int(parts[3].annotations[ann.ANN_PART_OFFSET])
+        with open(pulled, "r+b") as f:
+            f.seek(offset + 5)
+            byte = f.read(1)
+            f.seek(offset + 5)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        os.utime(pulled, ns=(st.st_atime_ns, st.st_mtime_ns))
+        again = unpack(
+            src,
+            packed.manifest,
+            tmp_path / "second",
+            cache=cache,
+            fsync=False,
+            cache_mode="reference",
+            copies=copies,
+        )
+        assert again.bytes_fetched == parts[3].size
+        assert (tmp_path / "second" / "model.safetensors").read_bytes() == (
+            root / "model.safetensors"
+        ).read_bytes()
+        # the edited range is forgotten; the new pull's file is remembered instead
+        assert all(
+            c.path != str(pulled.resolve())
+            for c in copies.candidates(str(parts[3].digest), parts[3].size)
+        )
