@@ -918,7 +918,7 @@ def unpack(
             fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             split_fds[path] = fd
             os.ftruncate(fd, sf.size)
-            checks[path] = _WholeFileCheck(fd, sf)
+            checks[path] = _WholeFileCheck(fd, sf, sync=fsync)
         if keeps and mode != "reference" and by_digest:
             assert cache is not None
             reflink = _reflinks(staging, cache)
@@ -1038,10 +1038,12 @@ class _WholeFileCheck:
 
     A thread follows the parts: as soon as part ``k`` and every part before it are
     written, it reads them back (from the page cache, usually) into the whole-file
-    hasher. :meth:`result` waits for the last part.
+    hasher. :meth:`result` waits for the last part. With ``sync``, what it has hashed
+    is flushed to disk every :data:`_SYNC_EVERY` bytes on another thread, so the
+    final fsync is short.
     """
 
-    def __init__(self, fd: int, split: SplitFile) -> None:
+    def __init__(self, fd: int, split: SplitFile, *, sync: bool = False) -> None:
         self._fd = fd
         self._split = split
         self._done = [False] * len(split.parts)
@@ -1049,6 +1051,7 @@ class _WholeFileCheck:
         self._stopped = False
         self._hasher = Hasher(split.digest.algorithm)
         self._error: BaseException | None = None
+        self._syncer = _Syncer(fd) if sync else None
         self._thread = threading.Thread(target=self._run, name="pull-hash", daemon=True)
         self._thread.start()
 
@@ -1062,14 +1065,21 @@ class _WholeFileCheck:
             self._stopped = True
             self._cond.notify_all()
         self._thread.join()
+        if self._syncer is not None:
+            self._syncer.stop()
 
     def result(self) -> Hasher:
         self._thread.join()
+        if self._syncer is not None:
+            self._syncer.stop()
+            if self._error is None and self._syncer.error is not None:
+                self._error = self._syncer.error
         if self._error is not None:
             raise self._error
         return self._hasher
 
     def _run(self) -> None:
+        unsynced = 0
         try:
             for index, part in enumerate(self._split.parts):
                 with self._cond:
@@ -1084,6 +1094,10 @@ class _WholeFileCheck:
                         raise IntegrityError(f"short read of the staged {self._split.path!r}")
                     self._hasher.update(block)
                     pos += len(block)
+                unsynced += part.descriptor.size
+                if self._syncer is not None and unsynced >= _SYNC_EVERY:
+                    self._syncer.kick()
+                    unsynced = 0
         except BaseException as exc:  # reported by result()
             self._error = exc
 

@@ -272,9 +272,11 @@ class Blocks:
 
 
 def test_pump_writes_every_block_in_order_with_bounded_buffers(tmp_path, monkeypatch):
-    synced: list[int] = []
-    real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    kicks: list[int] = []
+    real_kick = unpack_mod._Syncer.kick
+    monkeypatch.setattr(
+        unpack_mod._Syncer, "kick", lambda self: (kicks.append(self._fd), real_kick(self))
+    )
     monkeypatch.setattr(unpack_mod, "_SYNC_EVERY", 2 * CHUNK)
     pool = unpack_mod._BufferPool(2)
     target = tmp_path / "out"
@@ -288,7 +290,8 @@ def test_pump_writes_every_block_in_order_with_bounded_buffers(tmp_path, monkeyp
     assert len(data) == 9 * CHUNK and sum(advanced) == 9 * CHUNK
     assert all(data[i * CHUNK : (i + 1) * CHUNK] == bytes([i]) * CHUNK for i in range(9))
     assert pool._made <= 2
-    assert synced and set(synced) == {fd}  # flushed on the way (not only at the end)
+    # a flush of this file requested every 2 blocks on the way (not only at the end)
+    assert len(kicks) == 4 and set(kicks) == {fd}
 
 
 def test_pump_reports_write_and_read_errors_without_hanging(tmp_path):
@@ -330,3 +333,27 @@ def test_prune_forgets_changed_and_missing_files_only(tmp_path):
         assert copies.prune() == 2
         assert [c.path for c in copies.candidates(digest, 64)] == [str(kept.resolve())]
         assert copies.prune() == 0
+
+
+def test_syncer_flushes_when_asked_and_reports_errors(tmp_path, monkeypatch):
+    flushed = threading.Event()
+    monkeypatch.setattr(os, "fdatasync", lambda fd: flushed.set())
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        syncer = unpack_mod._Syncer(fd)
+        syncer.kick()
+        assert flushed.wait(10)
+        syncer.stop()
+        assert syncer.error is None
+
+        def broken(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fdatasync", broken)
+        syncer = unpack_mod._Syncer(fd)
+        syncer.kick()
+        syncer._thread.join(10)  # the thread ends on the error
+        syncer.stop()
+        assert isinstance(syncer.error, OSError)
+    finally:
+        os.close(fd)

@@ -408,3 +408,24 @@ def test_remembered_part_edited_in_place_is_repaired_from_the_source(tmp_path):
             c.path != str(pulled.resolve())
             for c in copies.candidates(str(parts[3].digest), parts[3].size)
         )
+
+
+def test_split_pull_with_fsync_flushes_along_the_way(tmp_path, monkeypatch):
+    """With fsync, the staged file is flushed every _SYNC_EVERY bytes as parts land
+    (requests to the flushing thread), not only by the final fsync."""
+    from modelreg.model import unpack as unpack_mod
+
+    root = write_model(tmp_path / "m")
+    packed = pack_directory(root, split=True, part_size="32KiB")
+    monkeypatch.setattr(unpack_mod, "_SYNC_EVERY", 64 * 1024)
+    kicks = []
+    real = unpack_mod._Syncer.kick
+    monkeypatch.setattr(unpack_mod._Syncer, "kick", lambda self: (kicks.append(1), real(self)))
+    out = tmp_path / "out"
+    unpack(_source(packed), packed.manifest, out, fsync=True)
+    assert (out / "model.safetensors").read_bytes() == (root / "model.safetensors").read_bytes()
+    size = (root / "model.safetensors").stat().st_size
+    assert len(kicks) >= size // (64 * 1024) // 2
+    kicks.clear()
+    unpack(_source(packed), packed.manifest, tmp_path / "nosync", fsync=False)
+    assert kicks == []
