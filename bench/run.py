@@ -1104,7 +1104,7 @@ Notes:
 - client CPU: user+sys of the tool's process (GNU time); registry CPU: user+sys of the registry
   process during the run (/proc).
 - `--split` rows: `modelreg push --split` stores `model.safetensors` as tensor-aligned parts
-  (default 64 MiB), pushed in parallel; v2 then sends only the parts that changed. The split pull
+  (default 32 MiB), pushed in parallel; v2 then sends only the parts that changed. The split pull
   source holds v1 and v2 (pushed untimed with `--split`); "v2, v1 in cache" pulls v2 with the
   home of the cold v1 pull, so only the changed parts should travel.
 """
@@ -1236,7 +1236,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--part-size",
         default=None,
-        help="--part-size for the --split variants (default: modelreg's, 64MiB; a 0.25 GiB model "
+        help="--part-size for the --split variants (default: modelreg's, 32MiB; a 0.25 GiB model "
         "has 4 MiB tensors, so use e.g. 4MiB there to see v2 send only the changed parts)",
     )
     args = ap.parse_args(argv)
