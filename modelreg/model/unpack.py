@@ -33,6 +33,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import fnmatch
 import io
@@ -393,6 +394,31 @@ class _BlockWriter:
                 self._syncer.stop()
 
 
+def _preallocate(fd: int, size: int) -> None:
+    """Allocate the blocks of a file about to be written (best effort).
+
+    Buffered writes into allocated blocks cost about half the CPU of writes that
+    allocate as they go (ext4, measured), and the file is not fragmented. The
+    ``fallocate`` system call itself, never glibc's ``posix_fallocate``, which
+    emulates it where the filesystem lacks it by writing every block.
+    """
+    global _fallocate
+    if _fallocate is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            call = libc.fallocate
+            call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            call.restype = ctypes.c_int
+            _fallocate = call
+        except (OSError, AttributeError):
+            _fallocate = False
+    if _fallocate is not False and size > 0:
+        _fallocate(fd, 0, 0, size)  # a failure leaves the writes to allocate
+
+
+_fallocate: Callable[[int, int, int, int], int] | Literal[False] | None = None
+
+
 def _fd_sink(fd: int) -> Callable[[memoryview], object]:
     def write(view: memoryview) -> None:
         done = 0
@@ -617,6 +643,8 @@ def unpack(
 
         fd = os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
+            if desc.size > CHUNK:
+                _preallocate(fd, desc.size)
             with contextlib.ExitStack() as stack:
                 sinks = [_fd_sink(fd)]
                 if tee:
@@ -917,6 +945,7 @@ def unpack(
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             split_fds[path] = fd
+            _preallocate(fd, sf.size)
             os.ftruncate(fd, sf.size)
             checks[path] = _WholeFileCheck(fd, sf, sync=fsync)
         if keeps and mode != "reference" and by_digest:
