@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +20,7 @@ from typing import Any, BinaryIO
 from modelreg import settings
 from modelreg.content.base import BlobSource, ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.base import PushResult as PushResult_
-from modelreg.content.copies import Copies
+from modelreg.content.copies import Copies, FileIdentity
 from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.content.locations import BlobLocations
 from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node
@@ -303,20 +302,12 @@ class _Pending:
 
     name: str
     digest: Future[Digest]
-    identity: tuple[int, int, int, int]
-    """(device, inode, size, mtime in ns) when hashing started."""
+    identity: FileIdentity
+    """The file when hashing started."""
 
     @property
     def size(self) -> int:
-        return self.identity[2]
-
-
-def _identity(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return self.identity.size
 
 
 def _changed(name: str, how: str) -> InvalidInputError:
@@ -380,7 +371,7 @@ class _EarlyUploads:
         push_pending = getattr(self._dst, "push_pending", None)
         if push_pending is None or size < PENDING_MIN:
             return
-        identity = _identity(path)
+        identity = FileIdentity.of_path(path)
         if identity is None:
             return  # hashing reports it
         with self._lock:
@@ -401,7 +392,7 @@ class _EarlyUploads:
             pending = self._pending.get(path) if offset == 0 else None
             if pending is not None and not pending.digest.done():
                 self._seen.add(key)
-                if _identity(path) != pending.identity or desc.size != pending.size:
+                if FileIdentity.of_path(path) != pending.identity or desc.size != pending.size:
                     pending.digest.set_exception(
                         _changed(pending.name, "while it was being hashed and sent")
                     )

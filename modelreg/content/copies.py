@@ -44,6 +44,14 @@ class FileIdentity:
     def of(cls, st: os.stat_result) -> FileIdentity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
+    @classmethod
+    def of_path(cls, path: str | os.PathLike[str]) -> FileIdentity | None:
+        """The file's identity now, or None if it cannot be stat'ed."""
+        try:
+            return cls.of(os.stat(path))
+        except OSError:
+            return None
+
 
 @dataclass(frozen=True, slots=True)
 class Copy:

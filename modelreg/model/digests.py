@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from modelreg.content.copies import FileIdentity
 from modelreg.model import split
 from modelreg.oci.digest import Digest, Hasher
 
@@ -211,8 +212,4 @@ class DigestCache:
 
     @staticmethod
     def _still(path: str, identity: tuple[int, int, int, int]) -> bool:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == identity
+        return FileIdentity.of_path(path) == FileIdentity(*identity)
