@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -59,6 +60,8 @@ SPLIT_COLD = "modelreg --split (cold digests)"
 SPLIT_WARM = "modelreg --split (warm digests)"
 SPLIT_PULL_COLD = "modelreg --split cold cache"
 SPLIT_PULL_V2 = "modelreg --split v2, v1 in cache"
+CURL_SYNC = "curl -o + sync"
+DISK_FLOOR = "disk: dd + fsync"
 STDERR_TAIL = 600
 
 
@@ -618,29 +621,50 @@ class Bench:
         self.setup_pull_sources()
         total = self.model_size("v1")
 
-        def curl() -> None:
-            out = self.fresh_dir(f"out-curl-{rnd}")
-            out.mkdir()
-            assert self.server is not None
-            cmd = ["curl", "-sS", "-f", "-L", "-w", "%{size_download}\n"]
-            for name, f in sorted(self.files["v1"].items()):
-                cmd += [
-                    "-o",
-                    str(out / name),
-                    f"{self.server.url}/v2/bench/pullsrc-oras/blobs/sha256:{f['sha256']}",
-                ]
-            if "pull-oras" in self.setup_errors:
-                self.record(
-                    sc,
-                    "curl -o",
-                    rnd,
-                    None,
-                    error=f"source push (oras) failed: {self.setup_errors['pull-oras']}",
-                )
-                return
-            proc = self.run_cmd(cmd, self.env(), f"{sc}-curl-{rnd}")
-            received = sum(int(float(x)) for x in proc.stdout.split()) if proc.rc == 0 else None
-            self.record(sc, "curl -o", rnd, proc, received=received)
+        def curl(durable: bool) -> Callable[[], None]:
+            tool = CURL_SYNC if durable else "curl -o"
+
+            def go() -> None:
+                out = self.fresh_dir(f"out-curl-{'sync-' if durable else ''}{rnd}")
+                out.mkdir()
+                assert self.server is not None
+                cmd = ["curl", "-sS", "-f", "-L", "-w", "%{size_download}\n"]
+                names = sorted(self.files["v1"])
+                for name in names:
+                    digest = self.files["v1"][name]["sha256"]
+                    cmd += [
+                        "-o",
+                        str(out / name),
+                        f"{self.server.url}/v2/bench/pullsrc-oras/blobs/sha256:{digest}",
+                    ]
+                if durable:  # the same bytes made as durable as modelreg's: fsync each file
+                    files = " ".join(shlex.quote(str(out / n)) for n in names)
+                    cmd = ["sh", "-c", f"{shlex.join(cmd)} && sync {files}"]
+                if "pull-oras" in self.setup_errors:
+                    self.record(
+                        sc,
+                        tool,
+                        rnd,
+                        None,
+                        error=f"source push (oras) failed: {self.setup_errors['pull-oras']}",
+                    )
+                    return
+                label = f"{sc}-curl-{'sync-' if durable else ''}{rnd}"
+                proc = self.run_cmd(cmd, self.env(), label)
+                received = sum(int(float(x)) for x in proc.stdout.split()) if proc.rc == 0 else None
+                self.record(sc, tool, rnd, proc, received=received)
+                rmtree(out)
+
+            return go
+
+        def disk() -> None:
+            """The disk alone: the model's bytes written from memory and fsynced (dd)."""
+            out = self.fresh_dir(f"out-disk-{rnd}")
+            block = 8 << 20
+            count = -(-total // block)
+            cmd = ["dd", "if=/dev/zero", f"of={out}", f"bs={block}", f"count={count}"]
+            proc = self.run_cmd([*cmd, "conv=fsync", "status=none"], self.env(), f"{sc}-dd-{rnd}")
+            self.record(sc, DISK_FLOOR, rnd, proc, received=None)
             rmtree(out)
 
         def oras() -> None:
@@ -750,7 +774,9 @@ class Bench:
             rmtree(home)
 
         tools: list[Callable[[], None]] = [
-            curl,
+            curl(False),
+            curl(True),
+            disk,
             oras,
             modelreg(True),
             modelreg(False),
@@ -906,6 +932,13 @@ def target_checks(rows: list[Row], model_v1: int, model_v2: int) -> list[tuple[s
         "curl -o",
         1.2,
         "pull (cold cache, no fsync) ≤ 1.2x curl -o",
+    )
+    wall_ratio(
+        "pull",
+        "modelreg cold cache",
+        CURL_SYNC,
+        1.2,
+        f"pull (cold cache, fsync) ≤ 1.2x {CURL_SYNC} (both durable)",
     )
     wall_ratio(
         "pull",
@@ -1086,7 +1119,10 @@ Notes:
 - curl -o: GET of the three blobs (one curl process, one connection, `-L`), written to files,
   nothing verified. modelreg verifies every byte; oras-py does not verify.
 - `sync` runs before each timed run (untimed). modelreg fsyncs pulled files and its cache by
-  default; rows labelled `MODELREG_FSYNC=0` disable it. curl and oras-py never fsync.
+  default; rows labelled `MODELREG_FSYNC=0` disable it. curl and oras-py never fsync, except
+  "curl -o + sync": the same curl, then `sync FILE...` (fsync of each file it wrote), timed
+  together: the durable reference for modelreg's default. "disk: dd + fsync" is the disk
+  alone: the model's size written from /dev/zero and fsynced by `dd conv=fsync`, no network.
 - modelreg cold digests: fresh `MODELREG_HOME` (file hashed during the push). Warm digests: only
   the digest cache (`state/digests.sqlite`) copied from the cold run, so nothing is known about
   where blobs were seen (no mounts). Pushes go to a new repository per tool and round.
