@@ -116,7 +116,7 @@ class BlobUpload:
         self.sessions = 0
         self.recoveries = 0
         self.chunk_size = self.client.upload_chunk_size
-        self._what = f"upload blob {desc.digest} to {target.name}"
+        self._what = f"upload of blob {desc.digest} to {target.name}"
 
     # ------------------------------------------------------------------ driver
     def run(self) -> int:
@@ -161,7 +161,7 @@ class BlobUpload:
         return False
 
     def _give_up(self, exc: ModelRegError) -> ModelRegError:
-        message = f"{self._what} failed after {self.recoveries} attempts: {exc.message}"
+        message = f"the {self._what} failed after {self.recoveries} attempts: {exc.message}"
         if isinstance(exc, RegistryError):
             return type(exc)(message, hint=exc.hint, status=exc.status, code=exc.code)
         return type(exc)(message, hint=exc.hint)
@@ -172,7 +172,7 @@ class BlobUpload:
             "POST",
             f"/v2/{self.target.repository}/blobs/uploads/",
             scopes=self.target.push_scopes,
-            what=f"start an {self._what}",
+            what=f"start the {self._what}",
             ok=(202,),
             idempotent=False,
             repository=self.target.repository,
@@ -190,7 +190,7 @@ class BlobUpload:
         if not value:
             if required:
                 raise RegistryError(
-                    f"{self.client.host} answered the request to {self._what} without a "
+                    f"{self.client.host} answered a request for the {self._what} without a "
                     "Location header",
                     hint="the registry does not follow the distribution spec for uploads",
                     status=response.status_code,
@@ -259,7 +259,7 @@ class BlobUpload:
             "PATCH",
             self.location,
             scopes=self.target.push_scopes,
-            what=f"{self._what} (bytes {start}-{end - 1})",
+            what=f"send bytes {start}-{end - 1} of the {self._what}",
             headers={
                 "Content-Type": OCTET_STREAM,
                 "Content-Range": f"{start}-{end - 1}",
@@ -388,7 +388,7 @@ class PendingUpload(BlobUpload):
         self._known = False
         self.existed = False
         self.mounted = False
-        self._what = f"upload a {size}-byte blob to {target.name}"
+        self._what = f"upload of a {size}-byte blob to {target.name}"
 
     def _learn_digest(self, wait: bool) -> bool:
         if self._known:
