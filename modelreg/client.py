@@ -317,6 +317,14 @@ def _changed(name: str, how: str) -> InvalidInputError:
     )
 
 
+def _changed_since_hashed(packed: PackedModel, exc: IntegrityError) -> InvalidInputError | None:
+    """A file of the model that changed after it was hashed, which explains ``exc``."""
+    for f in packed.files:
+        if f.changed():
+            return _changed(f.path, f"after it was hashed ({exc.message})")
+    return None
+
+
 def _merged(a: PushResult_, b: PushResult_) -> PushResult_:
     """One blob uploaded twice (identical files): every byte counts; sent if either sent it."""
     sent = a.sent + b.sent
@@ -747,13 +755,23 @@ class Client:
                 on_blob=early.submit,
                 on_hash=early.hashing,
             )
-            early.finish()
+            try:
+                early.finish()
+            except IntegrityError as exc:
+                if (changed := _changed_since_hashed(packed, exc)) is None:
+                    raise
+                raise changed from exc
         except BaseException:
             early.abort()
             raise
-        result = self._transfer(
-            packed.as_target(), packed.descriptor, ref, tag=tag, progress=early.quiet(progress)
-        )
+        try:
+            result = self._transfer(
+                packed.as_target(), packed.descriptor, ref, tag=tag, progress=early.quiet(progress)
+            )
+        except IntegrityError as exc:
+            if (changed := _changed_since_hashed(packed, exc)) is None:
+                raise
+            raise changed from exc
         early.account(result)
         if index is not None:
             from modelreg.lazy.publish import push_chunk_index

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelreg.content.base import BlobSource, PushResult, VerifyingReader
+from modelreg.content.copies import FileIdentity
 from modelreg.errors import (
     InvalidInputError,
     ModelRegError,
@@ -122,6 +123,12 @@ class PackedFile:
     """Pickle-based: loading it runs code."""
     parts: tuple[PackedPart, ...] = ()
     """When split: the layers holding the file, in order."""
+    identity: FileIdentity | None = None
+    """The file as it was just before it was hashed (None if it could not be stat'ed)."""
+
+    def changed(self) -> bool:
+        """Whether the file is no longer the one that was hashed."""
+        return self.identity is None or FileIdentity.of_path(self.source) != self.identity
 
     @property
     def size(self) -> int:
@@ -557,6 +564,7 @@ def pack_directory(
         if split and info is not None:
             spans = splitting.plan_spans(info, os.stat(real).st_size, target_size)
         emit(progress, Event("message", f"hashing {rel}"))
+        identity = FileIdentity.of_path(real)
         if spans is not None:
 
             def ready(index: int, digest: Digest) -> None:
@@ -581,7 +589,7 @@ def pack_directory(
         untested = guess.untested or (guess.role == "weight" and info is None and not unsafe)
         desc = _describe(rel, real, digest, size, guess.role, untested, unsafe)
         parts = _parts(rel, desc, spans, part_digests) if spans is not None else ()
-        return PackedFile(rel, real, desc, info=info, unsafe=unsafe, parts=parts)
+        return PackedFile(rel, real, desc, info=info, unsafe=unsafe, parts=parts, identity=identity)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         packed = list(pool.map(digest_one, files))
