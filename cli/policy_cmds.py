@@ -7,7 +7,7 @@ step such as resolve or verify could not run, or a policy does not load) · 2 ba
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from modelreg_cli.options import (
@@ -18,7 +18,8 @@ from modelreg_cli.options import (
     PolicyOpt,
 )
 
-from modelreg.policy import Decision, PolicySet, evaluate, gather_facts, load_policies
+if TYPE_CHECKING:  # modelreg.policy is imported by the commands that use it (CLI start-up)
+    from modelreg.policy import Decision
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -28,13 +29,13 @@ EXIT_CANNOT_EVALUATE = 9
 _MARK = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "error": "[yellow]![/yellow]"}
 
 
-def exit_code(decision: Decision) -> int:
+def exit_code(decision: "Decision") -> int:
     return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "unmatched": EXIT_FAIL}.get(
         decision.status, EXIT_CANNOT_EVALUATE
     )
 
 
-def render(decision: Decision) -> None:
+def render(decision: "Decision") -> None:
     from modelreg_cli.render import out_console
 
     where = f"{decision.name}@{decision.digest}" if decision.digest else decision.name
@@ -85,9 +86,10 @@ def register(app: typer.Typer) -> None:
         from modelreg_cli.render import print_json
 
         from modelreg.client import Client
+        from modelreg.policy import evaluate, gather_facts, load_policies
 
         with cli._errors(json_output):
-            policies: PolicySet = load_policies(policy)
+            policies = load_policies(policy)
             with Client(cli._options(plain_http, insecure, ca_file)) as client:
                 facts = gather_facts(client, ref, policies)
             decision = evaluate(policies, facts)
@@ -109,6 +111,8 @@ def register(app: typer.Typer) -> None:
         """Load policies and report the first error with its file and line (exit 9)."""
         from modelreg_cli import main as cli
         from modelreg_cli.render import out_console, print_json
+
+        from modelreg.policy import load_policies
 
         with cli._errors(json_output):
             policies = load_policies(policy)
