@@ -20,15 +20,23 @@ import io
 import os
 import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+
+from modelreg.content._sqlite import LazyDatabase
 
 __all__ = ["Copies", "Copy", "FileIdentity"]
 
 _MAX_CANDIDATES = 4
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS copies (digest TEXT NOT NULL, path BLOB NOT NULL, "
+    "offset INTEGER NOT NULL, length INTEGER NOT NULL, dev INTEGER, ino INTEGER, "
+    "size INTEGER, mtime_ns INTEGER, seen REAL, "
+    "PRIMARY KEY (digest, path, offset))",
+    "CREATE INDEX IF NOT EXISTS copies_path ON copies (path)",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,37 +142,10 @@ class Copies:
     """Blob digest -> verified ranges of files on this machine; thread-safe."""
 
     def __init__(self, db_path: str | os.PathLike[str] | None) -> None:
-        self._path = Path(db_path) if db_path else None
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    def _db(self) -> sqlite3.Connection | None:
-        if self._path is None:
-            return None
-        if self._conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self._path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS copies (digest TEXT NOT NULL, path BLOB NOT NULL, "
-                    "offset INTEGER NOT NULL, length INTEGER NOT NULL, dev INTEGER, ino INTEGER, "
-                    "size INTEGER, mtime_ns INTEGER, seen REAL, "
-                    "PRIMARY KEY (digest, path, offset))"
-                )
-                conn.execute("CREATE INDEX IF NOT EXISTS copies_path ON copies (path)")
-            except sqlite3.Error:
-                self._path = None
-                return None
-            self._conn = conn
-        return self._conn
+        self._db = LazyDatabase(db_path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     def __enter__(self) -> Copies:
         return self
@@ -179,8 +160,8 @@ class Copies:
         if not rows:
             return
         now = time.time()
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            db = self._db()
+        with self._db.lock, contextlib.suppress(sqlite3.Error):
+            db = self._db.connection()
             if db is None:
                 return
             db.execute("BEGIN IMMEDIATE")
@@ -215,8 +196,8 @@ class Copies:
 
     def candidates(self, digest: str, length: int) -> list[Copy]:
         """Remembered ranges holding ``digest`` (``length`` bytes), most recent first."""
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            db = self._db()
+        with self._db.lock, contextlib.suppress(sqlite3.Error):
+            db = self._db.connection()
             if db is None:
                 return []
             rows = db.execute(
@@ -242,8 +223,8 @@ class Copies:
 
     def forget(self, copy: Copy) -> None:
         """Drop one entry (its bytes did not verify)."""
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            db = self._db()
+        with self._db.lock, contextlib.suppress(sqlite3.Error):
+            db = self._db.connection()
             if db is not None:
                 db.execute(
                     "DELETE FROM copies WHERE digest = ? AND path = ? AND offset = ?",
@@ -254,8 +235,8 @@ class Copies:
         """Drop every entry recorded for ``copy``'s file with ``copy``'s identity (the file
         is gone or changed, so none of them can hold)."""
         i = copy.identity
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            db = self._db()
+        with self._db.lock, contextlib.suppress(sqlite3.Error):
+            db = self._db.connection()
             if db is not None:
                 db.execute(
                     "DELETE FROM copies WHERE path = ? AND dev = ? AND ino = ? AND size = ? "
@@ -265,8 +246,8 @@ class Copies:
 
     def prune(self, *, dry_run: bool = False) -> int:
         """Forget every entry whose file is gone or changed; how many (would) go."""
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            db = self._db()
+        with self._db.lock, contextlib.suppress(sqlite3.Error):
+            db = self._db.connection()
             if db is None:
                 return 0
             files = db.execute(

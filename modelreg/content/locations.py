@@ -12,58 +12,39 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
+
+from modelreg.content._sqlite import LazyDatabase
 
 __all__ = ["BlobLocations"]
 
 _MAX_CANDIDATES = 3
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS locations (registry TEXT, repository TEXT, "
+    "digest TEXT, seen REAL, PRIMARY KEY (registry, digest, repository))",
+)
+
 
 class BlobLocations:
     def __init__(self, db_path: str | os.PathLike[str] | None) -> None:
-        self._path = Path(db_path) if db_path else None
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    def _db(self) -> sqlite3.Connection | None:
-        if self._path is None:
-            return None
-        if self._conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self._path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS locations (registry TEXT, repository TEXT, "
-                    "digest TEXT, seen REAL, PRIMARY KEY (registry, digest, repository))"
-                )
-            except sqlite3.Error:
-                self._path = None
-                return None
-            self._conn = conn
-        return self._conn
+        self._db = LazyDatabase(db_path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     def record(self, registry: str, repository: str, digests: Iterable[str]) -> None:
         now = time.time()
         rows = [(registry, repository, d, now) for d in digests]
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            db = self._db()
+        with self._db.lock, contextlib.suppress(sqlite3.Error):
+            db = self._db.connection()
             if db is not None and rows:
                 db.executemany("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)", rows)
 
     def candidates(self, registry: str, digest: str, exclude: str | None = None) -> list[str]:
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            db = self._db()
+        with self._db.lock, contextlib.suppress(sqlite3.Error):
+            db = self._db.connection()
             if db is None:
                 return []
             rows = db.execute(

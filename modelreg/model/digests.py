@@ -17,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from modelreg.content._sqlite import LazyDatabase
 from modelreg.content.copies import FileIdentity
 from modelreg.model import split
 from modelreg.oci.digest import Digest, Hasher
@@ -28,6 +27,15 @@ from modelreg.oci.digest import Digest, Hasher
 __all__ = ["DigestCache", "hash_file"]
 
 _BLOCK = 8 * 1024 * 1024
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS digests (path TEXT, dev INTEGER, ino INTEGER, "
+    "size INTEGER, mtime_ns INTEGER, algorithm TEXT, digest TEXT, "
+    "PRIMARY KEY (path, algorithm))",
+    "CREATE TABLE IF NOT EXISTS parts (path TEXT, algorithm TEXT, spans TEXT, "
+    "dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, whole TEXT, "
+    "digests TEXT, PRIMARY KEY (path, algorithm, spans))",
+)
 
 
 def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[Digest, int]:
@@ -45,9 +53,7 @@ class DigestCache:
     """Remembers file digests by identity; thread-safe."""
 
     def __init__(self, db_path: str | os.PathLike[str] | None) -> None:
-        self._path = Path(db_path) if db_path else None
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._db = LazyDatabase(db_path, _SCHEMA)
 
     def __enter__(self) -> DigestCache:
         return self
@@ -55,37 +61,8 @@ class DigestCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _db(self) -> sqlite3.Connection | None:
-        if self._path is None:
-            return None
-        conn = self._conn
-        if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self._path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS digests (path TEXT, dev INTEGER, ino INTEGER, "
-                    "size INTEGER, mtime_ns INTEGER, algorithm TEXT, digest TEXT, "
-                    "PRIMARY KEY (path, algorithm))"
-                )
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS parts (path TEXT, algorithm TEXT, spans TEXT, "
-                    "dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, whole TEXT, "
-                    "digests TEXT, PRIMARY KEY (path, algorithm, spans))"
-                )
-            except sqlite3.Error:
-                self._path = None  # an unusable cache is no cache, never an error
-                return None
-            self._conn = conn
-        return conn
-
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     def digest(
         self,
@@ -101,8 +78,8 @@ class DigestCache:
         real = os.path.realpath(path)
         st = os.stat(real)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            db = self._db()
+        with self._db.lock:
+            db = self._db.connection()
             row = None
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -118,8 +95,8 @@ class DigestCache:
         digest, size = hash_file(real, algorithm)
         after = os.stat(real)
         unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-        with self._lock:
-            db = self._db()
+        with self._db.lock:
+            db = self._db.connection()
             if db is not None and unchanged:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute(
@@ -143,8 +120,8 @@ class DigestCache:
         st = os.stat(real)
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         key = split.spans_key(spans)
-        with self._lock:
-            db = self._db()
+        with self._db.lock:
+            db = self._db.connection()
             row = None
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -170,8 +147,8 @@ class DigestCache:
             whole, parts, _ = split.hash_spans(real, spans, algorithm)
         after = os.stat(real)
         unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-        with self._lock:
-            db = self._db()
+        with self._db.lock:
+            db = self._db.connection()
             if db is not None and unchanged:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute(
@@ -189,8 +166,8 @@ class DigestCache:
     ) -> tuple[str, list[Digest], tuple[int, int, int, int]] | None:
         """Another file hashed with the same spans and unchanged since (a previous
         checkpoint): its span digests let :func:`split.hash_spans` skip equal spans."""
-        with self._lock:
-            db = self._db()
+        with self._db.lock:
+            db = self._db.connection()
             rows: list[tuple[str, int, int, int, int, str]] = []
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
