@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MANIFEST_ACCEPT",
     "MAX_REFERRERS",
+    "REFERRERS_UPDATE_ATTEMPTS",
     "RegistryTarget",
     "parse_link_next",
     "referrers_tag",
@@ -56,12 +57,17 @@ MANIFEST_ACCEPT: Final = ", ".join(
 _MANIFEST_HEADERS: Final = {"Accept": MANIFEST_ACCEPT, "Accept-Encoding": "identity"}
 MAX_REFERRERS: Final = 1000
 MAX_REFERRER_PAGES: Final = 100
+REFERRERS_UPDATE_ATTEMPTS: Final = 5
+"""PUTs of the tag-schema referrers index tried before concurrent writers win."""
+_REFERRERS_BACKOFF_BASE: Final = 0.05
+_REFERRERS_BACKOFF_MAX: Final = 1.0
 MAX_TAG_PAGES: Final = 1000
 TAG_PAGE_SIZE: Final = 1000
 MAX_JSON_BYTES: Final = 4 * 1024 * 1024
 _TAG_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _CONTENT_RANGE_RE: Final = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 _LINK_RE: Final = re.compile(r"<([^>]*)>((?:\s*;\s*[^,;<]*)*)")
+_STRONG_ETAG_RE: Final = re.compile(r'^"[\x21\x23-\x7e]+"$')
 
 _log = logging.getLogger("modelreg.registry")
 
@@ -82,6 +88,23 @@ def parse_link_next(link: str | None, base: httpx.URL) -> httpx.URL | None:
             if name.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
                 return base.join(match.group(1).strip())
     return None
+
+
+def _strong_etag(headers: httpx.Headers) -> str | None:
+    """The response's ``ETag`` if it is one non-empty strong entity-tag, else None.
+
+    A weak (``W/"…"``), empty, malformed or repeated ETag cannot be used with
+    ``If-Match`` (strong comparison), so none is returned for it.
+    """
+    values = headers.get_list("etag")
+    if len(values) != 1:
+        return None
+    value = values[0].strip()
+    return value if _STRONG_ETAG_RE.match(value) else None
+
+
+class _PreconditionFailed(RegistryError):
+    """412 to a conditional manifest PUT: the tag changed since it was read."""
 
 
 def _media_type(value: str | None) -> str:
@@ -354,6 +377,11 @@ class RegistryTarget:
 
     def fetch_manifest(self, reference: str) -> tuple[Descriptor, bytes]:
         """GET a manifest or index by tag or digest, verified and capped at 4 MiB."""
+        desc, data, _ = self._fetch_manifest_etag(reference)
+        return desc, data
+
+    def _fetch_manifest_etag(self, reference: str) -> tuple[Descriptor, bytes, str | None]:
+        """:meth:`fetch_manifest`, plus the answer's strong ``ETag`` (None if it sent none)."""
         expected = self._check_reference(reference)
         what = f"manifest {reference!r} of {self.name}"
         response = self.client.request(
@@ -389,7 +417,7 @@ class RegistryTarget:
                     hint="the registry serves tampered or corrupt content; nothing was kept",
                 )
         media_type = _sniff_media_type(data, _media_type(response.headers.get("content-type")))
-        return Descriptor(media_type, actual, len(data)), data
+        return Descriptor(media_type, actual, len(data)), data, _strong_etag(response.headers)
 
     def referrers(self, desc: Descriptor, artifact_type: str | None = None) -> list[Descriptor]:
         """Manifests whose ``subject`` is ``desc``: the referrers API, else the tag schema."""
@@ -620,22 +648,42 @@ class RegistryTarget:
         if node.subject is not None:
             self._add_referrer(node, desc)
 
-    def _put_manifest(self, desc: Descriptor, data: bytes, tag: str | None) -> bool:
+    def _put_manifest(
+        self,
+        desc: Descriptor,
+        data: bytes,
+        tag: str | None,
+        *,
+        conditions: Mapping[str, str] | None = None,
+    ) -> bool:
+        """PUT the manifest; True when the registry answered ``OCI-Subject``.
+
+        ``conditions`` are ``If-Match`` / ``If-None-Match`` headers; with them a 412
+        answer raises :class:`_PreconditionFailed` (the tag changed since it was read).
+        """
         reference = tag if tag is not None else str(desc.digest)
         self._check_reference(reference)
+        what = f"push manifest {desc.digest} to {self.name}" + (f" as {tag!r}" if tag else "")
         response = self.client.request(
             "PUT",
             self._path("manifests", reference),
             scopes=self._push,
-            what=f"push manifest {desc.digest} to {self.name}" + (f" as {tag!r}" if tag else ""),
-            headers={"Content-Type": desc.media_type},
+            what=what,
+            headers={"Content-Type": desc.media_type, **(conditions or {})},
             content=data,
             idempotent=True,
-            ok=(200, 201, 202, 204),
+            ok=(200, 201, 202, 204, 412) if conditions else (200, 201, 202, 204),
             repository=self.repository,
             subject=f"manifest {reference!r}",
         )
         response.close()
+        if response.status_code == 412:
+            raise _PreconditionFailed(
+                f"{self.client.host} refused to {what}: 412 Precondition Failed "
+                "(the tag changed since it was read)",
+                hint="another writer updated the tag at the same time; try again",
+                status=412,
+            )
         stored = response.headers.get("docker-content-digest")
         if stored:
             try:
@@ -651,8 +699,35 @@ class RegistryTarget:
         return bool(response.headers.get("oci-subject"))
 
     def _add_referrer(self, node: Manifest | Index, desc: Descriptor) -> None:
-        """Read-modify-write the tag-schema referrers index of ``node.subject``."""
-        assert node.subject is not None
+        """Add ``desc`` to the tag-schema referrers index of ``node.subject``.
+
+        The index (an OCI image index at tag ``<alg>-<hex>``) is updated by
+        read-modify-write. Threads of this process take turns on the client's lock;
+        against other processes (two CI jobs signing the same model at once) the
+        update goes as far as the distribution protocol allows:
+
+        * the PUT is conditional: ``If-Match`` with the strong ``ETag`` the registry
+          sent for the index that was read, or ``If-None-Match: *`` when the tag did
+          not exist. A registry that implements conditional requests answers 412 to
+          the writer that lost the race, which reads the index again and retries;
+        * after each successful PUT the tag is read again and must list ``desc``
+          (verify-after-write); if another writer's PUT replaced the index without
+          it, the entry is merged in again and the PUT retried.
+
+        A merge keeps every entry already in the index and adds ``desc`` if it is
+        absent. A 412 after which the index reads exactly as before (same ETag, or
+        still absent) means the registry mishandles conditions: the next PUTs are
+        unconditional. At most :data:`REFERRERS_UPDATE_ATTEMPTS` PUTs are made, with short
+        jittered pauses between attempts; then :class:`RegistryError`.
+
+        On registries that ignore conditional requests (Distribution 2.8, among
+        others) this narrows the race but cannot close it: a writer that read the
+        index before our PUT and writes it back after our verifying GET still drops
+        our entry, and nothing tells us. Registries that answer ``OCI-Subject`` to
+        the manifest PUT keep the referrers themselves and never come here.
+        """
+        subject = node.subject
+        assert subject is not None
         artifact_type = (
             node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
         )
@@ -663,20 +738,66 @@ class RegistryTarget:
             artifact_type=artifact_type,
             annotations=dict(node.annotations),
         )
-        tag = referrers_tag(node.subject.digest)
+        tag = referrers_tag(subject.digest)
         with self.client.referrers_lock(f"{self.repository}:{tag}"):
-            try:
-                _, current = self.fetch_manifest(tag)
-            except NotFoundError:
-                existing: tuple[Descriptor, ...] = ()
-            else:
-                existing = self._parse_referrers_index(current, tag).manifests
-            if any(d.digest == desc.digest for d in existing):
-                return
-            self._check_referrer_count(len(existing) + 1, node.subject)
-            index = Index(manifests=(*existing, entry))
-            index_desc = Descriptor(mt.OCI_INDEX, index.digest, len(index.raw))
-            self._put_manifest(index_desc, index.raw, tag)
+            conditional = True
+            refused: tuple[bool, str | None] | None = None  # the state a 412 answered
+            for attempt in range(1, REFERRERS_UPDATE_ATTEMPTS + 1):
+                if attempt > 1:
+                    self._referrers_backoff(attempt - 1)
+                existing, etag, exists = self._read_referrers_index(tag)
+                if any(d.digest == desc.digest for d in existing):
+                    return
+                if refused is not None and refused == (exists, etag):
+                    # 412 although nothing changed: the registry mishandles conditions;
+                    # verify-after-write is all that is left
+                    _log.debug("%s: 412 for unchanged %s; unconditional PUTs", self.name, tag)
+                    conditional = False
+                refused = None
+                self._check_referrer_count(len(existing) + 1, subject)
+                index = Index(manifests=(*existing, entry))
+                index_desc = Descriptor(mt.OCI_INDEX, index.digest, len(index.raw))
+                conditions: dict[str, str] = {}
+                if conditional and not exists:
+                    conditions["If-None-Match"] = "*"
+                elif conditional and etag is not None:
+                    conditions["If-Match"] = etag
+                try:
+                    self._put_manifest(index_desc, index.raw, tag, conditions=conditions)
+                except _PreconditionFailed:
+                    _log.debug("referrers index %s of %s changed before our PUT", tag, self.name)
+                    refused = (exists, etag)
+                    continue
+                after, _, _ = self._read_referrers_index(tag)
+                if any(d.digest == desc.digest for d in after):
+                    return
+                _log.debug("referrers index %s of %s was replaced after our PUT", tag, self.name)
+        raise RegistryError(
+            f"the referrers index of {subject.digest} in {self.name} (tag {tag!r}) kept "
+            f"changing under concurrent writers: {desc.digest} was still missing from it "
+            f"after {REFERRERS_UPDATE_ATTEMPTS} attempts",
+            hint=(
+                "other processes are adding signatures or attestations to the same model; "
+                f"retry (the manifest {desc.digest} itself was pushed, only its entry in the "
+                "index is missing)"
+            ),
+        )
+
+    def _read_referrers_index(self, tag: str) -> tuple[tuple[Descriptor, ...], str | None, bool]:
+        """The entries of the fallback index, its strong ETag, and whether the tag exists."""
+        try:
+            _, data, etag = self._fetch_manifest_etag(tag)
+        except NotFoundError:
+            return (), None, False
+        return self._parse_referrers_index(data, tag).manifests, etag, True
+
+    def _referrers_backoff(self, failures: int) -> None:
+        """A short jittered pause before the next attempt at the fallback index."""
+        policy = self.client.retry
+        ceiling = min(_REFERRERS_BACKOFF_MAX, _REFERRERS_BACKOFF_BASE * 2.0 ** (failures - 1))
+        pause = ceiling * policy.jitter()
+        if pause > 0:
+            policy.sleep(pause)
 
     def tag(self, desc: Descriptor, tag: str) -> None:
         """Point ``tag`` at the manifest ``desc`` (fetched by digest, PUT under the tag)."""
