@@ -888,7 +888,8 @@ def target_checks(rows: list[Row], model_v1: int, model_v2: int) -> list[tuple[s
         a = row.median("wall") if row else None
         b = ref.median("wall") if ref else None
         if a is None or b is None or not b or not a:
-            checks.append((what, "not measured (a run failed)", "N/A"))
+            why = "scenario not run" if row is None or ref is None else "a run failed"
+            checks.append((what, f"not measured ({why})", "N/A"))
             return
         value = b / a if inverse else a / b
         ok = value >= limit if inverse else value <= limit
@@ -960,7 +961,8 @@ def target_checks(rows: list[Row], model_v1: int, model_v2: int) -> list[tuple[s
         row = find(rows, sc, tool)
         runs = row.ok_runs if row else []
         if not runs:
-            checks.append((what, "not measured (a run failed)", "N/A"))
+            why = "scenario not run" if row is None else "a run failed"
+            checks.append((what, f"not measured ({why})", "N/A"))
             return
         values = [getattr(r, attr) for r in runs]
         worst = (
