@@ -410,7 +410,10 @@ class _EarlyUploads:
             if key in self._seen:
                 return
             self._seen.add(key)
-            self._futures.append(self._pool.submit(self._one, desc, path, offset))
+            # the file as it is once hashed: an upload that fails to verify while it
+            # differs was fed a changed file, not bad bytes
+            identity = FileIdentity.of_path(path)
+            self._futures.append(self._pool.submit(self._one, desc, path, offset, identity))
 
     def _send_pending(self, push_pending: Any, path: Path, pending: _Pending) -> None:
         try:
@@ -456,7 +459,9 @@ class _EarlyUploads:
             prior = self.done.get(key)
             self.done[key] = (desc, pushed if prior is None else _merged(prior[1], pushed))
 
-    def _one(self, desc: Descriptor, path: Path, offset: int) -> None:
+    def _one(
+        self, desc: Descriptor, path: Path, offset: int, identity: FileIdentity | None
+    ) -> None:
         name = f"{path.name}@{offset}" if offset else path.name
         if self._dst.exists(desc):
             return
@@ -469,7 +474,12 @@ class _EarlyUploads:
                     return
         emit(self._progress, Event("start", name, desc, total=desc.size))
         source = self._observed(slice_source(path, offset, desc.size), name, desc, desc.size)
-        pushed = self._dst.push(desc, source)
+        try:
+            pushed = self._dst.push(desc, source)
+        except IntegrityError as exc:
+            if identity is None or FileIdentity.of_path(path) == identity:
+                raise
+            raise _changed(path.name, f"after it was hashed ({exc.message})") from exc
         emit(self._progress, Event("done", name, desc, total=desc.size))
         self._record(desc, pushed)
 

@@ -9,26 +9,26 @@ inode, size and mtime) stay an integrity error (exit 5): nothing explains them.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from modelreg import client as client_module
 from modelreg.client import Client, RemoteOptions
 from modelreg.errors import IntegrityError, InvalidInputError, NotFoundError
 from modelreg.events import Event
+from modelreg.model import digests
+from tests.isolation import isolate
 
 WEIGHTS = "model.safetensors"
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 def make_model(root: Path) -> Path:
@@ -97,3 +97,33 @@ def test_bytes_changed_behind_an_unchanged_identity_stay_an_integrity_error(tmp_
         error = _push(client, model, "changed/hidden:v1", keep_identity=True)
     assert type(error) is IntegrityError, repr(error)
     assert error.exit_code == 5
+
+
+def test_a_failed_upload_noticed_while_other_files_are_hashed_is_bad_input_too(
+    tmp_path, monkeypatch
+):
+    """The weights' upload fails (changed file) while config.json is still being hashed:
+    the next file's report raises that failure from inside the packing step."""
+    model = make_model(tmp_path / "m")
+    failed = threading.Event()
+    real_one, real_hash = client_module._EarlyUploads._one, digests.hash_file
+
+    def one(self, *args, **kwargs):
+        try:
+            return real_one(self, *args, **kwargs)
+        except BaseException:
+            failed.set()
+            raise
+
+    def hash_file(path, algorithm="sha256"):
+        if Path(path).name == "config.json":
+            assert failed.wait(30), "the weights' upload never failed"
+        return real_hash(path, algorithm)
+
+    monkeypatch.setattr(client_module._EarlyUploads, "_one", one)
+    monkeypatch.setattr(digests, "hash_file", hash_file)
+    with Client(RemoteOptions()) as client:
+        error = _push(client, model, "changed/early:v1", keep_identity=False)
+    assert failed.is_set()
+    assert isinstance(error, InvalidInputError), repr(error)
+    assert f"{WEIGHTS!r} changed after it was hashed" in error.message
