@@ -22,6 +22,7 @@ from modelreg.errors import NotFoundError
 from modelreg.sign import generate_private_key, public_key_pem
 from modelreg.sign._keys import private_key_pem
 from tests.integration.sigstore_fixtures import FakeSigstore
+from tests.isolation import isolate
 
 register(app)
 runner = CliRunner()
@@ -56,11 +57,7 @@ def isolated(tmp_path, monkeypatch):
     for name in list(os.environ):
         if name.startswith(CI_PREFIXES) or name.startswith("CIRCLE") or name in SECRETS:
             monkeypatch.delenv(name, raising=False)
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
+    isolate(tmp_path, monkeypatch)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.chdir(tmp_path)
 

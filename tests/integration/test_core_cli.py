@@ -14,6 +14,7 @@ from modelreg_cli.main import app
 from typer.testing import CliRunner
 
 from tests.integration.faults import CuttingProxy
+from tests.isolation import isolate
 from tests.schemas import validate_manifest, validate_model_config
 
 runner = CliRunner()
@@ -21,11 +22,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -11,15 +11,14 @@ from modelreg_cli.main import app, main_args
 from typer.testing import CliRunner
 
 import modelreg
+from tests.isolation import isolate
 
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
+    isolate(tmp_path, monkeypatch)
     monkeypatch.setenv("MODELREG_KEY_PASSWORD", "test-passphrase")
 
 

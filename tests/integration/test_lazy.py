@@ -19,15 +19,13 @@ from modelreg.lazy.chunkindex import FileChunks
 from modelreg.lazy.handle import CHUNK_STORE_DIR
 from modelreg.lazy.into import COMPLETE_MARKER
 from tests.integration.lazy_proxy import LazyProxy
+from tests.isolation import isolate
 from tests.unit.lazy.helpers import CHUNK, publish, tensors_for_test, write_model
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(tmp_path, monkeypatch, fsync=True)
     forget_range_support()
 
 

@@ -21,6 +21,7 @@ from safetensors import safe_open
 
 from tests.integration.lazy_proxy import ProxyProcess, die_with_parent
 from tests.integration.test_lazy import client_for, push_model
+from tests.isolation import isolate
 from tests.unit.lazy.helpers import CHUNK, tensors_for_test, write_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,10 +53,7 @@ def fuse_required() -> None:
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(tmp_path, monkeypatch, fsync=True)
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ from modelreg_cli.main import app
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
+from tests.isolation import isolate
 from tests.schemas import validate_manifest, validate_model_config
 
 runner = CliRunner()
@@ -28,11 +29,7 @@ PART_MEDIA_TYPE = "application/vnd.modelreg.weight.part.v1.raw"
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 def run(*args: str):

@@ -16,6 +16,7 @@ from modelreg.client import Client, RemoteOptions
 from modelreg.content import LayoutStore
 from modelreg.content.base import file_source
 from modelreg.oci.manifest import Manifest, parse_manifest_or_index
+from tests.isolation import isolate
 
 runner = CliRunner()
 PRODUCERS = Path(__file__).resolve().parents[2] / "testdata" / "producers"
@@ -25,9 +26,7 @@ EXIT = {"UnsafeContentError": 8, "FormatError": 8, "SizeLimitError": 8, "Integri
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
+    isolate(tmp_path, monkeypatch)
 
 
 def upload(host: str, tag: str) -> str:

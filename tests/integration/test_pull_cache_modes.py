@@ -22,6 +22,7 @@ from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError
 from modelreg.model.unpack import _reflinks
 from modelreg.oci.digest import Digest
+from tests.isolation import isolate
 
 runner = CliRunner()
 MIB = 1024 * 1024
@@ -30,12 +31,7 @@ PART_MEDIA_TYPE = "application/vnd.modelreg.weight.part.v1.raw"
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
-    monkeypatch.delenv("MODELREG_CACHE_MODE", raising=False)
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from modelreg.errors import InvalidInputError, NotFoundError
 from modelreg.model import digests
 from modelreg.oci import Descriptor, Digest
 from modelreg.oci import mediatypes as mt
+from tests.isolation import isolate
 
 THRESHOLD = 1024 * 1024
 BIG = "model.safetensors"
@@ -32,11 +33,7 @@ BIG = "model.safetensors"
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(tmp_path, monkeypatch)
     monkeypatch.setattr(client_module, "PENDING_MIN", THRESHOLD)
 
 

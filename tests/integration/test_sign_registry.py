@@ -41,6 +41,7 @@ from modelreg.verify import (
     verify_reference,
 )
 from tests.integration.sigstore_fixtures import FakeSigstore, block_network
+from tests.isolation import isolate
 
 register(app)
 runner = CliRunner()
@@ -51,20 +52,10 @@ PASSWORD = {"MODELREG_KEY_PASSWORD": "integration passphrase"}
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
+    isolate(tmp_path, monkeypatch)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    for var in (
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "SIGSTORE_ID_TOKEN",
-    ):
-        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("SIGSTORE_ID_TOKEN", raising=False)
 
 
 @pytest.fixture

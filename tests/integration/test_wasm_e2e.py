@@ -22,6 +22,7 @@ from modelreg.errors import IntegrityError, VerificationError
 from modelreg.lazy import chunk_index_annotations, push_chunk_index
 from modelreg.sign import KeySigner, generate_private_key, public_key_pem, sign
 from modelreg.wasm import ReadRecord, read_bundle, run
+from tests.isolation import isolate
 from tests.unit.wasm.example import Example, build_example, load_script
 from tests.unit.wasm.guests import SPIN
 
@@ -33,11 +34,7 @@ KiB = 1024
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from modelreg_cli import wasm_cmds
 from modelreg_cli.main import app
 from typer.testing import CliRunner
 
+from tests.isolation import isolate
 from tests.unit.wasm.example import Example
 from tests.unit.wasm.guests import SPIN
 
@@ -18,9 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
+    isolate(tmp_path, monkeypatch)
 
 
 def invoke(*args: str, **kw):
