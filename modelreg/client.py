@@ -7,11 +7,12 @@ client for one call. Nothing here prints: progress goes to the callback.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,12 +318,17 @@ def _changed(name: str, how: str) -> InvalidInputError:
     )
 
 
-def _changed_since_hashed(packed: PackedModel, exc: IntegrityError) -> InvalidInputError | None:
-    """A file of the model that changed after it was hashed, which explains ``exc``."""
-    for f in packed.files:
-        if f.changed():
-            return _changed(f.path, f"after it was hashed ({exc.message})")
-    return None
+@contextlib.contextmanager
+def _blame_changed_files(packed: PackedModel) -> Iterator[None]:
+    """An integrity failure while ``packed`` is sent, explained by one of its files having
+    changed since it was hashed, becomes that file's :func:`_changed` error."""
+    try:
+        yield
+    except IntegrityError as exc:
+        changed = next((f for f in packed.files if f.changed()), None)
+        if changed is None:
+            raise
+        raise _changed(changed.path, f"after it was hashed ({exc.message})") from exc
 
 
 def _merged(a: PushResult_, b: PushResult_) -> PushResult_:
@@ -765,23 +771,15 @@ class Client:
                 on_blob=early.submit,
                 on_hash=early.hashing,
             )
-            try:
+            with _blame_changed_files(packed):
                 early.finish()
-            except IntegrityError as exc:
-                if (changed := _changed_since_hashed(packed, exc)) is None:
-                    raise
-                raise changed from exc
         except BaseException:
             early.abort()
             raise
-        try:
+        with _blame_changed_files(packed):
             result = self._transfer(
                 packed.as_target(), packed.descriptor, ref, tag=tag, progress=early.quiet(progress)
             )
-        except IntegrityError as exc:
-            if (changed := _changed_since_hashed(packed, exc)) is None:
-                raise
-            raise changed from exc
         early.account(result)
         if index is not None:
             from modelreg.lazy.publish import push_chunk_index
