@@ -155,8 +155,10 @@ def test_ttls(client: FakeClient) -> None:
     )
     good = engine.models(request([f"{REG}/models/good:v1"]))
     bad = engine.models(request([f"{REG}/models/pickled:v1"]))
-    engine.decide(good, deadline=time.monotonic() + 5)
-    engine.decide(bad, deadline=time.monotonic() + 5)
+    # deadlines are on the engine's clock: a real monotonic deadline against the fake
+    # clock (1000) would already be over on a machine booted less than 1000 s ago
+    engine.decide(good, deadline=clock.now + 5)
+    engine.decide(bad, deadline=clock.now + 5)
     clock.now += 6
     assert engine.cached(bad) is None  # negative TTL over (and tag TTL still on)
     assert engine.cached(good) is not None
@@ -168,10 +170,10 @@ def test_tag_move_is_seen_after_tag_ttl(client: FakeClient) -> None:
     clock = Clock()
     engine = Engine(policies(), client, EngineConfig(tag_ttl=10), clock=clock)
     refs = engine.models(request([f"{REG}/models/good:v1"]))
-    first = engine.decide(refs, deadline=time.monotonic() + 5)[0].digest
+    first = engine.decide(refs, deadline=clock.now + 5)[0].digest
     new = client.push_model(f"{REG}/models/good", "v1", {"model.bin": b"now a pickle"})
     clock.now += 11
-    out = engine.decide(refs, deadline=time.monotonic() + 5)
+    out = engine.decide(refs, deadline=clock.now + 5)
     assert out[0].digest == str(new.digest) != first
     assert out[0].allowed is False
 
