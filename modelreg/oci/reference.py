@@ -7,6 +7,9 @@ Three kinds, one grammar (distribution-spec names, docker-style host detection):
   or is a bracketed IPv6 address.
 * ``repo[/sub][:tag][@digest]`` with no registry host: the embedded local store.
 * ``oci:PATH[:tag|@digest]``: a local OCI image layout directory.
+
+Parsing keeps the spelling as written (host case, ``:443``, Docker Hub aliases); the
+one spelling policies are matched on comes from :mod:`modelreg.oci.canonical`.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def _looks_like_host(component: str) -> bool:
     return (
         "." in component
         or ":" in component
-        or component == "localhost"
+        # Docker compares "localhost" case-insensitively too (DNS names have no case)
+        or component.lower() == "localhost"
         or (component.startswith("["))
     )
 
@@ -104,7 +108,7 @@ class Reference:
             if port is not None and not (0 < int(port) < 65536):
                 raise _fail(text, f"port {port} is out of range")
             registry, repository = first, remainder
-        elif _looks_like_host(first) and not sep and (":" in first or first == "localhost"):
+        elif _looks_like_host(first) and not sep and (":" in first or first.lower() == "localhost"):
             raise _fail(text, "a registry host needs a repository after it")
         else:
             repository = rest
