@@ -62,13 +62,23 @@ from modelreg.policy._policy import (
     SignatureRule,
 )
 from modelreg.policy._rego import RegoError, RegoModule
-from modelreg.policy._results import Decision, Mode, PolicyResult, RuleResult, Status
+from modelreg.policy._results import (
+    NO_MATCH_SETTINGS,
+    Decision,
+    Mode,
+    NoMatch,
+    PolicyResult,
+    RuleResult,
+    Status,
+    no_match_setting,
+)
 from modelreg.policy._yaml import PolicyLoadError
 
 __all__ = [
     "ANN_FILE_UNSAFE",
     "API_VERSION",
     "KIND",
+    "NO_MATCH_SETTINGS",
     "PICKLE_EXTENSIONS",
     "AllOf",
     "AllOfConditions",
@@ -90,6 +100,7 @@ __all__ = [
     "Match",
     "MaxSizeRule",
     "Mode",
+    "NoMatch",
     "NoPickleRule",
     "Policy",
     "PolicyLoadError",
@@ -114,6 +125,7 @@ __all__ = [
     "gather_facts",
     "load_policies",
     "load_policy_file",
+    "no_match_setting",
     "parse_policies",
     "verification_policy",
 ]

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from modelreg.policy._facts import Facts
 from modelreg.policy._policy import EvalContext, Policy
 from modelreg.policy._results import Decision, PolicyResult, RuleResult
 
-__all__ = ["applicable", "evaluate"]
+__all__ = ["REFERENCE_STEP", "applicable", "evaluate"]
+
+REFERENCE_STEP: Final = "reference"
+"""The step name of a reference that could not be canonicalised (see gather_facts)."""
 
 
 def applicable(policies: Iterable[Policy], facts: Facts) -> list[Policy]:
     """Policies whose ``match`` covers the reference.
 
+    ``facts.name`` is the canonical name (:mod:`modelreg.oci.canonical`). When the
+    reference could not be canonicalised, nobody can say which repository it names, so
+    every policy applies (fail closed): it is denied wherever a policy enforces.
     ``match.artifactTypes`` narrows a policy to some artifact types; when the artifact
     could not be inspected its type is unknown and the policy applies (fail closed).
     """
+    policies = list(policies)
+    if any(e.step == REFERENCE_STEP for e in facts.errors):
+        return policies
     out = []
     for policy in policies:
         if not policy.applies_to(facts.name):

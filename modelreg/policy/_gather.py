@@ -19,10 +19,10 @@ from modelreg.copy import fetch_node
 from modelreg.errors import ModelRegError, PolicyError
 from modelreg.model import annotations as ann
 from modelreg.model.unpack import layer_path
+from modelreg.oci.canonical import canonical_reference
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Manifest
-from modelreg.oci.reference import Reference
-from modelreg.policy._evaluate import applicable
+from modelreg.policy._evaluate import REFERENCE_STEP, applicable
 from modelreg.policy._facts import (
     ANN_FILE_UNSAFE,
     ArtifactFacts,
@@ -153,6 +153,11 @@ def gather_facts(
 ) -> Facts:
     """Collect the facts the policies need about ``reference`` through ``client``.
 
+    ``reference`` is in modelreg's CLI grammar (no host: the local store); it is
+    canonicalised once here (:func:`~modelreg.oci.canonical.canonical_reference`) and the
+    canonical reference is what is matched, resolved and verified. One that cannot be
+    canonicalised is an error every policy applies to (fail closed).
+
     ``client`` is a :class:`modelreg.client.Client` (anything with ``resolve`` and
     ``target``). ``resolved``: the manifest descriptor when the caller already resolved
     the tag (the webhook does, once); otherwise the tag is resolved here, once, and
@@ -161,10 +166,14 @@ def gather_facts(
     """
     verifier = verifier or default_verifier
     try:
-        ref = Reference.parse(reference)
+        # the one place policy matching learns the name: canonical, whatever the spelling
+        ref = canonical_reference(reference)
     except ModelRegError as exc:
         return Facts(
-            reference=reference, name=reference, digest=None, errors=(_error("parse", exc),)
+            reference=reference,
+            name=reference,
+            digest=None,
+            errors=(_error(REFERENCE_STEP, exc),),
         )
     name = ref.name
     policies = list(policies)

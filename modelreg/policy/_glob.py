@@ -11,6 +11,13 @@ A glob names where models live, in the reference grammar's own terms:
 A pattern with no host is refused when the policy is loaded rather than taken to mean
 the local store: in Kubernetes ``models/llm`` means ``docker.io/models/llm``, and a
 policy that silently matched nothing there would guard nothing.
+
+Registry patterns are matched against *canonical* names only
+(:mod:`modelreg.oci.canonical`: lowercase host, no ``:443``, Docker Hub aliases folded
+into ``docker.io`` with ``library/``), and are canonicalised the same way when loaded:
+``Index.Docker.io/acme/**`` and ``docker.io/acme/**`` govern the same images, and no
+spelling of a reference escapes the policy that names its repository. :attr:`Glob.pattern`
+stays as written (for messages); :attr:`Glob.canonical` is what is matched.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Final, Literal
+
+from modelreg.oci.canonical import canonical_pattern
 
 __all__ = ["STORE_PREFIX", "Glob"]
 
@@ -62,9 +71,12 @@ def _translate(pattern: str) -> str:
 
 @dataclass(frozen=True)
 class Glob:
+    """A reference pattern; raises InvalidReferenceError if it cannot be canonicalised."""
+
     pattern: str
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _space: Space = field(init=False, repr=False, compare=False)
+    _canonical: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         body = self.pattern
@@ -73,12 +85,20 @@ class Glob:
             body, space = body[len(STORE_PREFIX) :], "store"
         elif body.startswith(_LAYOUT_PREFIX):
             space = "layout"
+        else:
+            body = canonical_pattern(body)
         object.__setattr__(self, "_regex", re.compile(_translate(body)))
         object.__setattr__(self, "_space", space)
+        object.__setattr__(self, "_canonical", body if space == "registry" else self.pattern)
 
     @property
     def space(self) -> Space:
         return self._space
+
+    @property
+    def canonical(self) -> str:
+        """The pattern as matched (registry patterns canonicalised; others as written)."""
+        return self._canonical
 
     def well_formed(self) -> bool:
         """Does the pattern say which registry, the local store, or which layout?"""
@@ -87,10 +107,11 @@ class Glob:
         if self._space == "store":
             body = self.pattern[len(STORE_PREFIX) :]
             return bool(body) and not _host_like(body.partition("/")[0])
-        host, sep, rest = self.pattern.partition("/")
+        host, sep, rest = self._canonical.partition("/")
         return bool(sep and rest) and (any(c in host for c in ".:*?[") or host == "localhost")
 
     def matches(self, name: str) -> bool:
+        """Does ``name`` (a canonical ``Reference.name``) fall under this pattern?"""
         if space_of(name) != self._space:
             return False
         return self._regex.fullmatch(name) is not None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from modelreg.errors import InvalidReferenceError
 from modelreg.policy._conditions import (
     AllOfConditions,
     AnyOfConditions,
@@ -405,7 +406,14 @@ def _policy(v: _Validator, doc: Located) -> Policy:
     match_fields = v.mapping(
         spec["match"], "spec.match", {"references", "artifactTypes"}, {"references"}
     )
-    globs = tuple(Glob(p) for p in v.strings(match_fields["references"], "spec.match.references"))
+    patterns = v.strings(match_fields["references"], "spec.match.references")
+    globs_list: list[Glob] = []
+    for p, node in zip(patterns, match_fields["references"].value, strict=True):
+        try:
+            globs_list.append(Glob(p))
+        except InvalidReferenceError as exc:
+            raise v.fail(node, "spec.match.references", exc.message, exc.hint) from exc
+    globs = tuple(globs_list)
     for g, node in zip(globs, match_fields["references"].value, strict=True):
         if not g.well_formed():
             raise v.fail(

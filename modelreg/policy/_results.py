@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-__all__ = ["Decision", "Mode", "PolicyResult", "RuleResult", "Status"]
+from modelreg.errors import InvalidInputError
+
+__all__ = [
+    "NO_MATCH_SETTINGS",
+    "Decision",
+    "Mode",
+    "NoMatch",
+    "PolicyResult",
+    "RuleResult",
+    "Status",
+    "no_match_setting",
+]
 
 Status = Literal["passed", "failed", "error"]
 """``error``: the rule could not be evaluated (a step failed); it never counts as passed."""
 
 Mode = Literal["enforce", "warn"]
+
+NoMatch = Literal["deny", "warn", "allow"]
+"""What to do with a reference no policy matches (the webhook's ``--unmatched-images``
+and ``--unmatched-models``, ``policy check --unmatched``, ``ci verify --unmatched``)."""
+NO_MATCH_SETTINGS: Final[tuple[NoMatch, ...]] = ("deny", "warn", "allow")
+
+
+def no_match_setting(value: str, option: str) -> NoMatch:
+    """``value`` as a :data:`NoMatch`; raises InvalidInputError naming ``option``."""
+    for setting in NO_MATCH_SETTINGS:
+        if value == setting:
+            return setting
+    raise InvalidInputError(
+        f"{option} must be deny, warn or allow, not {value!r}",
+        hint="deny refuses what no policy governs (the safe choice for a gate)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +127,12 @@ class Decision:
         if "error" in statuses:
             return "error"
         return "pass"
+
+    def allowed_when_unmatched(self, setting: NoMatch) -> bool:
+        """``allowed``, with ``setting`` deciding a reference no policy applies to."""
+        if self.status == "unmatched":
+            return setting != "deny"
+        return self.allowed
 
     @property
     def problems(self) -> list[str]:
