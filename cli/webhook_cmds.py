@@ -52,6 +52,13 @@ def register(app: typer.Typer) -> None:
                 "policy covers: deny, warn or allow."
             ),
         ] = "deny",
+        unmatched_images: Annotated[
+            str,
+            typer.Option(
+                help="What to do with a container image or image volume that no policy "
+                "matches (by its canonical name): allow (not checked), warn or deny."
+            ),
+        ] = "allow",
         require_pinned: Annotated[
             bool,
             typer.Option("--require-pinned", help="Deny governed references without a digest."),
@@ -96,6 +103,10 @@ def register(app: typer.Typer) -> None:
         with cli._errors(False):
             if unmatched_models not in ("deny", "warn", "allow"):
                 raise InvalidInputError("--unmatched-models must be deny, warn or allow")
+            if unmatched_images not in ("deny", "warn", "allow"):
+                raise InvalidInputError(
+                    f"--unmatched-images must be deny, warn or allow, not {unmatched_images!r}"
+                )
             for f in (tls_cert, tls_key):
                 if not f.is_file():
                     raise InvalidInputError(
@@ -126,6 +137,7 @@ def register(app: typer.Typer) -> None:
                     negative_ttl=negative_ttl,
                     tag_ttl=tag_ttl,
                     unmatched_models=unmatched_models,  # type: ignore[arg-type]
+                    unmatched_images=unmatched_images,  # type: ignore[arg-type]
                     require_pinned=require_pinned,
                 ),
             )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from modelreg.errors import InvalidReferenceError
+from modelreg.oci.canonical import Hostless, canonical_reference
 from modelreg.oci.reference import Reference
 from modelreg.policy import Decision
 
@@ -168,7 +169,8 @@ class ModelRef:
     raw: str
     """The reference as written in the workload."""
     reference: Reference | None
-    """Parsed (docker-style normalised) reference; None when it does not parse."""
+    """The canonical reference (:mod:`modelreg.oci.canonical`, kubelet semantics): what
+    policies are matched on and what is resolved; None when it cannot be canonicalised."""
     error: str | None = None
     index: int = 0
     """Position inside a multi-reference annotation value."""
@@ -183,24 +185,25 @@ class ModelRef:
 
 
 def normalize_image(image: str) -> str:
-    """Docker-style: ``nginx`` -> ``docker.io/library/nginx``, ``me/x`` -> ``docker.io/me/x``."""
-    first, sep, _ = image.partition("/")
-    is_host = sep and (
-        "." in first or ":" in first or first == "localhost" or first.startswith("[")
-    )
-    if is_host:
-        return image
-    return "docker.io/" + (image if sep else "library/" + image)
+    """The canonical spelling of a Pod image, as the kubelet resolves it
+    (``nginx`` -> ``docker.io/library/nginx``, ``Index.Docker.io/me/x`` -> ``docker.io/me/x``).
+    Raises InvalidReferenceError when it cannot be canonicalised."""
+    return str(canonical_reference(image, hostless="docker.io"))
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse(raw: str, *, image: bool) -> tuple[Reference | None, str | None]:
-    """Parse (memoised: the same images recur in every review; References are frozen)."""
+def _parse(raw: str, hostless: Hostless) -> tuple[Reference | None, str | None]:
+    """Canonicalise a workload reference once, before any policy sees it; memoised (the
+    same images recur in every review; References are frozen). One that cannot be
+    canonicalised gets the reason and is denied.
+
+    Images and image volumes are read as the kubelet reads them (``hostless="docker.io"``:
+    no registry host means Docker Hub). The model annotation is modelreg's own grammar,
+    where no host means the local store, which a cluster does not have: refused."""
     if raw.startswith("oci:"):
         return None, "local layout references cannot be used by a cluster"
-    text = normalize_image(raw) if image else raw
     try:
-        ref = Reference.parse(text)
+        ref = canonical_reference(raw, hostless=hostless)
     except InvalidReferenceError as exc:
         return None, exc.message
     if ref.kind != "registry":
@@ -238,7 +241,7 @@ def _annotation_refs(meta: Any, base: Sequence[str]) -> Iterator[ModelRef]:
     if not items:
         yield ModelRef("annotation", human, pointer, value, None, "annotation names no reference")
     for i, raw in enumerate(items):
-        ref, err = _parse(raw, image=False)
+        ref, err = _parse(raw, "store")
         yield ModelRef("annotation", human, pointer, raw, ref, err, index=i)
 
 
@@ -255,7 +258,7 @@ def _pod_spec_refs(spec: Any, base: Sequence[str]) -> Iterator[ModelRef]:
             image = container.get("image") if isinstance(container, Mapping) else None
             if not isinstance(image, str) or not image:
                 continue
-            ref, err = _parse(image, image=True)
+            ref, err = _parse(image, "docker.io")
             yield ModelRef(
                 origin,  # type: ignore[arg-type]
                 f"{prefix}{key}[{i}].image",
@@ -271,7 +274,7 @@ def _pod_spec_refs(spec: Any, base: Sequence[str]) -> Iterator[ModelRef]:
             reference = source.get("reference") if isinstance(source, Mapping) else None
             if not isinstance(reference, str) or not reference:
                 continue
-            ref, err = _parse(reference, image=True)
+            ref, err = _parse(reference, "docker.io")
             yield ModelRef(
                 "imageVolume",
                 f"{prefix}volumes[{i}].image.reference",
@@ -325,7 +328,8 @@ class RefOutcome:
     """What the tag resolved to (for pinning)."""
     cached: bool = False
     unmatched: Literal["deny", "allow", "warn"] | None = None
-    """Set when no policy applies to an annotation reference: what the webhook does."""
+    """Set when no policy applies to the reference: what the webhook's no-match setting
+    for its origin (annotation model, or image) says to do."""
 
     @property
     def allowed(self) -> bool:
@@ -334,6 +338,13 @@ class RefOutcome:
         if self.unmatched is not None:
             return self.unmatched != "deny"
         return self.decision is not None and self.decision.allowed
+
+    def _what(self) -> str:
+        if self.ref.origin == "annotation":
+            return "model reference"
+        canonical = str(self.ref.reference) if self.ref.reference is not None else ""
+        shown = f" ({canonical})" if canonical and canonical != self.ref.raw else ""
+        return f"image{shown}"
 
     def label(self) -> str:
         where = f"{self.ref.field} {self.ref.raw}"
@@ -345,7 +356,7 @@ class RefOutcome:
         if self.error is not None:
             return [f"could not decide (denied, fail closed): {self.error}"]
         if self.unmatched == "deny":
-            return ["no policy applies to this model reference (nothing vouches for it)"]
+            return [f"no policy applies to this {self._what()} (nothing vouches for it)"]
         if self.decision is None:
             return ["no decision"]
         return self.decision.problems
@@ -353,7 +364,7 @@ class RefOutcome:
     def warnings(self) -> list[str]:
         out = []
         if self.unmatched == "warn":
-            out.append("no policy applies to this model reference")
+            out.append(f"no policy applies to this {self._what()}")
         if self.decision is not None:
             out.extend(self.decision.warnings)
         return out

@@ -21,12 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from modelreg.errors import ModelRegError
 from modelreg.oci.descriptor import Descriptor
 from modelreg.policy import (
     Decision,
+    NoMatch,
     Policy,
     PolicySet,
     StepError,
@@ -46,7 +47,7 @@ from modelreg.webhook.metrics import Metrics
 
 __all__ = ["Engine", "EngineConfig"]
 
-Unmatched = Literal["deny", "allow", "warn"]
+Unmatched = NoMatch
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class EngineConfig:
     tag_ttl: float = 30.0
     unmatched_models: Unmatched = "deny"
     """What to do with an annotation-named model that no policy covers."""
+    unmatched_images: Unmatched = "allow"
+    """What to do with a container image or image volume that no policy matches (by its
+    canonical name): ``allow`` (the default: such images are not models and are not
+    checked), ``warn`` (admit with a warning) or ``deny`` (every image must be governed;
+    what sigstore's policy-controller calls its no-match policy)."""
     require_pinned: bool = False
     """Deny governed references that are not pinned to a digest (use with the mutating
     endpoint, or when workloads must pin themselves)."""
@@ -129,7 +135,12 @@ class Engine:
         return bool(self._match(name)[0])
 
     def models(self, request: AdmissionRequest) -> list[ModelRef]:
-        return select_models(extract_references(request), self.governed)
+        """The references to decide on: governed ones, annotation models, references that
+        cannot be canonicalised, and, unless unmatched images are allowed, every image."""
+        refs = extract_references(request)
+        if self.config.unmatched_images != "allow":
+            return refs
+        return select_models(refs, self.governed)
 
     # ------------------------------------------------------------ fast path
     def _static(self, ref: ModelRef) -> RefOutcome | None:
@@ -137,7 +148,12 @@ class Engine:
         if ref.reference is None:
             return RefOutcome(ref, error=f"invalid reference: {ref.error}")
         if not self.governed(ref.name):
-            return RefOutcome(ref, unmatched=self.config.unmatched_models)
+            setting = (
+                self.config.unmatched_models
+                if ref.origin == "annotation"
+                else self.config.unmatched_images
+            )
+            return RefOutcome(ref, unmatched=setting)
         if self.config.require_pinned and not ref.pinned:
             return RefOutcome(
                 ref,
