@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 from modelreg_cli.options import CaFileOpt, FeaturePlainHttpOpt, InsecureOpt, JsonOpt
+from modelreg_cli.policy_cmds import UnmatchedOpt
 
 SummaryOpt = Annotated[
     Path | None,
@@ -159,6 +160,7 @@ def register(app: typer.Typer) -> None:
         plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
+        unmatched: UnmatchedOpt = "deny",
     ) -> None:
         """The deploy gate: check REF against policies; deploy the pinned digest it prints.
 
@@ -169,6 +171,7 @@ def register(app: typer.Typer) -> None:
 
         from modelreg.ci import CIOutputs, verify
         from modelreg.errors import InvalidInputError
+        from modelreg.policy import no_match_setting
 
         with cli._errors(json_output):
             if not policy:
@@ -178,7 +181,11 @@ def register(app: typer.Typer) -> None:
                 )
             outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
             gate = verify(
-                ref, policy, options=cli._options(plain_http, insecure, ca_file), outputs=outputs
+                ref,
+                policy,
+                options=cli._options(plain_http, insecure, ca_file),
+                outputs=outputs,
+                unmatched=no_match_setting(unmatched, "--unmatched"),
             )
             if json_output:
                 print_json(gate.to_dict())

@@ -1,8 +1,9 @@
 """``modelreg policy``: check a model against policies; lint policy files.
 
 Exit codes of ``policy check``: 0 every applicable enforce policy passed · 1 refused
-(a rule failed, or no policy applies to the reference) · 9 could not evaluate (a
-step such as resolve or verify could not run, or a policy does not load) · 2 bad input.
+(a rule failed, or no policy applies to the reference and ``--unmatched`` is ``deny``,
+the default) · 9 could not evaluate (a step such as resolve or verify could not run,
+the reference cannot be canonicalised, or a policy does not load) · 2 bad input.
 """
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
@@ -19,29 +20,43 @@ from modelreg_cli.options import (
 )
 
 if TYPE_CHECKING:  # modelreg.policy is imported by the commands that use it (CLI start-up)
-    from modelreg.policy import Decision
+    from modelreg.policy import Decision, NoMatch
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_CANNOT_EVALUATE = 9
 
+UnmatchedOpt = Annotated[
+    str,
+    typer.Option(
+        "--unmatched",
+        help="What a reference no policy matches (by its canonical name) gets: deny "
+        "(refused), warn (allowed with a warning) or allow.",
+    ),
+]
+
 
 _MARK = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "error": "[yellow]![/yellow]"}
 
 
-def exit_code(decision: "Decision") -> int:
-    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "unmatched": EXIT_FAIL}.get(
-        decision.status, EXIT_CANNOT_EVALUATE
-    )
+def exit_code(decision: "Decision", unmatched: "NoMatch" = "deny") -> int:
+    if decision.status == "unmatched":
+        return EXIT_FAIL if unmatched == "deny" else EXIT_PASS
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(decision.status, EXIT_CANNOT_EVALUATE)
 
 
-def render(decision: "Decision") -> None:
+def render(decision: "Decision", unmatched: "NoMatch" = "deny") -> None:
     from modelreg_cli.render import out_console
 
     where = f"{decision.name}@{decision.digest}" if decision.digest else decision.name
     out_console.print(f"{decision.reference} -> {where}", markup=False)
     if not decision.matched:
-        out_console.print("  no policy applies to this reference: refused (nothing vouches for it)")
+        outcome = {
+            "deny": "refused (nothing vouches for it)",
+            "warn": "allowed with a warning (--unmatched warn)",
+            "allow": "allowed (--unmatched allow)",
+        }[unmatched]
+        out_console.print(f"  no policy applies to this reference: {outcome}", markup=False)
     for result in decision.results:
         out_console.print(
             f"  policy {result.policy} ({result.source}) [{result.mode}]: {result.status.upper()}",
@@ -54,10 +69,12 @@ def render(decision: "Decision") -> None:
     verdict = {
         "pass": "[green]allowed[/green]",
         "fail": "[red]refused[/red]",
-        "unmatched": "[red]refused[/red] (no policy applies)",
+        "unmatched": "[red]refused[/red] (no policy applies)"
+        if unmatched == "deny"
+        else "[green]allowed[/green] (no policy applies)",
         "error": "[yellow]could not evaluate[/yellow] (fail closed: refused)",
     }[decision.status]
-    warnings = len(decision.warnings)
+    warnings = len(decision.warnings) + (1 if unmatched == "warn" and not decision.matched else 0)
     out_console.print(f"result: {verdict}" + (f", {warnings} warning(s)" if warnings else ""))
 
 
@@ -77,30 +94,36 @@ def register(app: typer.Typer) -> None:
         plain_http: FeaturePlainHttpOpt = False,
         insecure: InsecureOpt = False,
         ca_file: CaFileOpt = None,
+        unmatched: UnmatchedOpt = "deny",
     ) -> None:
         """Evaluate every policy that applies to REF and explain each rule.
 
+        REF is canonicalised first (host case, :443, Docker Hub aliases, library/), so
+        every spelling of a repository meets the same policies.
         Exit 0 allowed, 1 refused, 9 could not evaluate.
         """
         from modelreg_cli import main as cli
         from modelreg_cli.render import print_json
 
         from modelreg.client import Client
-        from modelreg.policy import evaluate, gather_facts, load_policies
+        from modelreg.policy import evaluate, gather_facts, load_policies, no_match_setting
 
         with cli._errors(json_output):
+            setting = no_match_setting(unmatched, "--unmatched")
             policies = load_policies(policy)
             with Client(cli._options(plain_http, insecure, ca_file)) as client:
                 facts = gather_facts(client, ref, policies)
             decision = evaluate(policies, facts)
-            code = exit_code(decision)
+            code = exit_code(decision, setting)
             if json_output:
                 doc = decision.to_dict()
                 doc["exitCode"] = code
+                doc["allowed"] = code == EXIT_PASS
+                doc["unmatched"] = setting
                 doc["errors"] = [str(e) for e in facts.errors]
                 print_json(doc)
             else:
-                render(decision)
+                render(decision, setting)
         raise typer.Exit(code)
 
     @policy_app.command("lint")

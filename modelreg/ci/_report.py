@@ -126,9 +126,15 @@ _VERDICT = {
 }
 
 
+def _verdict(gate: GateResult) -> str:
+    if gate.decision.status == "unmatched" and gate.allowed:
+        return f"ALLOWED (no policy applies; unmatched: {gate.unmatched})"
+    return _VERDICT[gate.decision.status]
+
+
 def gate_text(gate: GateResult) -> str:
     decision = gate.decision
-    lines = [f"{_VERDICT[decision.status]}  {gate.reference}"]
+    lines = [f"{_verdict(gate)}  {gate.reference}"]
     if gate.pinned:
         lines.append(f"  pinned     {gate.pinned}")
     for signer in gate.signers:
@@ -145,7 +151,7 @@ def gate_text(gate: GateResult) -> str:
     lines += _policy_text(decision, "  ")
     for error in gate.errors:
         lines.append(f"  error: {error}")
-    for warning in decision.warnings:
+    for warning in gate.warnings:
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)
 
@@ -153,7 +159,7 @@ def gate_text(gate: GateResult) -> str:
 def gate_markdown(gate: GateResult) -> str:
     decision = gate.decision
     icon = "✅" if gate.allowed else "❌"
-    lines = [f"### {icon} Model gate: {_VERDICT[decision.status]}", ""]
+    lines = [f"### {icon} Model gate: {_verdict(gate)}", ""]
     lines.append(f"**Reference:** `{gate.reference}`  ")
     if gate.pinned:
         lines.append(f"**Pinned:** `{gate.pinned}`  ")

@@ -1,9 +1,11 @@
 """``verify``: the deploy-side gate. Resolve once, check every policy, pin the digest.
 
-Exit codes: 0 allowed · 13 refused (a rule failed, or no policy applies) · 9 could
-not evaluate (registry unreachable, a bundle that cannot be fetched...: refused,
-fail closed). The deploy step should use :attr:`GateResult.pinned`, the digest that
-was checked, never the tag.
+Exit codes: 0 allowed · 13 refused (a rule failed, or no policy applies and the
+no-match setting is ``deny``, the default) · 9 could not evaluate (registry
+unreachable, a bundle that cannot be fetched...: refused, fail closed). The reference is
+canonicalised (:mod:`modelreg.oci.canonical`) before any policy is matched, so no
+spelling of a governed repository escapes its policy. The deploy step should use
+:attr:`GateResult.pinned`, the digest that was checked, never the tag.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ from typing import Any, Final
 
 from modelreg.ci._outputs import CIOutputs
 from modelreg.client import Client, RemoteOptions
-from modelreg.oci.reference import Reference
-from modelreg.policy import Decision, Facts, StepError, evaluate, gather_facts, load_policies
+from modelreg.oci.canonical import canonical_reference
+from modelreg.policy import (
+    Decision,
+    Facts,
+    NoMatch,
+    StepError,
+    evaluate,
+    gather_facts,
+    load_policies,
+)
 from modelreg.sign import SLSA_PROVENANCE_V1
 
 __all__ = ["EXIT_ALLOWED", "EXIT_CANNOT_EVALUATE", "EXIT_REFUSED", "GateResult", "verify"]
@@ -65,6 +75,8 @@ class GateResult:
     errors: tuple[StepError, ...] = ()
     provenance: list[dict[str, str]] = field(default_factory=list)
     signers: list[str] = field(default_factory=list)
+    unmatched: NoMatch = "deny"
+    """What a reference no policy applies to gets: refused (deny), or allowed (warn, allow)."""
 
     @property
     def digest(self) -> str | None:
@@ -78,12 +90,20 @@ class GateResult:
 
     @property
     def allowed(self) -> bool:
-        return self.decision.status == "pass"
+        status = self.decision.status
+        return status == "pass" or (status == "unmatched" and self.unmatched != "deny")
+
+    @property
+    def warnings(self) -> list[str]:
+        out = list(self.decision.warnings)
+        if self.decision.status == "unmatched" and self.unmatched == "warn":
+            out.append(f"no policy applies to {self.decision.name}")
+        return out
 
     @property
     def exit_code(self) -> int:
         status = self.decision.status
-        if status == "pass":
+        if self.allowed:
             return EXIT_ALLOWED
         if status == "error":
             return EXIT_CANNOT_EVALUATE
@@ -107,6 +127,9 @@ class GateResult:
                 "errors": [str(e) for e in self.errors],
                 "provenance": self.provenance,
                 "signers": self.signers,
+                "unmatched": self.unmatched,
+                "allowed": self.allowed,
+                "warnings": self.warnings,
             }
         )
         return doc
@@ -147,15 +170,17 @@ def verify(
     options: RemoteOptions | None = None,
     client: Client | None = None,
     outputs: CIOutputs | None = None,
+    unmatched: NoMatch = "deny",
 ) -> GateResult:
     """Check ``reference`` against ``policies``; never raises for "refused".
 
-    Raises ModelRegError only for bad input (a policy that does not load, a bad
-    reference). A registry that cannot be reached is a decision with status
-    ``error`` (exit 9), not an exception.
+    Raises ModelRegError only for bad input (a policy that does not load, a reference
+    that cannot be canonicalised: refused, with the reason). A registry that cannot be
+    reached is a decision with status ``error`` (exit 9), not an exception.
+    ``unmatched``: what a reference that no policy applies to gets (``deny``: exit 13).
     """
     policy_set = load_policies([Path(p) for p in policies])
-    Reference.parse(reference)
+    canonical_reference(reference)
     own = client is None
     active = client if client is not None else Client(options or RemoteOptions())
     try:
@@ -165,7 +190,7 @@ def verify(
             active.close()
     decision = evaluate(policy_set, facts)
     provenance, signers = _collect(facts)
-    result = GateResult(reference, decision, facts.errors, provenance, signers)
+    result = GateResult(reference, decision, facts.errors, provenance, signers, unmatched)
     if outputs is not None:
         outputs.write(result.outputs(), result.to_dict(), result.markdown())
     return result
