@@ -83,3 +83,9 @@ socket.getaddrinfo = _guarded_getaddrinfo
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     isolate(tmp_path, monkeypatch)
     yield
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """The test's ``MODELREG_HOME`` (already set by the autouse isolation)."""
+    return tmp_path / "home"

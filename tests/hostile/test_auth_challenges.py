@@ -16,15 +16,9 @@ import pytest
 from modelreg import Client
 from modelreg.errors import AuthenticationError, ModelRegError, SizeLimitError
 from tests.hostile.crafted import CraftedRegistry, Reply, Seen
-from tests.isolation import isolate
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 TITLE = "org.opencontainers.image.title"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture

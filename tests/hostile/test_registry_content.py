@@ -23,17 +23,11 @@ from modelreg.errors import (
     UnsafeContentError,
 )
 from tests.hostile.crafted import CraftedRegistry, Reply, Seen, sha256
-from tests.isolation import isolate
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 WEIGHT_TAR = "application/vnd.cncf.model.weight.v1.tar"
 WEIGHT_TAR_GZ = "application/vnd.cncf.model.weight.v1.tar+gzip"
 TITLE = "org.opencontainers.image.title"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -14,15 +14,9 @@ from modelreg_cli.main import app
 from typer.testing import CliRunner
 
 from tests.integration.faults import CuttingProxy
-from tests.isolation import isolate
 from tests.schemas import validate_manifest, validate_model_config
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -11,14 +11,12 @@ from modelreg_cli.main import app, main_args
 from typer.testing import CliRunner
 
 import modelreg
-from tests.isolation import isolate
 
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
     monkeypatch.setenv("MODELREG_KEY_PASSWORD", "test-passphrase")
 
 

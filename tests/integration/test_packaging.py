@@ -14,22 +14,15 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 from modelreg_cli.main import app
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
-from tests.isolation import isolate
 from tests.schemas import validate_manifest, validate_model_config
 
 runner = CliRunner()
 TESTDATA = Path(__file__).resolve().parents[2] / "testdata"
 PART_MEDIA_TYPE = "application/vnd.modelreg.weight.part.v1.raw"
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
 
 
 def run(*args: str):

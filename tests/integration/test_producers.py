@@ -16,17 +16,11 @@ from modelreg.client import Client, RemoteOptions
 from modelreg.content import LayoutStore
 from modelreg.content.base import file_source
 from modelreg.oci.manifest import Manifest, parse_manifest_or_index
-from tests.isolation import isolate
 
 runner = CliRunner()
 PRODUCERS = Path(__file__).resolve().parents[2] / "testdata" / "producers"
 EXPECTED = json.loads((PRODUCERS / "expected.json").read_text())
 EXIT = {"UnsafeContentError": 8, "FormatError": 8, "SizeLimitError": 8, "IntegrityError": 5}
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
 
 
 def upload(host: str, tag: str) -> str:

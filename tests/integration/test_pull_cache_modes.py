@@ -22,16 +22,10 @@ from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError
 from modelreg.model.unpack import _reflinks
 from modelreg.oci.digest import Digest
-from tests.isolation import isolate
 
 runner = CliRunner()
 MIB = 1024 * 1024
 PART_MEDIA_TYPE = "application/vnd.modelreg.weight.part.v1.raw"
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture

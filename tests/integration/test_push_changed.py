@@ -21,14 +21,8 @@ from modelreg.client import Client, RemoteOptions
 from modelreg.errors import IntegrityError, InvalidInputError, NotFoundError
 from modelreg.events import Event
 from modelreg.model import digests
-from tests.isolation import isolate
 
 WEIGHTS = "model.safetensors"
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
 
 
 def make_model(root: Path) -> Path:

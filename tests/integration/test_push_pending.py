@@ -25,7 +25,6 @@ from modelreg.errors import InvalidInputError, NotFoundError
 from modelreg.model import digests
 from modelreg.oci import Descriptor, Digest
 from modelreg.oci import mediatypes as mt
-from tests.isolation import isolate
 
 THRESHOLD = 1024 * 1024
 BIG = "model.safetensors"
@@ -33,7 +32,6 @@ BIG = "model.safetensors"
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
     monkeypatch.setattr(client_module, "PENDING_MIN", THRESHOLD)
 
 

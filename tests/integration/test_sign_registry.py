@@ -41,21 +41,12 @@ from modelreg.verify import (
     verify_reference,
 )
 from tests.integration.sigstore_fixtures import FakeSigstore, block_network
-from tests.isolation import isolate
 
 register(app)
 runner = CliRunner()
 ISSUER = "https://oidc.modelreg.test"
 ALICE = "alice@example.com"
 PASSWORD = {"MODELREG_KEY_PASSWORD": "integration passphrase"}
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    monkeypatch.delenv("SIGSTORE_ID_TOKEN", raising=False)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from modelreg.errors import IntegrityError, VerificationError
 from modelreg.lazy import chunk_index_annotations, push_chunk_index
 from modelreg.sign import KeySigner, generate_private_key, public_key_pem, sign
 from modelreg.wasm import ReadRecord, read_bundle, run
-from tests.isolation import isolate
 from tests.unit.wasm.example import Example, build_example, load_script
 from tests.unit.wasm.guests import SPIN
 
@@ -30,11 +29,6 @@ wasm_cmds.register(app)
 runner = CliRunner()
 CHUNK = 64 * 1024
 KiB = 1024
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,6 @@ from modelreg.client import Client
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    monkeypatch.delenv("MODELREG_CHUNK_CACHE_MAX", raising=False)
-    return tmp_path / "home"
-
-
 def run(*args):
     return runner.invoke(app, list(args))
 

@@ -10,13 +10,6 @@ from typer.testing import CliRunner
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MODELREG_FSYNC", "0")
-    return tmp_path / "home"
-
-
 @pytest.fixture
 def model(tmp_path):
     root = tmp_path / "my-model"

@@ -26,12 +26,6 @@ HOUR = 3600
 DAY = 24 * HOUR
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MODELREG_CHUNK_CACHE_MAX", raising=False)
-
-
 def write_model(root: Path, name: str) -> Path:
     root.mkdir(parents=True)
     (root / "config.json").write_text(json.dumps({"model_type": name}))

@@ -9,17 +9,11 @@ from modelreg_cli import wasm_cmds
 from modelreg_cli.main import app
 from typer.testing import CliRunner
 
-from tests.isolation import isolate
 from tests.unit.wasm.example import Example
 from tests.unit.wasm.guests import SPIN
 
 wasm_cmds.register(app)
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    isolate(tmp_path, monkeypatch)
 
 
 def invoke(*args: str, **kw):
