@@ -20,6 +20,35 @@ Reading checks what a registry could lie about: the referrer really names the
 subject, has one layer of a bundle media type, and every byte matches its
 digest; counts and sizes are capped before anything is read whole.
 
+Anyone who can push to the repository can push referrers, so a verification
+must not cost one round trip per referrer pushed (issue 13: 200 signatures
+took 2n+3 sequential requests). Reading is therefore shaped in three steps:
+
+1. *Filter before fetching.* The listing asks for ``artifactType`` = the v0.3
+   bundle type (what cosign v3 and modelreg write) and is filtered again here,
+   because registries and the tag-schema fallback may ignore the parameter.
+   Referrers of any other type (notation, SBOMs, junk) are never fetched.
+2. *Order by what the listing says* (:func:`order_candidates`). Listing
+   annotations are unauthenticated and only decide the order, never trust:
+   referrers whose ``dev.modelreg.bundle.keyHint`` names a key the caller
+   trusts come first, then those without a hint (cosign's, keyless), then
+   those hinted for other keys; within a group the predicate types the caller
+   needs first, then newest ``created`` first, then by digest, so the order
+   depends only on the listed set, never on the registry's order or on thread
+   timing.
+3. *Fetch ahead, in order* (:func:`fetch_bundles`): manifests and bundle blobs
+   are fetched by at most :data:`FETCH_CONCURRENCY` threads sharing the
+   target's (thread-safe) client and its connection pool, and handed to the
+   caller strictly in candidate order, so the caller can stop as soon as its
+   decision is made; fetches not yet started are cancelled, those in flight
+   are waited for (at most the window).
+
+Each bundle referrer written here carries ``dev.modelreg.bundle.keyHint``
+(the bundle's ``verificationMaterial.publicKey.hint``) so that a verifier with
+a key can find its signature among many without fetching them all. A hint
+costs an attacker nothing to copy: against a deliberate flood the caller's cap
+(``modelreg.verify``) bounds the work and the decision fails closed.
+
 Legacy cosign (before bundles): tags ``sha256-<hex>.sig`` (simple-signing
 payloads, signature in the ``dev.cosignproject.cosign/signature`` annotation)
 and ``sha256-<hex>.att`` (one DSSE envelope per layer). Read-only.
@@ -28,8 +57,11 @@ and ``sha256-<hex>.att`` (one DSSE envelope per layer). Read-only.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Collection, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -43,22 +75,31 @@ from modelreg.sign._bundle import BUNDLE_MEDIA_TYPES, BUNDLE_V03, MAX_BUNDLE_BYT
 
 __all__ = [
     "ANN_BUNDLE_CONTENT",
+    "ANN_KEY_HINT",
     "ANN_PREDICATE_TYPE",
+    "FETCH_CONCURRENCY",
     "MAX_REFERRERS",
     "LegacyLayer",
     "StoredBundle",
     "attach_bundle",
     "bundle_referrer",
+    "bundle_referrers",
     "created_now",
+    "fetch_bundles",
     "iter_bundles",
     "legacy_layers",
     "legacy_tag",
+    "order_candidates",
 ]
 
 ANN_BUNDLE_CONTENT: Final = "dev.sigstore.bundle.content"
 ANN_PREDICATE_TYPE: Final = "dev.sigstore.bundle.predicateType"
+ANN_KEY_HINT: Final = "dev.modelreg.bundle.keyHint"
+"""The bundle's public-key hint, copied to the referrer: an ordering hint for readers."""
 MAX_REFERRERS: Final = 1000
-"""Referrers examined per subject; more is refused (a registry-controlled count)."""
+"""Referrers listed per subject; more is refused (a registry-controlled count)."""
+FETCH_CONCURRENCY: Final = 8
+"""Referrer manifests + bundles fetched at once by :func:`fetch_bundles`."""
 
 COSIGN_SIMPLESIGNING: Final = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_DSSE_LAYER: Final = "application/vnd.dsse.envelope.v1+json"
@@ -91,18 +132,37 @@ def bundle_referrer(
 ) -> tuple[Manifest, Descriptor]:
     """The referrer manifest for a bundle, and the bundle's layer descriptor."""
     layer = Descriptor.for_bytes(media_type, bundle)
+    annotations = {
+        ANN_BUNDLE_CONTENT: content,
+        ANN_PREDICATE_TYPE: predicate_type,
+        mt.ANN_CREATED: created or created_now(),
+    }
+    hint = _bundle_key_hint(bundle)
+    if hint is not None:
+        annotations[ANN_KEY_HINT] = hint
     manifest = Manifest(
         config=empty_config(),
         layers=(layer,),
         artifact_type=media_type,
         subject=Descriptor(subject.media_type, subject.digest, subject.size),
-        annotations={
-            ANN_BUNDLE_CONTENT: content,
-            ANN_PREDICATE_TYPE: predicate_type,
-            mt.ANN_CREATED: created or created_now(),
-        },
+        annotations=annotations,
     )
     return manifest, layer
+
+
+def _bundle_key_hint(bundle: bytes) -> str | None:
+    """``verificationMaterial.publicKey.hint`` of a bundle, if it has a plain one."""
+    try:
+        doc = json.loads(bundle)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    material = doc.get("verificationMaterial") if isinstance(doc, dict) else None
+    public_key = material.get("publicKey") if isinstance(material, dict) else None
+    hint = public_key.get("hint") if isinstance(public_key, dict) else None
+    # Bounded and printable: it is copied into a registry index that others read.
+    if isinstance(hint, str) and 0 < len(hint) <= 256 and hint.isprintable():
+        return hint
+    return None
 
 
 def attach_bundle(
@@ -154,22 +214,53 @@ class StoredBundle:
 
 
 def _is_bundle_referrer(desc: Descriptor) -> bool:
-    if desc.media_type not in mt.MANIFEST_TYPES:
-        return False
-    return desc.artifact_type is None or desc.artifact_type in BUNDLE_MEDIA_TYPES
+    return desc.media_type in mt.MANIFEST_TYPES and desc.artifact_type in BUNDLE_MEDIA_TYPES
 
 
 def bundle_referrers(target: ReadOnlyTarget, subject: Descriptor) -> list[Descriptor]:
-    """Referrer descriptors of ``subject`` that may hold bundles (capped)."""
-    found = target.referrers(subject)
+    """Referrer descriptors of ``subject`` whose artifactType is a sigstore bundle.
+
+    Nothing is fetched but the listing; the order is the default of
+    :func:`order_candidates` (newest first, then by digest).
+    """
+    # Ask the registry to filter (a flood of other types then never even travels),
+    # and filter again: registries and the tag-schema fallback may ignore the ask.
+    found = target.referrers(subject, BUNDLE_V03)
     if len(found) > MAX_REFERRERS:
         raise SizeLimitError(
             f"{subject.digest} has {len(found)} referrers, over the limit of {MAX_REFERRERS}",
             hint="the repository holds an unreasonable number of signatures for this digest",
         )
-    out = [d for d in found if _is_bundle_referrer(d)]
-    # newest first when the registry passed the annotation through; stable otherwise
-    out.sort(key=lambda d: d.annotations.get(mt.ANN_CREATED, ""), reverse=True)
+    return order_candidates([d for d in found if _is_bundle_referrer(d)])
+
+
+def order_candidates(
+    found: Sequence[Descriptor],
+    *,
+    key_hints: Collection[str] | None = None,
+    predicate_types: Collection[str] | None = None,
+) -> list[Descriptor]:
+    """``found`` in the order a verifier should examine them (see the module notes).
+
+    ``key_hints`` are the hints of the keys the verifier trusts (None: it has no
+    key, so key-hinted bundles go last); ``predicate_types`` the statements it
+    still needs (None: any). Ties fall to newest ``created``, then the digest.
+    """
+
+    def key_rank(desc: Descriptor) -> int:
+        hint = desc.annotations.get(ANN_KEY_HINT)
+        if hint is None:
+            return 1
+        return 0 if key_hints is not None and hint in key_hints else 2
+
+    def type_rank(desc: Descriptor) -> int:
+        if predicate_types is None:
+            return 0
+        return 0 if desc.annotations.get(ANN_PREDICATE_TYPE) in predicate_types else 1
+
+    out = sorted(found, key=lambda d: str(d.digest))
+    out.sort(key=lambda d: d.annotations.get(mt.ANN_CREATED, ""), reverse=True)  # stable
+    out.sort(key=lambda d: (key_rank(d), type_rank(d)))
     return out
 
 
@@ -197,16 +288,62 @@ def load_bundle(target: ReadOnlyTarget, subject: Descriptor, referrer: Descripto
     return StoredBundle(referrer=referrer, manifest=node, layer=layer, data=data)
 
 
-def iter_bundles(
-    target: ReadOnlyTarget, subject: Descriptor
-) -> Iterator[StoredBundle | tuple[Descriptor, ModelRegError]]:
-    """Every bundle referrer of ``subject``; a referrer that cannot be read is
-    yielded as ``(descriptor, error)`` so callers can report it and go on."""
-    for referrer in bundle_referrers(target, subject):
-        try:
-            yield load_bundle(target, subject, referrer)
-        except (FormatError, SizeLimitError, NotFoundError) as exc:
-            yield referrer, exc
+FetchedBundle = StoredBundle | tuple[Descriptor, ModelRegError]
+"""A loaded bundle, or a referrer that could not be read and why."""
+
+
+def _load(target: ReadOnlyTarget, subject: Descriptor, referrer: Descriptor) -> FetchedBundle:
+    try:
+        return load_bundle(target, subject, referrer)
+    except (FormatError, SizeLimitError, NotFoundError) as exc:
+        return referrer, exc
+
+
+def fetch_bundles(
+    target: ReadOnlyTarget,
+    subject: Descriptor,
+    referrers: Sequence[Descriptor],
+    *,
+    concurrency: int = FETCH_CONCURRENCY,
+) -> Generator[FetchedBundle, None, None]:
+    """Load ``referrers`` in parallel, yielding them in the given order.
+
+    At most ``concurrency`` referrers are loaded or held at once. Closing the iterator
+    early (``contextlib.closing``) cancels what has not started and waits for
+    what has, so no request outlives the caller's decision. Errors other than a
+    bad referrer (registry unreachable, tampered bytes) propagate: the caller
+    could not verify and fails closed.
+    """
+    if concurrency <= 1 or len(referrers) <= 1:
+        for referrer in referrers:
+            yield _load(target, subject, referrer)
+        return
+    waiting = iter(referrers)
+    pending: deque[Future[FetchedBundle]] = deque()
+    pool = ThreadPoolExecutor(
+        max_workers=min(concurrency, len(referrers)), thread_name_prefix="referrers"
+    )
+    try:
+        for referrer in waiting:
+            pending.append(pool.submit(_load, target, subject, referrer))
+            if len(pending) >= concurrency:
+                break
+        while pending:
+            yield pending.popleft().result()
+            # only now: a consumer that stopped at the last item leaves nothing to cancel
+            following = next(waiting, None)
+            if following is not None:
+                pending.append(pool.submit(_load, target, subject, following))
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+
+
+def iter_bundles(target: ReadOnlyTarget, subject: Descriptor) -> Iterator[FetchedBundle]:
+    """Every bundle referrer of ``subject``, newest first; a referrer that cannot
+    be read is yielded as ``(descriptor, error)`` so callers can report it and go on."""
+    yield from fetch_bundles(target, subject, bundle_referrers(target, subject))
 
 
 # ------------------------------------------------------------------- legacy

@@ -19,11 +19,45 @@ Signatures (``https://sigstore.dev/cosign/sign/v1``) count towards the
 threshold over distinct authorities, one signer (key or identity) crediting at
 most one authority (a maximum bipartite matching). Attestations of the required
 predicate types must be signed by any policy authority.
+
+Bounded work per decision (issue 13; the webhook, ``ci verify`` and ``verify``
+all come through :func:`verify_artifact`). Whoever can push referrers decides
+how many there are, so:
+
+* legacy cosign tags are read first (two tag lookups, at most 64 layers each)
+  so that the early stop below knows everything outside the referrers;
+* only referrers whose artifactType is a sigstore bundle are candidates
+  (:func:`~modelreg.sign._storage.bundle_referrers`: nothing else is fetched),
+  ordered by :func:`~modelreg.sign._storage.order_candidates`: bundles whose
+  (unauthenticated) key hint names a policy key first, then unhinted ones
+  (cosign-made, keyless), then those hinted for other keys; within a group the
+  predicate types the policy needs first, then newest, then by digest;
+* at most ``max_referrers`` candidates are examined (default 64,
+  ``$MODELREG_MAX_SIGNATURE_REFERRERS`` or ``VerificationPolicy.max_referrers``).
+  When more exist and the first ones do not meet the policy, the first failure
+  says so and how to raise the cap;
+* candidates are fetched eight at a time but checked one by one in that order.
+  For a signature-only policy the walk stops as soon as the threshold is met
+  (so ``verify --key`` reports the signature that met it, not every one) or
+  the candidates left could no longer meet it (each bundle credits at most one
+  more authority). With required attestations all candidates are examined: a
+  policy rule may put a condition on a predicate that any one of several
+  attestations may pass, and a denial should report every verified statement.
+  The outcome and the report depend only on the listed set, never on which
+  fetch finished first.
+
+The trade-off: an attacker who can push can also copy a key hint and forge a
+``created`` date, so 64 junk bundles ranked before the real one turn a
+verification into a denial (fail closed, with the cap named in the message),
+never into unbounded work or a false "verified". Honest floods (many signers,
+rotated keys) keep verifying: the policy's own key sorts first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,8 +78,14 @@ from modelreg.sign._intoto import (
     model_resources,
     model_subject_digest,
 )
-from modelreg.sign._keys import PublicKey, ecdsa_for, key_fingerprint, load_public_key
-from modelreg.sign._storage import StoredBundle, iter_bundles, legacy_layers
+from modelreg.sign._keys import PublicKey, ecdsa_for, key_fingerprint, key_hint, load_public_key
+from modelreg.sign._storage import (
+    StoredBundle,
+    bundle_referrers,
+    fetch_bundles,
+    legacy_layers,
+    order_candidates,
+)
 from modelreg.verify._sigstore import (
     IdentityPolicy,
     KeylessRejected,
@@ -62,6 +102,8 @@ from modelreg.verify._types import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_REFERRERS",
+    "MAX_REFERRERS_ENV",
     "Checked",
     "PreparedPolicy",
     "VerifyContext",
@@ -71,6 +113,9 @@ __all__ = [
 ]
 
 COSIGN_SIMPLESIGNING_TYPE = "cosign container image signature"
+DEFAULT_MAX_REFERRERS = 64
+"""Signature referrers one verification examines unless the policy or env says otherwise."""
+MAX_REFERRERS_ENV = "MODELREG_MAX_SIGNATURE_REFERRERS"
 
 
 # --------------------------------------------------------------------- policy
@@ -92,10 +137,21 @@ class PreparedPolicy:
 
     policy: VerificationPolicy
     auths: tuple[_Auth, ...]
+    max_referrers: int = DEFAULT_MAX_REFERRERS
 
     @property
     def key_auths(self) -> tuple[_Auth, ...]:
         return tuple(a for a in self.auths if a.kind == "key")
+
+    @property
+    def key_hints(self) -> frozenset[str] | None:
+        """The bundle key hints of the policy keys (None: the policy has no key)."""
+        keys = [a.key for a in self.key_auths if a.key is not None]
+        return frozenset(key_hint(k) for k in keys) if keys else None
+
+    @property
+    def wanted_predicates(self) -> frozenset[str]:
+        return frozenset((COSIGN_SIGN_PREDICATE, *self.policy.required_attestations))
 
     @property
     def keyless_auths(self) -> tuple[_Auth, ...]:
@@ -153,7 +209,27 @@ def prepare_policy(policy: VerificationPolicy) -> PreparedPolicy:
     for kind in policy.required_attestations:
         if not isinstance(kind, str) or not kind:
             raise PolicyError(f"required attestation type {kind!r} is not a predicate type URI")
-    return PreparedPolicy(policy, tuple(auths))
+    return PreparedPolicy(policy, tuple(auths), _max_referrers(policy))
+
+
+def _max_referrers(policy: VerificationPolicy) -> int:
+    value: object = policy.max_referrers
+    where = "max_referrers"
+    if value is None:
+        text = os.environ.get(MAX_REFERRERS_ENV, "").strip()
+        if not text:
+            return DEFAULT_MAX_REFERRERS
+        where = f"${MAX_REFERRERS_ENV}"
+        try:
+            value = int(text)
+        except ValueError:
+            value = text
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PolicyError(
+            f"{where} must be a whole number of at least 1, got {value!r}",
+            hint=f"the default is {DEFAULT_MAX_REFERRERS}",
+        )
+    return value
 
 
 # --------------------------------------------------------------- one bundle
@@ -371,6 +447,23 @@ class _Walk:
     attestations: list[Checked] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
+    def satisfied(self) -> int:
+        """Distinct authorities credited so far (the maximum matching)."""
+        edges: dict[str, set[int]] = {}
+        for sig in self.signatures:
+            edges.setdefault(sig.signer_id, set()).update(sig.auths)
+        return len(max_matching(edges))
+
+    def missing_attestations(self) -> list[str]:
+        present = {a.statement.predicate_type for a in self.attestations}
+        return [k for k in self.ctx.prepared.policy.required_attestations if k not in present]
+
+    def still_needed(self) -> int:
+        """Bundles that must still verify: each adds one authority or one attestation type."""
+        policy = self.ctx.prepared.policy
+        missing_signers = max(0, policy.threshold - self.satisfied())
+        return missing_signers + len(self.missing_attestations())
+
     def load_manifest(self) -> Manifest | None:
         if not self.manifest_loaded:
             self.manifest_loaded = True
@@ -440,15 +533,29 @@ def verify_artifact(
     as a failure too.
     """
     prepared = prepare_policy(policy)
-    ctx = VerifyContext(prepared)
-    walk = _Walk(desc, ctx, target)
-    for item in iter_bundles(target, desc):
-        if isinstance(item, tuple):
-            referrer, error = item
-            walk.skipped.append(f"referrer {referrer.digest.short}: {error.message}")
-            continue
-        _consider(walk, item)
-    for legacy in legacy_layers(target, desc):
+    walk = _Walk(desc, VerifyContext(prepared), target)
+    _walk_legacy(walk)
+    listed = order_candidates(
+        bundle_referrers(target, desc),
+        key_hints=prepared.key_hints,
+        predicate_types=prepared.wanted_predicates,
+    )
+    cap = prepared.max_referrers
+    _walk_bundles(walk, listed[:cap])
+    notes: list[str] = []
+    if len(listed) > cap and walk.still_needed():
+        notes.append(
+            f"{len(listed)} signature referrers on {desc.digest}; examined the first {cap} "
+            "(bundles hinted for a policy key first, then newest) and they do not meet the "
+            f"policy; raise the cap with {MAX_REFERRERS_ENV}=N (or the policy's max_referrers), "
+            "or delete the referrers you do not trust (list them with `modelreg referrers`)"
+        )
+    return _decide(walk, prepared, notes)
+
+
+def _walk_legacy(walk: _Walk) -> None:
+    ctx = walk.ctx
+    for legacy in legacy_layers(walk.target, walk.desc):
         where = f"legacy cosign .{legacy.kind} layer {legacy.layer.digest.short}"
         if legacy.has_certificate:
             walk.skipped.append(f"{where}: legacy keyless signatures are not verified; re-sign")
@@ -464,7 +571,41 @@ def verify_artifact(
             walk.skipped.append(f"{where}: {checked}")
         else:
             walk.classify(checked, where)
-    return _decide(walk, prepared)
+
+
+def _walk_bundles(walk: _Walk, candidates: list[Descriptor]) -> None:
+    """Check ``candidates`` in order, stopping early for a signature-only policy.
+
+    With required attestations every candidate is examined: a policy rule may
+    put a condition on a predicate that any one of several attestations may
+    pass, and a failed decision should still report every verified statement.
+    """
+    early = not walk.ctx.prepared.policy.required_attestations
+    remaining = len(candidates)
+    if early and _can_stop(walk, remaining):
+        return
+    fetched = fetch_bundles(walk.target, walk.desc, candidates)
+    with contextlib.closing(fetched):  # cancels the fetches not needed any more
+        for item in fetched:
+            remaining -= 1
+            if isinstance(item, tuple):
+                referrer, error = item
+                walk.skipped.append(f"referrer {referrer.digest.short}: {error.message}")
+            else:
+                _consider(walk, item)
+            if early and _can_stop(walk, remaining):
+                return
+
+
+def _can_stop(walk: _Walk, remaining: int) -> bool:
+    """The threshold is met, or ``remaining`` bundles could not meet it."""
+    needed = walk.still_needed()
+    if needed > remaining:
+        walk.skipped.append(
+            f"{remaining} signature referrer(s) not examined: too few left to meet the policy"
+        )
+        return True
+    return not needed
 
 
 def _consider(walk: _Walk, stored: StoredBundle) -> None:
@@ -476,7 +617,7 @@ def _consider(walk: _Walk, stored: StoredBundle) -> None:
     walk.classify(checked, where)
 
 
-def _decide(walk: _Walk, prepared: PreparedPolicy) -> VerificationResult:
+def _decide(walk: _Walk, prepared: PreparedPolicy, notes: list[str]) -> VerificationResult:
     policy = prepared.policy
     labels = {a.index: a.label for a in prepared.auths}
     edges: dict[str, set[int]] = {}
@@ -503,7 +644,7 @@ def _decide(walk: _Walk, prepared: PreparedPolicy) -> VerificationResult:
         )
         for a in walk.attestations
     )
-    failures: list[str] = []
+    failures: list[str] = list(notes)  # first: callers show only the first few
     if satisfied < policy.threshold:
         failures.append(
             f"signature threshold not met: {satisfied} of the required {policy.threshold} "

@@ -48,6 +48,10 @@ class VerificationPolicy:
     sigstore ``trusted_root.json`` for keyless authorities; without it the
     production root embedded in / cached by sigstore-python is used (refreshed
     over the network only when ``offline`` is False).
+
+    ``max_referrers`` caps the signature referrers one verification examines
+    (after filtering by artifact type); None means ``$MODELREG_MAX_SIGNATURE_REFERRERS``,
+    else 64. A repository with more fails closed with a message naming the cap.
     """
 
     authorities: tuple[Authority, ...]
@@ -55,6 +59,7 @@ class VerificationPolicy:
     required_attestations: tuple[str, ...] = ()
     trusted_root: str | None = None
     offline: bool = True
+    max_referrers: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from modelreg.sign import (
     sign,
 )
 from modelreg.sign import _storage as storage
+from modelreg.sign._keys import key_hint
 from modelreg.sign._storage import bundle_referrer, legacy_layers, load_bundle
 
 
@@ -61,6 +62,8 @@ def test_sign_writes_cosign_v3_referrers(stored, key):
             "dev.sigstore.bundle.content": "dsse-envelope",
             "dev.sigstore.bundle.predicateType": attached.predicate_type,
             "org.opencontainers.image.created": "2025-01-01T00:00:00Z",
+            # cosign v3's three, plus the bundle's key hint for verifiers that sort by it
+            storage.ANN_KEY_HINT: key_hint(key.public_key()),
         }
         layer = Descriptor.from_dict(doc["layers"][0])
         assert stored.target.fetch(layer).read() == attached.bundle
