@@ -22,6 +22,11 @@ Public API (a contract other components build on; extended only compatibly)::
 * :func:`verify_directory` checks a directory against a model-transparency
   signature file (``model_signing`` or ``modelreg`` made).
 
+Bounded: one verification examines at most ``max_referrers`` (default 64,
+``$MODELREG_MAX_SIGNATURE_REFERRERS``) bundle referrers, fetched in parallel and
+checked in a fixed order, stopping once a signature-only policy is met (see
+``_artifact.py``); a flood of pushed referrers costs a bounded amount of work.
+
 Offline: key policies never touch the network; keyless policies with a
 ``trusted_root`` file read only that file; only the registry is contacted.
 """
