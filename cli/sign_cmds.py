@@ -533,10 +533,10 @@ def register(app: typer.Typer) -> None:
 
 def referrer_tree(target: Any, desc: Any, depth: int = 0) -> list[dict[str, Any]]:
     """Referrers of ``desc`` (and theirs, two levels deep) plus legacy cosign tags."""
+    from modelreg.attest.storage import MAX_REFERRERS, legacy_tag
     from modelreg.errors import NotFoundError
     from modelreg.oci import mediatypes as mt
     from modelreg.sign import ANN_PREDICATE_TYPE
-    from modelreg.sign._storage import MAX_REFERRERS, legacy_tag
 
     rows: list[dict[str, Any]] = []
     found = target.referrers(desc)[:MAX_REFERRERS]

@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
+from modelreg.attest.keys import ecdsa_for  # noqa: E402
+from modelreg.attest.storage import ANN_COSIGN_SIGNATURE, COSIGN_SIMPLESIGNING  # noqa: E402
 from modelreg.oci import mediatypes as mt  # noqa: E402
 from modelreg.oci.descriptor import Descriptor  # noqa: E402
 from modelreg.oci.manifest import Manifest, canonical_json, empty_config  # noqa: E402
@@ -57,8 +59,6 @@ from modelreg.sign import (  # noqa: E402
     model_statement,
     public_key_pem,
 )
-from modelreg.sign._keys import ecdsa_for  # noqa: E402
-from modelreg.sign._storage import ANN_COSIGN_SIGNATURE, COSIGN_SIMPLESIGNING  # noqa: E402
 from tests.integration.sigstore_fixtures import FakeSigstore  # noqa: E402
 
 SEED = 20250101

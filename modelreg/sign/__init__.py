@@ -15,6 +15,11 @@ DSSE envelope, stored as a referrer of ``M`` in cosign v3's layout):
 
 Everything works on a descriptor resolved once: callers resolve a tag, then
 sign the digest (``Client.resolve``).
+
+The wire formats (key files, DSSE, in-toto, bundles, referrer storage) live in
+:mod:`modelreg.attest`, shared with :mod:`modelreg.verify`; this package adds
+the signers, the statements chosen for a manifest and the predicates, and
+re-exports the format names it has always exported.
 """
 
 from __future__ import annotations
@@ -23,12 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from modelreg.content.base import Target
-from modelreg.copy import fetch_node
-from modelreg.errors import InvalidInputError
-from modelreg.oci.descriptor import Descriptor
-from modelreg.oci.manifest import Manifest
-from modelreg.sign._bundle import (
+from modelreg.attest.bundle import (
     BUNDLE_MEDIA_TYPES,
     BUNDLE_V03,
     MAX_BUNDLE_BYTES,
@@ -36,22 +36,15 @@ from modelreg.sign._bundle import (
     key_bundle,
     parse_bundle,
 )
-from modelreg.sign._dsse import INTOTO_PAYLOAD_TYPE, Envelope, EnvelopeSignature, pae
-from modelreg.sign._intoto import (
+from modelreg.attest.dsse import INTOTO_PAYLOAD_TYPE, Envelope, EnvelopeSignature, pae
+from modelreg.attest.intoto import (
     COSIGN_SIGN_PREDICATE,
-    MODEL_SIGNING_COMPAT_PREDICATE,
-    MODEL_SIGNING_PREDICATE,
     STATEMENT_TYPE,
-    ModelResources,
     Statement,
     Subject,
     cosign_sign_statement,
-    model_resources,
-    model_statement,
-    model_subject_digest,
 )
-from modelreg.sign._keyless import KeylessOptions, KeylessSigner, resolve_identity_token
-from modelreg.sign._keys import (
+from modelreg.attest.keys import (
     PASSWORD_ENV_VARS,
     PrivateKey,
     PublicKey,
@@ -64,7 +57,15 @@ from modelreg.sign._keys import (
     public_key_pem,
     write_key_pair,
 )
-from modelreg.sign._storage import (
+from modelreg.attest.model_transparency import (
+    MODEL_SIGNING_COMPAT_PREDICATE,
+    MODEL_SIGNING_PREDICATE,
+    ModelResources,
+    model_resources,
+    model_statement,
+    model_subject_digest,
+)
+from modelreg.attest.storage import (
     ANN_BUNDLE_CONTENT,
     ANN_PREDICATE_TYPE,
     StoredBundle,
@@ -73,6 +74,12 @@ from modelreg.sign._storage import (
     iter_bundles,
     legacy_layers,
 )
+from modelreg.content.base import Target
+from modelreg.copy import fetch_node
+from modelreg.errors import InvalidInputError
+from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.manifest import Manifest
+from modelreg.sign._keyless import KeylessOptions, KeylessSigner, resolve_identity_token
 from modelreg.sign.predicates import (
     MODEL_SCAN_PREDICATE,
     SLSA_PROVENANCE_V1,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from modelreg.attest.intoto import Statement
 from modelreg.errors import InvalidInputError, ModelRegError, NetworkError
-from modelreg.sign._intoto import Statement
 
 __all__ = ["TOKEN_ENV", "KeylessOptions", "KeylessSigner", "resolve_identity_token"]
 

@@ -29,6 +29,10 @@ checked in a fixed order, stopping once a signature-only policy is met (see
 
 Offline: key policies never touch the network; keyless policies with a
 ``trusted_root`` file read only that file; only the registry is contacted.
+
+The formats it reads (bundles, DSSE, in-toto, key PEM, referrer storage) come
+from :mod:`modelreg.attest`, the same code :mod:`modelreg.sign` writes with;
+nothing here imports :mod:`modelreg.sign`.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ how many there are, so:
 * legacy cosign tags are read first (two tag lookups, at most 64 layers each)
   so that the early stop below knows everything outside the referrers;
 * only referrers whose artifactType is a sigstore bundle are candidates
-  (:func:`~modelreg.sign._storage.bundle_referrers`: nothing else is fetched),
-  ordered by :func:`~modelreg.sign._storage.order_candidates`: bundles whose
+  (:func:`~modelreg.attest.storage.bundle_referrers`: nothing else is fetched),
+  ordered by :func:`~modelreg.attest.storage.order_candidates`: bundles whose
   (unauthenticated) key hint names a policy key first, then unhinted ones
   (cosign-made, keyless), then those hinted for other keys; within a group the
   predicate types the policy needs first, then newest, then by digest;
@@ -64,28 +64,27 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelreg.content.base import ReadOnlyTarget
-from modelreg.copy import fetch_node
-from modelreg.errors import FormatError, InvalidInputError, ModelRegError, PolicyError
-from modelreg.oci.descriptor import Descriptor
-from modelreg.oci.manifest import Manifest
-from modelreg.sign._bundle import parse_bundle
-from modelreg.sign._dsse import INTOTO_PAYLOAD_TYPE, Envelope, verify_envelope_signature
-from modelreg.sign._intoto import (
-    COSIGN_SIGN_PREDICATE,
+from modelreg.attest.bundle import parse_bundle
+from modelreg.attest.dsse import INTOTO_PAYLOAD_TYPE, Envelope, verify_envelope_signature
+from modelreg.attest.intoto import COSIGN_SIGN_PREDICATE, Statement
+from modelreg.attest.keys import PublicKey, ecdsa_for, key_fingerprint, key_hint, load_public_key
+from modelreg.attest.model_transparency import (
     MODEL_SIGNING_PREDICATE,
-    Statement,
     model_resources,
     model_subject_digest,
 )
-from modelreg.sign._keys import PublicKey, ecdsa_for, key_fingerprint, key_hint, load_public_key
-from modelreg.sign._storage import (
+from modelreg.attest.storage import (
     StoredBundle,
     bundle_referrers,
     fetch_bundles,
     legacy_layers,
     order_candidates,
 )
+from modelreg.content.base import ReadOnlyTarget
+from modelreg.copy import fetch_node
+from modelreg.errors import FormatError, InvalidInputError, ModelRegError, PolicyError
+from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.manifest import Manifest
 from modelreg.verify._sigstore import (
     IdentityPolicy,
     KeylessRejected,

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from modelreg.errors import InvalidInputError, SizeLimitError
-from modelreg.sign._bundle import MAX_BUNDLE_BYTES
-from modelreg.sign._intoto import (
+from modelreg.attest.bundle import MAX_BUNDLE_BYTES
+from modelreg.attest.intoto import Statement
+from modelreg.attest.model_transparency import (
     MODEL_SIGNING_COMPAT_PREDICATE,
     MODEL_SIGNING_DEFAULT_IGNORES,
     MODEL_SIGNING_PREDICATE,
-    Statement,
     model_subject_digest,
 )
+from modelreg.errors import InvalidInputError, SizeLimitError
 from modelreg.verify._artifact import VerifyContext, check_bundle, prepare_policy
 from modelreg.verify._types import VerificationPolicy
 

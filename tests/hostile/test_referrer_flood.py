@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 
 from modelreg import Client
+from modelreg.attest.bundle import BUNDLE_V03
+from modelreg.attest.keys import key_hint
+from modelreg.attest.storage import FETCH_CONCURRENCY, attach_bundle
 from modelreg.content.base import ReadOnlyTarget, Target
 from modelreg.content.memory import MemoryTarget
 from modelreg.oci.descriptor import Descriptor
 from modelreg.sign import KeySigner, generate_private_key, public_key_pem, sign
-from modelreg.sign._bundle import BUNDLE_V03
-from modelreg.sign._keys import key_hint
-from modelreg.sign._storage import FETCH_CONCURRENCY, attach_bundle
 from modelreg.verify import (
     ArtifactVerificationError,
     KeyAuthority,

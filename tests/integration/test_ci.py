@@ -17,10 +17,10 @@ from modelreg_cli.ci_cmds import register
 from modelreg_cli.main import app
 from typer.testing import CliRunner
 
+from modelreg.attest.keys import private_key_pem
 from modelreg.client import Client
 from modelreg.errors import NotFoundError
 from modelreg.sign import generate_private_key, public_key_pem
-from modelreg.sign._keys import private_key_pem
 from tests.integration.sigstore_fixtures import FakeSigstore
 from tests.isolation import isolate
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from modelreg.attest.keys import private_key_pem
 from modelreg.ci import (
     EXIT_CODES,
     GENERIC_BUILD_TYPE,
@@ -25,7 +26,6 @@ from modelreg.ci import (
 )
 from modelreg.errors import InvalidInputError
 from modelreg.sign import generate_private_key
-from modelreg.sign._keys import private_key_pem
 
 GITHUB = {
     "GITHUB_ACTIONS": "true",

@@ -11,7 +11,7 @@ from modelreg_cli.main import app
 from modelreg_cli.sign_cmds import register
 from typer.testing import CliRunner
 
-from tests.unit.sign.conftest import ALICE, ISSUER, write_model
+from tests.unit.signing_fixtures import ALICE, ISSUER, write_model
 
 register(app)  # what main.py does (idempotent)
 runner = CliRunner()

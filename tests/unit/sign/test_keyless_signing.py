@@ -20,7 +20,7 @@ from modelreg.sign import (
     slsa_provenance,
 )
 from modelreg.verify import verify_artifact
-from tests.unit.sign.conftest import ALICE, ISSUER, keyless_policy
+from tests.unit.signing_fixtures import ALICE, ISSUER, keyless_policy
 
 WORKFLOW = "https://github.com/acme/models/.github/workflows/release.yml@refs/tags/v1"
 

@@ -22,7 +22,7 @@ from modelreg.sign import (
     validate_training_lineage,
 )
 from modelreg.verify import verify_artifact
-from tests.unit.sign.conftest import key_policy, write_model
+from tests.unit.signing_fixtures import key_policy, write_model
 
 GITHUB_ENV = {
     "GITHUB_ACTIONS": "true",

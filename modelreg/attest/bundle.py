@@ -18,10 +18,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from modelreg.attest.dsse import Envelope, sign_envelope
+from modelreg.attest.intoto import Statement
+from modelreg.attest.keys import PrivateKey, key_hint
 from modelreg.errors import FormatError, SizeLimitError
-from modelreg.sign._dsse import Envelope, sign_envelope
-from modelreg.sign._intoto import Statement
-from modelreg.sign._keys import PrivateKey, key_hint
 
 __all__ = [
     "BUNDLE_MEDIA_TYPES",

@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from modelreg.attest import storage
+from modelreg.attest.keys import key_hint
+from modelreg.attest.storage import bundle_referrer, legacy_layers, load_bundle
 from modelreg.content.base import bytes_source
 from modelreg.content.layout import LayoutStore
 from modelreg.content.memory import MemoryTarget
@@ -23,9 +26,6 @@ from modelreg.sign import (
     iter_bundles,
     sign,
 )
-from modelreg.sign import _storage as storage
-from modelreg.sign._keys import key_hint
-from modelreg.sign._storage import bundle_referrer, legacy_layers, load_bundle
 
 
 def test_sign_writes_cosign_v3_referrers(stored, key):
@@ -155,7 +155,7 @@ def test_copy_recursive_carries_signatures(stored, key, tmp_path):
 
 
 def test_legacy_cosign_tags_are_read(stored, key):
-    from modelreg.sign._storage import (
+    from modelreg.attest.storage import (
         ANN_COSIGN_SIGNATURE,
         COSIGN_DSSE_LAYER,
         COSIGN_SIMPLESIGNING,

@@ -20,8 +20,8 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelreg.attest.keys import PrivateKey, PublicKey, ecdsa_for
 from modelreg.errors import FormatError
-from modelreg.sign._keys import PrivateKey, PublicKey, ecdsa_for
 
 __all__ = [
     "INTOTO_PAYLOAD_TYPE",

@@ -1,13 +1,12 @@
-"""in-toto Statement v1, and the two statements modelreg signs.
+"""in-toto Statement v1, and cosign's signature statement.
 
+* :class:`Statement`: an in-toto statement (v1, or v0.1 on read) with its
+  subjects, predicate type and predicate.
 * :func:`cosign_sign_statement`: cosign v3's signature statement, predicateType
   ``https://sigstore.dev/cosign/sign/v1``, subject = the manifest digest.
-* :func:`model_statement`: the sigstore model-transparency v1.0 statement
-  (``https://model_signing/signature/v1.0``) derived from a manifest without
-  reading any weights: with one raw layer per file, a file's SHA-256 *is* its
-  layer digest. Resources are ordered the way ``model_signing`` orders them
-  (by path components) and the subject digest is SHA-256 over the concatenated
-  raw resource digests in that order, so ``model_signing verify`` accepts it.
+
+The model-transparency statement built on top of it lives in
+:mod:`modelreg.attest.model_transparency`.
 
 Statements are serialised once to bytes (compact JSON); signatures cover those
 bytes, and a parsed :class:`Statement` keeps the bytes it came from.
@@ -15,41 +14,26 @@ bytes, and a parsed :class:`Statement` keeps the bytes it came from.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from modelreg.errors import FormatError, InvalidInputError
-from modelreg.model.unpack import layer_path, safe_relpath
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import Manifest
 
 __all__ = [
     "COSIGN_SIGN_PREDICATE",
-    "MODEL_SIGNING_COMPAT_PREDICATE",
-    "MODEL_SIGNING_PREDICATE",
     "STATEMENT_TYPE",
     "STATEMENT_TYPE_V01",
-    "ModelResources",
     "Statement",
     "Subject",
     "cosign_sign_statement",
-    "model_resources",
-    "model_statement",
-    "model_subject_digest",
-    "resource_sort_key",
 ]
 
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 STATEMENT_TYPE_V01: Final = "https://in-toto.io/Statement/v0.1"
 COSIGN_SIGN_PREDICATE: Final = "https://sigstore.dev/cosign/sign/v1"
-MODEL_SIGNING_PREDICATE: Final = "https://model_signing/signature/v1.0"
-MODEL_SIGNING_COMPAT_PREDICATE: Final = "https://model_signing/Digests/v0.1"
-#: What ``model_signing`` ignores by default (git metadata); recorded in the statement.
-MODEL_SIGNING_DEFAULT_IGNORES: Final = (".git", ".gitattributes", ".github", ".gitignore")
 MAX_SUBJECTS: Final = 1024
 
 
@@ -144,100 +128,4 @@ def cosign_sign_statement(digest: Digest, name: str = "") -> Statement:
         subjects=(Subject(name, {"sha256": digest.hex}),),
         predicate_type=COSIGN_SIGN_PREDICATE,
         predicate={},
-    )
-
-
-# ------------------------------------------------------------ model-transparency
-
-
-def resource_sort_key(name: str) -> tuple[str, ...]:
-    """``model_signing`` sorts resources as ``PurePosixPath`` objects: by components."""
-    return tuple(name.split("/"))
-
-
-def model_subject_digest(resources: Sequence[tuple[str, str]]) -> str:
-    """SHA-256 over the raw bytes of each resource digest, in the order given."""
-    h = hashlib.sha256()
-    for _, hex_digest in resources:
-        h.update(bytes.fromhex(hex_digest))
-    return h.hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class ModelResources:
-    """(path, sha256 hex) of every file of a model, in model_signing order."""
-
-    files: tuple[tuple[str, str], ...]
-
-    @property
-    def root_digest(self) -> str:
-        return model_subject_digest(self.files)
-
-
-def _is_raw_file_layer(media_type: str) -> bool:
-    lowered = media_type.lower()
-    return not any(token in lowered for token in ("tar", "gzip", "zstd", "+zip"))
-
-
-def model_resources(manifest: Manifest) -> ModelResources:
-    """Per-file digests of a manifest whose layers are one raw file each.
-
-    Raises :class:`InvalidInputError` when a layer is an archive, has no path,
-    is not sha256, or when two layers claim the same path: such a manifest
-    cannot be described file by file without reading its content.
-    """
-    files: dict[str, str] = {}
-    for layer in manifest.layers:
-        raw_path = layer_path(layer)
-        if raw_path is None:
-            raise InvalidInputError(
-                f"layer {layer.digest.short} has no file path annotation",
-                hint="a model-level signature needs every layer to name its file",
-            )
-        if not _is_raw_file_layer(layer.media_type):
-            raise InvalidInputError(
-                f"layer {raw_path!r} is an archive ({layer.media_type})",
-                hint="a model-level signature needs one raw layer per file; "
-                "the manifest signature still covers this model",
-            )
-        if layer.digest.algorithm != "sha256":
-            raise InvalidInputError(f"layer {raw_path!r} is not addressed by sha256")
-        path = safe_relpath(raw_path, "layer path")
-        if path in files:
-            raise InvalidInputError(f"two layers claim the path {path!r}")
-        files[path] = layer.digest.hex
-    ordered = sorted(files.items(), key=lambda item: resource_sort_key(item[0]))
-    return ModelResources(tuple(ordered))
-
-
-def model_statement(
-    manifest: Manifest,
-    name: str,
-    *,
-    ignore_paths: Sequence[str] | None = None,
-) -> Statement:
-    """The model-transparency v1.0 statement for a manifest (no weights read)."""
-    resources = model_resources(manifest)
-    if ignore_paths is None:
-        names = {p for p, _ in resources.files}
-        ignore_paths = [*MODEL_SIGNING_DEFAULT_IGNORES]
-        if "model.sig" not in names:
-            ignore_paths.append("model.sig")
-    model_name = posixpath.basename(name.rstrip("/")) or "model"
-    predicate = {
-        "serialization": {
-            "method": "files",
-            "hash_type": "sha256",
-            "allow_symlinks": False,
-            "ignore_paths": list(ignore_paths),
-        },
-        "resources": [
-            {"name": path, "algorithm": "sha256", "digest": hex_digest}
-            for path, hex_digest in resources.files
-        ],
-    }
-    return Statement(
-        subjects=(Subject(model_name, {"sha256": resources.root_digest}),),
-        predicate_type=MODEL_SIGNING_PREDICATE,
-        predicate=predicate,
     )

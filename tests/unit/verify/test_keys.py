@@ -8,6 +8,8 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelreg.attest.dsse import pae
+from modelreg.attest.keys import ecdsa_for
 from modelreg.content.base import bytes_source
 from modelreg.errors import PolicyError
 from modelreg.oci.manifest import Manifest, empty_config
@@ -24,8 +26,6 @@ from modelreg.sign import (
     public_key_pem,
     sign,
 )
-from modelreg.sign._dsse import pae
-from modelreg.sign._keys import ecdsa_for
 from modelreg.verify import (
     ArtifactVerificationError,
     KeyAuthority,
@@ -36,7 +36,7 @@ from modelreg.verify import (
     verify_before_pull,
     verify_reference,
 )
-from tests.unit.sign.conftest import key_policy, write_model
+from tests.unit.signing_fixtures import key_policy, write_model
 
 
 def _sign(stored, key, **kw):
@@ -314,8 +314,8 @@ def test_unusable_policies_raise_policy_error(stored, policy):
 
 # ------------------------------------------------------------------ legacy
 def _legacy(stored, key, suffix, layer_media_type, data, annotations):
+    from modelreg.attest.storage import legacy_tag
     from modelreg.oci.descriptor import Descriptor
-    from modelreg.sign._storage import legacy_tag
 
     layer = Descriptor.for_bytes(layer_media_type, data, annotations=annotations)
     stored.target.push(layer, bytes_source(data))
@@ -325,8 +325,12 @@ def _legacy(stored, key, suffix, layer_media_type, data, annotations):
 
 
 def test_legacy_cosign_sig_and_att_verify_with_keys(stored, key, other_key):
-    from modelreg.sign._dsse import sign_envelope
-    from modelreg.sign._storage import ANN_COSIGN_SIGNATURE, COSIGN_DSSE_LAYER, COSIGN_SIMPLESIGNING
+    from modelreg.attest.dsse import sign_envelope
+    from modelreg.attest.storage import (
+        ANN_COSIGN_SIGNATURE,
+        COSIGN_DSSE_LAYER,
+        COSIGN_SIMPLESIGNING,
+    )
 
     payload = json.dumps(
         {
@@ -353,7 +357,7 @@ def test_legacy_cosign_sig_and_att_verify_with_keys(stored, key, other_key):
 
 
 def test_legacy_sig_for_another_digest_is_not_counted(stored, key):
-    from modelreg.sign._storage import ANN_COSIGN_SIGNATURE, COSIGN_SIMPLESIGNING
+    from modelreg.attest.storage import ANN_COSIGN_SIGNATURE, COSIGN_SIMPLESIGNING
 
     payload = json.dumps(
         {

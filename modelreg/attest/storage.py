@@ -65,13 +65,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from modelreg.attest.bundle import BUNDLE_MEDIA_TYPES, BUNDLE_V03, MAX_BUNDLE_BYTES
+from modelreg.attest.dsse import b64decode
 from modelreg.content.base import ReadOnlyTarget, Target, bytes_source, fetch_bytes
 from modelreg.copy import fetch_node
 from modelreg.errors import FormatError, ModelRegError, NotFoundError, SizeLimitError
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Manifest, empty_config
-from modelreg.sign._bundle import BUNDLE_MEDIA_TYPES, BUNDLE_V03, MAX_BUNDLE_BYTES
 
 __all__ = [
     "ANN_BUNDLE_CONTENT",
@@ -367,8 +368,6 @@ class LegacyLayer:
 
 def legacy_layers(target: ReadOnlyTarget, subject: Descriptor) -> list[LegacyLayer]:
     """Layers of the legacy cosign ``.sig``/``.att`` manifests of ``subject``, if any."""
-    from modelreg.sign._dsse import b64decode
-
     out: list[LegacyLayer] = []
     for suffix in ("sig", "att"):
         try:

@@ -20,7 +20,7 @@ from modelreg.sign import (
     sign,
 )
 from modelreg.verify import verify_directory
-from tests.unit.sign.conftest import ALICE, ISSUER, key_policy, keyless_policy, write_model
+from tests.unit.signing_fixtures import ALICE, ISSUER, key_policy, keyless_policy, write_model
 
 
 def model_signing(*args: str) -> subprocess.CompletedProcess[str]:

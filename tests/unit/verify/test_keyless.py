@@ -21,7 +21,7 @@ from modelreg.sign import (
 )
 from modelreg.verify import KeyAuthority, KeylessAuthority, VerificationPolicy, verify_artifact
 from tests.integration.sigstore_fixtures import Tamper
-from tests.unit.sign.conftest import ALICE, ISSUER, keyless_policy
+from tests.unit.signing_fixtures import ALICE, ISSUER, keyless_policy
 
 BOB = "bob@example.com"
 
