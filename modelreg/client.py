@@ -86,12 +86,25 @@ class RemoteOptions:
     timeout: float = 60.0
     """Seconds to wait to connect, or for any read or write to make progress, before
     giving up on a registry request (a stuck registry; not a limit on a whole transfer)."""
+    document_deadline: float | None = None
+    """Total seconds for a document (manifest, index, config, token, list) and for the
+    headers of any answer, retries included; default 60 or ``timeout`` if larger."""
+    min_throughput: float = 1024.0
+    """Bytes/s a blob transfer must average over ``throughput_window`` seconds."""
+    throughput_window: float = 30.0
 
     def __post_init__(self) -> None:
         if not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise InvalidInputError(
                 f"timeout must be a positive number of seconds, not {self.timeout!r}"
             )
+        for name, value in (
+            ("document_deadline", self.document_deadline),
+            ("min_throughput", self.min_throughput),
+            ("throughput_window", self.throughput_window),
+        ):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise InvalidInputError(f"{name} must be a positive number, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -657,6 +670,9 @@ class Client:
             on_warning=opts.on_warning,
             upload_chunk_size=opts.upload_chunk_size,
             timeout=opts.timeout,
+            document_deadline=opts.document_deadline,
+            min_throughput=opts.min_throughput,
+            throughput_window=opts.throughput_window,
         )
 
     def target(self, ref: Reference | str, *, create: bool = True) -> Target:

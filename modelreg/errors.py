@@ -22,11 +22,18 @@ boundary with ``raise ... from exc``.
      │    ├── RateLimitedError        429 after retries
      │    └── UnsupportedError        the registry lacks a feature (e.g. chunked upload)
      ├── NetworkError                 unreachable host, TLS failure, timeout
+     │    └── TransferTooSlowError    a document deadline or blob throughput floor was hit
+     ├── LocalStorageError            the local disk refused a write: full, over quota, read-only
      ├── VerificationError            a signature, attestation or identity that does not verify
      └── PolicyError                  a policy that fails to load or to evaluate
 """
 
 from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
 
 __all__ = [
     "AuthenticationError",
@@ -35,6 +42,7 @@ __all__ = [
     "InvalidDigestError",
     "InvalidInputError",
     "InvalidReferenceError",
+    "LocalStorageError",
     "ModelRegError",
     "NetworkError",
     "NotFoundError",
@@ -43,9 +51,11 @@ __all__ = [
     "RateLimitedError",
     "RegistryError",
     "SizeLimitError",
+    "TransferTooSlowError",
     "UnsafeContentError",
     "UnsupportedError",
     "VerificationError",
+    "local_storage",
 ]
 
 
@@ -155,6 +165,71 @@ class NetworkError(ModelRegError):
     """The registry could not be reached (DNS, connect, TLS, timeout)."""
 
     exit_code = 6
+
+
+class TransferTooSlowError(NetworkError):
+    """A registry answer that kept arriving but too slowly: ``bound`` names the bound hit,
+    ``"document-deadline"`` (total time of a document) or ``"throughput-floor"`` (a blob)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, bound: str) -> None:
+        super().__init__(message, hint=hint)
+        self.bound = bound
+
+
+class LocalStorageError(ModelRegError):
+    """The local filesystem refused a write: no space, over quota, file too large, read-only.
+
+    ``path`` is where modelreg was writing; ``needed`` the bytes it needed there, if known.
+    """
+
+    exit_code = 10
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, path: str, needed: int | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.needed = needed
+
+
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EFBIG: "the file is larger than this filesystem or process allows",
+    errno.EROFS: "the filesystem is read-only",
+}
+
+
+@contextlib.contextmanager
+def local_storage(
+    path: str | os.PathLike[str], what: str, *, needed: int | None = None
+) -> Iterator[None]:
+    """Translate a write refused by the filesystem inside the block into
+    :class:`LocalStorageError` naming ``path``; other errors pass through.
+
+    Used at the few places where modelreg writes: the pull's output and staging,
+    the store/cache layout, the chunk cache. Cleaning up what was half written
+    stays with the code that created it (its ``finally``), which runs before this.
+    """
+    try:
+        yield
+    except OSError as exc:
+        reason = _STORAGE_ERRNOS.get(exc.errno or 0)
+        if reason is None or isinstance(exc, ModelRegError):
+            raise
+        place = os.fspath(path)
+        size = f" ({needed} bytes needed)" if needed else ""
+        if exc.errno == errno.EROFS:
+            hint = "write somewhere writable: pass another output directory or set MODELREG_HOME"
+        else:
+            hint = (
+                f"free space on the filesystem holding {place}, write elsewhere (another "
+                "output directory, or MODELREG_HOME on a larger disk), or shrink the cache "
+                "with `modelreg cache prune`"
+            )
+        raise LocalStorageError(
+            f"cannot {what} {place}: {reason}{size}", hint=hint, path=place, needed=needed
+        ) from exc
 
 
 class VerificationError(ModelRegError):

@@ -8,7 +8,10 @@ module when no proxy applies and no custom transport was given; everything else
 (auth, retries, redirects, error mapping) stays in the client, which sees an
 ordinary :class:`httpx.Response` whose stream is a :class:`BulkStream`.
 
-Failures are raised as httpx exceptions so the client translates them once.
+Failures are raised as httpx exceptions so the client translates them once. The
+socket is read through :func:`~modelreg.content.registry.deadlines.bounded_response_class`,
+so transfer bounds hold on this path too (``readinto`` of a buffered reader would
+otherwise wait for the whole buffer, however slowly it fills).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from collections.abc import Iterator
 from typing import Final
 
 import httpx
+
+from modelreg.content.registry.deadlines import bounded_response_class
 
 __all__ = ["BulkStream", "send"]
 
@@ -85,11 +90,16 @@ def _connection(
     url: httpx.URL, ssl_context: ssl.SSLContext | None, timeout: float
 ) -> http.client.HTTPConnection:
     host = url.host
+    connection: http.client.HTTPConnection
     if url.scheme == "https":
-        return http.client.HTTPSConnection(
+        connection = http.client.HTTPSConnection(
             host, url.port or 443, timeout=timeout, context=ssl_context
         )
-    return http.client.HTTPConnection(host, url.port or 80, timeout=timeout)
+    else:
+        connection = http.client.HTTPConnection(host, url.port or 80, timeout=timeout)
+    # every recv (headers and body) honours the active transfer bound (see deadlines)
+    connection.response_class = bounded_response_class()
+    return connection
 
 
 def send(

@@ -18,6 +18,14 @@ Scheme rule (predictable, decided once per client):
 Bulk blob bodies (downloads of at least :data:`BULK_MIN` bytes) are read through
 a lean :mod:`http.client` path when no proxy applies and no custom transport was
 given: see :mod:`modelreg.content.registry._bulk` for the measurements.
+
+Every request is bounded in total time as well as by the idle ``timeout`` (see
+:mod:`modelreg.content.registry.deadlines`): :meth:`RegistryClient.request` runs
+all attempts and auth rounds of one logical request under one
+:class:`~modelreg.content.registry.deadlines.DocumentDeadline` (or the bound the
+caller passes), so the status line and headers can never be trickled, and
+:meth:`RegistryClient.read_body` reads a document under the deadline its request
+used. A tripped bound is never retried.
 """
 
 from __future__ import annotations
@@ -42,6 +50,17 @@ from modelreg.content.registry.credentials import (
     Credential,
     CredentialProvider,
     normalize_host,
+)
+from modelreg.content.registry.deadlines import (
+    DEFAULT_DOCUMENT_DEADLINE,
+    DEFAULT_MIN_THROUGHPUT,
+    DEFAULT_THROUGHPUT_WINDOW,
+    BoundedTransport,
+    BoundExceeded,
+    DocumentDeadline,
+    ThroughputFloor,
+    TransferBound,
+    active,
 )
 from modelreg.content.registry.errors import (
     MAX_ERROR_BODY,
@@ -75,6 +94,7 @@ _HOST_RE: Final = re.compile(
 )
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+_LIMITS: Final = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 
 _log = logging.getLogger("modelreg.registry")
 
@@ -182,6 +202,9 @@ class RegistryClient:
         on_warning: Callable[[str], None] | None = None,
         timeout: float = 60.0,
         upload_chunk_size: int | None = None,
+        document_deadline: float | None = None,
+        min_throughput: float = DEFAULT_MIN_THROUGHPUT,
+        throughput_window: float = DEFAULT_THROUGHPUT_WINDOW,
     ) -> None:
         if not isinstance(host, str) or "://" in host or not _HOST_RE.match(host):
             raise InvalidInputError(
@@ -195,12 +218,27 @@ class RegistryClient:
             raise InvalidInputError(
                 f"upload chunk size must be a positive number of bytes, got {upload_chunk_size!r}"
             )
+        for name, value in (
+            ("document deadline", document_deadline),
+            ("minimum throughput", min_throughput),
+            ("throughput window", throughput_window),
+        ):
+            if value is not None and not 0 < value < float("inf"):
+                raise InvalidInputError(f"the {name} must be a positive number, not {value!r}")
         self.host = host
         self.api_host = DOCKER_HUB_API if normalize_host(host) == DOCKER_HUB else host
         self.plain_http = plain_http
         self.insecure = insecure
         self.ca_file = ca_file
         self.timeout = timeout
+        self.document_deadline = (
+            document_deadline
+            if document_deadline is not None
+            else max(DEFAULT_DOCUMENT_DEADLINE, timeout)
+        )
+        """Seconds a document (and the headers of any answer) may take in total."""
+        self.min_throughput = min_throughput
+        self.throughput_window = throughput_window
         self.upload_chunk_size = upload_chunk_size
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
@@ -215,6 +253,12 @@ class RegistryClient:
         self._closed = False
         self._custom_transport = transport is not None
         self._ssl_context = self._make_ssl_context()
+        if transport is None:
+            # our own sockets, so that every read and write honours the transfer bounds
+            transport = BoundedTransport(
+                ssl_context=self._ssl_context or httpx.create_ssl_context(),
+                limits=_LIMITS,
+            )
         if plain_http:
             self._scheme: str | None = "http"
         elif is_loopback(self.api_host) and not (ca_file or insecure):
@@ -228,7 +272,7 @@ class RegistryClient:
             follow_redirects=False,
             max_redirects=MAX_REDIRECTS,
             headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            limits=_LIMITS,
             event_hooks={"request": [self._count_request]},
             trust_env=True,
         )
@@ -319,7 +363,10 @@ class RegistryClient:
     def _probe_scheme(self) -> tuple[str, bool]:
         """(scheme, definitive): a registry that could not be reached is probed again."""
         try:
-            response = self._http.get(f"https://{self.api_host}/v2/")
+            # bounded like any request: a server trickling its answer would stall the probe
+            with active(self.deadline("check whether the registry speaks TLS")):
+                response = self._http.get(f"https://{self.api_host}/v2/")
+                response.close()
         except httpx.TransportError as exc:
             if is_tls_protocol_failure(exc):
                 _log.debug("%s does not speak TLS; using plain HTTP (loopback)", self.host)
@@ -327,7 +374,6 @@ class RegistryClient:
             if is_permanent(exc):  # e.g. an untrusted certificate: it does speak TLS
                 return "https", True
             return "https", False
-        response.close()
         return "https", True
 
     def url(self, path: str) -> httpx.URL:
@@ -357,6 +403,7 @@ class RegistryClient:
         timeout: httpx.Timeout | None = None,
         repository: str | None = None,
         subject: str | None = None,
+        bound: TransferBound | None = None,
     ) -> httpx.Response:
         """Send one logical request (authenticating and retrying as allowed).
 
@@ -364,10 +411,74 @@ class RegistryClient:
         closes it); otherwise raises the mapped :class:`ModelRegError`. A body given
         as an iterable is sent once, never retried: a failure raises at once and a
         ``401`` is returned to the caller (with the refused token forgotten).
+
+        Every attempt runs under ``bound`` (default: a new :meth:`deadline`), which
+        a caller reading a document passes on to :meth:`read_body`.
         """
         if self._closed:
             raise InvalidInputError(f"the client for {self.host} is closed")
         target = url if isinstance(url, httpx.URL) else self.url(url)
+        if bound is None:
+            bound = self.deadline(what, target)
+        with active(bound):
+            return self._request(
+                method,
+                target,
+                scopes=scopes,
+                what=what,
+                headers=headers,
+                params=params,
+                content=content,
+                idempotent=idempotent,
+                ok=ok,
+                follow_redirects=follow_redirects,
+                bulk=bulk,
+                timeout=timeout,
+                repository=repository,
+                subject=subject,
+            )
+
+    def deadline(self, what: str, url: httpx.URL | None = None) -> DocumentDeadline:
+        """A new document deadline for the operation ``what``, starting now."""
+        return DocumentDeadline(self.document_deadline, self.host, what, url)
+
+    def floor(
+        self,
+        what: str,
+        url: httpx.URL | None = None,
+        *,
+        expected: int | None = None,
+        then: float | None = None,
+    ) -> ThroughputFloor:
+        """A new throughput floor for a blob transfer (see ``deadlines``)."""
+        return ThroughputFloor(
+            self.min_throughput,
+            self.throughput_window,
+            self.host,
+            what,
+            url,
+            expected=expected,
+            then=self.document_deadline if then is None else then,
+        )
+
+    def _request(
+        self,
+        method: str,
+        target: httpx.URL,
+        *,
+        scopes: Sequence[str],
+        what: str,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        content: Content,
+        idempotent: bool | None,
+        ok: Collection[int],
+        follow_redirects: bool,
+        bulk: bool,
+        timeout: httpx.Timeout | None,
+        repository: str | None,
+        subject: str | None,
+    ) -> httpx.Response:
         if idempotent is None:
             idempotent = method in _IDEMPOTENT
         replayable = content is None or isinstance(content, bytes)
@@ -452,7 +563,7 @@ class RegistryClient:
 
     @staticmethod
     def _retryable_exception(exc: httpx.TransportError, idempotent: bool) -> bool:
-        if is_permanent(exc):
+        if isinstance(exc, BoundExceeded) or is_permanent(exc):
             return False
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
             return True  # nothing reached the server
@@ -608,10 +719,22 @@ class RegistryClient:
             response.close()
         return bytes(out[:MAX_ERROR_BODY])
 
-    def read_body(self, response: httpx.Response, cap: int, *, what: str) -> bytes:
-        """A whole small body (manifests, JSON), capped; transport errors translated."""
+    def read_body(
+        self,
+        response: httpx.Response,
+        cap: int,
+        *,
+        what: str,
+        bound: TransferBound | None = None,
+    ) -> bytes:
+        """A whole small body (manifests, JSON), capped; transport errors translated.
+
+        Read under ``bound``: the deadline its request ran under, so that one
+        deadline covers the whole document (a new one when none is given).
+        """
         try:
-            return read_capped(response, cap, what=what)
+            with active(bound or self.deadline(f"read {what}", response.request.url)):
+                return read_capped(response, cap, what=what)
         except httpx.TransportError as exc:
             raise self.network_error(exc, what=f"read {what}") from exc
 
@@ -626,8 +749,26 @@ class RegistryClient:
         headers: dict[str, str],
         what: str,
     ) -> tuple[int, Mapping[str, str], bytes]:
-        state = self.retry.start()
         host = httpx.URL(url).host
+        # the token service's own deadline: its retries and body included
+        deadline = DocumentDeadline(self.document_deadline, host, what, httpx.URL(url))
+        with active(deadline):
+            return self._token_attempts(
+                method, url, params=params, data=data, headers=headers, what=what, host=host
+            )
+
+    def _token_attempts(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: list[tuple[str, str]] | None,
+        data: dict[str, str] | None,
+        headers: dict[str, str],
+        what: str,
+        host: str,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        state = self.retry.start()
         while True:
             state.begin()
             try:
@@ -640,7 +781,8 @@ class RegistryClient:
                 )
                 response = self._http.send(request, stream=True, follow_redirects=True)
             except httpx.TransportError as exc:
-                if not is_permanent(exc) and state.wait():
+                final = isinstance(exc, BoundExceeded) or is_permanent(exc)
+                if not final and state.wait():
                     continue
                 raise network_error(
                     exc, host=host, what=what, attempts=state.attempts, scheme=httpx.URL(url).scheme
@@ -661,8 +803,11 @@ class RegistryClient:
     # ------------------------------------------------------------------ public API
     def ping(self) -> None:
         """``GET /v2/``: checks that the registry answers and that the credentials work."""
-        response = self.request("GET", "/v2/", scopes=(), what="check the registry API (/v2/)")
-        self._discard(response)
+        what = "check the registry API (/v2/)"
+        deadline = self.deadline(what)
+        response = self.request("GET", "/v2/", scopes=(), what=what, bound=deadline)
+        with active(deadline):
+            self._discard(response)
 
     def repository(self, name: str) -> RegistryTarget:
         """The target for one repository of this registry."""

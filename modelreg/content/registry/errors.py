@@ -2,7 +2,9 @@
 
 This is the boundary: status codes and the registry's JSON error body
 (``{"errors": [{"code", "message", "detail"}]}``) become :class:`RegistryError`
-subclasses, and httpx exceptions become :class:`NetworkError` (raised by the
+subclasses, and httpx exceptions become :class:`NetworkError` (a spent transfer
+bound, :class:`~modelreg.content.registry.deadlines.BoundExceeded`, becomes the
+:class:`~modelreg.errors.TransferTooSlowError` it describes) (raised by the
 caller with ``raise ... from exc``). Every message names the host and what was
 attempted; every hint says what to do next. Text that comes from the registry is
 stripped of control characters and shortened before it is quoted, and nothing
@@ -21,6 +23,7 @@ from typing import Final
 
 import httpx
 
+from modelreg.content.registry.deadlines import BoundExceeded
 from modelreg.errors import (
     AuthenticationError,
     IntegrityError,
@@ -297,6 +300,9 @@ def network_error(
     exc: BaseException, *, host: str, what: str, attempts: int = 1, scheme: str = "https"
 ) -> NetworkError:
     """The :class:`NetworkError` for an httpx transport failure (raise it ``from exc``)."""
+    for cause in _causes(exc):
+        if isinstance(cause, BoundExceeded):
+            return cause.bound.error()  # which bound, where, and the setting to raise
     tries = f" (after {attempts} attempts)" if attempts > 1 else ""
     reason = sanitize(str(exc) or type(exc).__name__)
     if is_tls_verification_failure(exc):

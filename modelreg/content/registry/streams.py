@@ -7,6 +7,14 @@ the per-call cost is paid per block, not per network packet. When the connection
 breaks mid-body it reopens the blob at the current offset (``Range``) a bounded
 number of times; the verifying reader above still hashes every byte, so a resumed
 transfer is checked exactly like an uninterrupted one.
+
+Each read runs under the reader's transfer bound (a throughput floor for a blob,
+the document deadline for a small one; see
+:mod:`~modelreg.content.registry.deadlines`), made active for the socket layer
+around the read. A spent bound is not a cut connection: it is raised, never
+resumed, and a resume's reads stay under the same bound, so resumes cannot
+stretch it. :func:`read_capped` also checks the active deadline between chunks,
+which bounds document bodies even where the socket layer is not ours (a proxy).
 """
 
 from __future__ import annotations
@@ -18,6 +26,13 @@ from typing import Final
 import httpx
 
 from modelreg.content.registry._bulk import BulkStream
+from modelreg.content.registry.deadlines import (
+    BoundExceeded,
+    DocumentDeadline,
+    TransferBound,
+    active,
+    current,
+)
 from modelreg.errors import ModelRegError, SizeLimitError
 
 __all__ = ["ResponseReader", "iter_raw", "read_capped"]
@@ -51,8 +66,10 @@ class ResponseReader(io.RawIOBase):
         reopen: Reopen | None = None,
         max_resumes: int = 0,
         skip: int = 0,
+        bound: TransferBound | None = None,
     ) -> None:
         super().__init__()
+        self._bound = bound
         self._response = response
         self._on_bytes = on_bytes
         self._translate = translate
@@ -73,7 +90,10 @@ class ResponseReader(io.RawIOBase):
         return self._resumes
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        view = memoryview(buffer).cast("B")
+        with active(self._bound):
+            return self._fill(memoryview(buffer).cast("B"))
+
+    def _fill(self, view: memoryview) -> int:
         total = 0
         while total < len(view):
             try:
@@ -119,7 +139,8 @@ class ResponseReader(io.RawIOBase):
         return self._raw(view)
 
     def _resume(self, exc: httpx.TransportError) -> None:
-        if self._reopen is None or self._resumes >= self._max_resumes:
+        final = isinstance(exc, BoundExceeded)
+        if final or self._reopen is None or self._resumes >= self._max_resumes:
             raise self._translate(exc, self._resumes + 1) from exc
         self._resumes += 1
         self._response.close()
@@ -148,7 +169,10 @@ def read_capped(response: httpx.Response, cap: int, *, what: str) -> bytes:
                 hint="refused before reading; this is not content modelreg will load into memory",
             )
         out = bytearray()
+        bound = current()
         for chunk in response.iter_bytes():
+            if isinstance(bound, DocumentDeadline):
+                bound.check()
             out += chunk
             if len(out) > cap:
                 raise SizeLimitError(

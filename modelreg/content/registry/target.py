@@ -4,6 +4,11 @@ Reads are verified: blobs through :class:`~modelreg.content.base.VerifyingReader
 manifests by hashing the bytes (against the digest asked for, or against
 ``Docker-Content-Digest`` when fetched by tag) under a 4 MiB cap that is enforced
 before and while reading. Writes go through :mod:`~modelreg.content.registry.uploads`.
+
+Transfer bounds (:mod:`~modelreg.content.registry.deadlines`): a document (manifest,
+index, referrers or tag page, and any blob up to ``SMALL_BODY``) is fetched and
+read under one document deadline covering its retries; a larger blob's body is
+read under a throughput floor (its headers under the request's deadline).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import httpx
 from modelreg.content.base import BlobSource, PushResult, VerifyingReader
 from modelreg.content.registry.auth import repository_scope
 from modelreg.content.registry.client import BULK_MIN
+from modelreg.content.registry.deadlines import SMALL_BODY, TransferBound
 from modelreg.content.registry.streams import ResponseReader
 from modelreg.content.registry.uploads import BlobUpload, PendingUpload
 from modelreg.errors import (
@@ -198,6 +204,7 @@ class RegistryTarget:
             headers["Accept"] = f"{desc.media_type}, {MANIFEST_ACCEPT}"
         bulk = not is_manifest and desc.size >= BULK_MIN
         what = f"download {kind} {desc.digest} from {self.name}"
+        bound = self._bound(is_manifest or desc.size <= SMALL_BODY, what, path)
         response = self.client.request(
             "GET",
             path,
@@ -208,6 +215,7 @@ class RegistryTarget:
             bulk=bulk,
             repository=self.repository,
             subject=f"{kind} {desc.digest}",
+            bound=bound if is_manifest or desc.size <= SMALL_BODY else None,
         )
         self._check_length(response, desc, kind)
 
@@ -221,8 +229,14 @@ class RegistryTarget:
             translate=lambda exc, n: self.client.network_error(exc, what=what, attempts=n),
             reopen=reopen,
             max_resumes=self.client.retry.max_attempts - 1,
+            bound=bound,
         )
         return VerifyingReader(reader, desc, what=f"{kind} {desc.digest} from {self.name}")
+
+    def _bound(self, small: bool, what: str, path: str) -> TransferBound:
+        """A document deadline for what is read whole, else a throughput floor."""
+        url = self.client.url(path)
+        return self.client.deadline(what, url) if small else self.client.floor(what, url)
 
     def _check_length(self, response: httpx.Response, desc: Descriptor, kind: str) -> None:
         declared = response.headers.get("content-length", "")
@@ -296,6 +310,7 @@ class RegistryTarget:
         bulk = length >= BULK_MIN
         what = f"read bytes {offset}-{offset + length - 1} of blob {desc.digest} from {self.name}"
         end = offset + length - 1
+        bound = self._bound(length <= SMALL_BODY, what, path)
         response, skip = self._open_from(path, headers, desc, offset, end, bulk, what)
 
         def reopen(delivered: int, attempt: int) -> tuple[httpx.Response, int]:
@@ -311,6 +326,7 @@ class RegistryTarget:
             reopen=reopen,
             max_resumes=self.client.retry.max_attempts - 1,
             skip=skip,
+            bound=bound,
         ) as reader:
             got = 0
             while got < length:
@@ -384,17 +400,20 @@ class RegistryTarget:
         """:meth:`fetch_manifest`, plus the answer's strong ``ETag`` (None if it sent none)."""
         expected = self._check_reference(reference)
         what = f"manifest {reference!r} of {self.name}"
+        path = self._path("manifests", reference)
+        deadline = self.client.deadline(f"fetch {what}", self.client.url(path))
         response = self.client.request(
             "GET",
-            self._path("manifests", reference),
+            path,
             scopes=self._pull,
             what=f"fetch {what}",
             headers=_MANIFEST_HEADERS,
             follow_redirects=True,
             repository=self.repository,
             subject=f"manifest {reference!r}",
+            bound=deadline,
         )
-        data = self.client.read_body(response, MAX_MANIFEST_BYTES, what=what)
+        data = self.client.read_body(response, MAX_MANIFEST_BYTES, what=what, bound=deadline)
         header = response.headers.get("docker-content-digest")
         if expected is not None:
             actual = Digest.from_bytes(data, expected.algorithm)
@@ -426,11 +445,14 @@ class RegistryTarget:
         found: list[Descriptor] = []
         seen: set[str] = set()
         for page in range(MAX_REFERRER_PAGES):
+            what = f"list the referrers of {desc.digest} in {self.name}"
+            deadline = self.client.deadline(what)
             response = self.client.request(
                 "GET",
                 url,
                 scopes=self._pull,
-                what=f"list the referrers of {desc.digest} in {self.name}",
+                bound=deadline,
+                what=what,
                 headers={"Accept": mt.OCI_INDEX},
                 params=params if page == 0 else None,
                 ok=(200, 404),
@@ -448,7 +470,10 @@ class RegistryTarget:
             link = response.headers.get("link")
             request_url = response.request.url
             data = self.client.read_body(
-                response, MAX_JSON_BYTES, what=f"the referrers of {desc.digest} in {self.name}"
+                response,
+                MAX_JSON_BYTES,
+                what=f"the referrers of {desc.digest} in {self.name}",
+                bound=deadline,
             )
             try:
                 index = Index.parse(data, what=f"referrers index of {desc.digest}")
@@ -520,10 +545,12 @@ class RegistryTarget:
         url: str | httpx.URL = self._path("tags", "list")
         seen: set[str] = set()
         for page in range(MAX_TAG_PAGES):
+            deadline = self.client.deadline(f"list the tags of {self.name}")
             response = self.client.request(
                 "GET",
                 url,
                 scopes=self._pull,
+                bound=deadline,
                 what=f"list the tags of {self.name}",
                 params={"n": str(TAG_PAGE_SIZE)} if page == 0 else None,
                 repository=self.repository,
@@ -531,7 +558,9 @@ class RegistryTarget:
             )
             link = response.headers.get("link")
             request_url = response.request.url
-            data = self.client.read_body(response, MAX_JSON_BYTES, what=f"tags of {self.name}")
+            data = self.client.read_body(
+                response, MAX_JSON_BYTES, what=f"tags of {self.name}", bound=deadline
+            )
             yield from self._parse_tags(data)
             next_url = parse_link_next(link, request_url)
             if next_url is None or str(next_url) in seen:

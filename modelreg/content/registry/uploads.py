@@ -23,6 +23,14 @@ without progress are bounded by the retry policy, all attempts by
 :data:`MAX_RECOVERIES`. A registry that rejects the digest (``DIGEST_INVALID``)
 raises :class:`~modelreg.errors.IntegrityError` and is not retried.
 
+Transfer bounds (:mod:`~modelreg.content.registry.deadlines`): a request carrying
+bytes (``PATCH``, ``PUT`` with a body) runs under a throughput floor counted at
+each socket write, which after the last byte becomes a deadline for the answer
+(``max(document deadline, size / 50 MB/s)`` for the ``PUT``: the registry may
+hash the blob first); the body-less final ``PUT`` runs under that deadline alone.
+A spent bound raises :class:`~modelreg.errors.TransferTooSlowError` and is not
+recovered: the registry that trickled once gets no second window.
+
 Distribution 2.8 quirk: a PATCH cut after some bytes reached the registry leaves
 the session unusable (its ``_state`` offset no longer matches the data on disk,
 and the registry answers every later request with ``BLOB_UPLOAD_INVALID``), so
@@ -42,6 +50,7 @@ from typing import TYPE_CHECKING, Final
 import httpx
 
 from modelreg.content.base import CHUNK, BlobSource
+from modelreg.content.registry.deadlines import DocumentDeadline, TransferBound
 from modelreg.content.registry.errors import sanitize
 from modelreg.errors import (
     IntegrityError,
@@ -50,6 +59,7 @@ from modelreg.errors import (
     NetworkError,
     NotFoundError,
     RegistryError,
+    TransferTooSlowError,
 )
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
@@ -150,7 +160,7 @@ class BlobUpload:
                     stalled = 0
 
     def _recoverable(self, exc: ModelRegError) -> bool:
-        if isinstance(exc, IntegrityError):
+        if isinstance(exc, IntegrityError | TransferTooSlowError):
             return False
         if isinstance(exc, SourceReadError | NetworkError):
             return True
@@ -255,11 +265,13 @@ class BlobUpload:
 
     def _patch(self, start: int, end: int) -> None:
         assert self.location is not None
+        what = f"send bytes {start}-{end - 1} of the {self._what}"
         response = self.client.request(
             "PATCH",
             self.location,
+            bound=self.client.floor(what, self.location, expected=end - start),
             scopes=self.target.push_scopes,
-            what=f"send bytes {start}-{end - 1} of the {self._what}",
+            what=what,
             headers={
                 "Content-Type": OCTET_STREAM,
                 "Content-Range": f"{start}-{end - 1}",
@@ -292,9 +304,18 @@ class BlobUpload:
             headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(size - self.offset)}
             content = self._body(self.offset, size)
         read_timeout = max(self.client.timeout, size / _MIN_THROUGHPUT)
+        answer_within = max(self.client.document_deadline, size / _MIN_THROUGHPUT)
+        url = with_digest(self.location, self.desc.digest)
+        what = f"complete the {self._what}"
+        bound: TransferBound
+        if with_body:
+            bound = self.client.floor(what, url, expected=size - self.offset, then=answer_within)
+        else:
+            bound = DocumentDeadline(answer_within, self.client.host, what, url)
         response = self.client.request(
             "PUT",
-            with_digest(self.location, self.desc.digest),
+            url,
+            bound=bound,
             scopes=self.target.push_scopes,
             what=f"complete the {self._what}",
             headers=headers,

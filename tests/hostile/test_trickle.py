@@ -1,0 +1,157 @@
+"""Hostile registries that trickle (SECURITY.md cases 3 and 23: bounded total time).
+
+A registry that sends one byte every few tens of milliseconds never trips the idle
+timeout; each test configures a tiny bound and checks that the operation ends with
+a :class:`TransferTooSlowError` that names the bound it hit. Outer timeouts are hang
+guards only: nothing here asserts on speed beyond "it ended and said why".
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelreg import Client, RemoteOptions
+from modelreg.errors import TransferTooSlowError
+from tests.hostile.crafted import CraftedRegistry, Reply, Seen
+from tests.isolation import isolate
+
+WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
+TITLE = "org.opencontainers.image.title"
+DRIP = 0.05
+"""Seconds between two trickled bytes."""
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def registry() -> Iterator[CraftedRegistry]:
+    with CraftedRegistry() as server:
+        yield server
+
+
+def _pull(host: str, out: Path, **options: float) -> None:
+    with Client(RemoteOptions(**options)) as client:  # type: ignore[arg-type]
+        client.pull(f"{host}/m:v1", out, cache=False)
+
+
+def _drip(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+@pytest.mark.timeout(20)
+def test_trickled_manifest_hits_the_document_deadline(
+    registry: CraftedRegistry, tmp_path: Path
+) -> None:
+    registry.model("m", "v1", [(WEIGHT, b"w", {TITLE: "w.bin"})])
+
+    def trickle(seen: Seen) -> Reply:
+        body = b'{"schemaVersion": 2, "padding": "' + b"x" * 400 + b'"}'
+        return Reply(200, {"Content-Type": "application/json"}, _drip(body), delay=DRIP)
+
+    registry.route("GET", r"/v2/m/manifests/.*", trickle)
+    with pytest.raises(TransferTooSlowError) as info:
+        _pull(registry.host, tmp_path / "out", document_deadline=0.5)
+    assert info.value.bound == "document-deadline"
+    assert "deadline" in info.value.message and registry.host in info.value.message
+    assert "manifest" in info.value.message
+    assert info.value.hint and "MODELREG_DOCUMENT_DEADLINE" in info.value.hint
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+class _HeaderTrickler:
+    """A raw loopback server that answers every request with headers, one byte at a time."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def __enter__(self) -> _HeaderTrickler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"y" * 4000 + b"\r\n"
+                for i in range(len(head)):
+                    if self._stop.is_set():
+                        return
+                    conn.sendall(head[i : i + 1])
+                    time.sleep(DRIP)
+            except OSError:
+                return
+
+
+@pytest.mark.timeout(20)
+def test_trickled_headers_hit_the_document_deadline(tmp_path: Path) -> None:
+    with _HeaderTrickler() as server, pytest.raises(TransferTooSlowError) as info:
+        _pull(server.host, tmp_path / "out", document_deadline=0.5)
+    assert info.value.bound == "document-deadline"
+    assert server.host in info.value.message
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("size", [300 * 1024, 2 * 1024 * 1024], ids=["httpx", "bulk"])
+def test_trickled_blob_hits_the_throughput_floor(
+    registry: CraftedRegistry, tmp_path: Path, size: int
+) -> None:
+    data = bytes(size)
+    registry.model("m", "v1", [(WEIGHT, data, {TITLE: "w.bin"})])
+    digest = registry.blob("m", data)
+
+    def trickle(seen: Seen) -> Reply:
+        # declares the whole blob, then drips: far below 1 KiB/s
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        return Reply(200, headers, _drip(bytes(400)), delay=DRIP)
+
+    registry.route("GET", rf"/v2/m/blobs/{digest}", trickle)
+    with pytest.raises(TransferTooSlowError) as info:
+        _pull(
+            registry.host,
+            tmp_path / "out",
+            min_throughput=1024,
+            throughput_window=0.5,
+            document_deadline=60,
+        )
+    assert info.value.bound == "throughput-floor"
+    assert digest in info.value.message and registry.host in info.value.message
+    assert info.value.hint and "MODELREG_MIN_THROUGHPUT" in info.value.hint
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.timeout(20)
+def test_trickling_token_realm_hits_the_document_deadline(
+    registry: CraftedRegistry, tmp_path: Path
+) -> None:
+    registry.model("m", "v1", [(WEIGHT, b"w", {TITLE: "w.bin"})])
+    registry.challenge = f'Bearer realm="http://{registry.host}/token",service="hostile"'
+    token = b'{"token": "' + b"t" * 400 + b'"}'
+    registry.route("GET", r"/token(\?.*)?", lambda seen: Reply(200, {}, _drip(token), delay=DRIP))
+    with pytest.raises(TransferTooSlowError) as info:
+        _pull(registry.host, tmp_path / "out", document_deadline=0.5)
+    assert info.value.bound == "document-deadline"
+    assert "token" in info.value.message
