@@ -32,6 +32,7 @@ from modelreg.errors import (
     InvalidReferenceError,
     ModelRegError,
     NotFoundError,
+    local_storage,
 )
 from modelreg.events import Event, EventKind, ProgressCallback, emit
 from modelreg.model import annotations as ann
@@ -848,9 +849,13 @@ class Client:
         ref, source, desc = self.resolve(ref)
         manifest = self._manifest(source, desc)
         store = self.store if (cache or ref.kind == "store") else None
-        with Copies(
-            settings.state_dir() / "copies.sqlite" if store is not None else None
-        ) as copies:
+        needed = sum(layer.size for layer in manifest.layers)
+        # a full or read-only output disk is the user's to fix: say so (store writes say
+        # it themselves, naming the store); unpack removes its staging before this runs
+        with (
+            local_storage(output, "write the pulled model to", needed=needed),
+            Copies(settings.state_dir() / "copies.sqlite" if store is not None else None) as copies,
+        ):
             result: UnpackResult = unpack(
                 source,
                 manifest,

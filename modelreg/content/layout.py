@@ -14,6 +14,9 @@ serialising index updates between processes.
 * One store holds every repository: in the embedded store a tag is recorded as
   ``org.opencontainers.image.ref.name = "<repository>:<tag>"``; in a plain
   ``oci:`` layout (``repository=None``) as the bare tag, as skopeo and oras do.
+* A write the filesystem refuses (full, over quota, file too large, read-only)
+  raises :class:`~modelreg.errors.LocalStorageError` naming the store, with
+  nothing left in ``ingest/`` (the temporary file is removed first).
 * Reads are verified like every other read; a blob found corrupt is reported and
   can be evicted with :meth:`LayoutStore.evict`.
 """
@@ -39,6 +42,7 @@ from modelreg.errors import (
     InvalidInputError,
     ModelRegError,
     NotFoundError,
+    local_storage,
 )
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
@@ -104,6 +108,10 @@ class LayoutStore:
 
     # ----------------------------------------------------------------- write
     def _atomic_write(self, path: Path, data: bytes) -> None:
+        with local_storage(path, "write", needed=len(data)):
+            self._atomic_write_raw(path, data)
+
+    def _atomic_write_raw(self, path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -148,6 +156,12 @@ class LayoutStore:
         written. False, with nothing stored, when the filesystem cannot clone it."""
         if self.has_blob(desc.digest):
             return True
+        with local_storage(self.root, "store a blob in", needed=desc.size):
+            return self._add_clone(desc, src, clone)
+
+    def _add_clone(
+        self, desc: Descriptor, src: Path, clone: Callable[[Path, BinaryIO], bool]
+    ) -> bool:
         fd, tmp = tempfile.mkstemp(dir=self.root / "ingest", prefix=desc.digest.hex[:16])
         try:
             with os.fdopen(fd, "wb") as f:
@@ -251,7 +265,8 @@ class BlobWriter:
         self._store = store
         self._desc = desc
         self._verified_by = verified_by
-        fd, self._tmp = tempfile.mkstemp(dir=store.root / "ingest", prefix=desc.digest.hex[:16])
+        with self._storage():
+            fd, self._tmp = tempfile.mkstemp(dir=store.root / "ingest", prefix=desc.digest.hex[:16])
         self._file = os.fdopen(fd, "wb")
         self._hasher = desc.digest.hasher()
         self._written = 0
@@ -260,7 +275,11 @@ class BlobWriter:
         if self._verified_by is None:
             self._hasher.update(data)
         self._written += len(data)
-        self._file.write(data)
+        with self._storage():
+            self._file.write(data)
+
+    def _storage(self) -> contextlib.AbstractContextManager[None]:
+        return local_storage(self._store.root, "store a blob in", needed=self._desc.size)
 
     def __enter__(self) -> BlobWriter:
         return self
@@ -268,7 +287,8 @@ class BlobWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if exc_type is None:
-                self._commit()
+                with self._storage():
+                    self._commit()
         finally:
             if not self._file.closed:
                 self._file.close()
