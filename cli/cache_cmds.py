@@ -1,8 +1,6 @@
 """``modelreg cache``: what the local store and cache cost on disk, and pruning them.
 
-Wired by ``main.py`` with ``cache_cmds.register(app)``. The shared options come from
-:mod:`modelreg_cli.options`; the error mapping from :mod:`modelreg_cli.main`, imported
-when a command runs (main.py imports this module, so not at import time).
+Wired by ``main.py`` with ``cache_cmds.register(app)``.
 
 Exit codes: 0 done (problems found on the way are printed as warnings) · 2 invalid
 input (a size, ``$MODELREG_CHUNK_CACHE_MAX``) · 3 the store is not an OCI layout ·
@@ -15,11 +13,25 @@ pruned.
 from typing import Annotated, Any
 
 import typer
+from modelreg_cli.context import Command, warn
 from modelreg_cli.options import JsonOpt
+from modelreg_cli.render import human_size, out_console, print_json
+from modelreg_cli.wiring import add_group
 
 from modelreg.content import gc
 
 EXIT_DAMAGED = 8
+
+cache_app = typer.Typer(
+    name="cache",
+    help="Disk use of the local store and cache under $MODELREG_HOME: see it, prune it.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``cache`` command group to the modelreg CLI."""
+    add_group(app, cache_app, "cache")
 
 
 def _chunk_limit(text: str | None) -> int | None:
@@ -30,14 +42,10 @@ def _chunk_limit(text: str | None) -> int | None:
 
 
 def _row(label: str, size: int, count: str, note: str) -> str:
-    from modelreg_cli.render import human_size
-
     return f"{label:<13} {human_size(size):>10}  {count:<14} {note}"
 
 
 def _print_usage(info: gc.Usage, limit: int | None) -> None:
-    from modelreg_cli.render import human_size, out_console
-
     cap = f"limit {human_size(limit)}" if limit is not None else "no limit"
     lines = [
         f"store         {info.store}",
@@ -74,8 +82,6 @@ def _print_usage(info: gc.Usage, limit: int | None) -> None:
 
 
 def _print_prune(result: gc.PruneResult) -> None:
-    from modelreg_cli.render import human_size, out_console
-
     verb = "would remove" if result.dry_run else "removed"
     out_console.print(
         f"{verb} {len(result.removed_blobs)} unreferenced blobs "
@@ -102,99 +108,90 @@ def _print_prune(result: gc.PruneResult) -> None:
     )
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``cache`` command group to the modelreg CLI."""
-    cache_app = typer.Typer(
-        name="cache",
-        help="Disk use of the local store and cache under $MODELREG_HOME: see it, prune it.",
-        no_args_is_help=True,
-    )
+@cache_app.command("info")
+def info(json_output: JsonOpt = False) -> None:
+    """Bytes used by tagged models, unreferenced cached blobs, lazy-read chunks,
+    temporary leftovers and state databases (nothing is changed)."""
+    from modelreg import settings
 
-    @cache_app.command("info")
-    def info(json_output: JsonOpt = False) -> None:
-        """Bytes used by tagged models, unreferenced cached blobs, lazy-read chunks,
-        temporary leftovers and state databases (nothing is changed)."""
-        from modelreg_cli import main as cli
-        from modelreg_cli.render import print_json
+    with Command(json_output):
+        limit = _chunk_limit(None)
+        result = gc.usage(settings.store_dir(), state=settings.home() / "state")
+        if json_output:
+            doc: dict[str, Any] = result.to_dict()
+            doc["chunkLimitBytes"] = limit
+            print_json(doc)
+        else:
+            _print_usage(result, limit)
+        for problem in result.problems:
+            warn(problem)
+        if result.missing_blobs:
+            warn(f"{result.missing_blobs} blobs that tagged models need are missing")
 
-        from modelreg import settings
 
-        with cli._errors(json_output):
-            limit = _chunk_limit(None)
-            result = gc.usage(settings.store_dir(), state=settings.home() / "state")
-            if json_output:
-                doc: dict[str, Any] = result.to_dict()
-                doc["chunkLimitBytes"] = limit
-                print_json(doc)
-            else:
-                _print_usage(result, limit)
-            for problem in result.problems:
-                cli._warn(problem)
-            if result.missing_blobs:
-                cli._warn(f"{result.missing_blobs} blobs that tagged models need are missing")
+@cache_app.command("prune")
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")
+    ] = False,
+    chunks_max: Annotated[
+        str | None,
+        typer.Option(
+            "--chunks-max",
+            metavar="SIZE",
+            help="Trim the lazy-read chunk store to SIZE (e.g. 20GiB, 0 empties it), least "
+            "recently used first; default $MODELREG_CHUNK_CACHE_MAX, else no trim.",
+        ),
+    ] = None,
+    older_than: Annotated[
+        int,
+        typer.Option(
+            "--older-than",
+            metavar="SECONDS",
+            min=0,
+            help="Only remove blobs written at least this long ago (a running pull may "
+            "not have tagged what it just wrote).",
+        ),
+    ] = gc.DEFAULT_OLDER_THAN,
+    json_output: JsonOpt = False,
+) -> None:
+    """Remove cached blobs no tagged model needs, stale temp files and, with a limit,
+    the least recently used chunks. Tagged models and their referrers are kept.
 
-    @cache_app.command("prune")
-    def prune(
-        dry_run: Annotated[
-            bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")
-        ] = False,
-        chunks_max: Annotated[
-            str | None,
-            typer.Option(
-                "--chunks-max",
-                metavar="SIZE",
-                help="Trim the lazy-read chunk store to SIZE (e.g. 20GiB, 0 empties it), least "
-                "recently used first; default $MODELREG_CHUNK_CACHE_MAX, else no trim.",
-            ),
-        ] = None,
-        older_than: Annotated[
-            int,
-            typer.Option(
-                "--older-than",
-                metavar="SECONDS",
-                min=0,
-                help="Only remove blobs written at least this long ago (a running pull may "
-                "not have tagged what it just wrote).",
-            ),
-        ] = gc.DEFAULT_OLDER_THAN,
-        json_output: JsonOpt = False,
-    ) -> None:
-        """Remove cached blobs no tagged model needs, stale temp files and, with a limit,
-        the least recently used chunks. Tagged models and their referrers are kept.
+    Exit 8 when the store is damaged so that no blob could be judged unreferenced.
+    """
+    from modelreg import settings
 
-        Exit 8 when the store is damaged so that no blob could be judged unreferenced.
-        """
-        from modelreg_cli import main as cli
-        from modelreg_cli.render import out_console, print_json
+    with Command(json_output):
+        result = gc.prune(
+            settings.store_dir(),
+            max_chunk_bytes=_chunk_limit(chunks_max),
+            older_than=older_than,
+            dry_run=dry_run,
+        )
+        stale = _forget_stale_copies(dry_run)
+        if json_output:
+            print_json({**result.to_dict(), "staleFileReferences": stale})
+        else:
+            _print_prune(result)
+            if stale:
+                verb = "would forget" if dry_run else "forgot"
+                out_console.print(
+                    f"{verb} {stale} references to pulled files that changed or are gone",
+                    markup=False,
+                )
+        for problem in result.problems:
+            warn(problem)
+    if result.blobs_skipped:
+        if not json_output:
+            warn("no blob was removed: the store needs repair first (see above)")
+        raise typer.Exit(EXIT_DAMAGED)
 
-        from modelreg import settings
-        from modelreg.content.copies import Copies
 
-        with cli._errors(json_output):
-            result = gc.prune(
-                settings.store_dir(),
-                max_chunk_bytes=_chunk_limit(chunks_max),
-                older_than=older_than,
-                dry_run=dry_run,
-            )
-            # references to pulled files (cache mode reference) whose file changed or is gone
-            with Copies(settings.state_dir() / "copies.sqlite") as copies:
-                stale = copies.prune(dry_run=dry_run)
-            if json_output:
-                print_json({**result.to_dict(), "staleFileReferences": stale})
-            else:
-                _print_prune(result)
-                if stale:
-                    verb = "would forget" if dry_run else "forgot"
-                    out_console.print(
-                        f"{verb} {stale} references to pulled files that changed or are gone",
-                        markup=False,
-                    )
-            for problem in result.problems:
-                cli._warn(problem)
-        if result.blobs_skipped:
-            if not json_output:
-                cli._warn("no blob was removed: the store needs repair first (see above)")
-            raise typer.Exit(EXIT_DAMAGED)
+def _forget_stale_copies(dry_run: bool) -> int:
+    """References to pulled files (cache mode reference) whose file changed or is gone."""
+    from modelreg import settings
+    from modelreg.content.copies import Copies
 
-    app.add_typer(cache_app, name="cache")
+    with Copies(settings.state_dir() / "copies.sqlite") as copies:
+        return copies.prune(dry_run=dry_run)

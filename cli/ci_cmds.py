@@ -15,11 +15,19 @@ Results: ``$GITHUB_OUTPUT`` (digest, reference, ...), ``$GITHUB_STEP_SUMMARY``
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from modelreg_cli.options import CaFileOpt, FeaturePlainHttpOpt, InsecureOpt, JsonOpt
+from modelreg_cli.context import Command, Remote, print_error, warn
+from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt
 from modelreg_cli.policy_cmds import UnmatchedOpt
+from modelreg_cli.render import out_console, print_json
+from modelreg_cli.wiring import add_group
+
+from modelreg.errors import InvalidInputError
+
+if TYPE_CHECKING:  # modelreg.ci is imported by the commands (CLI start-up)
+    from modelreg.ci import CIOutputs, PublishError
 
 SummaryOpt = Annotated[
     Path | None,
@@ -39,160 +47,158 @@ PolicyOpt = Annotated[
 ]
 
 
+ci_app = typer.Typer(
+    name="ci",
+    help="CI pipeline steps: publish (push, sign, attest, gate) and verify (deploy gate).",
+    no_args_is_help=True,
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``ci`` command group to the modelreg CLI (idempotent)."""
-    if any(group.name == "ci" for group in app.registered_groups):
-        return
-    ci_app = typer.Typer(
-        name="ci",
-        help="CI pipeline steps: publish (push, sign, attest, gate) and verify (deploy gate).",
-        no_args_is_help=True,
-    )
+    add_group(app, ci_app, "ci")
 
-    @ci_app.command("publish")
-    def publish_cmd(
-        directory: Annotated[Path, typer.Argument(help="Model directory to publish.")],
-        ref: Annotated[str, typer.Argument(help="Where to: registry/repo:tag.")],
-        key: Annotated[
-            str | None,
-            typer.Option(
-                "--key",
-                help="Sign with this private key: a PEM file, or env://VAR for a secret "
-                "(default: $MODELREG_SIGNING_KEY when set, else keyless).",
-            ),
-        ] = None,
-        keyless: Annotated[
-            bool,
-            typer.Option("--keyless", help="Sign keyless with the CI's OIDC identity (Sigstore)."),
-        ] = False,
-        identity_token: Annotated[
-            str | None,
-            typer.Option(
-                "--identity-token",
-                help="OIDC token (prefer SIGSTORE_ID_TOKEN: flags show in process listings).",
-            ),
-        ] = None,
-        identity_token_file: Annotated[
-            Path | None,
-            typer.Option("--identity-token-file", help="Read the OIDC token from this file."),
-        ] = None,
-        trust_config: Annotated[
-            Path | None,
-            typer.Option(
-                "--trust-config", help="ClientTrustConfig JSON of a private Sigstore (keyless)."
-            ),
-        ] = None,
-        staging: Annotated[
-            bool, typer.Option("--staging", help="Use Sigstore's staging instance.")
-        ] = False,
-        lineage: Annotated[
-            Path | None,
-            typer.Option("--lineage", help="Training-lineage predicate (JSON) to attest."),
-        ] = None,
-        policy: PolicyOpt = None,
-        summary_json: SummaryOpt = None,
-        dotenv: DotenvOpt = None,
-        json_output: JsonOpt = False,
-        plain_http: FeaturePlainHttpOpt = False,
-        insecure: InsecureOpt = False,
-        ca_file: CaFileOpt = None,
-    ) -> None:
-        """Push a model, sign it, attest its provenance (and lineage), gate on policies.
 
-        Exit 0 published, 10 push, 11 sign, 12 attest, 13 policy failed.
-        """
-        from modelreg_cli import main as cli
-        from modelreg_cli.render import err_console, out_console, print_json
+@ci_app.command("publish")
+def publish_cmd(
+    directory: Annotated[Path, typer.Argument(help="Model directory to publish.")],
+    ref: Annotated[str, typer.Argument(help="Where to: registry/repo:tag.")],
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="Sign with this private key: a PEM file, or env://VAR for a secret "
+            "(default: $MODELREG_SIGNING_KEY when set, else keyless).",
+        ),
+    ] = None,
+    keyless: Annotated[
+        bool,
+        typer.Option("--keyless", help="Sign keyless with the CI's OIDC identity (Sigstore)."),
+    ] = False,
+    identity_token: Annotated[
+        str | None,
+        typer.Option(
+            "--identity-token",
+            help="OIDC token (prefer SIGSTORE_ID_TOKEN: flags show in process listings).",
+        ),
+    ] = None,
+    identity_token_file: Annotated[
+        Path | None,
+        typer.Option("--identity-token-file", help="Read the OIDC token from this file."),
+    ] = None,
+    trust_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-config", help="ClientTrustConfig JSON of a private Sigstore (keyless)."
+        ),
+    ] = None,
+    staging: Annotated[
+        bool, typer.Option("--staging", help="Use Sigstore's staging instance.")
+    ] = False,
+    lineage: Annotated[
+        Path | None,
+        typer.Option("--lineage", help="Training-lineage predicate (JSON) to attest."),
+    ] = None,
+    policy: PolicyOpt = None,
+    summary_json: SummaryOpt = None,
+    dotenv: DotenvOpt = None,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Push a model, sign it, attest its provenance (and lineage), gate on policies.
 
-        from modelreg.ci import CIOutputs, PublishError, SigningOptions, publish, publish_text
-        from modelreg.errors import InvalidInputError
+    Exit 0 published, 10 push, 11 sign, 12 attest, 13 policy failed.
+    """
+    from modelreg.ci import CIOutputs, PublishError, SigningOptions, publish, publish_text
 
-        with cli._errors(json_output):
-            if key and keyless:
-                raise InvalidInputError("choose one way to sign: --key or --keyless, not both")
-            outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
-            signing = SigningOptions(
-                key=key,
-                keyless=keyless,
-                identity_token=identity_token,
-                identity_token_file=str(identity_token_file) if identity_token_file else None,
-                trust_config=str(trust_config) if trust_config else None,
-                staging=staging,
-            )
-            try:
-                result = publish(
-                    directory,
-                    ref,
-                    signing=signing,
-                    lineage=lineage,
-                    policies=policy or (),
-                    options=cli._options(plain_http, insecure, ca_file),
-                    outputs=outputs,
-                )
-            except PublishError as exc:
-                result = exc.result
-                if json_output:
-                    print_json(result.to_dict())
-                else:
-                    out_console.print(publish_text(result), markup=False, highlight=False)
-                err_console.print(
-                    f"[red]error:[/red] {exc.stage} failed: {exc.message}", highlight=False
-                )
-                if exc.hint:
-                    err_console.print(f"  hint: {exc.hint}", markup=False)
-                for warning in outputs.warnings:
-                    cli._warn(warning)
-                raise typer.Exit(exc.exit_code) from None
-            if json_output:
-                print_json(result.to_dict())
-            else:
-                out_console.print(publish_text(result), markup=False, highlight=False)
-            for warning in outputs.warnings:
-                cli._warn(warning)
-
-    @ci_app.command("verify")
-    def verify_cmd(
-        ref: Annotated[str, typer.Argument(help="Model reference to admit (tag or digest).")],
-        policy: PolicyOpt = None,
-        summary_json: SummaryOpt = None,
-        dotenv: DotenvOpt = None,
-        json_output: JsonOpt = False,
-        plain_http: FeaturePlainHttpOpt = False,
-        insecure: InsecureOpt = False,
-        ca_file: CaFileOpt = None,
-        unmatched: UnmatchedOpt = "deny",
-    ) -> None:
-        """The deploy gate: check REF against policies; deploy the pinned digest it prints.
-
-        Exit 0 allowed, 13 refused, 9 could not evaluate (fail closed).
-        """
-        from modelreg_cli import main as cli
-        from modelreg_cli.render import out_console, print_json
-
-        from modelreg.ci import CIOutputs, verify
-        from modelreg.errors import InvalidInputError
-        from modelreg.policy import no_match_setting
-
-        with cli._errors(json_output):
-            if not policy:
-                raise InvalidInputError(
-                    "ci verify needs at least one --policy FILE",
-                    hint="a gate without a policy would admit anything",
-                )
-            outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
-            gate = verify(
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        if key and keyless:
+            raise InvalidInputError("choose one way to sign: --key or --keyless, not both")
+        outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
+        signing = SigningOptions(
+            key=key,
+            keyless=keyless,
+            identity_token=identity_token,
+            identity_token_file=str(identity_token_file) if identity_token_file else None,
+            trust_config=str(trust_config) if trust_config else None,
+            staging=staging,
+        )
+        try:
+            result = publish(
+                directory,
                 ref,
-                policy,
-                options=cli._options(plain_http, insecure, ca_file),
+                signing=signing,
+                lineage=lineage,
+                policies=policy or (),
+                options=cmd.options,
                 outputs=outputs,
-                unmatched=no_match_setting(unmatched, "--unmatched"),
             )
-            if json_output:
-                print_json(gate.to_dict())
-            else:
-                out_console.print(gate.report(), markup=False, highlight=False)
-            for warning in outputs.warnings:
-                cli._warn(warning)
-        raise typer.Exit(gate.exit_code)
+        except PublishError as exc:
+            _publish_failed(exc, outputs, json_output)
+        if json_output:
+            print_json(result.to_dict())
+        else:
+            out_console.print(publish_text(result), markup=False, highlight=False)
+        _warn_all(outputs)
 
-    app.add_typer(ci_app, name="ci")
+
+def _publish_failed(exc: "PublishError", outputs: "CIOutputs", json_output: bool) -> NoReturn:
+    """What was done before the failing stage, the failure, and the stage's exit code."""
+    from modelreg.ci import publish_text
+
+    if json_output:
+        print_json(exc.result.to_dict())
+    else:
+        out_console.print(publish_text(exc.result), markup=False, highlight=False)
+    print_error(f"{exc.stage} failed: {exc.message}", exc.hint)
+    _warn_all(outputs)
+    raise typer.Exit(exc.exit_code) from None
+
+
+def _warn_all(outputs: "CIOutputs") -> None:
+    """The problems met writing the step's outputs ($GITHUB_OUTPUT, dotenv, ...)."""
+    for warning in outputs.warnings:
+        warn(warning)
+
+
+@ci_app.command("verify")
+def verify_cmd(
+    ref: Annotated[str, typer.Argument(help="Model reference to admit (tag or digest).")],
+    policy: PolicyOpt = None,
+    summary_json: SummaryOpt = None,
+    dotenv: DotenvOpt = None,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    unmatched: UnmatchedOpt = "deny",
+) -> None:
+    """The deploy gate: check REF against policies; deploy the pinned digest it prints.
+
+    Exit 0 allowed, 13 refused, 9 could not evaluate (fail closed).
+    """
+    from modelreg.ci import CIOutputs, verify
+    from modelreg.policy import no_match_setting
+
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        if not policy:
+            raise InvalidInputError(
+                "ci verify needs at least one --policy FILE",
+                hint="a gate without a policy would admit anything",
+            )
+        outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
+        gate = verify(
+            ref,
+            policy,
+            options=cmd.options,
+            outputs=outputs,
+            unmatched=no_match_setting(unmatched, "--unmatched"),
+        )
+        if json_output:
+            print_json(gate.to_dict())
+        else:
+            out_console.print(gate.report(), markup=False, highlight=False)
+        _warn_all(outputs)
+    raise typer.Exit(gate.exit_code)

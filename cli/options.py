@@ -1,8 +1,9 @@
 """The typer option types that the ``modelreg`` commands share: one definition each.
 
-main.py and the ``*_cmds`` modules all import from here. This module imports none of
-them (main.py imports the ``*_cmds`` modules to call ``register()``), so importing it
-never needs main.py and makes no cycle.
+Every command that talks to a registry declares the same remote flags with the same
+words (``--plain-http``, ``--insecure``, ``--ca-file``, and ``--concurrency`` where it
+moves blobs); :class:`modelreg_cli.context.Remote` gathers them. This module imports
+no other ``modelreg_cli`` module, so every one of them can import it without a cycle.
 """
 
 from pathlib import Path
@@ -10,21 +11,16 @@ from typing import Annotated
 
 import typer
 
+from modelreg.errors import InvalidInputError
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+# ------------------------------------------------------------------ remote flags
 PlainHttpOpt = Annotated[
     bool,
     typer.Option(
         "--plain-http",
         help="Talk HTTP, not HTTPS, to the registry (loopback hosts need not say so).",
-    ),
-]
-# --plain-http as the feature commands (sign, attest, verify, referrers, policy, wasm,
-# ci) have always worded it: one word from PlainHttpOpt. Kept apart so that their help
-# does not change; make them one when that wording may change.
-FeaturePlainHttpOpt = Annotated[
-    bool,
-    typer.Option(
-        "--plain-http", help="Talk HTTP, not HTTPS, to the registry (loopback needs not say so)."
     ),
 ]
 InsecureOpt = Annotated[
@@ -37,9 +33,40 @@ CaFileOpt = Annotated[
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", min=1, max=64, help="Blobs transferred in parallel.")
 ]
+
 PolicyOpt = Annotated[
     list[Path],
     typer.Option(
         "--policy", "-p", help="Policy file or directory of *.yaml policies (repeatable)."
     ),
 ]
+
+# ------------------------------------------------------- keyless signer identities
+# cosign's words for the trusted keyless signers
+CertificateIdentityOpt = Annotated[
+    list[str] | None,
+    typer.Option("--certificate-identity", help="Trusted signer identity (exact SAN)."),
+]
+CertificateIdentityRegexpOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--certificate-identity-regexp",
+        "--identity-regexp",
+        help="Trusted identities: a regular expression matched against the whole SAN.",
+    ),
+]
+CertificateOidcIssuerOpt = Annotated[
+    str | None,
+    typer.Option("--certificate-oidc-issuer", help="OIDC issuer of the identities."),
+]
+
+
+def parse_annotations(items: list[str] | None) -> dict[str, str]:
+    """``--annotation KEY=VALUE`` (repeatable) as a dict; the last of a key wins."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--annotation {item!r} is not KEY=VALUE")
+        out[key] = value
+    return out

@@ -11,13 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from modelreg_cli.options import (
-    CaFileOpt,
-    FeaturePlainHttpOpt,
-    InsecureOpt,
-    JsonOpt,
-    PolicyOpt,
-)
+from modelreg_cli.context import Command, Remote
+from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt, PolicyOpt
+from modelreg_cli.render import out_console, print_json
+from modelreg_cli.wiring import add_group
 
 if TYPE_CHECKING:  # modelreg.policy is imported by the commands that use it (CLI start-up)
     from modelreg.policy import Decision, NoMatch
@@ -36,6 +33,12 @@ UnmatchedOpt = Annotated[
 ]
 
 
+policy_app = typer.Typer(
+    name="policy",
+    help="Check models against policies (signatures, attestations, artifact rules).",
+    no_args_is_help=True,
+)
+
 _MARK = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "error": "[yellow]![/yellow]"}
 
 
@@ -46,8 +49,6 @@ def exit_code(decision: "Decision", unmatched: "NoMatch" = "deny") -> int:
 
 
 def render(decision: "Decision", unmatched: "NoMatch" = "deny") -> None:
-    from modelreg_cli.render import out_console
-
     where = f"{decision.name}@{decision.digest}" if decision.digest else decision.name
     out_console.print(f"{decision.reference} -> {where}", markup=False)
     if not decision.matched:
@@ -80,84 +81,73 @@ def render(decision: "Decision", unmatched: "NoMatch" = "deny") -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``policy`` command group to the modelreg CLI."""
-    policy_app = typer.Typer(
-        name="policy",
-        help="Check models against policies (signatures, attestations, artifact rules).",
-        no_args_is_help=True,
-    )
+    add_group(app, policy_app, "policy")
 
-    @policy_app.command("check")
-    def check(
-        ref: Annotated[str, typer.Argument(help="Model reference to check (tag or digest).")],
-        policy: PolicyOpt,
-        json_output: JsonOpt = False,
-        plain_http: FeaturePlainHttpOpt = False,
-        insecure: InsecureOpt = False,
-        ca_file: CaFileOpt = None,
-        unmatched: UnmatchedOpt = "deny",
-    ) -> None:
-        """Evaluate every policy that applies to REF and explain each rule.
 
-        REF is canonicalised first (host case, :443, Docker Hub aliases, library/), so
-        every spelling of a repository meets the same policies.
-        Exit 0 allowed, 1 refused, 9 could not evaluate.
-        """
-        from modelreg_cli import main as cli
-        from modelreg_cli.render import print_json
+@policy_app.command("check")
+def check(
+    ref: Annotated[str, typer.Argument(help="Model reference to check (tag or digest).")],
+    policy: PolicyOpt,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    unmatched: UnmatchedOpt = "deny",
+) -> None:
+    """Evaluate every policy that applies to REF and explain each rule.
 
-        from modelreg.client import Client
-        from modelreg.policy import evaluate, gather_facts, load_policies, no_match_setting
+    REF is canonicalised first (host case, :443, Docker Hub aliases, library/), so
+    every spelling of a repository meets the same policies.
+    Exit 0 allowed, 1 refused, 9 could not evaluate.
+    """
+    from modelreg.policy import evaluate, gather_facts, load_policies, no_match_setting
 
-        with cli._errors(json_output):
-            setting = no_match_setting(unmatched, "--unmatched")
-            policies = load_policies(policy)
-            with Client(cli._options(plain_http, insecure, ca_file)) as client:
-                facts = gather_facts(client, ref, policies)
-            decision = evaluate(policies, facts)
-            code = exit_code(decision, setting)
-            if json_output:
-                doc = decision.to_dict()
-                doc["exitCode"] = code
-                doc["allowed"] = code == EXIT_PASS
-                doc["unmatched"] = setting
-                doc["errors"] = [str(e) for e in facts.errors]
-                print_json(doc)
-            else:
-                render(decision, setting)
-        raise typer.Exit(code)
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        setting = no_match_setting(unmatched, "--unmatched")
+        policies = load_policies(policy)
+        with cmd.client() as client:
+            facts = gather_facts(client, ref, policies)
+        decision = evaluate(policies, facts)
+        code = exit_code(decision, setting)
+        if json_output:
+            doc = decision.to_dict()
+            doc["exitCode"] = code
+            doc["allowed"] = code == EXIT_PASS
+            doc["unmatched"] = setting
+            doc["errors"] = [str(e) for e in facts.errors]
+            print_json(doc)
+        else:
+            render(decision, setting)
+    raise typer.Exit(code)
 
-    @policy_app.command("lint")
-    def lint(
-        policy: Annotated[list[Path], typer.Argument(help="Policy files or directories.")],
-        json_output: JsonOpt = False,
-    ) -> None:
-        """Load policies and report the first error with its file and line (exit 9)."""
-        from modelreg_cli import main as cli
-        from modelreg_cli.render import out_console, print_json
 
-        from modelreg.policy import load_policies
+@policy_app.command("lint")
+def lint(
+    policy: Annotated[list[Path], typer.Argument(help="Policy files or directories.")],
+    json_output: JsonOpt = False,
+) -> None:
+    """Load policies and report the first error with its file and line (exit 9)."""
+    from modelreg.policy import load_policies
 
-        with cli._errors(json_output):
-            policies = load_policies(policy)
-            rows = [
-                {
-                    "name": p.name,
-                    "source": p.source,
-                    "line": p.line,
-                    "mode": p.mode,
-                    "digest": p.digest,
-                    "rules": [r.id for r in p.require.rules],
-                }
-                for p in policies
-            ]
-            if json_output:
-                print_json({"policies": rows, "digest": policies.digest})
-            else:
-                for row in rows:
-                    out_console.print(
-                        f"{row['name']:<28} {row['mode']:<8} {row['source']}:{row['line']}  "
-                        + ", ".join(row["rules"]),  # type: ignore[arg-type]
-                        markup=False,
-                    )
-
-    app.add_typer(policy_app, name="policy")
+    with Command(json_output):
+        policies = load_policies(policy)
+        rows = [
+            {
+                "name": p.name,
+                "source": p.source,
+                "line": p.line,
+                "mode": p.mode,
+                "digest": p.digest,
+                "rules": [r.id for r in p.require.rules],
+            }
+            for p in policies
+        ]
+        if json_output:
+            print_json({"policies": rows, "digest": policies.digest})
+            return
+        for p in policies:
+            out_console.print(
+                f"{p.name:<28} {p.mode:<8} {p.source}:{p.line}  "
+                + ", ".join(r.id for r in p.require.rules),
+                markup=False,
+            )

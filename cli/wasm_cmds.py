@@ -17,9 +17,26 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_cli.options import CaFileOpt, FeaturePlainHttpOpt, InsecureOpt, JsonOpt
+from modelreg_cli.context import Command, Remote, print_error
+from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt, parse_annotations
+from modelreg_cli.render import out_console, print_json
+from modelreg_cli.wiring import add_group
+
+from modelreg.errors import InvalidInputError
 
 EXIT_MODULE_FAILED = 10
+
+wasm_app = typer.Typer(
+    name="wasm",
+    help="WebAssembly inference modules that read a model's weights lazily from a "
+    "registry: pack a module with its model (pinned by digest), run it sandboxed.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``wasm`` command group (``pack``, ``run``) to the CLI (idempotent)."""
+    add_group(app, wasm_app, "wasm")
 
 
 @contextlib.contextmanager
@@ -55,18 +72,6 @@ def _atomic_output(path: Path | None) -> Iterator[Any]:
         raise
 
 
-def _annotations(items: list[str] | None) -> dict[str, str]:
-    from modelreg.errors import InvalidInputError
-
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--annotation {item!r} is not KEY=VALUE")
-        out[key] = value
-    return out
-
-
 def _check(client: Any, keys: list[Path] | None, policies: list[Path] | None) -> Any:
     """The ArtifactCheck for --verify-key / --policy, or None when neither is given."""
     from modelreg.wasm.checks import all_of, policy_check, signature_check
@@ -89,247 +94,253 @@ def _is_local_module(ref: str) -> bool:
     return ref.endswith(".wasm") and Path(ref).is_file()
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``wasm`` command group (``pack``, ``run``) to the CLI (idempotent)."""
-    if any(group.name == "wasm" for group in app.registered_groups):
-        return
-    wasm_app = typer.Typer(
-        name="wasm",
-        help="WebAssembly inference modules that read a model's weights lazily from a "
-        "registry: pack a module with its model (pinned by digest), run it sandboxed.",
-        no_args_is_help=True,
-    )
+# ------------------------------------------------------------------------- pack
+@wasm_app.command("pack")
+def pack(
+    module: Annotated[Path, typer.Argument(help="The compiled module (.wasm, wasip1).")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="The model it reads (pinned by digest).")
+    ],
+    tag: Annotated[
+        str, typer.Option("--tag", "-t", help="Where to push the bundle: REGISTRY/REPO:TAG.")
+    ],
+    subject: Annotated[
+        bool,
+        typer.Option(
+            "--subject",
+            help="Also set the bundle's subject to the model (bundle and model in one "
+            "repository): the bundle then lists among the model's referrers.",
+        ),
+    ] = False,
+    annotation: Annotated[
+        list[str] | None,
+        typer.Option("--annotation", "-a", help="Manifest annotation KEY=VALUE."),
+    ] = None,
+    created: Annotated[
+        str | None,
+        typer.Option(
+            "--created", help="Creation time, RFC 3339 (default: SOURCE_DATE_EPOCH, else now)."
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Bundle MODULE as a Wasm OCI artifact pinned to --model and push it to --tag.
 
-    # -------------------------------------------------------------------- pack
-    @wasm_app.command("pack")
-    def pack(
-        module: Annotated[Path, typer.Argument(help="The compiled module (.wasm, wasip1).")],
-        model: Annotated[
-            str, typer.Option("--model", "-m", help="The model it reads (pinned by digest).")
-        ],
-        tag: Annotated[
-            str, typer.Option("--tag", "-t", help="Where to push the bundle: REGISTRY/REPO:TAG.")
-        ],
-        subject: Annotated[
-            bool,
-            typer.Option(
-                "--subject",
-                help="Also set the bundle's subject to the model (bundle and model in one "
-                "repository): the bundle then lists among the model's referrers.",
-            ),
-        ] = False,
-        annotation: Annotated[
-            list[str] | None,
-            typer.Option("--annotation", "-a", help="Manifest annotation KEY=VALUE."),
-        ] = None,
-        created: Annotated[
-            str | None,
-            typer.Option(
-                "--created", help="Creation time, RFC 3339 (default: SOURCE_DATE_EPOCH, else now)."
-            ),
-        ] = None,
-        json_output: JsonOpt = False,
-        plain_http: FeaturePlainHttpOpt = False,
-        insecure: InsecureOpt = False,
-        ca_file: CaFileOpt = None,
-    ) -> None:
-        """Bundle MODULE as a Wasm OCI artifact pinned to --model and push it to --tag.
+    The weights do not move: pulling the bundle never pulls them. Keep the model
+    tagged in its repository (a pin is not a garbage-collection root).
+    """
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        from modelreg.wasm import pack as pack_bundle
 
-        The weights do not move: pulling the bundle never pulls them. Keep the model
-        tagged in its repository (a pin is not a garbage-collection root).
-        """
-        from modelreg_cli import main as cli
-        from modelreg_cli.render import out_console, print_json
-
-        from modelreg.client import Client
-
-        with cli._errors(json_output):
-            from modelreg.wasm import pack as pack_bundle
-
-            with Client(cli._options(plain_http, insecure, ca_file)) as client:
-                result = pack_bundle(
-                    client,
-                    module,
-                    model=model,
-                    ref=tag,
-                    created=created,
-                    annotations=_annotations(annotation),
-                    subject=subject,
-                )
-            if json_output:
-                print_json(result.to_dict())
-            else:
-                out_console.print(f"pushed {result.reference}", markup=False)
-                out_console.print(f"  model   {result.model}", markup=False)
-                out_console.print(f"  module  {result.module_digest}", markup=False)
-                if result.imports:
-                    out_console.print(f"  imports modelreg.{', modelreg.'.join(result.imports)}")
-
-    # --------------------------------------------------------------------- run
-    @wasm_app.command("run")
-    def run(
-        ref: Annotated[
-            str,
-            typer.Argument(help="The bundle (REGISTRY/REPO:TAG, or a local .wasm with --model)."),
-        ],
-        input_: Annotated[
-            str | None,
-            typer.Option("--input", "-i", help="File given to the module as stdin ('-': ours)."),
-        ] = None,
-        output: Annotated[
-            Path | None,
-            typer.Option(
-                "--output", "-o", help="Write the module's stdout here (only if it succeeds)."
-            ),
-        ] = None,
-        model: Annotated[
-            str | None,
-            typer.Option(
-                "--model",
-                "-m",
-                help="Read the pinned model from this repository instead (its digest must "
-                "match); for a local module: a model reference or a .safetensors file.",
-            ),
-        ] = None,
-        max_memory: Annotated[
-            str, typer.Option("--max-memory", help="Cap on the module's memory, e.g. 256MiB.")
-        ] = "256MiB",
-        timeout: Annotated[
-            float,
-            typer.Option("--timeout", help="Wall-clock limit in seconds (0: none)."),
-        ] = 60.0,
-        fuel: Annotated[
-            int | None,
-            typer.Option("--fuel", min=1, help="Instruction budget (deterministic limit)."),
-        ] = None,
-        max_output: Annotated[
-            str, typer.Option("--max-output", help="Cap on the module's output.")
-        ] = "64MiB",
-        verify_key: Annotated[
-            list[Path] | None,
-            typer.Option(
-                "--verify-key",
-                help="Refuse to run unless the bundle and the model are signed by this key "
-                "(repeatable: any one of them).",
-            ),
-        ] = None,
-        policy: Annotated[
-            list[Path] | None,
-            typer.Option(
-                "--policy",
-                help="Refuse to run unless these policies allow the bundle and the model.",
-            ),
-        ] = None,
-        arg: Annotated[
-            list[str] | None, typer.Option("--arg", help="An argument for the module (argv).")
-        ] = None,
-        json_output: Annotated[
-            bool,
-            typer.Option("--json", help="Print a JSON summary on stdout (needs --output)."),
-        ] = False,
-        plain_http: FeaturePlainHttpOpt = False,
-        insecure: InsecureOpt = False,
-        ca_file: CaFileOpt = None,
-    ) -> None:
-        """Run a WebAssembly bundle on its model: weights read lazily and verified.
-
-        The module gets --input as stdin and its stdout goes to --output (or our
-        stdout); its stderr is passed on. Exit 10 when it traps, hits a limit,
-        misuses the host ABI or exits non-zero; 5 when a weight chunk does not
-        match its digest; 7 when --verify-key or --policy refuses.
-        """
-        from modelreg_cli import main as cli
-        from modelreg_cli.render import err_console, print_json
-
-        from modelreg.client import Client
-        from modelreg.errors import InvalidInputError
-
-        with cli._errors(json_output):
-            from modelreg.wasm import Limits, SafetensorsFileSource, parse_size, run_local
-            from modelreg.wasm import run as run_bundle
-            from modelreg.wasm.host import open_model_source
-
-            if json_output and output is None:
-                raise InvalidInputError(
-                    "--json needs --output", hint="stdout carries the module's output"
-                )
-            limits = Limits(
-                max_memory=parse_size(max_memory),
-                timeout=timeout if timeout > 0 else None,
-                fuel=fuel,
-                max_output=parse_size(max_output),
+        with cmd.client() as client:
+            result = pack_bundle(
+                client,
+                module,
+                model=model,
+                ref=tag,
+                created=created,
+                annotations=parse_annotations(annotation),
+                subject=subject,
             )
-            try:
-                with contextlib.ExitStack() as stack:
-                    stdin: Any = None
-                    if input_ == "-":
-                        stdin = stack.enter_context(_stdin_file())
-                    elif input_ is not None:
-                        stdin = input_
-                    client = stack.enter_context(
-                        Client(cli._options(plain_http, insecure, ca_file))
-                    )
-                    local = _is_local_module(ref)
-                    if local and model is None:
-                        raise InvalidInputError(
-                            f"{ref} is a local module: say which model it reads with --model"
-                        )
-                    if local and (verify_key or policy):
-                        raise InvalidInputError(
-                            "a local module cannot be verified",
-                            hint="push it with `modelreg wasm pack`, sign it, and run the bundle",
-                        )
-                    check = _check(client, verify_key, policy)
-                    sink = stack.enter_context(_atomic_output(output))
-                    summary: dict[str, Any]
-                    if local:
-                        assert model is not None
-                        if Path(model).is_file():
-                            source: Any = stack.enter_context(SafetensorsFileSource(model))
-                        else:
-                            source = stack.enter_context(open_model_source(client, model))
-                        result = run_local(
-                            ref, source, stdin=stdin, stdout=sink, limits=limits, args=arg or ()
-                        )
-                        summary = {"module": ref, "model": model, **result.to_dict()}
-                    else:
-                        ran = run_bundle(
-                            client,
-                            ref,
-                            stdin=stdin,
-                            stdout=sink,
-                            limits=limits,
-                            check=check,
-                            model=model,
-                            args=arg or (),
-                        )
-                        result = ran.result
-                        summary = ran.to_dict()
-                    if result.stderr:
-                        sys.stderr.buffer.write(result.stderr)
-                        sys.stderr.flush()
-                    if result.exit_code != 0:
-                        note = ""
-                        if result.memory_at_limit:
-                            note = (
-                                f" after its memory reached the {max_memory} limit "
-                                "(raise --max-memory)"
-                            )
-                        err_console.print(
-                            f"[red]error:[/red] the module exited with status "
-                            f"{result.exit_code}{note}",
-                            highlight=False,
-                        )
-                        raise _Failed()  # unwinds --output: nothing is left of a failed run
-            except _Failed:
-                raise typer.Exit(EXIT_MODULE_FAILED) from None
-            if sink is None and result.stdout:
-                sys.stdout.buffer.write(result.stdout)
-                sys.stdout.flush()
-            if json_output:
-                print_json(summary)
+        if json_output:
+            print_json(result.to_dict())
+            return
+        out_console.print(f"pushed {result.reference}", markup=False)
+        out_console.print(f"  model   {result.model}", markup=False)
+        out_console.print(f"  module  {result.module_digest}", markup=False)
+        if result.imports:
+            out_console.print(f"  imports modelreg.{', modelreg.'.join(result.imports)}")
 
-    app.add_typer(wasm_app, name="wasm")
+
+# -------------------------------------------------------------------------- run
+@wasm_app.command("run")
+def run(
+    ref: Annotated[
+        str,
+        typer.Argument(help="The bundle (REGISTRY/REPO:TAG, or a local .wasm with --model)."),
+    ],
+    input_: Annotated[
+        str | None,
+        typer.Option("--input", "-i", help="File given to the module as stdin ('-': ours)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the module's stdout here (only if it succeeds)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Read the pinned model from this repository instead (its digest must "
+            "match); for a local module: a model reference or a .safetensors file.",
+        ),
+    ] = None,
+    max_memory: Annotated[
+        str, typer.Option("--max-memory", help="Cap on the module's memory, e.g. 256MiB.")
+    ] = "256MiB",
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Wall-clock limit in seconds (0: none)."),
+    ] = 60.0,
+    fuel: Annotated[
+        int | None,
+        typer.Option("--fuel", min=1, help="Instruction budget (deterministic limit)."),
+    ] = None,
+    max_output: Annotated[
+        str, typer.Option("--max-output", help="Cap on the module's output.")
+    ] = "64MiB",
+    verify_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--verify-key",
+            help="Refuse to run unless the bundle and the model are signed by this key "
+            "(repeatable: any one of them).",
+        ),
+    ] = None,
+    policy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--policy",
+            help="Refuse to run unless these policies allow the bundle and the model.",
+        ),
+    ] = None,
+    arg: Annotated[
+        list[str] | None, typer.Option("--arg", help="An argument for the module (argv).")
+    ] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print a JSON summary on stdout (needs --output)."),
+    ] = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Run a WebAssembly bundle on its model: weights read lazily and verified.
+
+    The module gets --input as stdin and its stdout goes to --output (or our
+    stdout); its stderr is passed on. Exit 10 when it traps, hits a limit,
+    misuses the host ABI or exits non-zero; 5 when a weight chunk does not
+    match its digest; 7 when --verify-key or --policy refuses.
+    """
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        from modelreg.wasm import Limits, parse_size
+
+        if json_output and output is None:
+            raise InvalidInputError(
+                "--json needs --output", hint="stdout carries the module's output"
+            )
+        limits = Limits(
+            max_memory=parse_size(max_memory),
+            timeout=timeout if timeout > 0 else None,
+            fuel=fuel,
+            max_output=parse_size(max_output),
+        )
+        try:
+            with contextlib.ExitStack() as stack:
+                stdin = _module_stdin(stack, input_)
+                client = stack.enter_context(cmd.client())
+                local = _is_local_module(ref)
+                _check_local_module(ref, local, model, bool(verify_key or policy))
+                check = _check(client, verify_key, policy)
+                sink = stack.enter_context(_atomic_output(output))
+                if local:
+                    assert model is not None
+                    source = _model_source(stack, client, model)
+                    result, summary = _run_local(ref, model, source, stdin, sink, limits, arg)
+                else:
+                    result, summary = _run_bundle(
+                        client, ref, model, check, stdin, sink, limits, arg
+                    )
+                _finish_module(result, max_memory)
+        except _Failed:
+            raise typer.Exit(EXIT_MODULE_FAILED) from None
+        if sink is None and result.stdout:
+            sys.stdout.buffer.write(result.stdout)
+            sys.stdout.flush()
+        if json_output:
+            print_json(summary)
+
+
+def _module_stdin(stack: contextlib.ExitStack, input_: str | None) -> str | None:
+    """--input: a file for the module's stdin; '-' copies ours to a temporary file."""
+    if input_ == "-":
+        return stack.enter_context(_stdin_file())
+    return input_
+
+
+def _check_local_module(ref: str, local: bool, model: str | None, verifying: bool) -> None:
+    """A local .wasm runs only on a model named with --model, and cannot be verified."""
+    if local and model is None:
+        raise InvalidInputError(f"{ref} is a local module: say which model it reads with --model")
+    if local and verifying:
+        raise InvalidInputError(
+            "a local module cannot be verified",
+            hint="push it with `modelreg wasm pack`, sign it, and run the bundle",
+        )
+
+
+def _model_source(stack: contextlib.ExitStack, client: Any, model: str) -> Any:
+    """The weights of a local module: a .safetensors file, or a model reference."""
+    from modelreg.wasm import SafetensorsFileSource
+    from modelreg.wasm.host import open_model_source
+
+    if Path(model).is_file():
+        return stack.enter_context(SafetensorsFileSource(model))
+    return stack.enter_context(open_model_source(client, model))
+
+
+def _run_local(
+    ref: str, model: str, source: Any, stdin: Any, sink: Any, limits: Any, args: Any
+) -> tuple[Any, dict[str, Any]]:
+    from modelreg.wasm import run_local
+
+    result = run_local(ref, source, stdin=stdin, stdout=sink, limits=limits, args=args or ())
+    return result, {"module": ref, "model": model, **result.to_dict()}
+
+
+def _run_bundle(
+    client: Any,
+    ref: str,
+    model: str | None,
+    check: Any,
+    stdin: Any,
+    sink: Any,
+    limits: Any,
+    args: Any,
+) -> tuple[Any, dict[str, Any]]:
+    from modelreg.wasm import run as run_bundle
+
+    ran = run_bundle(
+        client,
+        ref,
+        stdin=stdin,
+        stdout=sink,
+        limits=limits,
+        check=check,
+        model=model,
+        args=args or (),
+    )
+    return ran.result, ran.to_dict()
+
+
+def _finish_module(result: Any, max_memory: str) -> None:
+    """Pass the module's stderr on; a non-zero exit unwinds --output (raises _Failed)."""
+    if result.stderr:
+        sys.stderr.buffer.write(result.stderr)
+        sys.stderr.flush()
+    if result.exit_code == 0:
+        return
+    note = ""
+    if result.memory_at_limit:
+        note = f" after its memory reached the {max_memory} limit (raise --max-memory)"
+    print_error(f"the module exited with status {result.exit_code}{note}")
+    raise _Failed()  # unwinds --output: nothing is left of a failed run
 
 
 class _Failed(Exception):

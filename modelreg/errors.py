@@ -182,7 +182,7 @@ class LocalStorageError(ModelRegError):
     ``path`` is where modelreg was writing; ``needed`` the bytes it needed there, if known.
     """
 
-    exit_code = 10
+    exit_code = 11
 
     def __init__(
         self, message: str, *, hint: str | None = None, path: str, needed: int | None = None

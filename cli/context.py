@@ -1,0 +1,186 @@
+"""The command context: what every ``modelreg`` command shares, written once.
+
+A command parses its flags, then runs its body inside ``with Command(...) as cmd:``.
+That one object owns the three things every command used to repeat:
+
+- **errors → exit codes.** A :class:`~modelreg.errors.ModelRegError` leaving the body
+  is printed on stderr as ``error: MESSAGE`` and ``hint: HINT`` (with ``--json``: one
+  JSON document) and the command exits with the error's ``exit_code``, which each class
+  of the tree in :mod:`modelreg.errors` declares (the README lists them). Ctrl-C exits
+  130; anything else is a bug: exit 1, the traceback only with ``--verbose``.
+  :func:`report` is that mapping, usable on its own (``ci publish`` renders its
+  failures itself but prints them with :func:`print_error`).
+- **the registry flags → RemoteOptions.** :class:`Remote` holds ``--plain-http``,
+  ``--insecure``, ``--ca-file`` and ``--concurrency`` as given; ``cmd.options`` turns
+  them and the environment (``MODELREG_TIMEOUT``, ``MODELREG_FSYNC``, ...) into one
+  :class:`~modelreg.client.RemoteOptions`, built once, when first needed, inside the
+  error mapping (a bad ``--ca-file`` is an error like any other, exit 2).
+- **progress.** ``cmd.progress()`` draws bars on a terminal and stays quiet with
+  ``--json``, whose stdout is for the result alone.
+
+Library code never prints; this module and :mod:`modelreg_cli.render` do.
+"""
+
+# No ``from __future__ import annotations``: typer reads the commands' annotations at
+# runtime, and this module is imported by every command module.
+import dataclasses
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from types import TracebackType
+
+import typer
+from modelreg_cli.render import ProgressRenderer, err_console
+
+from modelreg import client as client_module
+from modelreg.client import Client, RemoteOptions
+from modelreg.errors import InvalidInputError, ModelRegError
+
+EXIT_UNEXPECTED = 1
+EXIT_INTERRUPTED = 130
+
+
+class State:
+    """Set by the top-level callback: ``modelreg --verbose`` shows tracebacks."""
+
+    verbose = False
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (the library hands them over through ``on_warning``)."""
+    err_console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def print_error(message: str, hint: str | None = None) -> None:
+    """``error: MESSAGE`` and, if there is one, ``  hint: HINT`` on stderr."""
+    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    if hint:
+        err_console.print(f"  hint: {hint}", markup=False)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of a command that failed with ``exc``."""
+    if isinstance(exc, ModelRegError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_UNEXPECTED
+
+
+def report(exc: BaseException, *, json_output: bool = False) -> int:
+    """Tell the user about ``exc`` on stderr; return the exit code to leave with."""
+    code = exit_code_for(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        err_console.print("interrupted")
+        return code
+    if State.verbose:
+        traceback.print_exception(exc)
+    if not isinstance(exc, ModelRegError):
+        err_console.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}", markup=True)
+        err_console.print("  hint: run again with --verbose for the traceback and report it")
+    elif json_output:
+        doc = {
+            "error": {
+                "type": type(exc).__name__,
+                "message": exc.message,
+                "hint": exc.hint,
+                "exitCode": code,
+            }
+        }
+        sys.stderr.write(json.dumps(doc) + "\n")
+    else:
+        print_error(exc.message, exc.hint)
+    return code
+
+
+@dataclasses.dataclass(frozen=True)
+class Remote:
+    """The registry flags of a command, as given on the command line."""
+
+    plain_http: bool = False
+    insecure: bool = False
+    ca_file: Path | None = None
+    concurrency: int = 4
+
+
+def remote_options(remote: Remote) -> RemoteOptions:
+    """RemoteOptions from the registry flags and the environment."""
+    if remote.ca_file is not None and not remote.ca_file.is_file():
+        raise InvalidInputError(f"--ca-file {str(remote.ca_file)!r} is not a file")
+    return RemoteOptions(
+        plain_http=remote.plain_http,
+        insecure=remote.insecure,
+        ca_file=str(remote.ca_file) if remote.ca_file else None,
+        concurrency=remote.concurrency,
+        on_warning=warn,
+        fsync=os.environ.get("MODELREG_FSYNC", "1") != "0",
+        timeout=_positive_env("MODELREG_TIMEOUT", "seconds") or 60.0,
+        document_deadline=_positive_env("MODELREG_DOCUMENT_DEADLINE", "seconds"),
+        min_throughput=_positive_env("MODELREG_MIN_THROUGHPUT", "bytes per second") or 1024.0,
+        throughput_window=_positive_env("MODELREG_THROUGHPUT_WINDOW", "seconds") or 30.0,
+    )
+
+
+def _positive_env(name: str, unit: str) -> float | None:
+    """A positive number from the environment, None when unset: $MODELREG_TIMEOUT
+    (seconds a request may stall), $MODELREG_DOCUMENT_DEADLINE (total seconds for a
+    document), the blob throughput floor $MODELREG_MIN_THROUGHPUT over
+    $MODELREG_THROUGHPUT_WINDOW."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise InvalidInputError(
+            f"{name}={text!r} is not a positive number of {unit}",
+            hint=f"unset it or give a positive number, e.g. {name}=30",
+        )
+    return value
+
+
+class Command:
+    """One run of one command: ``with Command(json_output, Remote(...)) as cmd: ...``.
+
+    Errors leaving the block become a message and an exit code (:func:`report`);
+    ``typer.Exit`` passes through, so a command may still choose its own exit code.
+    """
+
+    def __init__(self, json_output: bool = False, remote: Remote | None = None) -> None:
+        self.json_output = json_output
+        self.remote = remote or Remote()
+
+    def __enter__(self) -> "Command":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # SystemExit and the like are not failures of the command: let them through
+        if exc is None or isinstance(exc, typer.Exit):
+            return
+        if isinstance(exc, Exception | KeyboardInterrupt):
+            raise typer.Exit(report(exc, json_output=self.json_output)) from None
+
+    @functools.cached_property
+    def options(self) -> RemoteOptions:
+        """The command's RemoteOptions (built on first use, then the same object)."""
+        return remote_options(self.remote)
+
+    def client(self) -> Client:
+        """A Client on :attr:`options`; use it as a context manager."""
+        # looked up when called, as the commands did before: tests put a fake Client
+        # in modelreg.client
+        return client_module.Client(self.options)
+
+    def progress(self) -> ProgressRenderer:
+        """Progress bars on a terminal; none with ``--json``."""
+        return ProgressRenderer(not self.json_output)

@@ -1,0 +1,613 @@
+"""``modelreg push | pull | inspect | diff | cp | tags | login | logout | list | import hf``:
+moving models between directories, the embedded local store and registries.
+
+Wired by ``main.py`` with ``core_cmds.register(app)``, before the feature modules, so
+that ``modelreg --help`` lists these first.
+"""
+
+# No ``from __future__ import annotations``: typer reads these annotations at runtime.
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from modelreg_cli.context import Command, Remote, warn
+from modelreg_cli.options import (
+    CaFileOpt,
+    ConcurrencyOpt,
+    InsecureOpt,
+    JsonOpt,
+    PlainHttpOpt,
+    parse_annotations,
+)
+from modelreg_cli.render import human_size, out_console, print_json
+from modelreg_cli.wiring import add_commands, add_group
+
+from modelreg.errors import InvalidInputError
+from modelreg.model.pack import ModelMetadata
+
+commands = typer.Typer()
+import_app = typer.Typer(
+    help="Push models from other local caches.", no_args_is_help=True, add_completion=False
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the core commands and the ``import`` group to the CLI (idempotent)."""
+    add_commands(app, commands)
+    add_group(app, import_app, "import")
+
+
+# ------------------------------------------------------------------------- push
+@commands.command("push")
+def push(
+    path: Annotated[Path, typer.Argument(help="Model directory to push.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="Where to: registry/repo:tag, repo:tag (local store) or oci:DIR[:tag]."
+        ),
+    ],
+    name: Annotated[str | None, typer.Option(help="Model name (default: directory name).")] = None,
+    model_version: Annotated[
+        str | None, typer.Option("--model-version", help="Model version string.")
+    ] = None,
+    license_: Annotated[
+        list[str] | None, typer.Option("--license", help="SPDX license id (repeatable).")
+    ] = None,
+    author: Annotated[list[str] | None, typer.Option(help="Author (repeatable).")] = None,
+    description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
+    source_url: Annotated[str | None, typer.Option(help="Where the model comes from.")] = None,
+    revision: Annotated[str | None, typer.Option(help="Source revision, e.g. a commit.")] = None,
+    family: Annotated[str | None, typer.Option(help="Model family, e.g. llama3.")] = None,
+    vendor: Annotated[str | None, typer.Option(help="Who publishes the model.")] = None,
+    title: Annotated[str | None, typer.Option(help="Human-readable title.")] = None,
+    doc_url: Annotated[str | None, typer.Option(help="Where the model is documented.")] = None,
+    split: Annotated[
+        bool | None,
+        typer.Option(
+            "--split/--no-split",
+            help="Store big safetensors/GGUF files as tensor-aligned parts, so that a later "
+            "version sends only the parts that changed (default: modelreg.toml, else no).",
+        ),
+    ] = None,
+    part_size: Annotated[
+        str | None,
+        typer.Option("--part-size", help="Target part size with --split (default 32MiB)."),
+    ] = None,
+    annotation: Annotated[
+        list[str] | None, typer.Option("--annotation", "-a", help="Manifest annotation KEY=VALUE.")
+    ] = None,
+    allow_outside_links: Annotated[
+        bool,
+        typer.Option(help="Follow symlinks that point outside the model directory."),
+    ] = False,
+    chunk_index: Annotated[
+        bool,
+        typer.Option(
+            "--chunk-index",
+            help="Also write a chunk index so lazy opens and mounts verify chunk by chunk.",
+        ),
+    ] = False,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+) -> None:
+    """Pack a model directory as a ModelPack artifact and push it."""
+    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+        annotations = parse_annotations(annotation)
+        meta = ModelMetadata(
+            name=name,
+            version=model_version,
+            licenses=tuple(license_ or ()),
+            authors=tuple(author or ()),
+            description=description,
+            source_url=source_url,
+            revision=revision,
+            family=family,
+            vendor=vendor,
+            title=title,
+            doc_url=doc_url,
+        )
+        with cmd.client() as client, cmd.progress() as progress:
+            result = client.push(
+                path,
+                ref,
+                metadata=meta,
+                annotations=annotations,
+                allow_outside_links=allow_outside_links,
+                progress=progress,
+                split=split,
+                part_size=part_size,
+                chunk_index=chunk_index,
+            )
+        _show_pushed(result, json_output)
+
+
+def _show_pushed(result: Any, json_output: bool) -> None:
+    for warning in result.warnings:
+        warn(warning)
+    if json_output:
+        print_json(result.to_dict())
+        return
+    t = result.transfer
+    out_console.print(f"pushed {result.reference}")
+    out_console.print(
+        f"  sent {human_size(t.bytes_sent)} in {t.blobs_sent} blobs, "
+        f"skipped {human_size(t.bytes_skipped)} in {t.blobs_skipped} already there, "
+        f"mounted {human_size(t.bytes_mounted)} in {t.blobs_mounted}"
+    )
+    if result.split_files:
+        out_console.print(
+            f"  {result.layers} layers: {result.split_files} files stored as tensor-aligned parts"
+        )
+
+
+# ------------------------------------------------------------------------- pull
+@commands.command("pull")
+def pull(
+    ref: Annotated[str, typer.Argument(help="Model to pull.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory to write into.")
+    ] = None,
+    into: Annotated[
+        Path | None,
+        typer.Option(
+            "--into",
+            help="For init containers: write config and tokenizer files first, weights after; "
+            "resumable (complete files are kept, re-checked by digest).",
+        ),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Only files matching this glob (repeatable)."),
+    ] = None,
+    verify_key: Annotated[
+        list[Path] | None,
+        typer.Option("--verify-key", help="Write nothing unless signed by this public key."),
+    ] = None,
+    verify_identity: Annotated[
+        list[str] | None,
+        typer.Option("--verify-identity", help="Keyless signer identity required (exact)."),
+    ] = None,
+    verify_identity_regexp: Annotated[
+        list[str] | None,
+        typer.Option("--verify-identity-regexp", help="Keyless signer identity (anchored regex)."),
+    ] = None,
+    verify_oidc_issuer: Annotated[
+        str | None, typer.Option("--verify-oidc-issuer", help="OIDC issuer of keyless signers.")
+    ] = None,
+    require_attestation: Annotated[
+        list[str] | None,
+        typer.Option("--require-attestation", help="Predicate type that must be attested."),
+    ] = None,
+    trusted_root: Annotated[
+        Path | None,
+        typer.Option("--trusted-root", help="sigstore trusted_root.json (verifies offline)."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not keep fetched blobs in the local cache.")
+    ] = False,
+    link: Annotated[
+        bool,
+        typer.Option(
+            "--link",
+            help="Hard-link files from the cache (saves disk; do not edit the pulled files).",
+        ),
+    ] = False,
+    cache_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-mode",
+            metavar="auto|copy|reference",
+            help="What the cache keeps of what it lacked: auto (default; reflink, else "
+            "remember the pulled files), copy (its own copy: every byte written twice without "
+            "reflinks), reference (only where the pulled files are). Default: "
+            "$MODELREG_CACHE_MODE, else auto.",
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+) -> None:
+    """Pull a model's files into a directory; every byte is verified before it lands."""
+    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+        if (output is None) == (into is None):
+            raise InvalidInputError(
+                "give exactly one of -o/--output DIR or --into DIR",
+                hint="--into is the resumable, config-first mode for init containers",
+            )
+        verifying = bool(verify_key or verify_identity or verify_identity_regexp)
+        if into is not None and verifying:
+            raise InvalidInputError(
+                "--verify-* flags go with -o/--output",
+                hint="verify first with `modelreg verify`, or pull with -o",
+            )
+        with cmd.client() as client, cmd.progress() as progress:
+            if into is not None:
+                _pull_into(cmd, client, ref, into, include, progress)
+                return
+            assert output is not None
+            kwargs: dict[str, Any] = {
+                "include": include or (),
+                "cache": not no_cache,
+                "link": link,
+                "progress": progress,
+                "cache_mode": _cache_mode(cache_mode, link),
+            }
+            if verifying:
+                from modelreg.verify import policy_from_options, verify_before_pull
+
+                policy = policy_from_options(
+                    keys=verify_key or [],
+                    identities=verify_identity or [],
+                    identity_regexps=verify_identity_regexp or [],
+                    issuer=verify_oidc_issuer,
+                    required_attestations=require_attestation or [],
+                    trusted_root=trusted_root,
+                    offline=trusted_root is not None,
+                )
+                _, result = verify_before_pull(client, ref, output, policy, **kwargs)
+            else:
+                result = client.pull(ref, output, **kwargs)
+        _show_pulled(result, json_output)
+
+
+def _cache_mode(flag: str | None, link: bool) -> str:
+    """--cache-mode, else $MODELREG_CACHE_MODE, else auto; --link wins over the variable."""
+    from modelreg.model.unpack import parse_cache_mode
+
+    if flag is not None:
+        return parse_cache_mode(flag, "--cache-mode")
+    env = os.environ.get("MODELREG_CACHE_MODE", "").strip()
+    if not env:
+        return "auto"
+    mode = parse_cache_mode(env, "MODELREG_CACHE_MODE")
+    return "copy" if link else mode
+
+
+def _pull_into(
+    cmd: Command, client: Any, ref: str, into: Path, include: list[str] | None, progress: Any
+) -> None:
+    """pull --into: config and tokenizer files first, weights after, resumable."""
+    from modelreg.lazy.into import pull_into
+
+    done = pull_into(
+        client,
+        ref,
+        into,
+        include=include or (),
+        fsync=cmd.options.fsync,
+        concurrency=cmd.options.concurrency,
+        progress=progress,
+    )
+    if cmd.json_output:
+        print_json(done.to_dict())
+    else:
+        out_console.print(f"pulled {ref} into {into} (config first, resumable)")
+
+
+def _show_pulled(result: Any, json_output: bool) -> None:
+    if json_output:
+        print_json(result.to_dict())
+        return
+    out_console.print(f"pulled {result.reference} into {result.output}")
+    out_console.print(
+        f"  {len(result.files)} files, fetched {human_size(result.bytes_fetched)}, "
+        f"from cache {human_size(result.bytes_from_cache)}"
+        + (f" ({result.producer} artifact)" if result.producer != "modelpack" else "")
+    )
+    for note in result.skipped:
+        warn(f"layer not written: {note}")
+
+
+# ---------------------------------------------------------------------- inspect
+@commands.command("inspect")
+def inspect(
+    ref: Annotated[str, typer.Argument(help="Model to describe.")],
+    tensors: Annotated[
+        bool,
+        typer.Option(
+            "--tensors",
+            help="Also list every tensor (name, dtype, shape, bytes, file), reading only "
+            "file headers with range requests.",
+        ),
+    ] = False,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Show a model's manifest, config, files, sizes and digests (no weights are read)."""
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        with cmd.client() as client:
+            info = client.inspect(ref, tensors=tensors)
+        if json_output:
+            print_json(info.to_dict())
+            return
+        _show_summary(info)
+        if info.files:
+            _show_files(info.files)
+        if info.tensors is not None:
+            _show_tensors(info.tensors)
+
+
+def _show_summary(info: Any) -> None:
+    """Reference, digest, type, producer, size, then the config's fields."""
+    doc = info.to_dict()
+    out_console.print(f"reference     {info.reference}")
+    out_console.print(f"digest        {info.digest}")
+    out_console.print(f"artifactType  {doc['artifactType']}")
+    if info.producer and info.producer != "modelpack":
+        out_console.print(f"producer      {info.producer}")
+    out_console.print(f"total size    {human_size(info.total_size)}")
+    cfg = info.config or {}
+    descriptor = cfg.get("descriptor") if isinstance(cfg.get("descriptor"), dict) else {}
+    model_cfg = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+    for key, value in {**(descriptor or {}), **(model_cfg or {})}.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        out_console.print(f"{key:<13} {shown}", markup=False)
+
+
+def _show_files(files: list[dict[str, Any]]) -> None:
+    """One line a file: path, size, short digest, role; pickles flagged UNSAFE."""
+    out_console.print("files:")
+    width = max(len(str(f["path"])) for f in files)
+    for f in files:
+        kind = f.get("kind", "file")
+        role = str(f["mediaType"]).rsplit("/", 1)[-1]
+        if kind == "split":
+            role = f"{f['parts']} parts"
+        elif kind in ("archive", "skipped"):
+            role = f"{kind} {role}"
+        flag = "  UNSAFE (pickle: loading it runs code)" if f.get("unsafe") else ""
+        out_console.print(
+            f"  {f['path']!s:<{width}}  {human_size(int(f['size'])):>10}  "
+            f"{str(f['digest'])[:19]}  {role}{flag}",
+            markup=False,
+        )
+
+
+def _show_tensors(listing: Any) -> None:
+    """inspect --tensors: one line a tensor, then what could not be listed."""
+    rows = listing.tensors
+    out_console.print(
+        f"tensors: {len(rows)} in {len(listing.files)} files "
+        f"(read {human_size(listing.bytes_fetched)} in {listing.requests} requests)"
+    )
+    for described in listing.files:
+        if described.error:
+            out_console.print(f"  {described.path}: {described.error}", markup=False)
+    name_w = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        shape = "[" + ", ".join(str(d) for d in r["shape"]) + "]"
+        out_console.print(
+            f"  {r['name']:<{name_w}}  {r['dtype']:<8} {shape:<20} "
+            f"{human_size(int(r['bytes'])):>10}  {r['file']}",
+            markup=False,
+        )
+    for problem in listing.problems:
+        warn(problem)
+    for note in listing.skipped:
+        out_console.print(f"  not listed: {note}", markup=False)
+
+
+# ------------------------------------------------------------------------- diff
+@commands.command("diff")
+def diff(
+    ref_a: Annotated[str, typer.Argument(help="The older model (A).")],
+    ref_b: Annotated[str, typer.Argument(help="The newer model (B).")],
+    tensors: Annotated[
+        bool,
+        typer.Option(
+            "--tensors/--no-tensors",
+            help="Compare the tensors of changed safetensors/GGUF files (headers only).",
+        ),
+    ] = True,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Show which files and tensors differ between two models and how many bytes they share."""
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        with cmd.client() as client:
+            result = client.diff(ref_a, ref_b, tensors=tensors)
+        if json_output:
+            print_json({"a": ref_a, "b": ref_b, **result.to_dict()})
+        else:
+            _show_diff(result)
+
+
+def _show_diff(result: Any) -> None:
+    s = result.to_dict()["summary"]
+    out_console.print(
+        f"{s['changed']} changed, {s['added']} added, {s['removed']} removed, "
+        f"{s['unchanged']} unchanged files"
+    )
+    out_console.print(
+        f"shared {human_size(result.shared)} of {human_size(result.total_b)}; "
+        f"only in B {human_size(result.only_b)}, only in A {human_size(result.only_a)}",
+        markup=False,
+    )
+    marks = {"added": "+", "removed": "-", "changed": "~"}
+    for f in result.files:
+        if f.status == "unchanged":
+            continue
+        extra = ""
+        if f.tensor_summary:
+            extra = " (" + ", ".join(f"{n} {k}" for k, n in f.tensor_summary.items()) + ")"
+        out_console.print(f"  {marks[f.status]} {f.path}{extra}", markup=False)
+        for t in f.tensors:
+            if t["status"] in ("unchanged", "unknown"):
+                continue
+            shape = "[" + ", ".join(str(d) for d in t["shape"]) + "]"
+            out_console.print(
+                f"      {t['status']:<9} {t['name']}  {t['dtype']} {shape}", markup=False
+            )
+        if f.note:
+            out_console.print(f"      note: {f.note}", markup=False)
+
+
+# -------------------------------------------------------------------- import hf
+@import_app.command("hf")
+def import_hf(
+    path: Annotated[
+        Path,
+        typer.Argument(help="A Hugging Face cache snapshot: .../models--ORG--NAME/snapshots/REV."),
+    ],
+    ref: Annotated[str, typer.Argument(help="Where to push it.")],
+    split: Annotated[
+        bool | None,
+        typer.Option("--split/--no-split", help="Store big weight files as parts."),
+    ] = None,
+    part_size: Annotated[
+        str | None, typer.Option("--part-size", help="Target part size with --split.")
+    ] = None,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+) -> None:
+    """Push a Hugging Face cache snapshot (links followed only into its blobs/; no network)."""
+    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+        with cmd.client() as client, cmd.progress() as progress:
+            result = client.import_hf(
+                path, ref, progress=progress, split=split, part_size=part_size
+            )
+        _show_pushed(result, json_output)
+
+
+# --------------------------------------------------------------------------- cp
+@commands.command("cp")
+def cp(
+    src: Annotated[str, typer.Argument(help="Source reference.")],
+    dst: Annotated[str, typer.Argument(help="Destination reference.")],
+    recursive: Annotated[
+        bool,
+        typer.Option("--recursive", "-r", help="Also copy referrers (signatures, attestations)."),
+    ] = False,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+) -> None:
+    """Copy a model between registries, the local store and OCI layout directories."""
+    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+        with cmd.client() as client, cmd.progress() as progress:
+            result = client.copy(src, dst, recursive=recursive, progress=progress)
+        if json_output:
+            print_json(result.to_dict())
+            return
+        out_console.print(f"copied {src} -> {dst} ({result.root.digest})")
+        out_console.print(
+            f"  sent {human_size(result.bytes_sent)}, skipped "
+            f"{human_size(result.bytes_skipped)}, mounted {human_size(result.bytes_mounted)}"
+            + (f", {len(result.referrers)} referrers" if recursive else "")
+        )
+
+
+# ------------------------------------------------------------------------- tags
+@commands.command("tags")
+def tags(
+    ref: Annotated[str, typer.Argument(help="Repository: registry/repo, repo or oci:DIR.")],
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """List the tags of a repository."""
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        with cmd.client() as client:
+            names = client.tags(ref)
+        if json_output:
+            print_json({"repository": ref, "tags": names})
+            return
+        for name in names:
+            out_console.print(name, markup=False)
+
+
+# --------------------------------------------------------------- login / logout
+@commands.command("login")
+def login(
+    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    username: Annotated[str | None, typer.Option("--username", "-u")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Check credentials against a registry and store them in the docker config file."""
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        user, password = _credentials(username, password_stdin)
+        with cmd.client() as client:
+            where = client.login(registry, user, password)
+        if json_output:
+            print_json({"registry": registry, "username": user, "configFile": where})
+        else:
+            out_console.print(f"login succeeded for {user} at {registry} (saved in {where})")
+
+
+def _credentials(username: str | None, password_stdin: bool) -> tuple[str, str]:
+    """User and password: flags, then $MODELREG_USERNAME / $MODELREG_PASSWORD, then a
+    prompt when there is a terminal to ask on."""
+    user = username or os.environ.get("MODELREG_USERNAME")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = os.environ.get("MODELREG_PASSWORD") or ""
+        if not password and sys.stdin.isatty():
+            password = typer.prompt("Password", hide_input=True)
+    if not user:
+        if not sys.stdin.isatty() or password_stdin:
+            raise InvalidInputError(
+                "no username given", hint="pass --username or set MODELREG_USERNAME"
+            )
+        user = typer.prompt("Username")
+    if not password:
+        raise InvalidInputError(
+            "no password given",
+            hint="pass --password-stdin, set MODELREG_PASSWORD, or run in a terminal",
+        )
+    return user, password
+
+
+@commands.command("logout")
+def logout(
+    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    json_output: JsonOpt = False,
+) -> None:
+    """Remove stored credentials for a registry."""
+    with Command(json_output) as cmd:
+        with cmd.client() as client:
+            removed = client.logout(registry)
+        if json_output:
+            print_json({"registry": registry, "removed": removed})
+        elif removed:
+            out_console.print(f"removed credentials for {registry}")
+        else:
+            out_console.print(f"no credentials were stored for {registry}")
+
+
+# ------------------------------------------------------------------------- list
+@commands.command("list")
+def list_(json_output: JsonOpt = False) -> None:
+    """List what the embedded local store holds (repository:tag and digest)."""
+    with Command(json_output) as cmd:
+        with cmd.client() as client:
+            rows = client.list_store()
+        if json_output:
+            print_json(rows)
+            return
+        for row in rows:
+            out_console.print(f"{row['name']:<40} {row['digest']}", markup=False)
