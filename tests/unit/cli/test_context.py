@@ -51,11 +51,11 @@ EXPECTED = {
     "SizeLimitError": 8,
     "PolicyError": 9,
     "PolicyLoadError": 9,
-    "LocalStorageError": 10,
     "WasmError": 10,
     "WasmTrapError": 10,
     "WasmLimitError": 10,
     "WasmAbiError": 10,
+    "LocalStorageError": 11,
     "SourceReadError": 1,
     # its code is the failed stage's (10 push, 11 sign, 12 attest, 13 policy): sign here
     "PublishError": 11,
