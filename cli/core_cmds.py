@@ -15,10 +15,16 @@ import typer
 from modelreg_cli.context import Command, Remote, warn
 from modelreg_cli.options import (
     CaFileOpt,
+    CertificateIdentityOpt,
+    CertificateIdentityRegexpOpt,
+    CertificateOidcIssuerOpt,
     ConcurrencyOpt,
     InsecureOpt,
     JsonOpt,
     PlainHttpOpt,
+    VerifyIdentityOpt,
+    VerifyIdentityRegexpOpt,
+    VerifyOidcIssuerOpt,
     parse_annotations,
 )
 from modelreg_cli.render import human_size, out_console, print_json
@@ -169,17 +175,12 @@ def pull(
         list[Path] | None,
         typer.Option("--verify-key", help="Write nothing unless signed by this public key."),
     ] = None,
-    verify_identity: Annotated[
-        list[str] | None,
-        typer.Option("--verify-identity", help="Keyless signer identity required (exact)."),
-    ] = None,
-    verify_identity_regexp: Annotated[
-        list[str] | None,
-        typer.Option("--verify-identity-regexp", help="Keyless signer identity (anchored regex)."),
-    ] = None,
-    verify_oidc_issuer: Annotated[
-        str | None, typer.Option("--verify-oidc-issuer", help="OIDC issuer of keyless signers.")
-    ] = None,
+    certificate_identity: CertificateIdentityOpt = None,
+    certificate_identity_regexp: CertificateIdentityRegexpOpt = None,
+    certificate_oidc_issuer: CertificateOidcIssuerOpt = None,
+    verify_identity: VerifyIdentityOpt = None,
+    verify_identity_regexp: VerifyIdentityRegexpOpt = None,
+    verify_oidc_issuer: VerifyOidcIssuerOpt = None,
     require_attestation: Annotated[
         list[str] | None,
         typer.Option("--require-attestation", help="Predicate type that must be attested."),
@@ -222,10 +223,14 @@ def pull(
                 "give exactly one of -o/--output DIR or --into DIR",
                 hint="--into is the resumable, config-first mode for init containers",
             )
-        verifying = bool(verify_key or verify_identity or verify_identity_regexp)
+        # the hidden --verify-identity* spellings add to the shown ones
+        identities = [*(certificate_identity or ()), *(verify_identity or ())]
+        identity_regexps = [*(certificate_identity_regexp or ()), *(verify_identity_regexp or ())]
+        issuer = _one_issuer(certificate_oidc_issuer, verify_oidc_issuer)
+        verifying = bool(verify_key or identities or identity_regexps)
         if into is not None and verifying:
             raise InvalidInputError(
-                "--verify-* flags go with -o/--output",
+                "--verify-key and --certificate-* flags go with -o/--output",
                 hint="verify first with `modelreg verify`, or pull with -o",
             )
         with cmd.client() as client, cmd.progress() as progress:
@@ -245,9 +250,9 @@ def pull(
 
                 policy = policy_from_options(
                     keys=verify_key or [],
-                    identities=verify_identity or [],
-                    identity_regexps=verify_identity_regexp or [],
-                    issuer=verify_oidc_issuer,
+                    identities=identities,
+                    identity_regexps=identity_regexps,
+                    issuer=issuer,
                     required_attestations=require_attestation or [],
                     trusted_root=trusted_root,
                     offline=trusted_root is not None,
@@ -256,6 +261,16 @@ def pull(
             else:
                 result = client.pull(ref, output, **kwargs)
         _show_pulled(result, json_output)
+
+
+def _one_issuer(shown: str | None, hidden: str | None) -> str | None:
+    """--certificate-oidc-issuer, or its old spelling --verify-oidc-issuer: one issuer."""
+    if shown is not None and hidden is not None and shown != hidden:
+        raise InvalidInputError(
+            f"--certificate-oidc-issuer {shown!r} and --verify-oidc-issuer {hidden!r} disagree",
+            hint="give the issuer once, with --certificate-oidc-issuer",
+        )
+    return shown if shown is not None else hidden
 
 
 def _cache_mode(flag: str | None, link: bool) -> str:

@@ -42,7 +42,8 @@ PolicyOpt = Annotated[
 ]
 
 # ------------------------------------------------------- keyless signer identities
-# cosign's words for the trusted keyless signers
+# `verify` and `pull --verify-key ...` name the trusted keyless signers the same way
+# (cosign's words).
 CertificateIdentityOpt = Annotated[
     list[str] | None,
     typer.Option("--certificate-identity", help="Trusted signer identity (exact SAN)."),
@@ -59,6 +60,12 @@ CertificateOidcIssuerOpt = Annotated[
     str | None,
     typer.Option("--certificate-oidc-issuer", help="OIDC issuer of the identities."),
 ]
+# The names `pull` had before it used verify's: still accepted, no longer shown.
+VerifyIdentityOpt = Annotated[list[str] | None, typer.Option("--verify-identity", hidden=True)]
+VerifyIdentityRegexpOpt = Annotated[
+    list[str] | None, typer.Option("--verify-identity-regexp", hidden=True)
+]
+VerifyOidcIssuerOpt = Annotated[str | None, typer.Option("--verify-oidc-issuer", hidden=True)]
 
 
 def parse_annotations(items: list[str] | None) -> dict[str, str]:
