@@ -23,7 +23,7 @@ boundary with ``raise ... from exc``.
      │    └── UnsupportedError        the registry lacks a feature (e.g. chunked upload)
      ├── NetworkError                 unreachable host, TLS failure, timeout
      │    └── TransferTooSlowError    a document deadline or blob throughput floor was hit
-     ├── LocalStorageError            the local disk refused a write: full, over quota, read-only
+     ├── LocalStorageError            a full, over-quota or read-only local disk (exit 14)
      ├── VerificationError            a signature, attestation or identity that does not verify
      └── PolicyError                  a policy that fails to load or to evaluate
 """
@@ -182,7 +182,7 @@ class LocalStorageError(ModelRegError):
     ``path`` is where modelreg was writing; ``needed`` the bytes it needed there, if known.
     """
 
-    exit_code = 11
+    exit_code = 14
 
     def __init__(
         self, message: str, *, hint: str | None = None, path: str, needed: int | None = None

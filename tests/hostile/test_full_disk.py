@@ -60,7 +60,7 @@ def test_full_output_disk_is_a_storage_error(registry: CraftedRegistry, small_di
     ):
         client.pull(f"{registry.host}/m:v1", out, cache=False)
     error = info.value
-    assert error.exit_code == 11
+    assert error.exit_code == 14
     assert str(out) in error.message and "full" in error.message
     assert error.needed == BIG and str(BIG) in error.message
     assert error.hint and "modelreg cache prune" in error.hint
@@ -82,7 +82,7 @@ def test_full_store_disk_is_a_storage_error(
     ):
         client.pull(f"{registry.host}/m:v1", out, cache=True, cache_mode="copy")
     assert str(small_disk / "home") in info.value.path
-    assert info.value.exit_code == 11
+    assert info.value.exit_code == 14
     ingest = small_disk / "home" / "store" / "ingest"
     assert not ingest.exists() or _leftovers(ingest) == []
     assert not out.exists() or _leftovers(out) == []
