@@ -6,13 +6,12 @@
 * The passphrase comes from ``MODELREG_KEY_PASSWORD``, ``MODELREG_PASSWORD`` or
   ``COSIGN_PASSWORD`` (first one set), or from the caller (the CLI prompts).
   It never appears in an error message.
-* Private key files are created with mode 0600 (``O_EXCL``: never over an
-  existing file unless asked).
+* Private key files are written with mode 0600, never over an existing file
+  unless asked, and atomically: a failed write leaves what was there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelreg._fs import atomic_write
 from modelreg.errors import InvalidInputError
 
 __all__ = [
@@ -195,20 +195,5 @@ def write_key_pair(
             raise InvalidInputError(
                 f"{str(path)!r} already exists", hint="choose another name or pass --force"
             )
-    data = private_key_pem(key, password)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-    if not force:
-        flags |= os.O_EXCL
-    fd = os.open(priv, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            fd = -1
-            f.write(data)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            priv.unlink()
-        raise
-    pub.write_bytes(public_key_pem(key.public_key()))
+    atomic_write(priv, private_key_pem(key, password), mode=0o600, overwrite=force)
+    atomic_write(pub, public_key_pem(key.public_key()), overwrite=force)

@@ -40,13 +40,13 @@ import fcntl
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from modelreg._fs import atomic_write
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import FormatError, InvalidInputError, ModelRegError, NotFoundError
 from modelreg.events import Event, ProgressCallback, emit
@@ -702,21 +702,7 @@ def _drop_entries(root: Path, gone: set[Digest], *, dry_run: bool) -> list[str]:
                     kept.append(item)
             if dropped:
                 doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": kept}
-                _atomic_write(root / "index.json", canonical_json(doc))
+                atomic_write(root / "index.json", canonical_json(doc), mode=0o600)
             return dropped
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

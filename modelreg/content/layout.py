@@ -29,12 +29,12 @@ import fcntl
 import io
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from modelreg._fs import AtomicFile, atomic_write
 from modelreg.content.base import CHUNK, BlobSource, PushResult, VerifyingReader
 from modelreg.errors import (
     FormatError,
@@ -57,6 +57,8 @@ from modelreg.oci.manifest import (
 __all__ = ["LayoutStore", "LayoutTarget"]
 
 _LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
+_FILE_MODE = 0o600
+"""What every file of the store has been written with (``mkstemp``'s mode) and keeps."""
 
 
 class LayoutStore:
@@ -109,21 +111,13 @@ class LayoutStore:
     # ----------------------------------------------------------------- write
     def _atomic_write(self, path: Path, data: bytes) -> None:
         with local_storage(path, "write", needed=len(data)):
-            self._atomic_write_raw(path, data)
+            atomic_write(path, data, mode=_FILE_MODE, fsync=self.fsync)
 
-    def _atomic_write_raw(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+    def _blob_file(self, digest: Digest) -> AtomicFile:
+        """A blob being written: in ``ingest/`` until committed under its digest."""
+        final = self.blob_path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return AtomicFile(final, mode=_FILE_MODE, fsync=self.fsync, tmp_dir=self.root / "ingest")
 
     def ingest(self, desc: Descriptor, *, verified_by: VerifyingReader | None = None) -> BlobWriter:
         """A writer that lands the blob under its digest only if the bytes match.
@@ -162,20 +156,14 @@ class LayoutStore:
     def _add_clone(
         self, desc: Descriptor, src: Path, clone: Callable[[Path, BinaryIO], bool]
     ) -> bool:
-        fd, tmp = tempfile.mkstemp(dir=self.root / "ingest", prefix=desc.digest.hex[:16])
+        out = self._blob_file(desc.digest)
         try:
-            with os.fdopen(fd, "wb") as f:
-                if not clone(src, f) or os.fstat(f.fileno()).st_size != desc.size:
-                    return False
-                if self.fsync:
-                    os.fsync(f.fileno())
-            final = self.blob_path(desc.digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            if not clone(src, out.file) or os.fstat(out.file.fileno()).st_size != desc.size:
+                return False
+            out.commit()
             return True
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            out.discard()
 
     def evict(self, digest: Digest) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -266,8 +254,7 @@ class BlobWriter:
         self._desc = desc
         self._verified_by = verified_by
         with self._storage():
-            fd, self._tmp = tempfile.mkstemp(dir=store.root / "ingest", prefix=desc.digest.hex[:16])
-        self._file = os.fdopen(fd, "wb")
+            self._out = store._blob_file(desc.digest)
         self._hasher = desc.digest.hasher()
         self._written = 0
 
@@ -276,7 +263,7 @@ class BlobWriter:
             self._hasher.update(data)
         self._written += len(data)
         with self._storage():
-            self._file.write(data)
+            self._out.write(data)
 
     def _storage(self) -> contextlib.AbstractContextManager[None]:
         return local_storage(self._store.root, "store a blob in", needed=self._desc.size)
@@ -290,10 +277,7 @@ class BlobWriter:
                 with self._storage():
                     self._commit()
         finally:
-            if not self._file.closed:
-                self._file.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
+            self._out.discard()
 
     def _commit(self) -> None:
         if self._verified_by is not None:
@@ -309,13 +293,7 @@ class BlobWriter:
                 f"{self._hasher.digest()}, expected {self._desc.size} bytes",
                 hint="the source is corrupt; nothing was stored",
             )
-        if self._store.fsync:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._file.close()
-        final = self._store.blob_path(self._desc.digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._tmp, final)
+        self._out.commit()
 
 
 class LayoutTarget:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from modelreg._fs import atomic_write
 from modelreg.errors import InvalidInputError
 
 __all__ = [
@@ -180,15 +180,8 @@ class ChunkStore:
         try:
             self._prepare()
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix=digest.hex()[:16])
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            # a cache refills what a crash loses: no fsync
+            atomic_write(path, data, mode=0o600, fsync=False, tmp_dir=self._tmp)
         except OSError:
             return
         if self.max_bytes is not None:

@@ -9,15 +9,14 @@ entry is ignored and recomputed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from modelreg._fs import atomic_write
 from modelreg.lazy.chunkindex import (
     DIGEST_SIZE,
     FileChunks,
@@ -103,14 +102,6 @@ class TableCache:
         blob += fc.table()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(blob)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(path, blob, mode=0o600, fsync=False)
         except OSError:
             pass  # a cache that cannot be written is no cache, never an error

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from modelreg._fs import atomic_write
 from modelreg.content.base import CHUNK, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError, UnsafeContentError
@@ -178,9 +179,8 @@ def pull_into(
             emit(progress, Event("done", f.path, total=f.size))
         shutil.rmtree(staging, ignore_errors=True)
         marker = {"reference": result.reference, "digest": result.digest, "files": result.files}
-        tmp = out / f"{COMPLETE_MARKER}.tmp"
-        tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, out / COMPLETE_MARKER)
+        text = json.dumps(marker, indent=2, sort_keys=True) + "\n"
+        atomic_write(out / COMPLETE_MARKER, text.encode(), fsync=fsync)
     return result
 
 

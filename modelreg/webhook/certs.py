@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from modelreg._fs import atomic_write
 
 __all__ = ["ServingCerts", "generate", "service_names", "write"]
 
@@ -137,24 +138,12 @@ def generate(
     )
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def write(certs: ServingCerts, directory: str | Path) -> dict[str, str]:
     """Write ca.crt, tls.crt (0644) and tls.key (0600) atomically; returns their paths."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"ca": out / "ca.crt", "cert": out / "tls.crt", "key": out / "tls.key"}
-    _write(paths["ca"], certs.ca_pem, 0o644)
-    _write(paths["key"], certs.key_pem, 0o600)
-    _write(paths["cert"], certs.cert_pem, 0o644)
+    atomic_write(paths["ca"], certs.ca_pem, mode=0o644)
+    atomic_write(paths["key"], certs.key_pem, mode=0o600)
+    atomic_write(paths["cert"], certs.cert_pem, mode=0o644)
     return {k: str(v) for k, v in paths.items()}

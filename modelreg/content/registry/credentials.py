@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from modelreg._fs import atomic_write
 from modelreg.content.registry.errors import sanitize
 from modelreg.errors import AuthenticationError, InvalidInputError
 
@@ -421,24 +420,7 @@ def _write_atomic(path: Path, obj: Mapping[str, Any]) -> None:
     target = Path(os.path.realpath(path))
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = (json.dumps(obj, indent="\t") + "\n").encode("utf-8")
-    fd, tmp_name = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    atomic_write(target, data, mode=0o600, sync_dir=True)
 
 
 def _helper_for(config: Mapping[str, Any], host: str) -> str | None:
