@@ -6,8 +6,9 @@ to exit codes. Exit codes (also in the README):
 0 success · 1 unexpected error · 2 invalid input or usage · 3 not found ·
 4 authentication or permission · 5 integrity (digest/size mismatch) ·
 6 registry or network error · 7 verification failed · 8 unsafe or malformed
-content · 9 policy could not be evaluated · 10 a WebAssembly module failed ·
-11 local disk full, over quota or read-only · 130 interrupted
+content · 9 policy could not be evaluated · 10-13 ``ci publish`` stages (10 also
+``wasm run``: the module failed) · 14 local disk full, over quota or read-only ·
+130 interrupted
 
 This module is the application and its global flags only. The commands live in the
 ``*_cmds`` modules, at module level, and join the application through their

@@ -55,7 +55,7 @@ EXPECTED = {
     "WasmTrapError": 10,
     "WasmLimitError": 10,
     "WasmAbiError": 10,
-    "LocalStorageError": 11,
+    "LocalStorageError": 14,
     "SourceReadError": 1,
     # its code is the failed stage's (10 push, 11 sign, 12 attest, 13 policy): sign here
     "PublishError": 11,
