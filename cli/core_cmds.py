@@ -228,6 +228,9 @@ def pull(
         identity_regexps = [*(certificate_identity_regexp or ()), *(verify_identity_regexp or ())]
         issuer = _one_issuer(certificate_oidc_issuer, verify_oidc_issuer)
         verifying = bool(verify_key or identities or identity_regexps)
+        _refuse_partial_verification(
+            verifying, issuer=issuer, attestations=require_attestation, root=trusted_root
+        )
         if into is not None and verifying:
             raise InvalidInputError(
                 "--verify-key and --certificate-* flags go with -o/--output",
@@ -261,6 +264,28 @@ def pull(
             else:
                 result = client.pull(ref, output, **kwargs)
         _show_pulled(result, json_output)
+
+
+def _refuse_partial_verification(
+    verifying: bool, *, issuer: str | None, attestations: list[str] | None, root: Path | None
+) -> None:
+    """An issuer, a required attestation or a trusted root alone would verify nothing: the
+    pull would go ahead unverified while the user believes it was checked."""
+    given = [
+        flag
+        for flag, value in (
+            ("--certificate-oidc-issuer", issuer),
+            ("--require-attestation", attestations),
+            ("--trusted-root", root),
+        )
+        if value
+    ]
+    if given and not verifying:
+        raise InvalidInputError(
+            f"{', '.join(given)} without a signer verifies nothing",
+            hint="name who must have signed: --verify-key KEY, or --certificate-identity ID "
+            "(or --certificate-identity-regexp RE) with --certificate-oidc-issuer URL",
+        )
 
 
 def _one_issuer(shown: str | None, hidden: str | None) -> str | None:

@@ -153,3 +153,24 @@ def test_keyless_pull_with_either_spelling(fake: Any, tmp_path: Path) -> None:  
         )
         assert refused.exit_code == 7, refused.output
         assert not (tmp_path / f"{name}-no").exists()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--certificate-oidc-issuer", ISSUER],
+        ["--verify-oidc-issuer", ISSUER],
+        ["--require-attestation", "https://slsa.dev/provenance/v1"],
+        ["--trusted-root", "trusted_root.json"],
+    ],
+    ids=["issuer", "hidden-issuer", "attestation", "trusted-root"],
+)
+def test_verification_flags_without_a_signer_are_refused(
+    flags: list[str], policy_args: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    # without a key or identity these would verify nothing, and the pull would go ahead
+    out = tmp_path / "out"
+    done = run("pull", "team/llm:v1", "-o", str(out), *flags)
+    assert done.exit_code == 2, done.output
+    assert "verifies nothing" in done.stderr and "--verify-key" in done.stderr
+    assert policy_args == [] and not out.exists()
