@@ -14,14 +14,14 @@ verified by sigstore-python; here they are only recognised.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from modelreg._json import canonical_json, loads_strict
 from modelreg.attest.dsse import Envelope, sign_envelope
 from modelreg.attest.intoto import Statement
 from modelreg.attest.keys import PrivateKey, key_hint
-from modelreg.errors import FormatError, SizeLimitError
+from modelreg.errors import FormatError
 
 __all__ = [
     "BUNDLE_MEDIA_TYPES",
@@ -75,17 +75,12 @@ def key_bundle(key: PrivateKey, statement: Statement, *, deterministic: bool = F
         },
         "dsseEnvelope": envelope.to_dict(),
     }
-    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    return canonical_json(doc)
 
 
 def parse_bundle(data: bytes, what: str = "sigstore bundle") -> ParsedBundle:
     """Parse the outer structure of a bundle; signatures are not checked here."""
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise SizeLimitError(f"{what} is {len(data)} bytes, over the {MAX_BUNDLE_BYTES} limit")
-    try:
-        obj: Any = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+    obj: Any = loads_strict(data, what=what, max_bytes=MAX_BUNDLE_BYTES)
     if not isinstance(obj, dict):
         raise FormatError(f"{what} must be a JSON object")
     media_type = obj.get("mediaType")

@@ -14,11 +14,11 @@ bytes, and a parsed :class:`Statement` keeps the bytes it came from.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from modelreg._json import canonical_json, loads_strict
 from modelreg.errors import FormatError, InvalidInputError
 from modelreg.oci.digest import Digest
 
@@ -64,7 +64,7 @@ class Statement:
                 "predicateType": self.predicate_type,
                 "predicate": dict(self.predicate),
             }
-            raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            raw = canonical_json(doc)
             object.__setattr__(self, "raw", raw)
 
     def has_subject_digest(self, digest: Digest) -> bool:
@@ -73,10 +73,7 @@ class Statement:
 
     @classmethod
     def parse(cls, payload: bytes, what: str = "in-toto statement") -> Statement:
-        try:
-            obj = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+        obj = loads_strict(payload, what=what)
         if not isinstance(obj, dict):
             raise FormatError(f"{what} must be a JSON object")
         type_ = obj.get("_type")

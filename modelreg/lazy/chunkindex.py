@@ -74,7 +74,6 @@ caps, before anything is allocated from them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 import threading
@@ -85,6 +84,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from modelreg._json import canonical_json, loads_strict
 from modelreg.errors import FormatError, IntegrityError, InvalidInputError, SizeLimitError
 from modelreg.model.unpack import safe_relpath
 from modelreg.oci.descriptor import Descriptor
@@ -430,7 +430,9 @@ def encode_chunk_index(files: Sequence[FileChunks]) -> bytes:
             position += len(table)
             fc_entry = _toc_entry(fc, table, offsets[k])
             docs.append(fc_entry)
-        new_toc = _canonical({"algorithm": "sha256", "files": docs, "pageChunks": PAGE_CHUNKS})
+        new_toc = canonical_json(
+            {"algorithm": "sha256", "files": docs, "pageChunks": PAGE_CHUNKS}, sort_keys=True
+        )
         if len(new_toc) == len(toc):
             toc = new_toc
             break
@@ -455,10 +457,6 @@ def _toc_entry(fc: FileChunks, table: bytes, offset: int) -> dict[str, Any]:
         "size": fc.size,
         "table": offset,
     }
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def build_chunk_index(
@@ -517,24 +515,11 @@ def read_toc_length(prefix: bytes, blob_size: int) -> int:
     return int(toc_len)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise FormatError(f"chunk index: key {key!r} appears twice", hint=_HINT)
-        out[key] = value
-    return out
-
-
 def _uint(obj: Mapping[str, Any], key: str, where: str, maximum: int) -> int:
     value = obj.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
         raise FormatError(f"{where}: {key!r} must be an integer in [0, {maximum}]", hint=_HINT)
     return value
-
-
-def _reject_constant(token: str) -> Any:
-    raise FormatError(f"chunk index: non-standard JSON constant {token}", hint=_HINT)
 
 
 def parse_toc(toc_bytes: bytes, blob_size: int) -> list[FileChunks]:
@@ -543,18 +528,7 @@ def parse_toc(toc_bytes: bytes, blob_size: int) -> list[FileChunks]:
     Returns file entries without digest tables (``page_digests`` set); table
     offsets are checked to tile ``[12 + toc_len, blob_size)`` exactly.
     """
-    try:
-        doc = json.loads(
-            toc_bytes.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, FormatError):
-            raise
-        raise FormatError(
-            f"chunk index: table of contents is not JSON: {exc}", hint=_HINT
-        ) from None
+    doc = loads_strict(toc_bytes, what="chunk index: table of contents", hint=_HINT)
     if not isinstance(doc, dict):
         raise FormatError("chunk index: table of contents is not a JSON object", hint=_HINT)
     if doc.get("algorithm") != "sha256":

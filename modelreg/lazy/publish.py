@@ -19,13 +19,13 @@ is the one the manifest names.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from modelreg import settings
+from modelreg._json import canonical_json, loads_strict
 from modelreg.content.base import ReadOnlyTarget, Target, bytes_source, fetch_bytes
 from modelreg.errors import FormatError, InvalidInputError, NotFoundError
 from modelreg.lazy._tablecache import TableCache
@@ -63,7 +63,7 @@ INDEX_TITLE = "modelreg-chunk-index"
 
 
 def _annotation_value(desc: Descriptor) -> str:
-    return json.dumps(desc.to_dict(), sort_keys=True, separators=(",", ":"))
+    return canonical_json(desc.to_dict(), sort_keys=True).decode()
 
 
 def chunk_index_annotations(
@@ -104,10 +104,7 @@ def index_descriptor_from_annotations(annotations: Mapping[str, str]) -> Descrip
     where = f"manifest annotation {ANN_CHUNK_INDEX}"
     if len(raw) > 64 * 1024:
         raise FormatError(f"{where} is unreasonably long ({len(raw)} characters)")
-    try:
-        obj: Any = json.loads(raw)
-    except ValueError as exc:
-        raise FormatError(f"{where} is not JSON: {exc}") from None
+    obj: Any = loads_strict(raw, what=where)
     desc = Descriptor.from_dict(obj, where)
     if desc.media_type != CHUNK_INDEX_MEDIA_TYPE:
         raise FormatError(

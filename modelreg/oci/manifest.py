@@ -1,16 +1,19 @@
 """OCI image manifests and indexes, with ``artifactType``, ``subject`` and annotations.
 
 A parsed manifest keeps the exact bytes it came from: digests are always computed
-over those bytes, never over a re-serialisation.
+over those bytes, never over a re-serialisation. Those bytes are read with the one
+strict reader (:mod:`modelreg._json`: a duplicate key, ``NaN`` or more than
+:data:`MAX_MANIFEST_BYTES` is refused, since tools would read such a manifest
+differently); :func:`canonical_json` is re-exported here for the code that builds them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from modelreg._json import canonical_json, loads_strict
 from modelreg.errors import FormatError, SizeLimitError
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor, annotations_from, check_media_type
@@ -28,21 +31,13 @@ MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
 MAX_LAYERS: Final = 10_000
 
 
-def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON bytes: fixed key order as given, no whitespace, UTF-8."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def _load(data: bytes, what: str) -> dict[str, Any]:
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise SizeLimitError(
-            f"{what} is {len(data)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit",
-            hint="this is not a manifest modelreg will read",
-        )
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+    obj = loads_strict(
+        data,
+        what=what,
+        max_bytes=MAX_MANIFEST_BYTES,
+        hint="this is not a manifest modelreg will read",
+    )
     if not isinstance(obj, dict):
         raise FormatError(f"{what} must be a JSON object")
     if obj.get("schemaVersion") != 2:

@@ -8,13 +8,13 @@ public keys and Rego modules are compiled at load time.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from modelreg._json import canonical_json
 from modelreg.errors import InvalidReferenceError
 from modelreg.policy._conditions import (
     AllOfConditions,
@@ -364,8 +364,7 @@ def _digest(plain: Any, keys: Sequence[AuthoritySpec], trusted_root: str | None)
             if isinstance(a, KeyAuthoritySpec)
         },
     }
-    data = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(material, sort_keys=True)).hexdigest()
 
 
 def _policy(v: _Validator, doc: Located) -> Policy:

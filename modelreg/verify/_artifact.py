@@ -64,6 +64,7 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelreg._json import loads_strict
 from modelreg.attest.bundle import parse_bundle
 from modelreg.attest.dsse import INTOTO_PAYLOAD_TYPE, Envelope, verify_envelope_signature
 from modelreg.attest.intoto import COSIGN_SIGN_PREDICATE, Statement
@@ -346,11 +347,11 @@ def _check_legacy_sig(
     if not matched:
         return "legacy cosign signature not made by a policy key"
     try:
-        doc = json.loads(data)
+        doc = loads_strict(data, what="legacy cosign signature payload")
         critical = doc["critical"]
         signed_digest = critical["image"]["docker-manifest-digest"]
         kind = critical["type"]
-    except (ValueError, KeyError, TypeError):
+    except (FormatError, KeyError, TypeError):
         return "legacy cosign signature payload is not a simple-signing document"
     if kind != COSIGN_SIMPLESIGNING_TYPE:
         return f"legacy cosign payload type {kind!r}"
@@ -384,7 +385,8 @@ def _digest_map(text: str) -> dict[str, str]:
 
 def _check_legacy_att(data: bytes, bundle_digest: str, ctx: VerifyContext) -> Checked | str:
     try:
-        envelope = Envelope.from_dict(json.loads(data), "legacy cosign attestation")
+        what = "legacy cosign attestation"
+        envelope = Envelope.from_dict(loads_strict(data, what=what), what)
     except (ValueError, FormatError) as exc:
         return f"legacy cosign attestation is not a DSSE envelope: {exc}"
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE:

@@ -39,12 +39,12 @@ preamble.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from modelreg._json import loads_strict
 from modelreg.content.base import ReadOnlyTarget, fetch_bytes
 from modelreg.errors import FormatError, InvalidInputError, InvalidReferenceError
 from modelreg.oci import mediatypes as mt
@@ -154,10 +154,7 @@ class WasmConfig:
         where = "wasm config"
         if len(data) > MAX_CONFIG_BYTES:
             raise FormatError(f"{where} is {len(data)} bytes, over {MAX_CONFIG_BYTES}")
-        try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"{where} is not valid JSON: {exc}") from None
+        obj = loads_strict(data, what=where)
         if not isinstance(obj, dict):
             raise FormatError(f"{where} must be a JSON object")
         created = obj.get("created")

@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import PurePosixPath
-from typing import Any, Final
+from typing import Final
 
+from modelreg._json import loads_strict
 from modelreg.errors import FormatError, SizeLimitError, UnsafeContentError
 
 from ._base import MetadataValue, ModelFileInfo, RangeSource, TensorInfo, summarize
@@ -73,44 +74,6 @@ SAFETENSORS_DTYPE_BITS: Final[dict[str, int]] = {
 }
 
 _HINT_CORRUPT: Final = "the file is not a valid safetensors file; re-export or re-download it"
-
-
-class _DuplicateKeyError(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKeyError(key)
-        out[key] = value
-    return out
-
-
-def _reject_constant(token: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {token}")
-
-
-def loads_strict_json(text: str | bytes, *, name: str, what: str) -> Any:
-    """Parse JSON refusing duplicate keys and NaN/Infinity; errors become FormatError."""
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except _DuplicateKeyError as exc:
-        raise FormatError(
-            f"{name}: {what} has the key {str(exc)!r} more than once",
-            hint="duplicate keys are ambiguous (tools disagree on which one wins); "
-            "rewrite the file with unique keys",
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise FormatError(
-            f"{name}: {what} is not valid UTF-8 ({exc.reason} at byte {exc.start})",
-            hint=_HINT_CORRUPT,
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise FormatError(f"{name}: {what} is not valid JSON: {exc}", hint=_HINT_CORRUPT) from None
 
 
 def _is_uint(value: object) -> bool:
@@ -174,7 +137,7 @@ def parse_safetensors(
 
 
 def _parse_header(raw: bytes, n: int, size: int, label: str) -> ModelFileInfo:
-    header = loads_strict_json(raw, name=label, what="header")
+    header = loads_strict(raw, what=f"{label}: header", hint=_HINT_CORRUPT)
     if not isinstance(header, dict):
         raise FormatError(
             f"{label}: header is a JSON {type(header).__name__}, not an object",
@@ -329,7 +292,7 @@ def parse_sharded_index(
             f"{name}: index is {len(data)} bytes, over the {max_size}-byte cap",
             hint="a sharded-checkpoint index is normally a few hundred KB",
         )
-    doc = loads_strict_json(data, name=name, what="index")
+    doc = loads_strict(data, what=f"{name}: index", hint=_HINT_CORRUPT)
     if not isinstance(doc, dict):
         raise FormatError(
             f"{name}: index is a JSON {type(doc).__name__}, not an object",

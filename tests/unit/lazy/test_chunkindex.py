@@ -265,11 +265,11 @@ def test_parse_refuses_duplicate_keys_and_nan(small_blob):
         b'"algorithm":"sha256"', b'"algorithm":"sha256","algorithm":"sha256"', 1
     )
     bad = struct.pack("<8sI", ci.MAGIC, len(toc)) + toc + small_blob[12 + n :]
-    with pytest.raises(FormatError, match="twice"):
+    with pytest.raises(FormatError, match="more than once"):
         parse_chunk_index(bad)
     toc2 = small_blob[12 : 12 + n].replace(b'"pageChunks":1024', b'"pageChunks":NaN', 1)
     bad2 = struct.pack("<8sI", ci.MAGIC, len(toc2)) + toc2 + small_blob[12 + n :]
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match="NaN"):
         parse_chunk_index(bad2)
 
 
