@@ -27,17 +27,16 @@ in the cache). When the walk cannot be sure what is reachable (``index.json``
 unreadable, a tagged manifest missing, a manifest on the way corrupt), no blob is
 removed and the reason is reported; files the layout does not define are left alone and counted.
 
-This module reads the layout's files itself (``index.json``, ``blobs/<alg>/<hex>``,
-``ingest/``), as the image-spec defines them and :mod:`modelreg.content.layout`
-writes them; it drops the entries of removed manifests from ``index.json`` under
-the same ``index.json.lock`` flock and with the same atomic replace.
+``index.json`` is read and changed only through :class:`LayoutStore`
+(:meth:`~LayoutStore.read_index`, :meth:`~LayoutStore.drop_entries`): one parser and
+one lock for the store and its pruning. This module lists ``blobs/<alg>/<hex>`` and
+``ingest/`` itself and reads manifests as plain JSON documents, since a damaged one
+must be reported, not refused.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import stat
 import time
@@ -46,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from modelreg._fs import atomic_write
+from modelreg._json import loads_strict
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import FormatError, InvalidInputError, ModelRegError, NotFoundError
 from modelreg.events import Event, ProgressCallback, emit
@@ -60,7 +59,7 @@ from modelreg.lazy._cache import (
 from modelreg.lazy.handle import CHUNK_STORE_DIR
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import MAX_MANIFEST_BYTES, canonical_json
+from modelreg.oci.manifest import MAX_MANIFEST_BYTES
 
 __all__ = [
     "CHUNK_CACHE_MAX_ENV",
@@ -208,18 +207,19 @@ def _root(store: LayoutStore | str | os.PathLike[str]) -> Path:
     return store.root if isinstance(store, LayoutStore) else Path(store)
 
 
-def _check_layout(root: Path) -> bool:
-    """False when there is no store yet (nothing to count); raises for a non-layout."""
+def _open(store: LayoutStore | str | os.PathLike[str]) -> LayoutStore | None:
+    """None when there is no store yet (nothing to count); raises for a non-layout."""
+    root = _root(store)
     if not root.exists():
-        return False
-    if not root.is_dir() or not (
-        (root / "oci-layout").is_file() or (root / "index.json").is_file()
-    ):
+        return None
+    if isinstance(store, LayoutStore):
+        return store
+    if not root.is_dir() or not (root / "oci-layout").is_file():
         raise NotFoundError(
             f"{str(root)!r} is not an OCI image layout (no oci-layout file)",
             hint="point at the store directory ($MODELREG_HOME/store) or a layout modelreg wrote",
         )
-    return True
+    return LayoutStore(root, create=False)
 
 
 def _scan_blobs(root: Path) -> _Scan:
@@ -298,35 +298,22 @@ class _Entry:
     name: str | None
 
 
-def _read_index(root: Path) -> tuple[list[dict[str, Any]], list[_Entry], list[str]]:
-    """The raw ``index.json`` entries, those that parse, and problems with the rest.
+def _read_index(store: LayoutStore) -> tuple[list[_Entry], list[str]]:
+    """The ``index.json`` entries that parse, and problems with the rest.
 
     Raises :class:`FormatError` when the file itself is missing or unreadable."""
-    path = root / "index.json"
     try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
         # an image layout always has one: without it, nothing says what is tagged
-        raise FormatError(f"{path} is missing") from exc
+        raw = store.read_index(missing_ok=False)
     except OSError as exc:
-        raise FormatError(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > 64 * MAX_MANIFEST_BYTES:
-        raise FormatError(f"{path} is unreasonably large ({len(data)} bytes)")
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path} is not valid JSON: {exc}") from exc
-    raw = doc.get("manifests") if isinstance(doc, dict) else None
-    if not isinstance(raw, list):
-        raise FormatError(f"{path} has no manifests list")
+        raise FormatError(f"cannot read {store.root / 'index.json'}: {exc.strerror}") from exc
     entries: list[_Entry] = []
     problems: list[str] = []
     for item in raw:
         if not isinstance(item, dict):
             problems.append(f"index.json has an entry that is not an object: {item!r:.80}")
             continue
-        annotations = item.get("annotations")
-        name = annotations.get(mt.ANN_REF_NAME) if isinstance(annotations, dict) else None
+        name = _ref_name(item)
         try:
             digest = Digest.parse(str(item.get("digest")))
         except ModelRegError:
@@ -335,7 +322,7 @@ def _read_index(root: Path) -> tuple[list[dict[str, Any]], list[_Entry], list[st
             )
             continue
         entries.append(_Entry(digest, name if isinstance(name, str) else None))
-    return [i for i in raw if isinstance(i, dict)], entries, problems
+    return entries, problems
 
 
 def _descriptors(node: Any, key: str | None = None) -> Iterator[tuple[str, bool]]:
@@ -355,8 +342,8 @@ def _descriptors(node: Any, key: str | None = None) -> Iterator[tuple[str, bool]
         if name == "annotations" and isinstance(value, dict):
             for text in value.values():
                 if isinstance(text, str) and text.startswith("{") and len(text) <= 65536:
-                    with contextlib.suppress(ValueError):
-                        yield from _descriptors(json.loads(text), name)
+                    with contextlib.suppress(FormatError):
+                        yield from _descriptors(loads_strict(text, what="annotation"), name)
         elif isinstance(value, dict | list):
             yield from _descriptors(value, name)
 
@@ -364,8 +351,8 @@ def _descriptors(node: Any, key: str | None = None) -> Iterator[tuple[str, bool]
 class _Graph:
     """What is reachable from a set of roots, reading manifests from the layout."""
 
-    def __init__(self, root: Path, blobs: dict[Digest, _File]) -> None:
-        self.root = root
+    def __init__(self, store: LayoutStore, blobs: dict[Digest, _File]) -> None:
+        self.store = store
         self.blobs = blobs
         self.reachable: set[Digest] = set()
         self.missing: set[Digest] = set()
@@ -378,9 +365,8 @@ class _Graph:
         if digest in self._docs:
             return self._docs[digest]
         doc: Any = None
-        path = self.root / "blobs" / digest.algorithm / digest.hex
         try:
-            with open(path, "rb") as f:
+            with open(self.store.blob_path(digest), "rb") as f:
                 data = f.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             data = None
@@ -394,9 +380,9 @@ class _Graph:
                 self._unsure(f"{what} {digest} is corrupt (its bytes hash to another digest)")
             else:
                 try:
-                    doc = json.loads(data)
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    self._unsure(f"{what} {digest} is not JSON")
+                    doc = loads_strict(data, what=f"{what} {digest}")
+                except FormatError as exc:
+                    self._unsure(exc.message)
         self._docs[digest] = doc
         return doc
 
@@ -461,8 +447,8 @@ def _parse_or_none(text: object) -> Digest | None:
         return None
 
 
-def _graph(root: Path, scan: _Scan, entries: list[_Entry], roots: list[_Entry]) -> _Graph:
-    graph = _Graph(root, scan.blobs)
+def _graph(store: LayoutStore, scan: _Scan, entries: list[_Entry], roots: list[_Entry]) -> _Graph:
+    graph = _Graph(store, scan.blobs)
     graph.mark(roots)
     graph.mark_referrers(entries)
     return graph
@@ -485,12 +471,14 @@ class _Walk:
         return self.sure and self.graph is not None and digest not in self.graph.reachable
 
 
-def _walk(root: Path, scan: _Scan, *, recent_roots: tuple[float, float] | None = None) -> _Walk:
+def _walk(
+    store: LayoutStore, scan: _Scan, *, recent_roots: tuple[float, float] | None = None
+) -> _Walk:
     """Mark from every tagged index.json entry (with ``recent_roots=(now, older_than)``
     only those whose manifest is younger than that), then from the entries that refer
     to something marked (referrers: signatures, attestations, chunk indexes)."""
     try:
-        _raw, entries, problems = _read_index(root)
+        entries, problems = _read_index(store)
     except FormatError as exc:
         return _Walk(None, [exc.message], 0)
     roots = [e for e in entries if e.name]
@@ -501,7 +489,7 @@ def _walk(root: Path, scan: _Scan, *, recent_roots: tuple[float, float] | None =
             for e in roots
             if e.digest in scan.blobs and not _old(scan.blobs[e.digest].mtime, now, older_than)
         ]
-    graph = _graph(root, scan, entries, roots)
+    graph = _graph(store, scan, entries, roots)
     return _Walk(graph, problems + graph.problems, sum(1 for e in entries if e.name))
 
 
@@ -519,11 +507,12 @@ def usage(
     the size of that directory (``$MODELREG_HOME/state``). Reads no blob but manifests."""
     root = _root(store)
     state_bytes = _tree_bytes(Path(state)) if state is not None else None
-    if not _check_layout(root):
+    layout = _open(store)
+    if layout is None:
         return Usage(store=str(root), state_bytes=state_bytes)
     now = time.time()
     scan = _scan_blobs(root)
-    walk = _walk(root, scan)
+    walk = _walk(layout, scan)
     referenced = [f for d, f in scan.blobs.items() if not walk.unreferenced(d)]
     unreferenced = [f for d, f in scan.blobs.items() if walk.unreferenced(d)]
     chunks, chunk_bytes = ChunkStore(root / CHUNK_STORE_DIR).usage()
@@ -569,12 +558,13 @@ def prune(
     if max_chunk_bytes is not None and max_chunk_bytes < 0:
         raise InvalidInputError(f"max_chunk_bytes must not be negative, not {max_chunk_bytes}")
     root = _root(store)
-    if not _check_layout(root):
+    layout = _open(store)
+    if layout is None:
         return PruneResult(store=str(root), dry_run=dry_run)
     now = time.time()
     emit(progress, Event("message", "reading the store"))
     scan = _scan_blobs(root)
-    walk = _walk(root, scan, recent_roots=None if keep_tagged else (now, older_than))
+    walk = _walk(layout, scan, recent_roots=None if keep_tagged else (now, older_than))
     problems = list(walk.problems)
     removed: list[tuple[Digest, _File]] = []
     recent: list[_File] = []
@@ -595,13 +585,13 @@ def prune(
     gone = {d for d, _f in removed}
     if gone:
         try:
-            dropped = _drop_entries(root, gone, dry_run=dry_run)
-        except FormatError as exc:
+            dropped = _drop_entries(layout, gone, dry_run=dry_run)
+        except ModelRegError as exc:  # damaged, or a full disk (LocalStorageError)
             problems.append(f"index.json not updated: {exc.message}")
         except OSError as exc:
             problems.append(f"index.json not updated: {exc.strerror or exc}")
     if gone and not dry_run:
-        problems += _removed_but_needed(root, gone)
+        problems += _removed_but_needed(layout, gone)
     temp = _stale_temp(root, now)
     temp_removed: list[_File] = []
     for f in temp:
@@ -655,14 +645,14 @@ def _unlink_if_old(path: Path, now: float, older_than: float) -> str:
     return "gone"
 
 
-def _removed_but_needed(root: Path, gone: set[Digest]) -> list[str]:
+def _removed_but_needed(store: LayoutStore, gone: set[Digest]) -> list[str]:
     """Blobs removed that ``index.json`` reaches now: another process tagged a manifest
     that needs them while the prune ran (it deduplicated against the cache)."""
     try:
-        _raw, entries, _problems = _read_index(root)
+        entries, _problems = _read_index(store)
     except FormatError:
         return []
-    graph = _graph(root, _scan_blobs(root), entries, [e for e in entries if e.name])
+    graph = _graph(store, _scan_blobs(store.root), entries, [e for e in entries if e.name])
     lost = sorted(str(d) for d in gone & graph.reachable if d in graph.missing)
     if not lost:
         return []
@@ -673,36 +663,25 @@ def _removed_but_needed(root: Path, gone: set[Digest]) -> list[str]:
     ]
 
 
-def _drop_entries(root: Path, gone: set[Digest], *, dry_run: bool) -> list[str]:
+def _drop_entries(store: LayoutStore, gone: set[Digest], *, dry_run: bool) -> list[str]:
     """Remove from ``index.json`` the entries whose manifest was removed (and was not
     written again since), under the layout's lock; their names (or digests). Dry: the
     entries that would go."""
     if dry_run:
         try:
-            _raw, entries, _problems = _read_index(root)
+            entries, _problems = _read_index(store)
         except FormatError:
             return []
         return [e.name or str(e.digest) for e in entries if e.digest in gone]
-    with open(root / "index.json.lock", "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            raw, _entries, _problems = _read_index(root)
-            kept: list[dict[str, Any]] = []
-            dropped: list[str] = []
-            for item in raw:
-                digest = _parse_or_none(item.get("digest"))
-                path = root / "blobs" / digest.algorithm / digest.hex if digest else None
-                if digest in gone and path is not None and not path.exists():
-                    annotations = item.get("annotations")
-                    name = (
-                        annotations.get(mt.ANN_REF_NAME) if isinstance(annotations, dict) else None
-                    )
-                    dropped.append(str(name or digest))
-                else:
-                    kept.append(item)
-            if dropped:
-                doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": kept}
-                atomic_write(root / "index.json", canonical_json(doc), mode=0o600)
-            return dropped
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def removed(item: dict[str, Any]) -> bool:
+        digest = _parse_or_none(item.get("digest"))
+        return digest is not None and digest in gone and not store.blob_path(digest).exists()
+
+    dropped = store.drop_entries(removed)
+    return [str(_ref_name(item) or _parse_or_none(item.get("digest"))) for item in dropped]
+
+
+def _ref_name(item: dict[str, Any]) -> object:
+    annotations = item.get("annotations")
+    return annotations.get(mt.ANN_REF_NAME) if isinstance(annotations, dict) else None

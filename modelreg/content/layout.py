@@ -27,7 +27,6 @@ import contextlib
 import errno
 import fcntl
 import io
-import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelreg._fs import AtomicFile, atomic_write
+from modelreg._json import loads_strict
 from modelreg.content.base import CHUNK, BlobSource, PushResult, VerifyingReader
 from modelreg.errors import (
     FormatError,
@@ -57,6 +57,7 @@ from modelreg.oci.manifest import (
 __all__ = ["LayoutStore", "LayoutTarget"]
 
 _LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
+_MAX_INDEX_BYTES = 64 * MAX_MANIFEST_BYTES
 _FILE_MODE = 0o600
 """What every file of the store has been written with (``mkstemp``'s mode) and keeps."""
 
@@ -179,25 +180,31 @@ class LayoutStore:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    def _read_index(self) -> list[dict[str, Any]]:
+    def read_index(self, *, missing_ok: bool = True) -> list[Any]:
+        """The ``manifests`` list of ``index.json`` as stored, items unchecked.
+
+        No file is an empty index, or with ``missing_ok=False`` a FormatError (a
+        reader that must know what is tagged cannot assume nothing is); so is a file
+        too large, not strict JSON (:mod:`modelreg._json`) or without the list."""
         path = self.root / "index.json"
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
-            return []
-        if len(data) > 64 * MAX_MANIFEST_BYTES:
+        except FileNotFoundError as exc:
+            if missing_ok:
+                return []
+            raise FormatError(f"{path} is missing") from exc
+        if len(data) > _MAX_INDEX_BYTES:
             raise FormatError(f"{path} is unreasonably large ({len(data)} bytes)")
-        try:
-            obj = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise FormatError(
-                f"{path} is not valid JSON: {exc}",
-                hint="the local store is damaged; restore it or remove the file",
-            ) from exc
+        obj = loads_strict(
+            data, what=str(path), hint="the local store is damaged; restore it or remove the file"
+        )
         manifests = obj.get("manifests") if isinstance(obj, dict) else None
         if not isinstance(manifests, list):
             raise FormatError(f"{path} has no manifests list")
-        return [m for m in manifests if isinstance(m, dict)]
+        return manifests
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        return [m for m in self.read_index() if isinstance(m, dict)]
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
         doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
@@ -226,15 +233,23 @@ class LayoutStore:
             self._write_index(kept)
 
     def remove_ref(self, ref_name: str) -> bool:
+        return bool(
+            self.drop_entries(
+                lambda e: (e.get("annotations") or {}).get(mt.ANN_REF_NAME) == ref_name
+            )
+        )
+
+    def drop_entries(self, drop: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Remove the ``index.json`` entries ``drop`` selects, in one read-modify-write
+        under the index lock (``drop`` sees the entries as they are then); returns them."""
         with self._index_lock():
-            entries = self._read_index()
-            kept = [
-                e for e in entries if (e.get("annotations") or {}).get(mt.ANN_REF_NAME) != ref_name
-            ]
-            if len(kept) == len(entries):
-                return False
-            self._write_index(kept)
-            return True
+            kept: list[dict[str, Any]] = []
+            dropped: list[dict[str, Any]] = []
+            for entry in self._read_index():
+                (dropped if drop(entry) else kept).append(entry)
+            if dropped:
+                self._write_index(kept)
+            return dropped
 
     def target(self, repository: str | None) -> LayoutTarget:
         return LayoutTarget(self, repository)

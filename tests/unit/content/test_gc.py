@@ -391,3 +391,34 @@ def test_a_writer_that_finds_an_old_blob_protects_it_from_prune(tmp_path, client
     assert str(desc.digest) not in result.removed_blobs and path.is_file()
     age(path, DAY)  # nothing refreshed it: unreferenced and old, it goes
     assert str(desc.digest) in gc.prune(store, older_than=HOUR).removed_blobs
+
+
+def test_prune_changes_index_json_only_through_the_layout_store(
+    tmp_path, client, two_models, monkeypatch
+):
+    """One index lock and one parser: the store's read-modify-write, not a copy of it."""
+    locked: list[bool] = []
+    real = LayoutStore._index_lock
+
+    def spy(self: LayoutStore):
+        locked.append(True)
+        return real(self)
+
+    monkeypatch.setattr(LayoutStore, "_index_lock", spy)
+    result = gc.prune(tmp_path / "store", older_than=0)
+    assert len(result.dropped_entries) == 1 and locked == [True]
+    assert not list((tmp_path / "store").glob(".index.json.*"))
+
+
+def test_a_full_disk_while_dropping_entries_is_a_problem_not_a_crash(
+    tmp_path, client, two_models, monkeypatch
+):
+    import errno
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("modelreg.content.layout.atomic_write", full)
+    result = gc.prune(tmp_path / "store", older_than=0)
+    assert result.removed_blobs and result.dropped_entries == ()
+    assert any("index.json not updated" in p and "disk is full" in p for p in result.problems)
