@@ -10,10 +10,20 @@ each member is checked before anything is written:
   ``tarfile.data_filter`` as a floor (it refuses device files, FIFOs, links
   leading outside, absolute link targets);
 * kinds: regular files and directories; a hard link only to a regular file
-  extracted earlier from the same archive (written as a copy); a symbolic link
-  only with a relative target that stays inside the output directory, created
-  after every regular file, and no member may be written *through* a link;
-  sparse members, devices, FIFOs are refused;
+  extracted earlier from the same archive, named by a path that goes through no
+  symbolic link (written as a copy, never through a link); a symbolic link only
+  with a relative target, created after every regular file, and no member may be
+  written *through* a link; sparse members, devices, FIFOs are refused;
+* links: no path of the output may lead outside it once every link is followed
+  the way the kernel follows it: component by component, a target resolved from
+  the directory holding the link, ``..`` applied to the location reached, at most
+  40 links, a name the pull does not write taken as a plain name, any ``..`` above
+  the root at any step refused (:mod:`modelreg.model._linkcheck`). One target is
+  never judged by lexical normalisation alone: ``r -> ../..`` is harmless, but
+  ``x -> r/../../..`` then leaves. Each archive is checked before its links are
+  created; :mod:`modelreg.model.unpack` checks every layer of the pull together
+  (a link in one layer, a path through it in another) before anything leaves the
+  staging directory;
 * collisions: a path claimed twice (in any layer, case-insensitively), or a
   path that is both a file and a directory, is refused;
 * sizes: decompressed bytes are counted and bounded by ``limit`` (the declared
@@ -50,6 +60,7 @@ from typing import Any, BinaryIO, Final, Protocol, cast
 
 from modelreg.content.base import CHUNK
 from modelreg.errors import FormatError, IntegrityError, SizeLimitError, UnsafeContentError
+from modelreg.model._linkcheck import LinkTree
 from modelreg.model.paths import safe_relpath
 from modelreg.oci.digest import Digest, Hasher
 
@@ -262,8 +273,15 @@ def _member_path(member: tarfile.TarInfo, label: str) -> str:
 
 
 def _writer(path: Path) -> BinaryIO:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     return os.fdopen(fd, "wb")
+
+
+def _copy_no_follow(src: Path, dst: Path) -> None:
+    """Copy a staged regular file for a hard link; neither end may be a symbolic link."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as source, _writer(dst) as target:
+        shutil.copyfileobj(source, target, CHUNK)
 
 
 def _copy_stream(src: _Reader, dst: BinaryIO, expected: int, label: str) -> Digest:
@@ -301,7 +319,7 @@ def extract_archive(
     bounded, buffered, _ = _open_decompressed(stream, label, limit, tar_digest is not None)
     written: dict[str, ExtractedFile] = {}
     links: list[tuple[str, str, int]] = []
-    link_paths: set[str] = set()
+    tree = LinkTree()
     out: list[ExtractedFile] = []
     dest = str(staging)
     try:
@@ -321,7 +339,7 @@ def extract_archive(
                     prefix=prefix,
                     written=written,
                     links=links,
-                    link_paths=link_paths,
+                    tree=tree,
                     out=out,
                 )
         while source.read(CHUNK):  # what tarfile left after the end-of-archive blocks
@@ -339,7 +357,11 @@ def extract_archive(
         if _is_zstd_error(exc):
             raise FormatError(f"{label} is not valid zstd data: {exc}") from exc
         raise
+    # every link of this archive leads inside before any is created; links that span
+    # layers are checked by unpack over the whole pull
+    tree.check()
     for path, target, mode in links:
+        (staging / path).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target, staging / path)
         out.append(
             ExtractedFile(path, len(target), Digest.from_bytes(target.encode()), mode, target)
@@ -367,7 +389,7 @@ def _extract_member(
     prefix: str | None,
     written: dict[str, ExtractedFile],
     links: list[tuple[str, str, int]],
-    link_paths: set[str],
+    tree: LinkTree,
     out: list[ExtractedFile],
 ) -> None:
     path = _member_path(member, label)
@@ -380,17 +402,17 @@ def _extract_member(
         raise UnsafeContentError(f"{label}: sparse member {member.name!r} refused")
     filtered = tarfile.data_filter(member, dest)
     parent = posixpath.dirname(path)
-    while parent:
-        if parent in link_paths:
-            raise UnsafeContentError(
-                f"{label}: member {member.name!r} would be written through the link {parent!r}",
-                hint="the archive is hostile; refused",
-            )
-        parent = posixpath.dirname(parent)
+    through = tree.link_on(parent) if parent else None
+    if through is not None:
+        raise UnsafeContentError(
+            f"{label}: member {member.name!r} would be written through the link {through!r}",
+            hint="the archive is hostile; refused",
+        )
     if member.isdir():
         if path:
             claims.claim_dir(path, f"{label}:{path}")
             (staging / path).mkdir(parents=True, exist_ok=True)
+            tree.add_dir(path)
         return
     if include is not None and not include(path):
         return
@@ -398,25 +420,22 @@ def _extract_member(
     mode = _fs_mode(filtered.mode)
     if member.issym():
         target = member.linkname
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        if (
-            not target
-            or target.startswith("/")
-            or "\\" in target
-            or "\x00" in target
-            or resolved == ".."
-            or resolved.startswith("../")
-        ):
-            raise UnsafeContentError(
-                f"{label}: symbolic link {member.name!r} -> {target!r} leads outside the model",
-                hint="the archive is hostile; refused",
-            )
+        # the target's form here; where it leads once all links exist: tree.check()
+        tree.add_link(path, target, f"{label}: member {member.name!r}")
         claims.claim_file(path, owner)
-        link_paths.add(path)
         links.append((path, target, 0o777))
         return
     if member.islnk():
         source_path = safe_relpath_link(member.linkname, label)
+        via = tree.link_on(source_path)
+        if via is not None:
+            # the kernel would follow the symbolic link to find the source: refused,
+            # whatever it leads to
+            raise UnsafeContentError(
+                f"{label}: hard link {member.name!r} -> {member.linkname!r} goes through "
+                f"the symbolic link {via!r}",
+                hint="the archive is hostile; refused",
+            )
         original = written.get(source_path)
         if original is None:
             raise UnsafeContentError(
@@ -426,10 +445,11 @@ def _extract_member(
             )
         claims.claim_file(path, owner)
         (staging / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(staging / source_path, staging / path)
+        _copy_no_follow(staging / source_path, staging / path)
         os.chmod(staging / path, original.mode)
         copy = ExtractedFile(path, original.size, original.digest, original.mode)
         written[path] = copy
+        tree.add_file(path, owner)
         out.append(copy)
         return
     if not member.isreg():
@@ -445,6 +465,7 @@ def _extract_member(
     os.chmod(target_path, mode)
     entry = ExtractedFile(path, member.size, digest, mode)
     written[path] = entry
+    tree.add_file(path, owner)
     out.append(entry)
 
 

@@ -5,6 +5,9 @@
 * Paths are refused when absolute, containing ``..``, backslashes, NUL or
   control characters, or colliding after normalisation (SECURITY.md case 6);
   archive layers are extracted by :mod:`modelreg.model.archive` (cases 7, 9).
+  Before anything leaves the staging directory, every staged link of every layer
+  is followed together, the way the kernel would, through what the output
+  directory already holds: none may lead outside it (:mod:`modelreg.model._linkcheck`).
 * Files are written into a staging directory inside the output directory, each
   verified against its layer digest, and renamed into place only when every
   file is complete: a failed pull leaves the output directory as it was.
@@ -59,6 +62,7 @@ from modelreg.errors import (
 )
 from modelreg.events import Event, ProgressCallback, emit
 from modelreg.model import archive as arch
+from modelreg.model._linkcheck import check_staged
 from modelreg.model.paths import safe_relpath
 from modelreg.model.producers import (
     ArchiveLayer,
@@ -609,6 +613,7 @@ def unpack(
     reader = _Reader(source, cache, result, progress)
     files_lock = threading.Lock()
     matcher = (lambda p: _matches(p, include)) if include else None
+    link_owners: dict[str, str] = {}  # staged symbolic link -> the layer that wrote it
 
     def add_files(entries: Sequence[FileEntry]) -> None:
         with files_lock:
@@ -787,6 +792,10 @@ def unpack(
                 tar_digest=a.tar_digest,
             )
             _read_to_end(stream)
+        with files_lock:
+            link_owners.update(
+                (f.path, f"{a.label}: member {f.path!r}") for f in extracted if f.link is not None
+            )
         add_files(
             [
                 FileEntry(f.path, Descriptor(desc.media_type, f.digest, f.size), f.mode)
@@ -970,6 +979,8 @@ def unpack(
         split_fds.clear()
         result.files.sort(key=lambda e: e.path)
         _check_destinations(out, [e.path for e in result.files])
+        # every layer's links together, before anything moves (SECURITY.md case 7)
+        check_staged(out, staging, [e.path for e in result.files], link_owners)
         for e in result.files:
             final = out / e.path
             final.parent.mkdir(parents=True, exist_ok=True)
