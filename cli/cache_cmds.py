@@ -18,7 +18,7 @@ from modelreg_cli.options import JsonOpt
 from modelreg_cli.render import human_size, out_console, print_json
 from modelreg_cli.wiring import add_group
 
-from modelreg.content import gc
+from modelreg import cache as gc  # the store's gc plus the chunk store of lazy reads
 
 EXIT_DAMAGED = 8
 

@@ -3,7 +3,10 @@
 ``$MODELREG_HOME/store`` is one OCI image layout that is two things at once: the
 embedded default store (models pushed to ``NAME:TAG``, their tags in
 ``index.json``) and the blob cache that pulls fill. Inside it,
-``modelreg-chunks/`` holds verified chunks of lazy reads (:mod:`modelreg.lazy`).
+``modelreg-chunks/`` holds verified chunks of lazy reads: those belong to
+:mod:`modelreg.lazy`, a layer above this one, so :mod:`modelreg.cache` adds their
+numbers to these and trims them; here they are only a directory of temporary files
+to clean (``temp_dirs``), and the chunk fields of the results stay 0.
 
 :func:`usage` counts the bytes of each kind; :func:`prune` removes
 
@@ -18,8 +21,8 @@ embedded default store (models pushed to ``NAME:TAG``, their tags in
   ``older_than`` are roots: the whole store is treated as a cache;
 * only blobs whose mtime is at least ``older_than`` seconds old: a concurrent pull
   or push may have just written a blob it has not tagged yet;
-* temporary files left by interrupted writes more than a day ago;
-* with ``max_chunk_bytes``, the least recently used chunks beyond that size.
+* temporary files left by interrupted writes more than a day ago (in ``ingest/``,
+  the layout's own, and every file in the caller's ``temp_dirs``).
 
 Safe against concurrent readers: files are only unlinked (a reader that opened one
 keeps reading it; one that looks afterwards finds it absent, as for any blob not
@@ -40,7 +43,7 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -49,26 +52,15 @@ from modelreg._json import loads_strict
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import FormatError, InvalidInputError, ModelRegError, NotFoundError
 from modelreg.events import Event, ProgressCallback, emit
-from modelreg.lazy._cache import (
-    CHUNK_CACHE_MAX_ENV,
-    ChunkStore,
-    TrimResult,
-    chunk_cache_max,
-    parse_size_limit,
-)
-from modelreg.lazy.handle import CHUNK_STORE_DIR
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import MAX_MANIFEST_BYTES
 
 __all__ = [
-    "CHUNK_CACHE_MAX_ENV",
     "DEFAULT_OLDER_THAN",
     "TEMP_MAX_AGE",
     "PruneResult",
     "Usage",
-    "chunk_cache_max",
-    "parse_size_limit",
     "prune",
     "usage",
 ]
@@ -274,11 +266,12 @@ def _listdir(path: Path) -> list[os.DirEntry[str]]:
         return []
 
 
-def _stale_temp(root: Path, now: float) -> list[_File]:
+def _stale_temp(root: Path, now: float, temp_dirs: Iterable[Path]) -> list[_File]:
     """Temporary files of writes that stopped more than :data:`TEMP_MAX_AGE` ago."""
     candidates = list(_files(_listdir(root / "ingest")))
     candidates += [f for f in _files(_listdir(root)) if f.path.name.startswith(_TEMP_PREFIXES)]
-    candidates += list(_files(_listdir(root / CHUNK_STORE_DIR / "tmp")))
+    for directory in temp_dirs:
+        candidates += list(_files(_listdir(directory)))
     return [f for f in candidates if now - f.mtime >= TEMP_MAX_AGE]
 
 
@@ -502,9 +495,11 @@ def usage(
     store: LayoutStore | str | os.PathLike[str],
     *,
     state: str | os.PathLike[str] | None = None,
+    temp_dirs: Sequence[str | os.PathLike[str]] = (),
 ) -> Usage:
     """Bytes and counts of the store's content (see :class:`Usage`); ``state``: also
-    the size of that directory (``$MODELREG_HOME/state``). Reads no blob but manifests."""
+    the size of that directory (``$MODELREG_HOME/state``); ``temp_dirs``: directories
+    that hold only temporary files. Reads no blob but manifests."""
     root = _root(store)
     state_bytes = _tree_bytes(Path(state)) if state is not None else None
     layout = _open(store)
@@ -515,16 +510,13 @@ def usage(
     walk = _walk(layout, scan)
     referenced = [f for d, f in scan.blobs.items() if not walk.unreferenced(d)]
     unreferenced = [f for d, f in scan.blobs.items() if walk.unreferenced(d)]
-    chunks, chunk_bytes = ChunkStore(root / CHUNK_STORE_DIR).usage()
-    temp = _stale_temp(root, now)
+    temp = _stale_temp(root, now, map(Path, temp_dirs))
     return Usage(
         store=str(root),
         referenced_blobs=len(referenced),
         referenced_bytes=sum(f.size for f in referenced),
         unreferenced_blobs=len(unreferenced),
         unreferenced_bytes=sum(f.size for f in unreferenced),
-        chunks=chunks,
-        chunk_bytes=chunk_bytes,
         temp_files=len(temp),
         temp_bytes=sum(f.size for f in temp),
         other_files=len(scan.other),
@@ -540,23 +532,21 @@ def prune(
     store: LayoutStore | str | os.PathLike[str],
     *,
     keep_tagged: bool = True,
-    max_chunk_bytes: int | None = None,
     older_than: float = DEFAULT_OLDER_THAN,
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
+    temp_dirs: Sequence[str | os.PathLike[str]] = (),
 ) -> PruneResult:
     """Remove what nothing needs from the store (see the module documentation).
 
     ``keep_tagged=False`` also removes tagged models (and their tags) whose manifest
     was written more than ``older_than`` seconds ago: the store becomes a pure cache.
-    ``max_chunk_bytes``: trim the chunk store to that size, least recently used first
-    (None leaves it alone). ``dry_run``: remove nothing, report what would go.
-    ``progress`` receives ``message`` events (phases and each removed blob).
+    ``dry_run``: remove nothing, report what would go. ``progress`` receives
+    ``message`` events (phases and each removed blob). ``temp_dirs``: directories
+    that hold only temporary files (stale ones are removed with the store's).
     """
     if older_than < 0:
         raise InvalidInputError(f"older_than must not be negative, not {older_than!r}")
-    if max_chunk_bytes is not None and max_chunk_bytes < 0:
-        raise InvalidInputError(f"max_chunk_bytes must not be negative, not {max_chunk_bytes}")
     root = _root(store)
     layout = _open(store)
     if layout is None:
@@ -592,7 +582,7 @@ def prune(
             problems.append(f"index.json not updated: {exc.strerror or exc}")
     if gone and not dry_run:
         problems += _removed_but_needed(layout, gone)
-    temp = _stale_temp(root, now)
+    temp = _stale_temp(root, now, map(Path, temp_dirs))
     temp_removed: list[_File] = []
     for f in temp:
         if dry_run:
@@ -606,13 +596,6 @@ def prune(
             problems.append(f"cannot remove {f.path}: {exc.strerror}")
             continue
         temp_removed.append(f)
-    chunks = ChunkStore(root / CHUNK_STORE_DIR)
-    if max_chunk_bytes is not None:
-        emit(progress, Event("message", "trimming the chunk store"))
-        trimmed = chunks.trim(max_chunk_bytes, dry_run=dry_run)
-    else:
-        count, total = chunks.usage()
-        trimmed = TrimResult(kept=count, kept_bytes=total)
     return PruneResult(
         store=str(root),
         dry_run=dry_run,
@@ -622,10 +605,6 @@ def prune(
         kept_recent_bytes=sum(f.size for f in recent),
         temp_files=len(temp_removed),
         temp_bytes=sum(f.size for f in temp_removed),
-        chunks=trimmed.removed,
-        chunk_bytes=trimmed.removed_bytes,
-        chunks_left=trimmed.kept,
-        chunk_bytes_left=trimmed.kept_bytes,
         dropped_entries=tuple(dropped),
         blobs_skipped=not walk.sure,
         problems=tuple(problems),

@@ -138,6 +138,11 @@ class ChunkStore:
         """A store bounded by ``$MODELREG_CHUNK_CACHE_MAX`` (unlimited when unset)."""
         return cls(root, max_bytes=chunk_cache_max())
 
+    @property
+    def tmp_dir(self) -> Path:
+        """Where puts write before the rename; a file left here is an interrupted put."""
+        return self._tmp
+
     def path(self, digest: bytes) -> Path:
         hexd = digest.hex()
         return self.root / "sha256" / hexd[:2] / hexd

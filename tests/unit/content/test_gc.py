@@ -1,4 +1,5 @@
-"""Disk use and pruning of the local store (modelreg.content.gc) and the bounded chunk store."""
+"""Disk use and pruning of the local store (modelreg.content.gc), with the bounded chunk store
+beside it (modelreg.cache, which `modelreg cache` calls)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from modelreg import cache
 from modelreg.client import Client, RemoteOptions
-from modelreg.content import LayoutStore, gc
+from modelreg.content import LayoutStore
 from modelreg.errors import InvalidInputError, NotFoundError
 from modelreg.events import Event
 from modelreg.lazy import open_model
@@ -80,7 +82,7 @@ def two_models(tmp_path: Path, client: Client) -> tuple[Path, dict[str, int], di
 def test_prune_removes_exactly_the_unreferenced_blobs(tmp_path, client, two_models):
     src_a, only_a, only_b = two_models
     store = tmp_path / "store"
-    before = gc.usage(store)
+    before = cache.usage(store)
     assert (before.unreferenced_blobs, before.unreferenced_bytes) == (
         len(only_b),
         sum(only_b.values()),
@@ -91,7 +93,7 @@ def test_prune_removes_exactly_the_unreferenced_blobs(tmp_path, client, two_mode
     )
     assert before.tags == 1 and before.problems == ()
     events: list[Event] = []
-    result = gc.prune(store, older_than=0, progress=events.append)
+    result = cache.prune(store, older_than=0, progress=events.append)
     assert set(result.removed_blobs) == set(only_b)
     assert result.blob_bytes == sum(only_b.values())
     assert blobs(store) == only_a
@@ -101,24 +103,24 @@ def test_prune_removes_exactly_the_unreferenced_blobs(tmp_path, client, two_mode
     assert {str(e.digest) for e in entries} <= set(only_a)
     assert len(entries) == 2 and len(result.dropped_entries) == 1
     assert result.problems == () and not result.blobs_skipped
-    after = gc.usage(store)
+    after = cache.usage(store)
     assert after.unreferenced_blobs == 0 and after.referenced_blobs == len(only_a)
     out = tmp_path / "out"
     client.pull("team/a:v1", out)
     for name in ("config.json", "model.safetensors", "README.md"):
         assert (out / name).read_bytes() == (src_a / name).read_bytes()
     assert client.referrers("team/a:v1")  # the chunk index referrer is still there
-    assert gc.prune(store, older_than=0).removed_blobs == ()
+    assert cache.prune(store, older_than=0).removed_blobs == ()
 
 
 def test_recent_blobs_are_kept_and_old_ones_go(tmp_path, client, two_models):
     _src, _only_a, only_b = two_models
     store = tmp_path / "store"
-    kept = gc.prune(store)  # default: an hour
+    kept = cache.prune(store)  # default: an hour
     assert kept.removed_blobs == () and kept.kept_recent_blobs == len(only_b)
     old = sorted(only_b)[0]
     age(store / "blobs" / "sha256" / old.split(":")[1], 2 * HOUR)
-    result = gc.prune(store, older_than=HOUR)
+    result = cache.prune(store, older_than=HOUR)
     assert result.removed_blobs == (old,)
     assert result.kept_recent_blobs == len(only_b) - 1
     assert set(blobs(store)) >= set(only_b) - {old}
@@ -132,9 +134,9 @@ def test_blobs_cached_by_a_pull_are_unreferenced(tmp_path, client):
     store = tmp_path / "store"
     cached = blobs(store)
     assert len(cached) == 3  # the three files; manifests and config are not cached
-    info = gc.usage(store)
+    info = cache.usage(store)
     assert info.referenced_blobs == 0 and info.unreferenced_blobs == 3
-    assert set(gc.prune(store, older_than=0).removed_blobs) == set(cached)
+    assert set(cache.prune(store, older_than=0).removed_blobs) == set(cached)
     again = tmp_path / "again"
     client.pull(f"oci:{layout}:v1", again, cache_mode="copy")
     assert (again / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
@@ -150,9 +152,9 @@ def test_dry_run_removes_nothing_and_reports_the_same(tmp_path, client, two_mode
         data = bytes([i]) * 100
         chunks.put(hashlib.sha256(data).digest(), data)
     before = snapshot(store)
-    dry = gc.prune(store, older_than=0, max_chunk_bytes=150, dry_run=True)
+    dry = cache.prune(store, older_than=0, max_chunk_bytes=150, dry_run=True)
     assert snapshot(store) == before
-    real = gc.prune(store, older_than=0, max_chunk_bytes=150)
+    real = cache.prune(store, older_than=0, max_chunk_bytes=150)
     assert dry.dry_run and not real.dry_run
     assert {**dry.to_dict(), "dryRun": None} == {**real.to_dict(), "dryRun": None}
     assert real.removed_blobs and real.temp_files == 1 and real.chunks == 2
@@ -202,10 +204,10 @@ def test_prune_trims_the_chunk_store_of_the_store(tmp_path, client):
     for i in range(4):
         data = bytes([i]) * 500
         chunks.put(hashlib.sha256(data).digest(), data)
-    assert gc.usage(store).chunk_bytes == 2000
-    result = gc.prune(store, max_chunk_bytes=0)
+    assert cache.usage(store).chunk_bytes == 2000
+    result = cache.prune(store, max_chunk_bytes=0)
     assert (result.chunks, result.chunk_bytes, result.chunks_left) == (4, 2000, 0)
-    assert gc.usage(store).chunks == 0
+    assert cache.usage(store).chunks == 0
 
 
 def test_a_bounded_chunk_store_trims_itself_every_so_many_puts(tmp_path):
@@ -233,9 +235,9 @@ def test_chunk_store_limit_from_the_environment(tmp_path, monkeypatch):
     with pytest.raises(InvalidInputError, match="MODELREG_CHUNK_CACHE_MAX") as err:
         ChunkStore.from_env(tmp_path)
     assert err.value.hint and "20GiB" in err.value.hint
-    assert gc.parse_size_limit("512m") == 512 * 1024**2
+    assert cache.parse_size_limit("512m") == 512 * 1024**2
     with pytest.raises(InvalidInputError):
-        gc.parse_size_limit("12")  # under 4 KiB and not 0
+        cache.parse_size_limit("12")  # under 4 KiB and not 0
 
 
 def test_lazy_reads_use_the_limit_and_survive_a_trim(tmp_path, client, monkeypatch):
@@ -249,8 +251,8 @@ def test_lazy_reads_use_the_limit_and_survive_a_trim(tmp_path, client, monkeypat
         with h.open("model.safetensors") as f:
             assert f.read() == (src / "model.safetensors").read_bytes()
     store = tmp_path / "store"
-    assert gc.usage(store).chunks > 0
-    assert gc.prune(store, max_chunk_bytes=0).chunks > 0
+    assert cache.usage(store).chunks > 0
+    assert cache.prune(store, max_chunk_bytes=0).chunks > 0
     with open_model(client, f"oci:{layout}:v1") as h, h.open("model.safetensors") as f:
         assert f.read() == (src / "model.safetensors").read_bytes()
 
@@ -264,7 +266,8 @@ def test_a_reader_keeps_its_open_blob_and_later_ones_see_it_absent(tmp_path, cli
     payload = (src / "model.safetensors").read_bytes()
     desc = Descriptor.for_bytes("application/octet-stream", payload)
     with open(store.blob_path(desc.digest), "rb") as reader:
-        assert desc.digest in {Digest.parse(d) for d in gc.prune(store, older_than=0).removed_blobs}
+        removed = cache.prune(store, older_than=0).removed_blobs
+        assert desc.digest in {Digest.parse(d) for d in removed}
         assert reader.read() == payload  # unlinked, not truncated
     target = store.target(None)
     assert not store.has_blob(desc.digest) and not target.exists(desc)
@@ -285,10 +288,10 @@ def test_unknown_files_are_left_alone_and_counted(tmp_path, client, two_models):
         path.write_bytes(b"keep me")
         age(path, 10 * DAY)
     (store / "blobs" / "sha256" / "a-directory").mkdir()
-    info = gc.usage(store)
+    info = cache.usage(store)
     assert (info.other_files, info.other_bytes) == (3, 14)  # two files and a directory
     assert info.problems == ()
-    result = gc.prune(store, older_than=0, max_chunk_bytes=0)
+    result = cache.prune(store, older_than=0, max_chunk_bytes=0)
     assert result.removed_blobs and result.problems == ()
     assert all(p.read_bytes() == b"keep me" for p in odd)
 
@@ -306,9 +309,9 @@ def test_stale_temp_files_go_fresh_ones_stay(tmp_path, client, two_models):
         path.write_bytes(b"12345")
     for path in stale:
         age(path, 2 * DAY)
-    info = gc.usage(store)
+    info = cache.usage(store)
     assert (info.temp_files, info.temp_bytes) == (3, 15)
-    result = gc.prune(store)
+    result = cache.prune(store)
     assert (result.temp_files, result.temp_bytes) == (3, 15)
     assert not any(p.exists() for p in stale) and fresh.exists()
 
@@ -319,13 +322,13 @@ def test_a_damaged_store_is_reported_and_no_blob_is_removed(tmp_path, client, tw
     good = index.read_bytes()
     before = blobs(store)
     index.write_text("{not json")
-    info = gc.usage(store)
+    info = cache.usage(store)
     assert info.unreferenced_blobs == 0 and info.referenced_blobs == len(before)
     assert any("index.json" in p for p in info.problems)
-    result = gc.prune(store, older_than=0)
+    result = cache.prune(store, older_than=0)
     assert result.blobs_skipped and result.removed_blobs == () and blobs(store) == before
     index.unlink()
-    result = gc.prune(store, older_than=0)
+    result = cache.prune(store, older_than=0)
     assert result.blobs_skipped and blobs(store) == before
     assert any("index.json is missing" in p for p in result.problems)
     index.write_bytes(good)
@@ -333,13 +336,13 @@ def test_a_damaged_store_is_reported_and_no_blob_is_removed(tmp_path, client, tw
     tagged = next(e for e in entries if e.annotations.get(mt.ANN_REF_NAME))
     manifest = store / "blobs" / "sha256" / tagged.digest.hex
     manifest.write_bytes(manifest.read_bytes().replace(b"a", b"b", 1))
-    result = gc.prune(store, older_than=0)
+    result = cache.prune(store, older_than=0)
     assert result.blobs_skipped and result.removed_blobs == ()
     assert any("corrupt" in p for p in result.problems)
     manifest.unlink()
-    result = gc.prune(store, older_than=0)
+    result = cache.prune(store, older_than=0)
     assert result.blobs_skipped and any("missing" in p for p in result.problems)
-    assert gc.usage(store).unreferenced_blobs == 0
+    assert cache.usage(store).unreferenced_blobs == 0
 
 
 def test_keep_tagged_false_treats_old_tags_as_cache(tmp_path, client):
@@ -350,7 +353,7 @@ def test_keep_tagged_false_treats_old_tags_as_cache(tmp_path, client):
         age(store / "blobs" / "sha256" / digest.split(":")[1], 2 * HOUR)
     src_b = write_model(tmp_path / "b", "b")
     client.push(src_b, "team/b:v1")
-    result = gc.prune(store, keep_tagged=False, older_than=HOUR)
+    result = cache.prune(store, keep_tagged=False, older_than=HOUR)
     assert result.dropped_entries == ("team/a:v1",)
     shared = set(only_a) & set(blobs(store))
     assert len(shared) == 1  # README.md, which b needs too
@@ -360,20 +363,20 @@ def test_keep_tagged_false_treats_old_tags_as_cache(tmp_path, client):
     out = tmp_path / "out"
     client.pull("team/b:v1", out)
     assert (out / "model.safetensors").read_bytes() == (src_b / "model.safetensors").read_bytes()
-    assert gc.prune(store, older_than=0).removed_blobs == ()  # what is left is tagged
+    assert cache.prune(store, older_than=0).removed_blobs == ()  # what is left is tagged
 
 
 def test_missing_and_foreign_stores(tmp_path):
-    assert gc.usage(tmp_path / "nowhere") == gc.Usage(store=str(tmp_path / "nowhere"))
-    assert gc.prune(tmp_path / "nowhere").removed_blobs == ()
+    assert cache.usage(tmp_path / "nowhere") == cache.Usage(store=str(tmp_path / "nowhere"))
+    assert cache.prune(tmp_path / "nowhere").removed_blobs == ()
     plain = tmp_path / "plain"
     plain.mkdir()
     with pytest.raises(NotFoundError):
-        gc.usage(plain)
+        cache.usage(plain)
     with pytest.raises(InvalidInputError):
-        gc.prune(plain, older_than=-1)
+        cache.prune(plain, older_than=-1)
     with pytest.raises(InvalidInputError):
-        gc.prune(plain, max_chunk_bytes=-1)
+        cache.prune(plain, max_chunk_bytes=-1)
 
 
 def test_a_writer_that_finds_an_old_blob_protects_it_from_prune(tmp_path, client):
@@ -387,10 +390,10 @@ def test_a_writer_that_finds_an_old_blob_protects_it_from_prune(tmp_path, client
     age(path, DAY)
     assert store.target("team/llm").exists(desc)  # what a push does before skipping
     assert time.time() - path.stat().st_mtime < HOUR
-    result = gc.prune(store, older_than=HOUR)
+    result = cache.prune(store, older_than=HOUR)
     assert str(desc.digest) not in result.removed_blobs and path.is_file()
     age(path, DAY)  # nothing refreshed it: unreferenced and old, it goes
-    assert str(desc.digest) in gc.prune(store, older_than=HOUR).removed_blobs
+    assert str(desc.digest) in cache.prune(store, older_than=HOUR).removed_blobs
 
 
 def test_prune_changes_index_json_only_through_the_layout_store(
@@ -405,7 +408,7 @@ def test_prune_changes_index_json_only_through_the_layout_store(
         return real(self)
 
     monkeypatch.setattr(LayoutStore, "_index_lock", spy)
-    result = gc.prune(tmp_path / "store", older_than=0)
+    result = cache.prune(tmp_path / "store", older_than=0)
     assert len(result.dropped_entries) == 1 and locked == [True]
     assert not list((tmp_path / "store").glob(".index.json.*"))
 
@@ -419,6 +422,6 @@ def test_a_full_disk_while_dropping_entries_is_a_problem_not_a_crash(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("modelreg.content.layout.atomic_write", full)
-    result = gc.prune(tmp_path / "store", older_than=0)
+    result = cache.prune(tmp_path / "store", older_than=0)
     assert result.removed_blobs and result.dropped_entries == ()
     assert any("index.json not updated" in p and "disk is full" in p for p in result.problems)
