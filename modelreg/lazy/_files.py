@@ -22,9 +22,14 @@ from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Manifest
 
-__all__ = ["ModelFile", "Segment", "model_files"]
+__all__ = ["ModelFile", "Segment", "is_archive", "model_files"]
 
 _ARCHIVE_SUFFIXES = (".tar", "+gzip", "+zstd", ".tar+gzip", ".tar+zstd", "+gzip", "+zstd")
+
+
+def is_archive(layer: Descriptor) -> bool:
+    """A layer whose files are inside a tar: `pull` unpacks it, lazy reads cannot."""
+    return layer.media_type.endswith(_ARCHIVE_SUFFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +156,7 @@ def model_files(manifest: Manifest) -> tuple[list[ModelFile], list[str]]:
         if raw is None:
             notes.append(f"layer {i} ({layer.digest.short}, {layer.media_type}) names no file")
             continue
-        if layer.media_type.endswith(_ARCHIVE_SUFFIXES):
+        if is_archive(layer):
             notes.append(f"layer {raw!r} is an archive ({layer.media_type}); use pull")
             continue
         path = safe_relpath(raw, f"layer {i} path")

@@ -36,7 +36,7 @@ from modelreg.content.base import CHUNK, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError, UnsafeContentError
 from modelreg.events import Event, ProgressCallback, emit
-from modelreg.lazy._files import ModelFile
+from modelreg.lazy._files import ModelFile, is_archive
 from modelreg.lazy.chunkindex import FileChunks
 from modelreg.lazy.handle import ModelHandle, Verifier, open_model
 from modelreg.model.roles import ROLE_ORDER, guess_role
@@ -122,6 +122,26 @@ def _fsync(fd: int, enabled: bool) -> None:
         os.fsync(fd)
 
 
+def _refuse_archives(handle: ModelHandle, include: Sequence[str]) -> None:
+    """--into writes files one at a time from verified ranges; the files inside an archive
+    layer cannot be written that way, and skipping them would mark an incomplete
+    directory complete. An archive that ``include`` leaves out is no obstacle."""
+    import fnmatch
+
+    for layer in handle.manifest.layers:
+        if not is_archive(layer):
+            continue
+        name = layer.title or str(layer.digest)
+        if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+            continue
+        raise InvalidInputError(
+            f"layer {name!r} of {handle.reference} is an archive ({layer.media_type}); "
+            "--into cannot unpack archives",
+            hint=f"pull it with `modelreg pull {handle.reference} -o DIR`, which unpacks "
+            "archive layers safely, or leave it out with --include",
+        )
+
+
 def pull_into(
     client_or_target: Client | ReadOnlyTarget,
     ref: str,
@@ -156,6 +176,7 @@ def pull_into(
         on_warning=on_warning,
     )
     with handle:
+        _refuse_archives(handle, include)
         files = [handle.model_file(f.path) for f in handle.files]
         if include:
             files = [f for f in files if any(fnmatch.fnmatchcase(f.path, p) for p in include)]

@@ -126,3 +126,34 @@ def test_handle_stats_are_json_friendly(memory_model, tmp_path):
         json.dumps(h.stats)
         assert h.stats["chunksFetched"] > 0
         assert np.asarray(h.tensor("e.scale")).sum() == 45
+
+
+def test_pull_into_refuses_archive_layers_instead_of_marking_a_partial_model_complete(
+    tmp_path,
+):
+    import io
+    import tarfile
+
+    from modelreg import Client
+    from tests.hostile.crafted import CraftedRegistry
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("tokenizer/vocab.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    title = "org.opencontainers.image.title"
+    raw = "application/vnd.cncf.model.weight.v1.raw"
+    tar_type = "application/vnd.cncf.model.weight.v1.tar"
+    out = tmp_path / "out"
+    with CraftedRegistry() as registry, Client() as client:
+        layers = [(raw, b"w", {title: "w.bin"}), (tar_type, buf.getvalue(), {title: "tokenizer"})]
+        registry.model("m", "v1", layers)
+        ref = f"{registry.host}/m:v1"
+        with pytest.raises(InvalidInputError, match="cannot unpack archives"):
+            pull_into(client, ref, out, cache=tmp_path / "cache")
+        assert not (out / COMPLETE_MARKER).exists()
+        # an archive that --include leaves out is no obstacle
+        pull_into(client, ref, out, include=["w.bin"], cache=tmp_path / "cache")
+        assert (out / "w.bin").read_bytes() == b"w"
+        assert (out / COMPLETE_MARKER).exists()
