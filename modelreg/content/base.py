@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from modelreg.errors import IntegrityError, SizeLimitError
 from modelreg.oci.descriptor import Descriptor
-from modelreg.oci.digest import Hasher
+from modelreg.oci.digest import Digest, Hasher
 
 __all__ = [
     "CHUNK",
     "BlobSource",
+    "Mounter",
+    "PendingPusher",
     "PushResult",
+    "RangeReader",
     "ReadOnlyTarget",
     "Target",
     "VerifyingReader",
@@ -163,6 +167,11 @@ class PushResult:
 class ReadOnlyTarget(Protocol):
     """Where content can be read from. A target is bound to one repository."""
 
+    @property
+    def name(self) -> str:
+        """Where this is, for messages: ``host/repository``, a store path, ``memory``."""
+        ...
+
     def fetch(self, desc: Descriptor) -> VerifyingReader:
         """Open a blob or manifest for reading; the stream verifies as it is read."""
         ...
@@ -198,6 +207,75 @@ class Target(ReadOnlyTarget, Protocol):
         ...
 
     def tag(self, desc: Descriptor, tag: str) -> None: ...
+
+
+# Optional capabilities. A target has one when it implements the methods; code that
+# can use one asks ``isinstance(target, Mounter)`` and mypy narrows the type from there.
+# Why runtime-checkable Protocols rather than a ``capabilities()`` accessor: they cost the
+# targets nothing (structural: no registration, no method returning optional objects to
+# keep in step), a test double gains a capability by defining the method, and the check
+# reads like oras-go's type assertion on ``registry.Mounter``. What ``isinstance`` checks
+# at run time is only that the members exist; their signatures are mypy's to check, which
+# it does wherever a target is used through the narrowed type (and the capability tests
+# assign each real target to each protocol it claims).
+
+
+@runtime_checkable
+class Mounter(Protocol):
+    """A target that can link a blob from another repository of its registry (no bytes)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def mount(self, desc: Descriptor, from_repo: str) -> bool:
+        """True when the blob was linked from ``from_repo``; False when it could not be."""
+        ...
+
+    def mountable_from(self, source: ReadOnlyTarget) -> str | None:
+        """The repository of ``source`` to mount from: ``source`` is another repository
+        of this target's registry (reached through the same client), else None."""
+        ...
+
+
+@runtime_checkable
+class PendingPusher(Protocol):
+    """A target that takes a blob while its digest is still being computed elsewhere."""
+
+    @property
+    def name(self) -> str: ...
+
+    def push_pending(
+        self,
+        media_type: str,
+        size: int,
+        source: BlobSource,
+        digest: Future[Digest],
+        mount_from: Callable[[Descriptor], Iterable[str]] | None = None,
+    ) -> tuple[Descriptor, PushResult]:
+        """Stream ``size`` bytes from ``source``; once ``digest`` completes, check for the
+        blob (or mount it from a repository ``mount_from`` names) and verify the bytes
+        against it. Returns the blob's descriptor and what was done."""
+        ...
+
+
+@runtime_checkable
+class RangeReader(Protocol):
+    """A target whose range reads go to a server that may ignore ``Range``.
+
+    ``fetch_range`` is correct whatever the server does (a whole answer is read
+    through and sliced), but costs the whole blob then: ``supports_range`` is what
+    was learned, None before any ranged read, False once the server answered one
+    whole. It is remembered by the connection to that host (the registry client),
+    so every repository reached through it knows, and nothing outlives the client.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def supports_range(self) -> bool | None: ...
+
+    def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes: ...
 
 
 def bytes_source(data: bytes) -> BlobSource:

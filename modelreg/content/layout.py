@@ -321,6 +321,11 @@ class LayoutTarget:
     def __repr__(self) -> str:
         return f"LayoutTarget({str(self.store.root)!r}, {self.repository!r})"
 
+    @property
+    def name(self) -> str:
+        """As a reference names it: the store's repository, or ``oci:PATH`` for a layout."""
+        return self.repository or f"oci:{self.store.root}"
+
     def _ref_name(self, tag: str) -> str:
         return f"{self.repository}:{tag}" if self.repository else tag
 

@@ -19,11 +19,16 @@ __all__ = ["MemoryTarget"]
 class MemoryTarget:
     """Blobs and tags held in a dict; implements :class:`~modelreg.content.base.Target`."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "memory") -> None:
+        self._name = name
         self._blobs: dict[Digest, bytes] = {}
         self._types: dict[Digest, str] = {}
         self._tags: dict[str, Descriptor] = {}
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def fetch(self, desc: Descriptor) -> VerifyingReader:
         data = self._blobs.get(desc.digest)

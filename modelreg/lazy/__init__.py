@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from modelreg.lazy._engine import forget_range_support
 from modelreg.lazy.chunkindex import (
     ANN_CHUNK_INDEX,
     CHUNK_INDEX_ARTIFACT_TYPE,
@@ -46,7 +45,6 @@ __all__ = [
     "Verifier",
     "build_chunk_index",
     "chunk_index_annotations",
-    "forget_range_support",
     "hash_file_chunks",
     "index_descriptor_from_annotations",
     "open_model",

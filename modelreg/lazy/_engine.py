@@ -19,9 +19,11 @@ into the local store, verified against its layer (or part) digest, and reads
 are served from there.
 
 Registries that ignore ``Range`` (answer 200 with the whole blob) are detected
-from the registry client (``supports_range``) and remembered per host: from then
-on every blob of that host is fetched once, whole and verified, into the local
-store, and chunks are read (and still hashed) from it.
+by the target (:class:`~modelreg.content.base.RangeReader`'s ``supports_range``),
+which its registry client remembers for its host: from then on every blob of
+that host is fetched once, whole and verified, into the local store, and chunks
+are read (and still hashed) from it. Nothing is process-global: a new client
+learns it again, at the cost of one whole answer.
 
 Chunks being fetched are shared: a read that needs a chunk another thread is
 already fetching waits for that fetch instead of starting another.
@@ -38,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
-from modelreg.content.base import CHUNK, ReadOnlyTarget
+from modelreg.content.base import CHUNK, RangeReader, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import FormatError, IntegrityError, ModelRegError, NotFoundError
 from modelreg.lazy._cache import ChunkStore, MemoryLRU
@@ -55,7 +57,6 @@ __all__ = [
     "Engine",
     "EngineStats",
     "SequentialDetector",
-    "forget_range_support",
     "host_ignores_range",
 ]
 
@@ -65,40 +66,11 @@ DEFAULT_MEMORY: Final = 128 * 1024 * 1024
 DEFAULT_READAHEAD: Final = 64 * 1024 * 1024
 READAHEAD_TRIGGER: Final = 4 * 1024 * 1024
 
-_NO_RANGE_LOCK = threading.Lock()
-_NO_RANGE_HOSTS: set[str] = set()
-
-
-def _host_of(target: ReadOnlyTarget) -> str | None:
-    client = getattr(target, "client", None)
-    host = getattr(client, "host", None)
-    return host if isinstance(host, str) else None
-
 
 def host_ignores_range(target: ReadOnlyTarget) -> bool:
-    """Whether ``target``'s registry host was seen ignoring Range (this process)."""
-    client = getattr(target, "client", None)
-    if getattr(client, "supports_range", None) is False:
-        return True
-    host = _host_of(target)
-    with _NO_RANGE_LOCK:
-        return host is not None and host in _NO_RANGE_HOSTS
-
-
-def _remember_no_range(target: ReadOnlyTarget) -> None:
-    host = _host_of(target)
-    if host is not None:
-        with _NO_RANGE_LOCK:
-            _NO_RANGE_HOSTS.add(host)
-
-
-def forget_range_support(host: str | None = None) -> None:
-    """Forget what was learned about hosts ignoring Range (all hosts by default)."""
-    with _NO_RANGE_LOCK:
-        if host is None:
-            _NO_RANGE_HOSTS.clear()
-        else:
-            _NO_RANGE_HOSTS.discard(host)
+    """Whether ``target``'s server was seen ignoring Range (remembered by its registry
+    client, so by every repository of that host reached through it)."""
+    return isinstance(target, RangeReader) and target.supports_range is False
 
 
 class EngineStats:
@@ -449,9 +421,6 @@ class Engine:
                 continue
             data = self.target.fetch_range(seg.desc, boff, n)
             self.stats.add(remote_bytes=n, remote_requests=1)
-            client = getattr(self.target, "client", None)
-            if getattr(client, "supports_range", None) is False:
-                _remember_no_range(self.target)
             if len(data) != n:
                 raise IntegrityError(
                     f"{_where(self.target)} returned {len(data)} bytes for a range of {n} of "
@@ -546,5 +515,4 @@ class Engine:
 
 
 def _where(target: ReadOnlyTarget) -> str:
-    name = getattr(target, "name", None)
-    return str(name) if name else repr(target)
+    return target.name or repr(target)

@@ -613,7 +613,7 @@ def open_model(
     else:
         target = client_or_target
         desc = target.resolve(ref)
-        reference = f"{getattr(target, 'name', type(target).__name__)}@{desc.digest}"
+        reference = f"{target.name}@{desc.digest}"
         if cache is None:
             store = LayoutStore(settings.store_dir())
         else:
@@ -638,7 +638,7 @@ def open_model(
         except NotFoundError:
             warn(
                 f"the chunk index {index_desc.digest} named by {reference} is not in "
-                f"{getattr(target, 'name', 'the repository')}; reading it blob by blob "
+                f"{target.name}; reading it blob by blob "
                 "(each file is fetched whole and verified)"
             )
     elif files:

@@ -226,6 +226,10 @@ class PackedTarget:
             what=f"file {str(path)!r} (changed since it was hashed?)",
         )
 
+    @property
+    def name(self) -> str:
+        return "the packed model"
+
     def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes:
         data = self._small.get(desc.digest)
         if data is not None:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from modelreg.errors import ModelRegError
 from modelreg.oci.descriptor import Descriptor
@@ -71,6 +71,13 @@ class EngineConfig:
     max_entries: int = 10_000
 
 
+@runtime_checkable
+class _Closable(Protocol):
+    """A client holding connections (the real one); test doubles may have none."""
+
+    def close(self) -> None: ...
+
+
 class Engine:
     """Thread-safe; one per webhook process."""
 
@@ -104,9 +111,8 @@ class Engine:
     def close(self) -> None:
         """Stop the workers and close the registry client (its connections)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        close = getattr(self.client, "close", None)
-        if callable(close):
-            close()
+        if isinstance(self.client, _Closable):
+            self.client.close()
 
     def replace_policies(self, policies: PolicySet) -> None:
         """Switch to new policies (atomically for readers). Decisions cached under the old

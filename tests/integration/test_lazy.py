@@ -14,7 +14,7 @@ import pytest
 
 from modelreg.client import Client, RemoteOptions
 from modelreg.errors import IntegrityError
-from modelreg.lazy import forget_range_support, open_model, pull_into
+from modelreg.lazy import open_model, pull_into
 from modelreg.lazy.chunkindex import FileChunks
 from modelreg.lazy.handle import CHUNK_STORE_DIR
 from modelreg.lazy.into import COMPLETE_MARKER
@@ -26,7 +26,6 @@ from tests.unit.lazy.helpers import CHUNK, publish, tensors_for_test, write_mode
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     isolate(tmp_path, monkeypatch, fsync=True)
-    forget_range_support()
 
 
 def client_for(tmp_path: Path, name: str = "store") -> Client:
@@ -141,12 +140,12 @@ def test_registry_ignoring_range_still_works_and_is_remembered(registry_plain, m
             gets = [e for e in proxy.blob_requests() if str(layer.digest) in e.path]
             # one attempt with Range (answered 200, read through), then one whole fetch
             assert len(gets) == 2 and all(e.status == 200 for e in gets)
-        proxy.reset()
-        # remembered per host: a new client for the same host goes straight to whole blobs
-        with client_for(tmp_path, "store-b") as client, open_model(client, ref) as h:
-            assert h.read("config.json") == (model_dir / "config.json").read_bytes()
-            assert h.tensor_bytes("c.bias") == tensors_for_test()["c.bias"].tobytes()
-            assert all(e.range is None for e in proxy.blob_requests())
+            proxy.reset()
+            # remembered by the client: another open through it goes straight to whole blobs
+            with open_model(client, ref, cache=tmp_path / "store-b") as again:
+                assert again.read("config.json") == (model_dir / "config.json").read_bytes()
+                assert again.tensor_bytes("c.bias") == tensors_for_test()["c.bias"].tobytes()
+                assert all(e.range is None for e in proxy.blob_requests())
 
 
 def test_artifact_without_index_opens_lazily_verified_per_blob(registry_plain, model_dir, tmp_path):

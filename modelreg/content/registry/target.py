@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from modelreg.content.base import BlobSource, PushResult, VerifyingReader
+from modelreg.content.base import BlobSource, PushResult, ReadOnlyTarget, VerifyingReader
 from modelreg.content.registry.auth import repository_scope
 from modelreg.content.registry.client import BULK_MIN
 from modelreg.content.registry.deadlines import SMALL_BODY, TransferBound
@@ -135,8 +135,11 @@ def _sniff_media_type(data: bytes, content_type: str) -> str:
 class RegistryTarget:
     """A repository of a remote registry: the remote :class:`~modelreg.content.base.Target`.
 
-    ``client`` and ``repository`` are public: the copy engine uses them to see that
-    two targets share a registry and can mount blobs across repositories.
+    Besides the target protocol it has the optional capabilities of
+    :mod:`modelreg.content.base`: :class:`~modelreg.content.base.Mounter` (``mount``,
+    ``mountable_from``), :class:`~modelreg.content.base.PendingPusher`
+    (``push_pending``) and :class:`~modelreg.content.base.RangeReader`
+    (``supports_range``, learned per registry client, i.e. per host).
     """
 
     def __init__(self, client: RegistryClient, repository: str) -> None:
@@ -159,6 +162,27 @@ class RegistryTarget:
     @property
     def name(self) -> str:
         return f"{self.client.host}/{self.repository}"
+
+    @property
+    def supports_range(self) -> bool | None:
+        """None until a ranged read was answered; False once the host ignored ``Range``
+        (and from then on for this client: one whole answer says enough)."""
+        return self.client.supports_range
+
+    def _learned_range(self, honoured: bool) -> None:
+        # sticky: a host seen ignoring Range once is not trusted with it again by this
+        # client, or every lazy read would risk pulling a whole blob to find out
+        if not honoured:
+            self.client.supports_range = False
+        elif self.client.supports_range is None:
+            self.client.supports_range = True
+
+    def mountable_from(self, source: ReadOnlyTarget) -> str | None:
+        """``source``'s repository when it is another repository reached through this
+        target's registry client (a mount can link blobs from it), else None."""
+        if not isinstance(source, RegistryTarget) or source.client is not self.client:
+            return None
+        return source.repository if source.repository != self.repository else None
 
     @property
     def pull_scopes(self) -> tuple[str, ...]:
@@ -280,10 +304,10 @@ class RegistryTarget:
         )
         if response.status_code == 200:
             if "Range" in ranged:
-                self.client.supports_range = False
+                self._learned_range(False)
             self._check_length(response, desc, "blob")
             return response, start
-        self.client.supports_range = True
+        self._learned_range(True)
         content_range = response.headers.get("content-range", "")
         match = _CONTENT_RANGE_RE.match(content_range)
         if match is None or int(match.group(1)) != start or int(match.group(2)) != end:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from modelreg.content.memory import MemoryTarget
-from modelreg.lazy import forget_range_support
 from modelreg.oci.descriptor import Descriptor
 from tests.unit.lazy.helpers import CountingTarget, publish, write_model
 
@@ -20,7 +19,6 @@ def model_dir(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
-    forget_range_support()
 
 
 @pytest.fixture

@@ -72,13 +72,17 @@ class CountingTarget:
 
     ``ignore_range=True`` behaves like RegistryTarget on a registry answering 200: the
     bytes asked for are returned (sliced from the whole blob, which is what "travels"),
-    and ``client.supports_range`` becomes False.
+    and ``client.supports_range`` becomes False. Like a RegistryTarget it is a
+    :class:`~modelreg.content.base.RangeReader` whose knowledge lives in its client:
+    pass ``client=other.client`` for another repository reached through the same one.
     """
 
-    def __init__(self, inner: Any, *, host: str = "fake.example:1") -> None:
+    def __init__(
+        self, inner: Any, *, host: str = "fake.example:1", client: Any | None = None
+    ) -> None:
         self.inner = inner
-        self.client = SimpleNamespace(host=host, supports_range=None)
-        self.name = f"{host}/test"
+        self.client = client or SimpleNamespace(host=host, supports_range=None)
+        self.name = f"{self.client.host}/test"
         self.ignore_range = False
         self.tamper: Callable[[Descriptor, int, bytes], bytes] | None = None
         self.tamper_whole: Callable[[Descriptor, bytes], bytes] | None = None
@@ -92,6 +96,10 @@ class CountingTarget:
             self.range_calls.clear()
             self.fetch_calls.clear()
             self.bytes = 0
+
+    @property
+    def supports_range(self) -> bool | None:
+        return self.client.supports_range  # type: ignore[no-any-return]
 
     def fetch(self, desc: Descriptor) -> VerifyingReader:
         with self._lock:

@@ -257,7 +257,9 @@ def test_artifact_without_index_reads_whole_blobs_verified(model_dir, tmp_path):
         assert not store2.has_blob(layer.digest)
 
 
-def test_registry_ignoring_range_falls_back_to_whole_blobs_remembered_per_host(model_dir, tmp_path):
+def test_registry_ignoring_range_falls_back_to_whole_blobs_remembered_per_client(
+    model_dir, tmp_path
+):
     inner = MemoryTarget()
     publish(inner, model_dir)
     target = CountingTarget(inner, host="norange.example:5000")
@@ -270,11 +272,17 @@ def test_registry_ignoring_range_falls_back_to_whole_blobs_remembered_per_host(m
         target.reset()
         assert h.read("model.safetensors") == original
         assert target.range_calls == [] and h.stats["wholeBlobs"] == 1
-    # another target object for the same host: remembered, no range attempt at all
-    other = CountingTarget(inner, host="norange.example:5000")
+    # another target reached through the same client: remembered, no range attempt at all
+    other = CountingTarget(inner, client=target.client)
     with open_model(other, "v1", cache=tmp_path / "cache-b") as h:
         assert np.array_equal(h.tensor("a.weight"), tensors_for_test()["a.weight"])
         assert other.range_calls == []
+    # a new client for the same host knows nothing (no process-wide memory): it tries once
+    fresh = CountingTarget(inner, host="norange.example:5000")
+    fresh.ignore_range = True
+    with open_model(fresh, "v1", cache=tmp_path / "cache-c") as h:
+        h.read("model.safetensors", 0, 100)
+        assert len(fresh.range_calls) == 1 and fresh.supports_range is False
 
 
 def test_page_mode_index_fetches_toc_and_pages(model_dir, tmp_path, monkeypatch):
