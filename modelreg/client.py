@@ -8,23 +8,21 @@ client for one call. Nothing here prints: progress goes to the callback.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from modelreg import settings
-from modelreg.content.base import BlobSource, ReadOnlyTarget, Target, fetch_bytes
-from modelreg.content.base import PushResult as PushResult_
+from modelreg.content.base import PendingPusher, ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.copies import Copies, FileIdentity
 from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.content.locations import BlobLocations
-from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node
+from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node, walk_graph
 from modelreg.errors import (
     FormatError,
     IntegrityError,
@@ -34,7 +32,7 @@ from modelreg.errors import (
     NotFoundError,
     local_storage,
 )
-from modelreg.events import Event, EventKind, ProgressCallback, emit
+from modelreg.events import ProgressCallback
 from modelreg.model import annotations as ann
 from modelreg.model.diff import DiffResult, diff_manifests
 from modelreg.model.digests import DigestCache
@@ -56,6 +54,11 @@ from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Index, Manifest
 from modelreg.oci.reference import Reference
+from modelreg.transfer import Transfer
+
+if TYPE_CHECKING:
+    from modelreg.content.registry.client import RegistryClient
+    from modelreg.content.registry.credentials import CredentialProvider
 
 __all__ = [
     "Client",
@@ -279,30 +282,6 @@ def _file_rows(manifest: Manifest) -> list[dict[str, Any]]:
     return rows
 
 
-class _Counted(io.RawIOBase):
-    """A stream that reports how many bytes were read from it."""
-
-    def __init__(self, stream: BinaryIO, on_bytes: Callable[[int], None]) -> None:
-        super().__init__()
-        self._stream = stream
-        self._on_bytes = on_bytes
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._stream.readinto(buffer) or 0  # type: ignore[attr-defined]
-        if n:
-            self._on_bytes(n)
-        return n
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            super().close()
-
-
 PENDING_MIN = 64 * 1024 * 1024
 """Push to a registry: a file at least this big whose digest is not cached is sent
 while it is being hashed (see :class:`_EarlyUploads`)."""
@@ -345,59 +324,35 @@ def _blame_changed_files(packed: PackedModel) -> Iterator[None]:
         raise _changed(changed.path, f"after it was hashed ({exc.message})") from exc
 
 
-def _merged(a: PushResult_, b: PushResult_) -> PushResult_:
-    """One blob uploaded twice (identical files): every byte counts; sent if either sent it."""
-    sent = a.sent + b.sent
-    if not (a.existed or a.mounted) or not (b.existed or b.mounted):
-        return PushResult_(sent=sent)
-    mounted = a.mounted or b.mounted
-    return PushResult_(sent=sent, mounted=mounted, existed=not mounted)
-
-
 class _EarlyUploads:
-    """Uploads layers while the directory is still being hashed (push pipelining).
+    """Feeds the push's :class:`~modelreg.transfer.Transfer` while the directory is hashed.
 
     ``pack_directory`` reports each layer as soon as its digest is known; this
-    sends it (or mounts it) right away, so hashing the rest of a big file overlaps
-    with uploading what is already hashed. The copy that follows then finds these
-    blobs present; :meth:`account` moves them from "skipped" to "sent"/"mounted"
-    in its result, so the counts say what this push did.
+    hands it to the engine right away, so hashing the rest of a big file overlaps
+    with uploading what is already hashed. The graph walk that follows runs on the
+    same engine and finds these blobs claimed: nothing is checked, sent or counted
+    twice. A blob the destination already has is recorded without an event here;
+    the walk reports it "skipped" under the manifest's name.
 
     A big file (:data:`PENDING_MIN`) about to be hashed because its digest is not
-    cached starts going to a registry at once (:meth:`hashing`, at most
-    :data:`PENDING_MAX` at a time): the registry's ``push_pending`` streams it
-    while it is hashed, checks for the blob (or mounts it) once the digest is
-    known, and the registry verifies the bytes against that digest at the end.
-    A file that changes meanwhile fails the push with :class:`InvalidInputError`.
+    cached starts going to a :class:`~modelreg.content.base.PendingPusher` at once
+    (:meth:`hashing`, at most :data:`PENDING_MAX` at a time, within the engine's
+    concurrency): the target streams it while it is hashed, checks for the blob (or
+    mounts it) once the digest is known, and verifies the bytes against that digest
+    at the end. A file that changes meanwhile fails the push with
+    :class:`InvalidInputError`.
     """
 
-    def __init__(
-        self,
-        dst: Target,
-        mount_hint: MountHint | None,
-        concurrency: int,
-        progress: ProgressCallback | None,
-    ) -> None:
-        self._dst = dst
-        self._hint = mount_hint
-        self._progress = progress
-        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="early")
-        self._futures: list[Future[None]] = []
-        self._seen: set[str] = set()
+    def __init__(self, engine: Transfer) -> None:
+        self._engine = engine
         self._lock = threading.Lock()
-        self.done: dict[str, tuple[Descriptor, PushResult_]] = {}
-        self.reported: set[str] = set()
-        """Blobs whose outcome was already reported as progress events."""
+        self._futures: list[Future[None]] = []
         self._pending: dict[Path, _Pending] = {}
         self._slots = threading.BoundedSemaphore(PENDING_MAX)
-        self._pending_pool = ThreadPoolExecutor(
-            max_workers=PENDING_MAX, thread_name_prefix="pending"
-        )
 
     def hashing(self, rel: str, path: Path, size: int) -> None:
         """``pack_directory`` is about to hash ``path``: a big file starts going out now."""
-        push_pending = getattr(self._dst, "push_pending", None)
-        if push_pending is None or size < PENDING_MIN:
+        if not isinstance(self._engine.dst, PendingPusher) or size < PENDING_MIN:
             return
         identity = FileIdentity.of_path(path)
         if identity is None:
@@ -407,101 +362,56 @@ class _EarlyUploads:
                 return  # the same file twice, or enough in flight: sent once hashed
             pending = _Pending(rel, Future(), identity)
             self._pending[path] = pending
-            self._futures.append(
-                self._pending_pool.submit(self._send_pending, push_pending, path, pending)
-            )
+            self._futures.append(self._engine.submit(self._send_pending, path, pending))
 
     def submit(self, desc: Descriptor, path: Path, offset: int) -> None:
-        key = str(desc.digest)
+        """``pack_directory`` hashed a layer: send it (or complete its pending upload)."""
+        self._engine.raise_failure()  # fail fast (e.g. denied): stop hashing the rest
         with self._lock:
-            for fut in self._futures:  # fail fast (e.g. denied): stop hashing the rest
-                if fut.done() and fut.exception() is not None:
-                    fut.result()
             pending = self._pending.get(path) if offset == 0 else None
             if pending is not None and not pending.digest.done():
-                self._seen.add(key)
-                if FileIdentity.of_path(path) != pending.identity or desc.size != pending.size:
-                    pending.digest.set_exception(
-                        _changed(pending.name, "while it was being hashed and sent")
-                    )
-                else:
-                    pending.digest.set_result(desc.digest)
+                self._engine.claim(desc)
+                self._resolve(pending, desc, path)
                 return
-            if key in self._seen:
-                return
-            self._seen.add(key)
             # the file as it is once hashed: an upload that fails to verify while it
             # differs was fed a changed file, not bad bytes
             identity = FileIdentity.of_path(path)
-            self._futures.append(self._pool.submit(self._one, desc, path, offset, identity))
+            self._futures.append(self._engine.submit(self._one, desc, path, offset, identity))
 
-    def _send_pending(self, push_pending: Any, path: Path, pending: _Pending) -> None:
+    @staticmethod
+    def _resolve(pending: _Pending, desc: Descriptor, path: Path) -> None:
+        if FileIdentity.of_path(path) != pending.identity or desc.size != pending.size:
+            pending.digest.set_exception(
+                _changed(pending.name, "while it was being hashed and sent")
+            )
+        else:
+            pending.digest.set_result(desc.digest)
+
+    def _send_pending(self, path: Path, pending: _Pending) -> None:
         try:
             name, size = pending.name, pending.size
-            emit(self._progress, Event("start", name, total=size))
-            source = self._observed(slice_source(path, 0, size), name, None, size)
             try:
-                desc, pushed = push_pending(
-                    _PENDING_MEDIA_TYPE, size, source, pending.digest, self._hint
+                self._engine.push_pending(
+                    _PENDING_MEDIA_TYPE, size, slice_source(path, 0, size), pending.digest, name
                 )
             except IntegrityError as exc:
                 raise _changed(
                     name, f"while it was being sent: the registry refused it ({exc.message})"
                 ) from exc
-            kind: EventKind = (
-                "mounted" if pushed.mounted else "skipped" if pushed.existed else "done"
-            )
-            emit(self._progress, Event(kind, name, total=size))
-            self._record(desc, pushed)
         finally:
             self._slots.release()
-
-    def _observed(
-        self, source: BlobSource, name: str, desc: Descriptor | None, total: int
-    ) -> BlobSource:
-        """``source`` reporting the bytes read from it as progress events."""
-        progress = self._progress
-        if progress is None:
-            return source
-
-        def counted(at: int) -> BinaryIO:
-            def advance(n: int) -> None:
-                emit(progress, Event("advance", name, desc, n=n, total=total))
-
-            return io.BufferedReader(_Counted(source(at), advance), 64 * 1024)
-
-        return counted
-
-    def _record(self, desc: Descriptor, pushed: PushResult_) -> None:
-        key = str(desc.digest)
-        with self._lock:
-            self.reported.add(key)
-            prior = self.done.get(key)
-            self.done[key] = (desc, pushed if prior is None else _merged(prior[1], pushed))
 
     def _one(
         self, desc: Descriptor, path: Path, offset: int, identity: FileIdentity | None
     ) -> None:
         name = f"{path.name}@{offset}" if offset else path.name
-        if self._dst.exists(desc):
-            return
-        mount = getattr(self._dst, "mount", None)
-        if mount is not None and self._hint is not None:
-            for repo in self._hint(desc):
-                if mount(desc, repo):
-                    emit(self._progress, Event("mounted", name, desc, total=desc.size))
-                    self._record(desc, PushResult_(mounted=True))
-                    return
-        emit(self._progress, Event("start", name, desc, total=desc.size))
-        source = self._observed(slice_source(path, offset, desc.size), name, desc, desc.size)
+        source = slice_source(path, offset, desc.size)
         try:
-            pushed = self._dst.push(desc, source)
+            self._engine.send(desc, source, name, announce_existing=False)
         except IntegrityError as exc:
             if identity is None or FileIdentity.of_path(path) == identity:
                 raise
             raise _changed(path.name, f"after it was hashed ({exc.message})") from exc
-        emit(self._progress, Event("done", name, desc, total=desc.size))
-        self._record(desc, pushed)
 
     def _stop_waiting(self) -> None:
         """Fail the digests still awaited: their uploads cancel instead of waiting forever."""
@@ -512,51 +422,16 @@ class _EarlyUploads:
                         InvalidInputError(f"the push stopped before {pending.name!r} was hashed")
                     )
 
-    def _shutdown(self) -> None:
-        self._stop_waiting()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pending_pool.shutdown(wait=True, cancel_futures=True)
-
     def finish(self) -> None:
         """Wait for every upload (hashing is over); the first failure is raised."""
         self._stop_waiting()  # every hashed file's digest was delivered: none can come now
-        try:
-            for fut in self._futures:
-                fut.result()
-        finally:
-            self._shutdown()
+        with self._lock:
+            futures = list(self._futures)
+        self._engine.wait(futures)
 
     def abort(self) -> None:
-        self._shutdown()
-
-    def quiet(self, progress: ProgressCallback | None) -> ProgressCallback | None:
-        """``progress`` without the copy's "skipped" for blobs already reported here."""
-        if progress is None:
-            return None
-
-        def forward(event: Event) -> None:
-            if event.kind == "skipped" and event.desc is not None:
-                with self._lock:
-                    if str(event.desc.digest) in self.reported:
-                        return
-            progress(event)
-
-        return forward
-
-    def account(self, result: CopyResult) -> None:
-        for desc, pushed in self.done.values():
-            if str(desc.digest) not in result.blobs:
-                continue
-            result.bytes_sent += pushed.sent  # also bytes sent before the blob was found there
-            if pushed.existed:
-                continue
-            result.bytes_skipped -= desc.size
-            result.blobs_skipped -= 1
-            if pushed.mounted:
-                result.bytes_mounted += desc.size
-                result.blobs_mounted += 1
-            else:
-                result.blobs_sent += 1
+        self._stop_waiting()
+        self._engine.close()
 
 
 class Client:
@@ -564,7 +439,7 @@ class Client:
 
     def __init__(self, options: RemoteOptions | None = None) -> None:
         self.options = options or RemoteOptions()
-        self._registries: dict[str, Any] = {}
+        self._registries: dict[str, RegistryClient] = {}
         self._store: LayoutStore | None = None
         self._lock = threading.Lock()
         self._digests: DigestCache | None = None
@@ -625,6 +500,15 @@ class Client:
         if ref.kind == "registry" and ref.registry is not None:
             self.locations().record(ref.registry, ref.repository, digests)
 
+    def _engine(self, dst_ref: Reference, progress: ProgressCallback | None) -> Transfer:
+        """The blob-transfer engine for one operation into ``dst_ref``."""
+        return Transfer(
+            self.target(dst_ref),
+            concurrency=self.options.concurrency,
+            progress=progress,
+            mount_hint=self._mount_hint(dst_ref),
+        )
+
     def _transfer(
         self,
         source: ReadOnlyTarget,
@@ -648,7 +532,8 @@ class Client:
         self._remember(dst_ref, result.blobs)
         return result
 
-    def registry(self, host: str) -> Any:
+    def registry(self, host: str) -> RegistryClient:
+        """The registry client for ``host`` (one per host, shared by its repositories)."""
         from modelreg.content.registry import CredentialStore
 
         with self._lock:
@@ -658,7 +543,7 @@ class Client:
                 self._registries[host] = client
             return client
 
-    def _new_registry(self, host: str, credentials: Any) -> Any:
+    def _new_registry(self, host: str, credentials: CredentialProvider) -> RegistryClient:
         from modelreg.content.registry import RegistryClient
 
         opts = self.options
@@ -771,9 +656,49 @@ class Client:
             index_ann, index_blob, index_desc = chunk_index_annotations(files)
             annotations = {**(annotations or {}), **index_ann}
             index = (index_blob, index_desc)
-        early = _EarlyUploads(
-            self.target(ref), self._mount_hint(ref), self.options.concurrency, progress
+        with self._engine(ref, progress) as engine:
+            packed = self._pack_and_send(
+                engine,
+                path,
+                metadata=metadata,
+                ignore=ignore,
+                allow_outside_links=allow_outside_links,
+                annotations=annotations,
+                progress=progress,
+                split=split,
+                part_size=part_size,
+            )
+            with _blame_changed_files(packed):
+                result = walk_graph(engine, packed.as_target(), packed.descriptor, tag=tag)
+        self._remember(ref, result.blobs)
+        if index is not None:
+            from modelreg.lazy.publish import push_chunk_index
+
+            push_chunk_index(self.target(ref), packed.descriptor, *index)
+        return PushResult(
+            reference=str(ref.with_tag(tag).with_digest(packed.manifest.digest)),
+            digest=str(packed.manifest.digest),
+            transfer=result,
+            warnings=packed.warnings,
+            split_files=sum(1 for f in packed.files if f.parts),
+            layers=len(packed.manifest.layers),
         )
+
+    def _pack_and_send(
+        self,
+        engine: Transfer,
+        path: str | Path,
+        *,
+        metadata: ModelMetadata | None,
+        ignore: Sequence[str],
+        allow_outside_links: bool,
+        annotations: dict[str, str] | None,
+        progress: ProgressCallback | None,
+        split: bool | None,
+        part_size: int | str | None,
+    ) -> PackedModel:
+        """Pack ``path``, every layer going to ``engine`` as soon as it is hashed."""
+        early = _EarlyUploads(engine)
         try:
             packed = pack_directory(
                 path,
@@ -793,23 +718,7 @@ class Client:
         except BaseException:
             early.abort()
             raise
-        with _blame_changed_files(packed):
-            result = self._transfer(
-                packed.as_target(), packed.descriptor, ref, tag=tag, progress=early.quiet(progress)
-            )
-        early.account(result)
-        if index is not None:
-            from modelreg.lazy.publish import push_chunk_index
-
-            push_chunk_index(self.target(ref), packed.descriptor, *index)
-        return PushResult(
-            reference=str(ref.with_tag(tag).with_digest(packed.manifest.digest)),
-            digest=str(packed.manifest.digest),
-            transfer=result,
-            warnings=packed.warnings,
-            split_files=sum(1 for f in packed.files if f.parts),
-            layers=len(packed.manifest.layers),
-        )
+        return packed
 
     def import_hf(self, path: str | Path, ref: Reference | str, **kwargs: Any) -> PushResult:
         """Push a Hugging Face cache snapshot (``.../models--ORG--NAME/snapshots/REV``).
