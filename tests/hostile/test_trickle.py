@@ -155,3 +155,84 @@ def test_trickling_token_realm_hits_the_document_deadline(
         _pull(registry.host, tmp_path / "out", document_deadline=0.5)
     assert info.value.bound == "document-deadline"
     assert "token" in info.value.message
+
+
+class _SlowReader:
+    """A loopback registry that accepts uploads but reads their bodies at a trickle."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bytes_read = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _answer(self, status: int, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                self._answer(200 if self.path == "/v2/" else 404)
+
+            def do_HEAD(self) -> None:
+                self._answer(404)
+
+            def do_POST(self) -> None:
+                self._answer(202, {"Location": "/v2/m/blobs/uploads/u1", "Range": "0-0"})
+
+            def _drain_slowly(self) -> None:
+                left = int(self.headers.get("Content-Length") or 0)
+                while left > 0:
+                    chunk = self.rfile.read(min(1024, left))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+                    owner.bytes_read += len(chunk)
+                    time.sleep(DRIP)
+                self._answer(201)
+
+            do_PUT = _drain_slowly
+            do_PATCH = _drain_slowly
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> _SlowReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_registry_reading_an_upload_at_a_trickle_hits_the_throughput_floor(
+    tmp_path: Path,
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    # larger than what loopback socket buffers absorb, so the writer must wait on the reader
+    (model / "w.bin").write_bytes(bytes(32 * 1024 * 1024))
+    options = RemoteOptions(min_throughput=1024 * 1024, throughput_window=1.0)
+    with (
+        _SlowReader() as server,
+        Client(options) as client,
+        pytest.raises(TransferTooSlowError) as info,
+    ):
+        client.push(model, f"{server.host}/m:v1")
+    assert info.value.bound == "throughput-floor"
+    assert info.value.hint and "MODELREG_MIN_THROUGHPUT" in info.value.hint
+    assert server.bytes_read < 32 * 1024 * 1024
