@@ -11,7 +11,7 @@ import contextlib
 import json
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +59,7 @@ from modelreg.transfer import Transfer
 if TYPE_CHECKING:
     from modelreg.content.registry.client import RegistryClient
     from modelreg.content.registry.credentials import CredentialProvider
+    from modelreg.content.registry.hosts import HostConfig, HostOverride, HostsResolver
 
 __all__ = [
     "Client",
@@ -96,6 +97,11 @@ class RemoteOptions:
     min_throughput: float = 1024.0
     """Bytes/s a blob transfer must average over ``throughput_window`` seconds."""
     throughput_window: float = 30.0
+    hosts_dirs: tuple[str, ...] | None = None
+    """certs.d directories with per-host ``hosts.toml`` (mirrors, CAs, plain HTTP); None:
+    ``$MODELREG_HOSTS_DIR`` or the default search path (:mod:`modelreg.content.registry.hosts`)."""
+    host_overrides: Mapping[str, HostOverride] = field(default_factory=dict)
+    """Per-host settings that beat the flags above and the files (``cp --from-*``)."""
 
     def __post_init__(self) -> None:
         if not (self.timeout > 0 and math.isfinite(self.timeout)):
@@ -444,6 +450,7 @@ class Client:
         self._lock = threading.Lock()
         self._digests: DigestCache | None = None
         self._locations: BlobLocations | None = None
+        self._hosts: HostsResolver | None = None
 
     def __enter__(self) -> Client:
         return self
@@ -543,16 +550,26 @@ class Client:
                 self._registries[host] = client
             return client
 
+    def host_config(self, host: str) -> HostConfig:
+        """What the per-host configuration files say about ``host`` (read once)."""
+        from modelreg.content.registry.hosts import HostsResolver
+
+        if self._hosts is None:
+            self._hosts = HostsResolver(self.options.hosts_dirs)
+        return self._hosts.lookup(host)
+
     def _new_registry(self, host: str, credentials: CredentialProvider) -> RegistryClient:
-        from modelreg.content.registry import RegistryClient
+        from modelreg.content.registry.mirrors import connect
 
         opts = self.options
-        return RegistryClient(
+        return connect(
             host,
+            self.host_config(host),
             credentials=credentials,
             plain_http=opts.plain_http,
             insecure=opts.insecure,
             ca_file=opts.ca_file,
+            override=opts.host_overrides.get(host),
             on_warning=opts.on_warning,
             upload_chunk_size=opts.upload_chunk_size,
             timeout=opts.timeout,

@@ -1,4 +1,5 @@
-"""Each test runs against its own modelreg home and docker config, without proxies.
+"""Each test runs against its own modelreg home, docker config and registry hosts
+configuration, without proxies.
 
 Called for every test by the root ``tests/conftest.py`` (a module that needs more, such
 as fsync on, calls it again from its own fixture), so nothing of the machine running
@@ -32,6 +33,11 @@ def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, fsync: bool = Fa
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-empty"))
+    # per-host registry configuration: never the machine's /etc/containerd/certs.d,
+    # ~/.config or /etc/containers/registries.conf (a test writes its own hosts dir)
+    monkeypatch.setenv("MODELREG_HOSTS_DIR", str(tmp_path / "hosts.d"))
+    monkeypatch.setenv("MODELREG_REGISTRIES_CONF", "")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     if fsync:
         monkeypatch.delenv("MODELREG_FSYNC", raising=False)
     else:

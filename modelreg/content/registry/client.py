@@ -26,6 +26,13 @@ all attempts and auth rounds of one logical request under one
 caller passes), so the status line and headers can never be trickled, and
 :meth:`RegistryClient.read_body` reads a document under the deadline its request
 used. A tripped bound is never retried.
+
+Per-host configuration (:mod:`modelreg.content.registry.hosts`) reaches a client as an
+:class:`~modelreg.content.registry.hosts.Endpoint`: the host and API root requests go
+to (containerd's ``server`` and ``override_path``), extra CAs, client certificates,
+headers and a connect timeout. A client with ``mirrors`` hands out
+:class:`~modelreg.content.registry.mirrors.MirroredTarget` repositories, which read
+through the mirrors first (see :mod:`modelreg.content.registry.mirrors`).
 """
 
 from __future__ import annotations
@@ -99,6 +106,8 @@ _LIMITS: Final = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 _log = logging.getLogger("modelreg.registry")
 
 if TYPE_CHECKING:
+    from modelreg.content.registry.hosts import Endpoint
+    from modelreg.content.registry.mirrors import Mirror
     from modelreg.content.registry.target import RegistryTarget
 
 
@@ -205,6 +214,9 @@ class RegistryClient:
         document_deadline: float | None = None,
         min_throughput: float = DEFAULT_MIN_THROUGHPUT,
         throughput_window: float = DEFAULT_THROUGHPUT_WINDOW,
+        endpoint: Endpoint | None = None,
+        query: Mapping[str, str] | None = None,
+        mirrors: Sequence[Mirror] = (),
     ) -> None:
         if not isinstance(host, str) or "://" in host or not _HOST_RE.match(host):
             raise InvalidInputError(
@@ -227,6 +239,16 @@ class RegistryClient:
                 raise InvalidInputError(f"the {name} must be a positive number, not {value!r}")
         self.host = host
         self.api_host = DOCKER_HUB_API if normalize_host(host) == DOCKER_HUB else host
+        self.endpoint = endpoint
+        self.api_root = "/v2"
+        if endpoint is not None:
+            # the configured server (or mirror) answers for ``host``: credentials are
+            # still looked up under ``host``, requests go to the endpoint
+            self.api_host = endpoint.host
+            self.api_root = endpoint.api_root
+        self.query = dict(query or {})
+        """Query parameters sent with every registry request (``ns=`` to a mirror)."""
+        self.mirrors = tuple(mirrors)
         self.plain_http = plain_http
         self.insecure = insecure
         self.ca_file = ca_file
@@ -261,17 +283,20 @@ class RegistryClient:
             )
         if plain_http:
             self._scheme: str | None = "http"
-        elif is_loopback(self.api_host) and not (ca_file or insecure):
+        elif is_loopback(self.api_host) and not (
+            ca_file or insecure or (endpoint is not None and endpoint.explicit)
+        ):
             self._scheme = None
         else:
             self._scheme = "https"
+        connect = endpoint.dial_timeout if endpoint is not None else None
         self._http = httpx.Client(
             verify=self._ssl_context if self._ssl_context is not None else True,
             transport=transport,
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(timeout, connect=connect or timeout),
             follow_redirects=False,
             max_redirects=MAX_REDIRECTS,
-            headers={"User-Agent": USER_AGENT},
+            headers=[("User-Agent", USER_AGENT), *(endpoint.headers if endpoint else ())],
             limits=_LIMITS,
             event_hooks={"request": [self._count_request]},
             trust_env=True,
@@ -317,15 +342,34 @@ class RegistryClient:
             )
             return ctx
         ctx = httpx.create_ssl_context()
-        if self.ca_file:
+        configured = self.endpoint.ca_files if self.endpoint is not None else ()
+        for ca_file in (self.ca_file,) if self.ca_file else configured:
             try:
-                ctx.load_verify_locations(cafile=self.ca_file)
+                ctx.load_verify_locations(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise InvalidInputError(
-                    f"cannot load the CA certificate file {self.ca_file!r}: {exc}",
-                    hint="--ca-file takes a PEM file holding the registry's CA certificate(s)",
+                    f"cannot load the CA certificate file {ca_file!r}: {exc}",
+                    hint=(
+                        "--ca-file takes a PEM file holding the registry's CA certificate(s)"
+                        if ca_file == self.ca_file
+                        else f"fix `ca` in {self.endpoint.source if self.endpoint else ''}"
+                    ),
+                ) from exc
+        for cert, key in self.endpoint.client_certs if self.endpoint is not None else ():
+            try:
+                ctx.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidInputError(
+                    f"cannot load the client certificate {cert!r}"
+                    + (f" with key {key!r}" if key else "")
+                    + f": {exc}",
+                    hint=f"fix `client` in {self.endpoint.source if self.endpoint else ''}",
                 ) from exc
         return ctx
+
+    def warn(self, message: str) -> None:
+        """Hand a warning meant for the user to ``on_warning``."""
+        self._warn(message)
 
     def _count_request(self, request: httpx.Request) -> None:
         self.stats.add_request()
@@ -380,6 +424,8 @@ class RegistryClient:
         """Absolute URL of a registry path (``/v2/...``) or of an absolute URL given back."""
         if path.startswith(("http://", "https://")):
             return httpx.URL(path)
+        if self.api_root != "/v2" and (path == "/v2" or path.startswith("/v2/")):
+            path = self.api_root + path[3:]
         return httpx.URL(f"{self.base_url}{path}")
 
     def same_origin(self, url: httpx.URL) -> bool:
@@ -643,6 +689,8 @@ class RegistryClient:
         merged = dict(headers or {})
         if auth_header is not None:
             merged["Authorization"] = auth_header
+        if self.query and self.same_origin(url):
+            params = {**self.query, **(params or {})}
         request = self._http.build_request(
             method,
             url,
@@ -810,9 +858,14 @@ class RegistryClient:
             self._discard(response)
 
     def repository(self, name: str) -> RegistryTarget:
-        """The target for one repository of this registry."""
+        """The target for one repository of this registry (read through its mirrors, if
+        it has any)."""
         from modelreg.content.registry.target import RegistryTarget
 
+        if self.mirrors:
+            from modelreg.content.registry.mirrors import MirroredTarget
+
+            return MirroredTarget(self, name, self.mirrors)
         return RegistryTarget(self, name)
 
     def referrers_lock(self, key: str) -> threading.Lock:
