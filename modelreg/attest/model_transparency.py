@@ -2,7 +2,10 @@
 
 :func:`model_statement` builds the ``https://model_signing/signature/v1.0``
 statement from a manifest without reading any weights: with one raw layer per
-file, a file's SHA-256 *is* its layer digest. Resources are ordered the way
+file, a file's SHA-256 *is* its layer digest. Which files become resources is
+decided by :class:`~modelreg.attest.coverage.Coverage`, the one rule the
+directory verifier and ``model_signing`` share (git metadata is left to the
+manifest signature). Resources are ordered the way
 ``model_signing`` orders them (by path components) and the subject digest is
 SHA-256 over the concatenated raw resource digests in that order, so
 ``model_signing verify`` accepts it. Verifiers use the same pieces
@@ -18,9 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from modelreg.attest.coverage import GIT_PATHS, Coverage, statement_ignore_paths
 from modelreg.attest.intoto import Statement, Subject
 from modelreg.errors import InvalidInputError
-from modelreg.model.unpack import layer_path, safe_relpath
+from modelreg.model.paths import safe_relpath
+from modelreg.model.producers import layer_path
 from modelreg.oci.manifest import Manifest
 
 __all__ = [
@@ -37,7 +42,7 @@ __all__ = [
 MODEL_SIGNING_PREDICATE: Final = "https://model_signing/signature/v1.0"
 MODEL_SIGNING_COMPAT_PREDICATE: Final = "https://model_signing/Digests/v0.1"
 #: What ``model_signing`` ignores by default (git metadata); recorded in the statement.
-MODEL_SIGNING_DEFAULT_IGNORES: Final = (".git", ".gitattributes", ".github", ".gitignore")
+MODEL_SIGNING_DEFAULT_IGNORES: Final = GIT_PATHS
 
 
 def resource_sort_key(name: str) -> tuple[str, ...]:
@@ -69,13 +74,15 @@ def _is_raw_file_layer(media_type: str) -> bool:
     return not any(token in lowered for token in ("tar", "gzip", "zstd", "+zip"))
 
 
-def model_resources(manifest: Manifest) -> ModelResources:
-    """Per-file digests of a manifest whose layers are one raw file each.
+def model_resources(manifest: Manifest, coverage: Coverage | None = None) -> ModelResources:
+    """Per-file digests of the covered files of a manifest whose layers are one raw file each.
 
-    Raises :class:`InvalidInputError` when a layer is an archive, has no path,
-    is not sha256, or when two layers claim the same path: such a manifest
-    cannot be described file by file without reading its content.
+    ``coverage`` (default: ignore git metadata, as ``model_signing`` does) leaves
+    files out. Raises :class:`InvalidInputError` when a layer is an archive, has
+    no path, is not sha256, or when two layers claim the same path: such a
+    manifest cannot be described file by file without reading its content.
     """
+    covered = coverage if coverage is not None else Coverage.of()
     files: dict[str, str] = {}
     for layer in manifest.layers:
         raw_path = layer_path(layer)
@@ -96,6 +103,7 @@ def model_resources(manifest: Manifest) -> ModelResources:
         if path in files:
             raise InvalidInputError(f"two layers claim the path {path!r}")
         files[path] = layer.digest.hex
+    files = {path: hex_digest for path, hex_digest in files.items() if covered.covers(path)}
     ordered = sorted(files.items(), key=lambda item: resource_sort_key(item[0]))
     return ModelResources(tuple(ordered))
 
@@ -106,20 +114,28 @@ def model_statement(
     *,
     ignore_paths: Sequence[str] | None = None,
 ) -> Statement:
-    """The model-transparency v1.0 statement for a manifest (no weights read)."""
-    resources = model_resources(manifest)
-    if ignore_paths is None:
-        names = {p for p, _ in resources.files}
-        ignore_paths = [*MODEL_SIGNING_DEFAULT_IGNORES]
-        if "model.sig" not in names:
-            ignore_paths.append("model.sig")
+    """The model-transparency v1.0 statement for a manifest (no weights read).
+
+    ``ignore_paths`` are left out besides git metadata, which is always left
+    out (``model_signing verify`` skips it unless told otherwise). Raises
+    :class:`InvalidInputError` when no file is left to sign.
+    """
+    every = model_resources(manifest, Coverage.of(git_paths=False))
+    recorded = statement_ignore_paths((p for p, _ in every.files), ignore_paths or ())
+    resources = model_resources(manifest, Coverage.of(recorded))
+    if not resources.files:
+        raise InvalidInputError(
+            "no file of this model is covered by a model-level signature",
+            hint="git metadata and ignored paths are left out; the manifest signature "
+            "still covers every layer",
+        )
     model_name = posixpath.basename(name.rstrip("/")) or "model"
     predicate = {
         "serialization": {
             "method": "files",
             "hash_type": "sha256",
             "allow_symlinks": False,
-            "ignore_paths": list(ignore_paths),
+            "ignore_paths": recorded,
         },
         "resources": [
             {"name": path, "algorithm": "sha256", "digest": hex_digest}

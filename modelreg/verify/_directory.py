@@ -7,9 +7,11 @@ or by ``modelreg sign``. The bundle's signature is checked against the policy
 (keys or keyless identities, as for registry artifacts); then every file of
 the directory is hashed and the set of (path, digest) must equal the signed
 one exactly: a changed, added, removed or renamed file fails (SECURITY.md
-case 10). Ignored: the statement's ``ignore_paths``, git metadata (like
-``model_signing``), the signature file itself when it is inside the directory,
-and what the caller adds.
+case 10). Which files count is :class:`~modelreg.attest.coverage.Coverage`,
+the rule ``modelreg sign`` and ``model_signing`` share: ignored are the
+statement's ``ignore_paths``, top-level git metadata (unless the caller says
+otherwise), the signature file itself when it is inside the directory, and
+what the caller adds.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from modelreg.attest.bundle import MAX_BUNDLE_BYTES
+from modelreg.attest.coverage import Coverage
 from modelreg.attest.intoto import Statement
 from modelreg.attest.model_transparency import (
     MODEL_SIGNING_COMPAT_PREDICATE,
-    MODEL_SIGNING_DEFAULT_IGNORES,
     MODEL_SIGNING_PREDICATE,
     model_subject_digest,
 )
@@ -106,31 +108,26 @@ def _expected(statement: Statement) -> tuple[dict[str, str], dict[str, Any]] | s
     return dict(listed), serialization
 
 
-def _ignored(rel: PurePosixPath, ignores: Sequence[PurePosixPath]) -> bool:
-    return any(rel == p or p in rel.parents for p in ignores)
-
-
-def _walk(
-    root: Path, ignores: Sequence[PurePosixPath], allow_symlinks: bool
-) -> Iterator[tuple[str, Path]]:
+def _walk(root: Path, coverage: Coverage, allow_symlinks: bool) -> Iterator[tuple[str, Path]]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         base = Path(dirpath)
         rel_dir = PurePosixPath(base.relative_to(root).as_posix())
         keep = []
         for d in sorted(dirnames):
             rel = rel_dir / d if str(rel_dir) != "." else PurePosixPath(d)
-            if _ignored(rel, ignores):
+            if not coverage.covers(rel):
                 continue
             if (base / d).is_symlink():
                 if not allow_symlinks:
                     raise InvalidInputError(f"{rel} is a symbolic link; the signature forbids them")
-                yield from ((f"{rel}/{sub}", p) for sub, p in _walk(base / d, (), True))
+                below = Coverage.of(git_paths=False)
+                yield from ((f"{rel}/{sub}", p) for sub, p in _walk(base / d, below, True))
                 continue
             keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
             rel = rel_dir / f if str(rel_dir) != "." else PurePosixPath(f)
-            if _ignored(rel, ignores):
+            if not coverage.covers(rel):
                 continue
             full = base / f
             if full.is_symlink() and not allow_symlinks:
@@ -227,19 +224,15 @@ def verify_directory(
     if isinstance(expected, str):
         return _fail(root, expected, model_name=model_name, **who)
     resources, serialization = expected
-    ignores = [
-        PurePosixPath(p) for p in serialization.get("ignore_paths", []) if isinstance(p, str)
-    ]
-    ignores.extend(PurePosixPath(p) for p in ignore_paths)
-    if ignore_git_paths:
-        ignores.extend(PurePosixPath(p) for p in MODEL_SIGNING_DEFAULT_IGNORES)
+    signed_ignores = [p for p in serialization.get("ignore_paths", []) if isinstance(p, str)]
+    coverage = Coverage.of([*signed_ignores, *ignore_paths], git_paths=ignore_git_paths)
     try:
         inside = sig_path.resolve().relative_to(root.resolve())
-        ignores.append(PurePosixPath(inside.as_posix()))
+        coverage = coverage.also(inside.as_posix())
     except ValueError:
         pass
     try:
-        files = list(_walk(root, ignores, bool(serialization.get("allow_symlinks", False))))
+        files = list(_walk(root, coverage, bool(serialization.get("allow_symlinks", False))))
     except InvalidInputError as exc:
         return _fail(root, exc.message, model_name=model_name, **who)
     actual = _actual(files, serialization, workers)
