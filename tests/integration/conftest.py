@@ -81,3 +81,23 @@ def registry_factory(
             return stack.enter_context(start_registry(tmp_dir, auth=auth, tls=tls, **kwargs))
 
         yield factory
+
+
+@pytest.fixture
+def pull_through_cache(
+    registry_factory: RegistryFactory,
+) -> Any:
+    """``pull_through_cache(upstream)``: a fresh Distribution registry in proxy mode
+    (``proxy.remoteurl``) in front of ``upstream``, with its credentials if it has any.
+
+    A plain-HTTP upstream only: the cache is a Go process that would need the TLS
+    upstream's private CA in its environment.
+    """
+
+    def start(upstream: RegistryServer) -> RegistryServer:
+        proxy: dict[str, Any] = {"remoteurl": upstream.url}
+        if upstream.username is not None:
+            proxy.update(username=upstream.username, password=upstream.password)
+        return registry_factory(extra_config={"proxy": proxy})
+
+    return start

@@ -324,6 +324,8 @@ class RegistryClient:
                 return
             self._closed = True
         self._http.close()
+        for mirror in self.mirrors:
+            mirror.client.close()
 
     def __repr__(self) -> str:
         return f"RegistryClient(host={self.host!r}, scheme={self._scheme!r})"
