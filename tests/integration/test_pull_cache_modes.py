@@ -20,7 +20,7 @@ from modelreg.client import Client, PullResult, RemoteOptions
 from modelreg.content.copies import Copies
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError
-from modelreg.model.unpack import _reflinks
+from modelreg.model.unpack._blockio import reflinks
 from modelreg.oci.digest import Digest
 
 runner = CliRunner()
@@ -264,7 +264,7 @@ def test_auto_mode_reflinks_where_it_can_else_remembers(registry_plain, model, t
     repo = push(registry_plain.host, model)
     out = tmp_path / "out"
     out.mkdir()
-    can_clone = _reflinks(out, store())
+    can_clone = reflinks(out, store())
     with client() as c:
         layers = layer_digests(c, f"{repo}:v1")
         first, _ = pull(c, f"{repo}:v1", out)  # auto is the default

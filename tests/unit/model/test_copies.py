@@ -16,7 +16,7 @@ from modelreg.content import LayoutStore, MemoryTarget, bytes_source
 from modelreg.content.base import CHUNK, VerifyingReader
 from modelreg.content.copies import Copies, Copy
 from modelreg.errors import IntegrityError, InvalidInputError
-from modelreg.model import unpack as unpack_mod
+from modelreg.model.unpack import _blockio as blockio
 from modelreg.model.unpack import parse_cache_mode, unpack
 from modelreg.oci import Descriptor, Manifest
 from modelreg.oci import mediatypes as mt
@@ -205,8 +205,8 @@ def test_auto_mode_reflinks_into_the_cache_when_the_filesystem_can(tmp_path, mon
     src, m, cache, files = files_and_cache(tmp_path)
     (tmp_path / "probe").mkdir()
     calls: list[str] = []
-    if not unpack_mod._reflinks(tmp_path / "probe", cache):
-        monkeypatch.setattr(unpack_mod, "_try_clone", fake_clone(calls))
+    if not blockio.reflinks(tmp_path / "probe", cache):
+        monkeypatch.setattr(blockio, "try_clone", fake_clone(calls))
     with Copies(tmp_path / "copies.sqlite") as copies:
         result = unpack(src, m, tmp_path / "out", cache=cache, cache_mode="auto", copies=copies)
         assert all(copies.candidates(str(d.digest), d.size) == [] for d in m.layers)
@@ -222,7 +222,7 @@ def test_auto_mode_reflinks_into_the_cache_when_the_filesystem_can(tmp_path, mon
 
 def test_auto_mode_without_reflinks_remembers(tmp_path, monkeypatch):
     src, m, cache, _ = files_and_cache(tmp_path)
-    monkeypatch.setattr(unpack_mod, "_try_clone", lambda src, dst: False)
+    monkeypatch.setattr(blockio, "try_clone", lambda src, dst: False)
     with Copies(tmp_path / "copies.sqlite") as copies:
         unpack(src, m, tmp_path / "out", cache=cache, cache_mode="auto", copies=copies)
         big = m.layers[0]
@@ -235,7 +235,7 @@ def test_auto_mode_without_reflinks_remembers(tmp_path, monkeypatch):
 def test_copy_mode_with_reflinks_writes_once_then_clones(tmp_path, monkeypatch):
     src, m, cache, _ = files_and_cache(tmp_path)
     calls: list[str] = []
-    monkeypatch.setattr(unpack_mod, "_try_clone", fake_clone(calls))
+    monkeypatch.setattr(blockio, "try_clone", fake_clone(calls))
     unpack(src, m, tmp_path / "out", cache=cache, cache_mode="copy")
     assert len(calls) == 1 + len(m.layers)  # no tee: each blob cloned from its staged file
     assert all(cache.has_blob(d.digest) for d in m.layers)
@@ -273,17 +273,17 @@ class Blocks:
 
 def test_pump_writes_every_block_in_order_with_bounded_buffers(tmp_path, monkeypatch):
     kicks: list[int] = []
-    real_kick = unpack_mod._Syncer.kick
+    real_kick = blockio.Syncer.kick
     monkeypatch.setattr(
-        unpack_mod._Syncer, "kick", lambda self: (kicks.append(self._fd), real_kick(self))
+        blockio.Syncer, "kick", lambda self: (kicks.append(self._fd), real_kick(self))
     )
-    monkeypatch.setattr(unpack_mod, "_SYNC_EVERY", 2 * CHUNK)
-    pool = unpack_mod._BufferPool(2)
+    monkeypatch.setattr(blockio, "SYNC_EVERY", 2 * CHUNK)
+    pool = blockio.BufferPool(2)
     target = tmp_path / "out"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
     advanced: list[int] = []
     try:
-        unpack_mod._pump(Blocks(9), [unpack_mod._fd_sink(fd)], pool, advanced.append, fd)
+        blockio.pump(Blocks(9), [blockio.fd_sink(fd)], pool, advanced.append, fd)
     finally:
         os.close(fd)
     data = target.read_bytes()
@@ -295,7 +295,7 @@ def test_pump_writes_every_block_in_order_with_bounded_buffers(tmp_path, monkeyp
 
 
 def test_pump_reports_write_and_read_errors_without_hanging(tmp_path):
-    pool = unpack_mod._BufferPool(2)
+    pool = blockio.BufferPool(2)
     written: list[int] = []
 
     def failing(view: memoryview) -> None:
@@ -307,9 +307,9 @@ def test_pump_reports_write_and_read_errors_without_hanging(tmp_path):
 
     def run() -> None:
         with pytest.raises(OSError, match="No space"):
-            unpack_mod._pump(Blocks(50), [failing], pool, lambda n: None, None)
+            blockio.pump(Blocks(50), [failing], pool, lambda n: None, None)
         with pytest.raises(IntegrityError, match="bad block"):
-            unpack_mod._pump(Blocks(50, fail_at=3), [lambda v: None], pool, lambda n: None, None)
+            blockio.pump(Blocks(50, fail_at=3), [lambda v: None], pool, lambda n: None, None)
         done.set()
 
     t = threading.Thread(target=run)
@@ -340,7 +340,7 @@ def test_syncer_flushes_when_asked_and_reports_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fdatasync", lambda fd: flushed.set())
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        syncer = unpack_mod._Syncer(fd)
+        syncer = blockio.Syncer(fd)
         syncer.kick()
         assert flushed.wait(10)
         syncer.stop()
@@ -350,7 +350,7 @@ def test_syncer_flushes_when_asked_and_reports_errors(tmp_path, monkeypatch):
             raise OSError(5, "Input/output error")
 
         monkeypatch.setattr(os, "fdatasync", broken)
-        syncer = unpack_mod._Syncer(fd)
+        syncer = blockio.Syncer(fd)
         syncer.kick()
         syncer._thread.join(10)  # the thread ends on the error
         syncer.stop()

@@ -411,16 +411,16 @@ def test_remembered_part_edited_in_place_is_repaired_from_the_source(tmp_path):
 
 
 def test_split_pull_with_fsync_flushes_along_the_way(tmp_path, monkeypatch):
-    """With fsync, the staged file is flushed every _SYNC_EVERY bytes as parts land
+    """With fsync, the staged file is flushed every SYNC_EVERY bytes as parts land
     (requests to the flushing thread), not only by the final fsync."""
-    from modelreg.model import unpack as unpack_mod
+    from modelreg.model.unpack import _blockio as blockio
 
     root = write_model(tmp_path / "m")
     packed = pack_directory(root, split=True, part_size="32KiB")
-    monkeypatch.setattr(unpack_mod, "_SYNC_EVERY", 64 * 1024)
+    monkeypatch.setattr(blockio, "SYNC_EVERY", 64 * 1024)
     kicks = []
-    real = unpack_mod._Syncer.kick
-    monkeypatch.setattr(unpack_mod._Syncer, "kick", lambda self: (kicks.append(1), real(self)))
+    real = blockio.Syncer.kick
+    monkeypatch.setattr(blockio.Syncer, "kick", lambda self: (kicks.append(1), real(self)))
     out = tmp_path / "out"
     unpack(_source(packed), packed.manifest, out, fsync=True)
     assert (out / "model.safetensors").read_bytes() == (root / "model.safetensors").read_bytes()
