@@ -766,12 +766,7 @@ class Client:
         ``"auto"`` a reflink where the filesystem can, else a reference. ``link``
         implies ``"copy"``; ``cache=False`` keeps and reads nothing.
         """
-        mode = parse_cache_mode(cache_mode)
-        if link and mode == "reference":
-            raise InvalidInputError(
-                "hard links (--link) need the cache's own copy; cache mode 'reference' keeps none",
-                hint="use --cache-mode copy (or auto) with --link",
-            )
+        mode = parse_cache_mode(cache_mode)  # --link with 'reference': unpack refuses it
         ref, source, desc = self.resolve(ref)
         manifest = self._manifest(source, desc)
         store = self.store if (cache or ref.kind == "store") else None
@@ -787,6 +782,7 @@ class Client:
                 manifest,
                 output,
                 cache=store,
+                source_is_cache=ref.kind == "store",  # the store is then both
                 include=include,
                 link=link,
                 concurrency=self.options.concurrency,
