@@ -54,6 +54,7 @@ from modelreg.model.formats import (
     UNSAFE_EXTENSIONS,
     FileSource,
     ModelFileInfo,
+    detect_format,
     inspect_file,
     is_pickle_based,
 )
@@ -64,7 +65,7 @@ from modelreg.model.metadata import (
     load_packaging_file,
     readme_licenses,
 )
-from modelreg.model.roles import ROLE_ORDER, guess_role
+from modelreg.model.roles import ROLE_ORDER, RoleGuess, guess_role
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
@@ -411,11 +412,13 @@ HashStarting = Callable[[str, Path, int], None]
 (its digest was not cached)."""
 
 
-def _inspect_local(rel: str, real: Path, role: str) -> tuple[ModelFileInfo | None, bool, str]:
-    """(parsed header or None, pickle-based?, warning) for one file; reads headers only.
+def _inspect_local(rel: str, real: Path) -> tuple[RoleGuess, ModelFileInfo | None, bool, str]:
+    """(role, parsed header or None, pickle-based?, warning) for one file; reads headers only.
 
-    Every file is checked for pickle content (a pickle renamed ``weights.dat`` or
-    a zip of pickles is flagged whatever its name); only weights are parsed.
+    The role comes from the name, then from the first bytes when the name says
+    nothing (:func:`~modelreg.model.roles.guess_role`). Every file is checked for
+    pickle content (a pickle renamed ``weights.dat`` or a zip of pickles is flagged
+    whatever its name); only weights are parsed.
     """
     ext = Path(rel).suffix.lower()
     try:
@@ -425,17 +428,21 @@ def _inspect_local(rel: str, real: Path, role: str) -> tuple[ModelFileInfo | Non
                 unsafe = is_pickle_based(rel, first, source)
             except ModelRegError:
                 unsafe = ext in UNSAFE_EXTENSIONS
-            if role not in _PARSED_ROLES:
-                return None, unsafe, ""
+            guess = guess_role(rel)
+            if guess.untested:
+                guess = guess_role(rel, content_format=detect_format("", first, source))
+            if guess.role not in _PARSED_ROLES:
+                return guess, None, unsafe, ""
             try:
                 info = inspect_file(source, rel)
             except (ModelRegError, ValueError) as exc:
                 known = ext in (".safetensors", ".gguf", ".onnx")
                 why = exc.message if isinstance(exc, ModelRegError) else str(exc)
-                return None, unsafe, (f"{rel}: header not understood ({why})" if known else "")
+                warning = f"{rel}: header not understood ({why})" if known else ""
+                return guess, None, unsafe, warning
     except OSError as exc:
         raise InvalidInputError(f"cannot read {rel!r}: {exc.strerror}") from exc
-    return info, unsafe or info.unsafe, ""
+    return guess, info, unsafe or info.unsafe, ""
 
 
 def _describe(
@@ -559,8 +566,7 @@ def pack_directory(
 
     def digest_one(item: tuple[str, Path]) -> PackedFile:
         rel, real = item
-        guess = guess_role(rel)
-        info, unsafe, warning = _inspect_local(rel, real, guess.role)
+        guess, info, unsafe, warning = _inspect_local(rel, real)
         if warning:
             warnings.append(warning)
             emit(progress, Event("message", f"warning: {warning}"))
