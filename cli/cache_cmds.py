@@ -1,30 +1,36 @@
-"""``modelreg cache``: what the local store and cache cost on disk, and pruning them.
+"""``modelreg cache``: what the local store and cache cost on disk, pruning them,
+and checking every blob (``cache verify``, alias ``cache fsck``).
 
-Wired by ``main.py`` with ``cache_cmds.register(app)``.
+Wired by ``main.py`` with ``cache_cmds.register(app)``. ``cache prune`` removes
+*cached* blobs no tag needs; it never touches tags (``modelreg prune REPO`` is the
+retention of a repository's tags, in :mod:`modelreg_cli.lifecycle_cmds`).
 
 Exit codes: 0 done (problems found on the way are printed as warnings) · 2 invalid
 input (a size, ``$MODELREG_CHUNK_CACHE_MAX``) · 3 the store is not an OCI layout ·
-8 ``cache prune`` removed no blob because the store is damaged (``index.json``
-unreadable, a tagged manifest missing or corrupt); temp files and chunks were still
-pruned.
+5 ``cache verify`` found damaged blobs and did not repair all of them (they are in
+``quarantine/``; the store no longer serves them) · 8 ``cache prune`` removed no
+blob because the store is damaged (``index.json`` unreadable, a tagged manifest
+missing or corrupt); temp files and chunks were still pruned.
 """
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
 from typing import Annotated, Any
 
 import typer
-from modelreg_cli.context import Command, warn
-from modelreg_cli.options import JsonOpt
+from modelreg_cli.context import Command, Remote, warn
+from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt
 from modelreg_cli.render import human_size, out_console, print_json
 from modelreg_cli.wiring import add_group
 
 from modelreg import cache as gc  # the store's gc plus the chunk store of lazy reads
 
 EXIT_DAMAGED = 8
+EXIT_CORRUPT = 5
 
 cache_app = typer.Typer(
     name="cache",
-    help="Disk use of the local store and cache under $MODELREG_HOME: see it, prune it.",
+    help="The local store and cache under $MODELREG_HOME: see its disk use, prune "
+    "unreferenced cached blobs, verify every blob.",
     no_args_is_help=True,
 )
 
@@ -195,3 +201,86 @@ def _forget_stale_copies(dry_run: bool) -> int:
 
     with Copies(settings.state_dir() / "copies.sqlite") as copies:
         return copies.prune(dry_run=dry_run)
+
+
+def _print_verify(result: gc.VerifyResult) -> None:
+    out_console.print(
+        f"checked {result.checked_blobs} blobs ({human_size(result.checked_bytes)}) in "
+        f"{result.store}",
+        markup=False,
+    )
+    for damage in result.damaged:
+        where = f"; moved to {damage.quarantined}" if damage.quarantined else ""
+        out_console.print(f"damaged {damage.digest}: {damage.problem}{where}", markup=False)
+        if damage.repaired_from is not None:
+            out_console.print(
+                f"  the local copy of {damage.digest} was damaged and has been repaired "
+                f"from {damage.repaired_from}",
+                markup=False,
+            )
+        elif damage.repair_error is not None:
+            out_console.print(f"  not repaired: {damage.repair_error}", markup=False)
+    if result.clean:
+        out_console.print("the store is sound", markup=False)
+
+
+def _verify(cmd: Command, sources: list[str], repair: bool) -> gc.VerifyResult:
+    from modelreg import settings
+    from modelreg.errors import InvalidInputError
+
+    if sources and not repair:
+        raise InvalidInputError("--from is used with --repair", hint="add --repair")
+    if repair and not sources:
+        raise InvalidInputError(
+            "--repair needs a source to fetch damaged blobs from",
+            hint="add --from REGISTRY/REPO (a repository that holds the models), repeatable",
+        )
+    with cmd.client() as client:
+        targets = [client.target(ref, create=False) for ref in sources]
+        return gc.verify(settings.store_dir(), repair_from=targets)
+
+
+def _verify_command(
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Fetch damaged blobs again from the --from sources."),
+    ] = False,
+    sources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from",
+            metavar="REF",
+            help="Where --repair fetches from: a registry repository (registry/repo) or an "
+            "oci:DIR layout holding the damaged blobs; repeatable, tried in order.",
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Re-hash every blob of the local store; move damaged ones into quarantine/
+    (kept for inspection, never served); with --repair, fetch them again.
+
+    Exit 0 when the store is sound (or everything damaged was repaired), 5 when
+    damaged blobs remain unrepaired.
+    """
+    result: gc.VerifyResult | None = None
+    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        result = _verify(cmd, sources or [], repair)
+        if json_output:
+            print_json(result.to_dict())
+        else:
+            _print_verify(result)
+    if result is not None and not result.clean:
+        if not json_output:
+            warn(
+                f"{len(result.outstanding)} damaged blobs are not repaired: pull their models "
+                "again from the registry, or run `modelreg cache verify --repair --from "
+                "REGISTRY/REPO`"
+            )
+        raise typer.Exit(EXIT_CORRUPT)
+
+
+cache_app.command("verify")(_verify_command)
+cache_app.command("fsck", help="Alias of `modelreg cache verify`.")(_verify_command)

@@ -6,16 +6,21 @@ in ``modelreg-chunks/``, the verified chunks of lazy reads (:mod:`modelreg.lazy`
 ``content/`` must not know ``lazy/``, so this module, above both, runs the store's
 pruning, tells it the chunk store's temporary directory, then counts or trims the
 chunks and adds them to the same :class:`Usage` and :class:`PruneResult`.
-``modelreg cache info`` and ``modelreg cache prune`` call these two functions.
+``modelreg cache info`` and ``modelreg cache prune`` call these two functions;
+``modelreg cache verify`` calls :func:`verify` (:mod:`modelreg.content.fsck`:
+re-hash, quarantine, repair from a source).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from modelreg.content import gc
+from modelreg.content import fsck, gc
+from modelreg.content.base import ReadOnlyTarget
+from modelreg.content.fsck import Damage, VerifyResult
 from modelreg.content.gc import DEFAULT_OLDER_THAN, TEMP_MAX_AGE, PruneResult, Usage
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError
@@ -33,12 +38,15 @@ __all__ = [
     "CHUNK_CACHE_MAX_ENV",
     "DEFAULT_OLDER_THAN",
     "TEMP_MAX_AGE",
+    "Damage",
     "PruneResult",
     "Usage",
+    "VerifyResult",
     "chunk_cache_max",
     "parse_size_limit",
     "prune",
     "usage",
+    "verify",
 ]
 
 
@@ -98,3 +106,14 @@ def prune(
         chunks_left=trimmed.kept,
         chunk_bytes_left=trimmed.kept_bytes,
     )
+
+
+def verify(
+    store: LayoutStore | str | os.PathLike[str],
+    *,
+    repair_from: Sequence[ReadOnlyTarget] = (),
+    progress: ProgressCallback | None = None,
+) -> VerifyResult:
+    """:func:`modelreg.content.fsck.verify`: re-hash every blob of the store,
+    quarantine the damaged ones, fetch them again from ``repair_from``."""
+    return fsck.verify(store, repair_from=repair_from, progress=progress)

@@ -15,6 +15,7 @@ boundary with ``raise ... from exc``.
      ├── UnsafeContentError           a path/link/header that would escape or exhaust resources
      ├── SizeLimitError               remote content over a cap, refused before it is read whole
      ├── IntegrityError               bytes that do not match their descriptor (size or digest)
+     │    └── CorruptCacheError       a local store blob that no longer matches: quarantined
      ├── NotFoundError                tag, manifest, blob or repository unknown
      ├── RegistryError                the registry answered with an error
      │    ├── AuthenticationError     401: no or wrong credentials
@@ -37,6 +38,7 @@ from collections.abc import Iterator
 
 __all__ = [
     "AuthenticationError",
+    "CorruptCacheError",
     "FormatError",
     "IntegrityError",
     "InvalidDigestError",
@@ -115,6 +117,25 @@ class IntegrityError(ModelRegError):
     """Bytes that do not match the size or digest of their descriptor."""
 
     exit_code = 5
+
+
+class CorruptCacheError(IntegrityError):
+    """A blob of the local store no longer matches its digest (disk damage, a file
+    pulled with ``--link`` and edited in place). The store has moved it aside into
+    ``quarantine/`` (``quarantined``, None if it could not) and will not serve it:
+    fetch ``digest`` again from the source (SECURITY.md case 28)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        digest: str,
+        quarantined: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.digest = digest
+        self.quarantined = quarantined
 
 
 class NotFoundError(ModelRegError):

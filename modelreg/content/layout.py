@@ -17,8 +17,16 @@ serialising index updates between processes.
 * A write the filesystem refuses (full, over quota, file too large, read-only)
   raises :class:`~modelreg.errors.LocalStorageError` naming the store, with
   nothing left in ``ingest/`` (the temporary file is removed first).
-* Reads are verified like every other read; a blob found corrupt is reported and
-  can be evicted with :meth:`LayoutStore.evict`.
+* Reads are verified like every other read (:meth:`LayoutStore.open_blob`). A blob
+  that no longer matches its digest (disk damage; a file pulled with ``--link``
+  and edited in place, which edits the blob through the shared inode) is never
+  served: the read that finds it moves it into ``quarantine/`` and raises
+  :class:`~modelreg.errors.CorruptCacheError` carrying the digest, so that the
+  caller fetches it again from the source (SECURITY.md case 28). Moved, not
+  deleted: the damaged bytes are kept for inspection (and a hard-linked output
+  file keeps its inode); ``modelreg cache verify`` lists and re-hashes them.
+  The rename happens only if the path still names the file that was read: a
+  writer that committed a good copy meanwhile is not undone.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import fcntl
 import io
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,6 +46,7 @@ from modelreg._fs import AtomicFile, atomic_write
 from modelreg._json import loads_strict
 from modelreg.content.base import CHUNK, BlobSource, PushResult, VerifyingReader
 from modelreg.errors import (
+    CorruptCacheError,
     FormatError,
     IntegrityError,
     InvalidInputError,
@@ -54,12 +64,14 @@ from modelreg.oci.manifest import (
     parse_manifest_or_index,
 )
 
-__all__ = ["LayoutStore", "LayoutTarget"]
+__all__ = ["QUARANTINE_DIR", "LayoutStore", "LayoutTarget", "StoreBlobReader"]
 
 _LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
 _MAX_INDEX_BYTES = 64 * MAX_MANIFEST_BYTES
 _FILE_MODE = 0o600
 """What every file of the store has been written with (``mkstemp``'s mode) and keeps."""
+QUARANTINE_DIR = "quarantine"
+"""Where blobs found corrupt are moved: ``<alg>-<hex>.<nanoseconds>`` (never served)."""
 
 
 class LayoutStore:
@@ -170,6 +182,73 @@ class LayoutStore:
         with contextlib.suppress(FileNotFoundError):
             self.blob_path(digest).unlink()
 
+    # ------------------------------------------------------------ integrity
+    def open_blob(self, desc: Descriptor) -> StoreBlobReader:
+        """The blob as a verifying stream that quarantines it if it does not verify
+        (:class:`StoreBlobReader`); NotFoundError when the store lacks it."""
+        path = self.blob_path(desc.digest)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed by the reader)
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"blob {desc.digest} is not in the local store {str(self.root)!r}"
+            ) from exc
+        return StoreBlobReader(self, f, desc)
+
+    def check_blob(self, digest: Digest, size: int | None = None) -> str | None:
+        """Re-hash a stored blob: None when it matches ``digest`` (and ``size`` if
+        given), else what is wrong. Raises FileNotFoundError when it is absent."""
+        hasher = digest.hasher()
+        with open(self.blob_path(digest), "rb") as f:
+            while block := f.read(CHUNK):
+                hasher.update(block)
+        if size is not None and hasher.size != size:
+            return f"{hasher.size} bytes, its descriptor declares {size}"
+        actual = hasher.digest()
+        if actual != digest:
+            return f"its content hashes to {actual}"
+        return None
+
+    def quarantine(self, digest: Digest, *, read: os.stat_result | None = None) -> Path | None:
+        """Move the blob into ``quarantine/``; the new path, or None when there was
+        nothing to move. With ``read`` (the ``fstat`` of the file found corrupt), only
+        if the blob path still names that file (not a good copy written since)."""
+        src = self.blob_path(digest)
+        dst_dir = self.root / QUARANTINE_DIR
+        dst = dst_dir / f"{digest.algorithm}-{digest.hex}.{time.time_ns()}"
+        with local_storage(self.root, "quarantine a blob in"):
+            dst_dir.mkdir(exist_ok=True)
+            try:
+                now = src.stat()
+                if read is not None and (now.st_ino, now.st_dev) != (read.st_ino, read.st_dev):
+                    return None
+                os.rename(src, dst)
+            except FileNotFoundError:
+                return None
+        return dst
+
+    def quarantined(self) -> list[Path]:
+        """The files in ``quarantine/``, oldest first."""
+        try:
+            return sorted((self.root / QUARANTINE_DIR).iterdir())
+        except FileNotFoundError:
+            return []
+
+    def corrupt(
+        self, digest: Digest, problem: str, *, read: os.stat_result | None = None
+    ) -> CorruptCacheError:
+        """Quarantine a blob found corrupt; the error to raise for it."""
+        moved = self.quarantine(digest, read=read)
+        where = f"moved to {moved}" if moved is not None else "already moved aside"
+        return CorruptCacheError(
+            f"the local copy of {digest} in {self.root} is damaged ({problem}); "
+            f"it was {where} and will not be used",
+            hint="fetch it again from its source: pull again from the registry, or run "
+            "`modelreg cache verify --repair --from REGISTRY/REPO`",
+            digest=str(digest),
+            quarantined=str(moved) if moved is not None else None,
+        )
+
     # ----------------------------------------------------------------- index
     @contextlib.contextmanager
     def _index_lock(self) -> Iterator[None]:
@@ -253,6 +332,25 @@ class LayoutStore:
 
     def target(self, repository: str | None) -> LayoutTarget:
         return LayoutTarget(self, repository)
+
+
+class StoreBlobReader(VerifyingReader):
+    """A verifying read of a store blob: a mismatch quarantines the blob and raises
+    :class:`~modelreg.errors.CorruptCacheError` (an :class:`IntegrityError`)."""
+
+    def __init__(self, store: LayoutStore, f: BinaryIO, desc: Descriptor) -> None:
+        super().__init__(f, desc, what=f"local blob {desc.digest}")
+        self._store = store
+        self._stat = os.fstat(f.fileno())
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return super().readinto(buffer)
+        except CorruptCacheError:
+            raise
+        except IntegrityError as exc:
+            self.close()
+            raise self._store.corrupt(self.descriptor.digest, exc.message, read=self._stat) from exc
 
 
 class BlobWriter:
@@ -339,7 +437,8 @@ class LayoutTarget:
             ) from exc
 
     def fetch(self, desc: Descriptor) -> VerifyingReader:
-        return VerifyingReader(self._open(desc), desc, what=f"local blob {desc.digest}")
+        """A verifying read; a blob found corrupt is quarantined (CorruptCacheError)."""
+        return self.store.open_blob(desc)
 
     def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes:
         with self._open(desc) as f:

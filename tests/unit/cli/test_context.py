@@ -38,6 +38,7 @@ EXPECTED = {
     "AuthenticationError": 4,
     "PermissionDeniedError": 4,
     "IntegrityError": 5,
+    "CorruptCacheError": 5,
     "RegistryError": 6,
     "RateLimitedError": 6,
     "UnsupportedError": 6,
@@ -68,6 +69,7 @@ MAKERS: dict[str, Callable[[type[Any]], modelreg.errors.ModelRegError]] = {
     "WasmLimitError": lambda cls: cls(MESSAGE, hint=HINT, limit="fuel"),
     "PublishError": lambda cls: cls("sign", MESSAGE, None, hint=HINT),
     "ArtifactVerificationError": lambda cls: cls(MESSAGE, None, hint=HINT),
+    "CorruptCacheError": lambda cls: cls(MESSAGE, hint=HINT, digest="sha256:" + "0" * 64),
 }
 
 
