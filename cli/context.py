@@ -37,6 +37,7 @@ from modelreg_cli.render import ProgressRenderer, err_console
 
 from modelreg import client as client_module
 from modelreg.client import Client, RemoteOptions
+from modelreg.content.registry.hosts import HostOverride
 from modelreg.errors import InvalidInputError, ModelRegError
 
 EXIT_UNEXPECTED = 1
@@ -104,6 +105,10 @@ class Remote:
     insecure: bool = False
     ca_file: Path | None = None
     concurrency: int = 4
+    hosts_dir: str | None = None
+    """``--hosts-dir``: ``:``-separated certs.d directories (None: the search path)."""
+    host_overrides: tuple[tuple[str, HostOverride], ...] = ()
+    """Per-host flags (``cp --from-*``/``--to-*``), by registry host."""
 
 
 def remote_options(remote: Remote) -> RemoteOptions:
@@ -111,6 +116,8 @@ def remote_options(remote: Remote) -> RemoteOptions:
     if remote.ca_file is not None and not remote.ca_file.is_file():
         raise InvalidInputError(f"--ca-file {str(remote.ca_file)!r} is not a file")
     return RemoteOptions(
+        hosts_dirs=tuple(remote.hosts_dir.split(os.pathsep)) if remote.hosts_dir else None,
+        host_overrides=dict(remote.host_overrides),
         plain_http=remote.plain_http,
         insecure=remote.insecure,
         ca_file=str(remote.ca_file) if remote.ca_file else None,

@@ -1,5 +1,5 @@
-"""``modelreg push | pull | inspect | diff | cp | tags | login | logout | list | import hf``:
-moving models between directories, the embedded local store and registries.
+"""``modelreg push | pull | inspect | diff | cp | hosts | tags | login | logout | list``
+and ``import hf``: moving models between directories, the embedded local store and registries.
 
 Wired by ``main.py`` with ``core_cmds.register(app)``, before the feature modules, so
 that ``modelreg --help`` lists these first.
@@ -19,9 +19,16 @@ from modelreg_cli.options import (
     CertificateIdentityRegexpOpt,
     CertificateOidcIssuerOpt,
     ConcurrencyOpt,
+    FromCaFileOpt,
+    FromInsecureOpt,
+    FromPlainHttpOpt,
+    HostsDirOpt,
     InsecureOpt,
     JsonOpt,
     PlainHttpOpt,
+    ToCaFileOpt,
+    ToInsecureOpt,
+    ToPlainHttpOpt,
     VerifyIdentityOpt,
     VerifyIdentityRegexpOpt,
     VerifyOidcIssuerOpt,
@@ -537,10 +544,33 @@ def cp(
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
     ca_file: CaFileOpt = None,
+    from_plain_http: FromPlainHttpOpt = False,
+    from_insecure: FromInsecureOpt = False,
+    from_ca_file: FromCaFileOpt = None,
+    to_plain_http: ToPlainHttpOpt = False,
+    to_insecure: ToInsecureOpt = False,
+    to_ca_file: ToCaFileOpt = None,
+    hosts_dir: HostsDirOpt = None,
     concurrency: ConcurrencyOpt = 4,
 ) -> None:
-    """Copy a model between registries, the local store and OCI layout directories."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+    """Copy a model between registries, the local store and OCI layout directories.
+
+    --plain-http, --insecure and --ca-file apply to both sides; --from-* and --to-*
+    to one side only, and win over the shared flags for it.
+    """
+    with Command(json_output) as cmd:
+        overrides = _side_overrides(
+            (src, "--from", from_plain_http, from_insecure, from_ca_file),
+            (dst, "--to", to_plain_http, to_insecure, to_ca_file),
+        )
+        cmd.remote = Remote(
+            plain_http,
+            insecure,
+            ca_file,
+            concurrency,
+            hosts_dir=hosts_dir,
+            host_overrides=overrides,
+        )
         with cmd.client() as client, cmd.progress() as progress:
             result = client.copy(src, dst, recursive=recursive, progress=progress)
         if json_output:
@@ -552,6 +582,120 @@ def cp(
             f"{human_size(result.bytes_skipped)}, mounted {human_size(result.bytes_mounted)}"
             + (f", {len(result.referrers)} referrers" if recursive else "")
         )
+
+
+Side = tuple[str, str, bool, bool, Path | None]
+
+
+def _side_overrides(*sides: Side) -> tuple[tuple[str, Any], ...]:
+    """``cp``'s per-side flags as settings for the registry host of each side."""
+    from modelreg.content.registry.hosts import HostOverride
+    from modelreg.oci.reference import Reference
+
+    found: dict[str, tuple[str, Any]] = {}
+    for ref_text, flag, plain, insecure, ca_file in sides:
+        override = HostOverride(
+            plain_http=True if plain else None,
+            insecure=True if insecure else None,
+            ca_file=str(ca_file) if ca_file is not None else None,
+        )
+        if not override:
+            continue
+        if ca_file is not None and not ca_file.is_file():
+            raise InvalidInputError(f"{flag}-ca-file {str(ca_file)!r} is not a file")
+        ref = Reference.parse(ref_text)
+        if ref.kind != "registry" or ref.registry is None:
+            raise InvalidInputError(
+                f"{flag}-* flags are for a registry, but {ref_text!r} is not one",
+                hint=f"drop the {flag}-* flags for a local store or layout",
+            )
+        earlier = found.get(ref.registry)
+        if earlier is not None and earlier[1] != override:
+            raise InvalidInputError(
+                f"{earlier[0]}-* and {flag}-* flags differ, but both sides are {ref.registry}",
+                hint="one registry is reached one way: give the same flags, or the shared ones",
+            )
+        found[ref.registry] = (flag, override)
+    return tuple((host, override) for host, (_, override) in found.items())
+
+
+# ------------------------------------------------------------------------ hosts
+@commands.command("hosts")
+def hosts(
+    ref: Annotated[str, typer.Argument(help="A reference or a registry HOST[:PORT].")],
+    hosts_dir: HostsDirOpt = None,
+    docker_config: Annotated[
+        Path | None,
+        typer.Option("--docker-config", help="Docker config.json to look credentials up in."),
+    ] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show how a registry is reached: the configuration files read, the mirrors in the
+    order they are tried and what each may do, TLS settings, whether credentials exist.
+
+    Configuration is read from certs.d-style directories (containerd's hosts.toml:
+    DIR/HOST[:PORT]/hosts.toml, else DIR/_default/hosts.toml): --hosts-dir, else
+    $MODELREG_HOSTS_DIR, else ~/.config/modelreg/certs.d then /etc/containerd/certs.d;
+    for a host no hosts.toml configures, containers-registries.conf
+    ($MODELREG_REGISTRIES_CONF, else ~/.config/containers/registries.conf, else
+    /etc/containers/registries.conf; not read with --hosts-dir). Secrets are never shown.
+    """
+    with Command(json_output):
+        from modelreg.content.registry import CredentialStore
+        from modelreg.content.registry.hosts import HostsResolver
+        from modelreg.oci.reference import Reference
+
+        host = ref if "/" not in ref else Reference.parse(ref).registry
+        if host is None:
+            raise InvalidInputError(f"{ref!r} does not name a registry")
+        Reference.parse(f"{host}/x")  # a valid host, or the reference parser says why
+        resolver = HostsResolver(hosts_dir.split(os.pathsep) if hosts_dir else None)
+        config = resolver.lookup(host)
+        store = CredentialStore(docker_config)
+        doc = config.to_dict()
+        doc["searched"] = resolver.searched()
+        doc["server"]["credentials"] = store.get(host) is not None
+        for row, mirror in zip(doc["mirrors"], config.mirrors, strict=True):
+            row["credentials"] = store.get(mirror.host) is not None
+        if json_output:
+            print_json(doc)
+            return
+        _show_hosts(doc)
+
+
+def _show_hosts(doc: dict[str, Any]) -> None:
+    out_console.print(f"{doc['host']}", markup=False)
+    if doc["files"]:
+        out_console.print(f"  configured by: {', '.join(doc['files'])}", markup=False)
+    else:
+        out_console.print("  configured by: nothing (defaults); searched:", markup=False)
+        for place in doc["searched"]:
+            out_console.print(f"    {place}", markup=False)
+    if doc["blocked"]:
+        out_console.print("  BLOCKED: pulls from this registry are refused", markup=False)
+    for i, mirror in enumerate(doc["mirrors"], 1):
+        out_console.print(f"  mirror {i}: {_endpoint_line(mirror)}", markup=False)
+    out_console.print(f"  server:   {_endpoint_line(doc['server'])}", markup=False)
+    for note in doc["notes"]:
+        out_console.print(f"  note: {note}", markup=False)
+
+
+def _endpoint_line(row: dict[str, Any]) -> str:
+    if row["plainHttp"]:
+        tls = "plain HTTP"
+    elif row["skipVerify"]:
+        tls = "TLS, certificate NOT verified"
+    elif row["caFiles"]:
+        tls = f"TLS, CA {', '.join(row['caFiles'])}"
+    else:
+        tls = "TLS, system CAs"
+    parts = [row["url"], "[" + ", ".join(row["capabilities"]) + "]", tls]
+    if row["clientCertificates"]:
+        parts.append(f"client cert {row['clientCertificates'][0]['cert']}")
+    if row["headers"]:
+        parts.append(f"headers {', '.join(row['headers'])}")
+    parts.append("credentials: " + ("yes" if row["credentials"] else "none"))
+    return "  ".join(parts)
 
 
 # ------------------------------------------------------------------------- tags

@@ -2,7 +2,9 @@
 
 Every command that talks to a registry declares the same remote flags with the same
 words (``--plain-http``, ``--insecure``, ``--ca-file``, and ``--concurrency`` where it
-moves blobs); :class:`modelreg_cli.context.Remote` gathers them. This module imports
+moves blobs); :class:`modelreg_cli.context.Remote` gathers them. ``cp`` adds the same
+three per side (``--from-ca-file``, ``--to-plain-http``, ...), and ``--hosts-dir``
+replaces the per-host configuration's search path. This module imports
 no other ``modelreg_cli`` module, so every one of them can import it without a cycle.
 """
 
@@ -29,6 +31,40 @@ InsecureOpt = Annotated[
 CaFileOpt = Annotated[
     Path | None,
     typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
+]
+HostsDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hosts-dir",
+        metavar="DIR[:DIR...]",
+        help="certs.d-style directories of HOST/hosts.toml (mirrors, CA, plain HTTP) to use "
+        "instead of $MODELREG_HOSTS_DIR or the default search path (see `modelreg hosts`).",
+    ),
+]
+
+# `cp`'s per-side flags (oras's words): they beat the shared flags for one side
+FromPlainHttpOpt = Annotated[
+    bool, typer.Option("--from-plain-http", help="Talk HTTP, not HTTPS, to the source registry.")
+]
+FromInsecureOpt = Annotated[
+    bool,
+    typer.Option("--from-insecure", help="Do not verify the source registry's TLS certificate."),
+]
+FromCaFileOpt = Annotated[
+    Path | None,
+    typer.Option("--from-ca-file", help="PEM file of CA certificates for the source registry."),
+]
+ToPlainHttpOpt = Annotated[
+    bool,
+    typer.Option("--to-plain-http", help="Talk HTTP, not HTTPS, to the destination registry."),
+]
+ToInsecureOpt = Annotated[
+    bool,
+    typer.Option("--to-insecure", help="Do not verify the destination registry's TLS certificate."),
+]
+ToCaFileOpt = Annotated[
+    Path | None,
+    typer.Option("--to-ca-file", help="PEM file of CA certificates for the destination registry."),
 ]
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", min=1, max=64, help="Blobs transferred in parallel.")

@@ -186,3 +186,51 @@ def test_credentials_go_to_a_mirror_only_when_configured_for_it(
         _pull(ref, tmp_path / "out", hosts)
         sent = {s.headers.get("authorization") for s in mirror.requests} - {None}
     assert sent == {"Basic bWlycm9yOnNlY3JldA=="}
+
+
+# ------------------------------------------------------------------ cp per-side flags
+
+
+def test_cp_from_private_ca_registry_to_plain_http_one(
+    registry_factory: Callable[..., RegistryServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelreg_cli.main import app
+    from typer.testing import CliRunner
+
+    source = registry_factory(auth="basic", tls=True)
+    target = registry_factory()
+    assert source.ca_file is not None
+    monkeypatch.setenv("DOCKER_CONFIG", str(source.docker_config(tmp_path).parent))
+    ref = _push(source, tmp_path, ca_file=str(source.ca_file))
+    dst = f"{target.host}/copied/{uuid.uuid4().hex[:8]}:v1"
+    runner = CliRunner()
+    # the failure a new user meets: one --ca-file for both ends makes the loopback
+    # destination HTTPS too, and it speaks plain HTTP
+    shared = runner.invoke(app, ["cp", ref, dst, "--ca-file", str(source.ca_file)])
+    assert shared.exit_code == 6, shared.output
+    per_side = runner.invoke(
+        app, ["cp", ref, dst, "--from-ca-file", str(source.ca_file), "--to-plain-http"]
+    )
+    assert per_side.exit_code == 0, per_side.output
+    with Client(RemoteOptions(ca_file=str(source.ca_file))) as client:
+        copied = client.resolve(ref)[2].digest
+    with Client(RemoteOptions()) as client:
+        assert client.resolve(dst)[2].digest == copied
+
+
+def test_cp_per_side_flags_for_one_host_must_agree(tmp_path: Path) -> None:
+    from modelreg_cli.main import app
+    from typer.testing import CliRunner
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    result = CliRunner().invoke(
+        app,
+        ["cp", "localhost:1/a:v1", "localhost:1/b:v1", "--from-ca-file", str(ca), "--to-insecure"],
+    )
+    assert result.exit_code == 2
+    assert "both sides are localhost:1" in result.output
+    local = CliRunner().invoke(
+        app, ["cp", "oci:" + str(tmp_path), "localhost:1/b", "--from-insecure"]
+    )
+    assert local.exit_code == 2 and "not one" in local.output
