@@ -1,8 +1,11 @@
 """Tensor dtypes to NumPy, for safetensors and GGUF.
 
 NumPy is imported only when a tensor is materialised (the ``lazy`` extra).
-Dtypes NumPy lacks (BF16, FP8) use ``ml_dtypes`` when it is installed, else
-they are refused with a hint (``raw=True`` returns the bytes as ``uint8``).
+Dtypes NumPy lacks (BF16, the most common dtype of released LLMs, and the
+FP8 kinds) come from ``ml_dtypes``, which the ``lazy`` extra installs with
+NumPy (issue 15: without it BF16 models could not be read as arrays). Without
+``ml_dtypes`` they are refused with a hint (``raw=True`` returns the bytes as
+``uint8``).
 GGUF quantized types (Q4_0, Q8_0, K-quants, IQ*, ...) have no element dtype:
 they are refused unless ``raw=True``, which returns the quantized blocks as a
 ``uint8`` array of shape ``(*shape[:-1], row_bytes)``.
@@ -32,14 +35,9 @@ _PLAIN: Final[dict[str, str]] = {
     "F64": "f8",
     "C64": "c8",
 }
-_ML_DTYPES: Final[dict[str, str]] = {
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz",
-    "F8_E8M0": "float8_e8m0fnu",
-}
+_ML_DTYPES: Final = frozenset(
+    {"BF16", "F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "F8_E8M0"}
+)
 _GGUF_PLAIN: Final[dict[str, str]] = {
     "F32": "f4",
     "F16": "f2",
@@ -70,9 +68,8 @@ def numpy_dtype(fmt: str, dtype: str, *, big_endian: bool = False) -> Any:
     code = table.get(dtype)
     if code is not None:
         return np.dtype(code if code in ("?", "u1", "i1") else order + code)
-    ml_name = _ML_DTYPES.get(dtype)
-    if ml_name is not None:
-        kind = _ml_dtype(ml_name)
+    if dtype in _ML_DTYPES:
+        kind = _ml_dtype(dtype)
         if kind is not None:
             base = np.dtype(kind)
             return base.newbyteorder(order) if base.itemsize > 1 else base
@@ -92,9 +89,17 @@ def numpy_dtype(fmt: str, dtype: str, *, big_endian: bool = False) -> Any:
     )
 
 
-def _ml_dtype(name: str) -> Any:
+def _ml_dtype(dtype: str) -> Any:
+    """The ``ml_dtypes`` type for a safetensors/GGUF dtype name, or None without ml_dtypes."""
     try:
         import ml_dtypes
     except ImportError:
         return None
-    return getattr(ml_dtypes, name, None)
+    return {
+        "BF16": ml_dtypes.bfloat16,
+        "F8_E4M3": ml_dtypes.float8_e4m3fn,
+        "F8_E5M2": ml_dtypes.float8_e5m2,
+        "F8_E4M3FNUZ": ml_dtypes.float8_e4m3fnuz,
+        "F8_E5M2FNUZ": ml_dtypes.float8_e5m2fnuz,
+        "F8_E8M0": ml_dtypes.float8_e8m0fnu,
+    }[dtype]
