@@ -28,6 +28,7 @@ from modelreg_cli import (
     ci_cmds,
     core_cmds,
     lazy_cmds,
+    lifecycle_cmds,
     policy_cmds,
     sign_cmds,
     wasm_cmds,
@@ -74,6 +75,7 @@ def main(
 # In this order `modelreg --help` lists them: core commands, then the features.
 for _module in (
     core_cmds,
+    lifecycle_cmds,
     sign_cmds,
     policy_cmds,
     webhook_cmds,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelreg import settings
+from modelreg import lifecycle, settings
 from modelreg.content.base import PendingPusher, ReadOnlyTarget, Target, fetch_bytes
 from modelreg.content.copies import Copies, FileIdentity
 from modelreg.content.layout import LayoutStore, LayoutTarget
@@ -935,6 +935,43 @@ class Client:
         if isinstance(target, LayoutTarget) and ref.tag:
             return target.untag(ref.tag)
         raise InvalidInputError("deleting tags is supported for the local store only")
+
+    # ---------------------------------------------------------------- lifecycle
+    def delete(
+        self, ref: Reference | str, *, referrers: bool = False, dry_run: bool = False
+    ) -> lifecycle.DeleteResult:
+        """Delete a tag, or a manifest by digest, from a registry or the store;
+        ``referrers``: the manifest with its signatures, attestations and chunk index
+        (:func:`modelreg.lifecycle.delete`). Store blobs it frees are pruned."""
+        ref = Reference.parse(ref) if isinstance(ref, str) else ref
+        if ref.tag is None and ref.digest is None:
+            raise InvalidInputError(
+                f"{str(ref)!r} names no tag or digest", hint="say which: REPO:TAG or REPO@DIGEST"
+            )
+        target = self.target(ref, create=False)
+        reference = str(ref.digest) if ref.digest is not None else str(ref.tag)
+        return lifecycle.delete(target, reference, referrers=referrers, dry_run=dry_run)
+
+    def prune(
+        self,
+        repository: Reference | str,
+        *,
+        keep_last: int,
+        keep: Sequence[str] = (),
+        older_than: float | None = None,
+        dry_run: bool = False,
+    ) -> lifecycle.RetentionResult:
+        """Keep the newest ``keep_last`` versions of a repository (and tags matching the
+        ``keep`` globs, and versions younger than ``older_than`` seconds); delete the
+        rest with their referrers (:func:`modelreg.lifecycle.retain`)."""
+        ref = Reference.parse(repository) if isinstance(repository, str) else repository
+        return lifecycle.retain(
+            self.target(ref, create=False),
+            keep_last=keep_last,
+            keep=keep,
+            older_than=older_than,
+            dry_run=dry_run,
+        )
 
 
 def _check_host(host: str) -> str:

@@ -43,7 +43,7 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -536,6 +536,7 @@ def prune(
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
     temp_dirs: Sequence[str | os.PathLike[str]] = (),
+    only: Collection[Digest] | None = None,
 ) -> PruneResult:
     """Remove what nothing needs from the store (see the module documentation).
 
@@ -544,6 +545,8 @@ def prune(
     ``dry_run``: remove nothing, report what would go. ``progress`` receives
     ``message`` events (phases and each removed blob). ``temp_dirs``: directories
     that hold only temporary files (stale ones are removed with the store's).
+    ``only``: consider only these blobs (``modelreg rm`` frees what the manifests it
+    deleted reached, with ``older_than=0``, and leaves other processes' fresh blobs).
     """
     if older_than < 0:
         raise InvalidInputError(f"older_than must not be negative, not {older_than!r}")
@@ -560,7 +563,7 @@ def prune(
     recent: list[_File] = []
     dropped: list[str] = []
     for digest, f in sorted(scan.blobs.items(), key=lambda item: str(item[0])):
-        if not walk.unreferenced(digest):
+        if not walk.unreferenced(digest) or (only is not None and digest not in only):
             continue
         if not _old(f.mtime, now, older_than):
             recent.append(f)

@@ -878,6 +878,24 @@ class RegistryTarget:
         )
         response.close()
 
+    def delete_tag(self, tag: str) -> bool:
+        """DELETE a tag alone (distribution-spec 1.1: the manifest stays). False when
+        the registry refuses (Distribution 2.8 cannot untag: 400; 405 with deletes
+        off): the caller decides whether deleting the manifest by digest will do."""
+        if self._check_reference(tag) is not None:
+            raise InvalidInputError(f"delete_tag takes a tag, got {tag!r}")
+        response = self.client.request(
+            "DELETE",
+            self._path("manifests", tag),
+            scopes=(repository_scope(self.repository, "delete"), *self._push),
+            what=f"delete tag {tag!r} from {self.name}",
+            ok=(200, 202, 204, 400, 405),
+            repository=self.repository,
+            subject=f"tag {tag!r}",
+        )
+        response.close()
+        return response.status_code in (200, 202, 204)
+
 
 def response_url(target: RegistryTarget, location: str) -> httpx.URL:
     """An upload ``Location`` (relative or absolute) as an absolute URL."""
