@@ -7,8 +7,9 @@ Model Runner v0.1/v0.2, ORAS, legacy ModelPack) are pushed blob by blob with
 ``inspect`` of each; this file adds modctl's *raw* layout (one uncompressed layer a file,
 modctl's default since it follows ModelPack 1.0), read by all four commands, and the
 check every producer passes today: ``diff`` of an artifact with itself is empty.
-Where inspect, diff and open must name the files pull writes (KitOps paths from the Kitfile, files inside archive layers), see the checks
-kept outside the committed suite until issue 15's failure 3 is fixed.
+Where inspect, diff and open must name the files pull writes (KitOps paths from
+the Kitfile, files inside archive layers), the checks stay outside the committed
+suite until issue 15's failure 3 is fixed.
 """
 
 from __future__ import annotations
