@@ -150,15 +150,14 @@ def prune(
         ),
     ] = None,
     older_than: Annotated[
-        int,
+        str,
         typer.Option(
             "--older-than",
-            metavar="SECONDS",
-            min=0,
+            metavar="DURATION",
             help="Only remove blobs written at least this long ago (a running pull may "
-            "not have tagged what it just wrote).",
+            "not have tagged what it just wrote): seconds or 90s, 15m, 1h, 30d.",
         ),
-    ] = gc.DEFAULT_OLDER_THAN,
+    ] = "1h",
     json_output: JsonOpt = False,
 ) -> None:
     """Remove cached blobs no tagged model needs, stale temp files and, with a limit,
@@ -167,12 +166,13 @@ def prune(
     Exit 8 when the store is damaged so that no blob could be judged unreferenced.
     """
     from modelreg import settings
+    from modelreg.units import parse_duration
 
     with Command(json_output):
         result = gc.prune(
             settings.store_dir(),
             max_chunk_bytes=_chunk_limit(chunks_max),
-            older_than=older_than,
+            older_than=parse_duration(older_than, "--older-than"),
             dry_run=dry_run,
         )
         stale = _forget_stale_copies(dry_run)

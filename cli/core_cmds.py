@@ -786,7 +786,8 @@ def logout(
 # ------------------------------------------------------------------------- list
 @commands.command("list")
 def list_(json_output: JsonOpt = False) -> None:
-    """List what the embedded local store holds (repository:tag and digest)."""
+    """List what the embedded local store holds: repository:tag, digest, size,
+    creation time and whether it is signed."""
     with Command(json_output) as cmd:
         with cmd.client() as client:
             rows = client.list_store()
@@ -794,4 +795,9 @@ def list_(json_output: JsonOpt = False) -> None:
             print_json(rows)
             return
         for row in rows:
-            out_console.print(f"{row['name']:<40} {row['digest']}", markup=False)
+            signed = "signed" if row["signed"] else "-"
+            out_console.print(
+                f"{row['name']:<40} {row['digest'][:19]:<19} {human_size(row['size']):>10} "
+                f"{row['created'] or '-':<25} {signed}",
+                markup=False,
+            )

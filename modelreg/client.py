@@ -900,14 +900,18 @@ class Client:
         _, target, desc = self.resolve(ref)
         return target.referrers(desc, artifact_type)
 
-    def list_store(self) -> list[dict[str, str]]:
-        """Every tagged manifest in the embedded store."""
+    def list_store(self) -> list[dict[str, Any]]:
+        """Every tagged manifest in the embedded store: name, digest, and its size,
+        creation time and whether it is signed (:func:`modelreg.lifecycle.describe`)."""
         rows = []
         for entry in self.store.entries():
             name = entry.annotations.get(mt.ANN_REF_NAME)
             if name:
-                rows.append({"name": name, "digest": str(entry.digest)})
-        return sorted(rows, key=lambda r: r["name"])
+                target = self.store.target(name.rpartition(":")[0] or None)
+                desc = entry.with_annotations({})
+                details = lifecycle.describe(target, desc)
+                rows.append({"name": name, "digest": str(entry.digest), **details})
+        return sorted(rows, key=lambda r: str(r["name"]))
 
     # ------------------------------------------------------------ credentials
     def login(self, host: str, username: str, password: str) -> str:

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from modelreg.attest.bundle import BUNDLE_MEDIA_TYPES
 from modelreg.content import gc
 from modelreg.content.base import Target, fetch_bytes
 from modelreg.content.layout import LayoutTarget
@@ -59,7 +60,16 @@ from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Index, Manifest
 
-__all__ = ["DeleteResult", "Removal", "RetentionResult", "Version", "delete", "retain"]
+__all__ = [
+    "DeleteResult",
+    "Removal",
+    "RetentionResult",
+    "Version",
+    "created_at",
+    "delete",
+    "describe",
+    "retain",
+]
 
 MAX_REFERRER_DEPTH: Final = 4
 MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
@@ -468,3 +478,15 @@ def retain(
     deleted = _carry_out(target, plan, dry_run) if doomed else None
     kept = tuple(v for v in decided if v.reason is not None)
     return RetentionResult(target.name, dry_run, kept, tuple(doomed), deleted)
+
+
+# -------------------------------------------------------------------- listing
+def describe(target: Target, desc: Descriptor) -> dict[str, Any]:
+    """Size (manifest, config and layers), creation time and whether a bundle
+    (signature or attestation) refers to it: what ``modelreg list`` shows."""
+    node = fetch_node(target, desc)
+    size = desc.size
+    if isinstance(node, Manifest):
+        size += node.config.size + sum(layer.size for layer in node.layers)
+    signed = any(r.artifact_type in BUNDLE_MEDIA_TYPES for r in target.referrers(desc))
+    return {"size": size, "created": created_at(target, desc), "signed": signed}

@@ -50,18 +50,16 @@ _LOW_WATER: Final = 0.9
 
 
 def parse_size_limit(text: str, what: str = "size limit") -> int:
-    """A byte limit: ``"20GiB"``, ``"512m"``, a byte count (as ``--part-size``), or 0."""
-    if text.strip() == "0":
-        return 0
-    from modelreg.model.split import parse_size
+    """A byte limit: ``"20GiB"``, ``"512MiB"``, a byte count, or 0 (:mod:`modelreg.units`)."""
+    from modelreg.units import parse_size
 
-    try:
-        return parse_size(text)
-    except InvalidInputError as exc:
+    value = parse_size(text, what)
+    if 0 < value < 4096:
         raise InvalidInputError(
-            f"invalid {what} {text!r}",
-            hint="give bytes or a size such as 20GiB, 512MiB, 4k (at least 4 KiB), or 0",
-        ) from exc
+            f"invalid {what} {text!r}: under 4 KiB",
+            hint="give a size such as 20GiB, 512MiB, 4k (at least 4 KiB), or 0",
+        )
+    return value
 
 
 def chunk_cache_max() -> int | None:

@@ -78,19 +78,6 @@ MIN_PART_SIZE: Final = 4 * 1024
 MAX_PARTS_PER_FILE: Final = 1000
 SPLITTABLE_FORMATS: Final = frozenset({"safetensors", "gguf"})
 _BLOCK: Final = 8 * 1024 * 1024
-_UNITS: Final = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,22 +93,11 @@ class Span:
 
 
 def parse_size(text: str | int) -> int:
-    """``"64MiB"``, ``"256m"``, ``"1GB"`` or a number of bytes; at least 4 KiB."""
-    if isinstance(text, int):
-        value = text
-    else:
-        raw = text.strip().lower().replace(" ", "")
-        digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = raw[len(digits) :]
-        try:
-            number = float(digits)
-        except ValueError:
-            number = -1.0
-        if unit not in _UNITS or number < 0:
-            raise InvalidInputError(
-                f"invalid size {text!r}", hint="give bytes or a size such as 64MiB, 256m, 1GB"
-            )
-        value = int(number * _UNITS[unit])
+    """``"64MiB"``, ``"256m"``, ``"1GB"`` or a number of bytes (:mod:`modelreg.units`);
+    at least 4 KiB."""
+    from modelreg.units import parse_size as parse_bytes
+
+    value = parse_bytes(text, "part size")
     if value < MIN_PART_SIZE:
         raise InvalidInputError(
             f"part size {value} bytes is too small", hint=f"use at least {MIN_PART_SIZE} bytes"

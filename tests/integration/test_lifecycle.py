@@ -186,5 +186,13 @@ def test_rm_from_the_store_frees_its_blobs(tmp_path: Path) -> None:
         assert all(not c.referrers(f"local/m:{t}") for t in c.tags("local/m"))
         retained = c.prune("local/m", keep_last=0, dry_run=True)
         assert [v.tags for v in retained.removed] == [("v2",)]
+        push_version(c, tmp_path, "local/m:v3", 9)
     code, out, _ = cli("list", "--json")
-    assert code == 0 and [row["name"] for row in json.loads(out)] == ["local/m:v2"]
+    assert code == 0
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert sorted(rows) == ["local/m:v2", "local/m:v3"]
+    assert rows["local/m:v2"]["created"] == "2030-01-01T08:00:00Z"
+    assert not rows["local/m:v2"]["signed"] and rows["local/m:v3"]["signed"]
+    assert rows["local/m:v2"]["size"] > 256
+    code, out, _ = cli("list")
+    assert code == 0 and "signed" in out and "2030-01-01T09:00:00Z" in out

@@ -45,7 +45,9 @@ def test_push_inspect_pull_round_trip(model, tmp_path):
         assert (out / name).read_bytes() == (model / name).read_bytes()
     assert json.loads(run("tags", "llm", "--json").stdout)["tags"] == ["v1"]
     listed = json.loads(run("list", "--json").stdout)
-    assert listed == [{"name": "llm:v1", "digest": doc["digest"]}]
+    assert [{k: row[k] for k in ("name", "digest", "signed")} for row in listed] == [
+        {"name": "llm:v1", "digest": doc["digest"], "signed": False}
+    ]
 
 
 def test_text_output_and_include(model, tmp_path):

@@ -359,7 +359,8 @@ def test_keep_tagged_false_treats_old_tags_as_cache(tmp_path, client):
     assert len(shared) == 1  # README.md, which b needs too
     assert set(result.removed_blobs) == set(only_a) - shared
     digest_b = str(client.resolve("team/b:v1")[2].digest)
-    assert client.list_store() == [{"name": "team/b:v1", "digest": digest_b}]
+    listed = [{"name": r["name"], "digest": r["digest"]} for r in client.list_store()]
+    assert listed == [{"name": "team/b:v1", "digest": digest_b}]
     out = tmp_path / "out"
     client.pull("team/b:v1", out)
     assert (out / "model.safetensors").read_bytes() == (src_b / "model.safetensors").read_bytes()
