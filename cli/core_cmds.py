@@ -217,13 +217,26 @@ def pull(
             "$MODELREG_CACHE_MODE, else auto.",
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace files already in the output directory whose content differs from "
+            "the model's (without it the pull refuses and names them; identical files are "
+            "always kept as they are).",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
     ca_file: CaFileOpt = None,
     concurrency: ConcurrencyOpt = 4,
 ) -> None:
-    """Pull a model's files into a directory; every byte is verified before it lands."""
+    """Pull a model's files into a directory; every byte is verified before it lands.
+
+    Into a directory that is not empty: files of the model already there with the same
+    content are kept, different ones refused (exit 2) unless --overwrite, other files
+    left alone. A failed pull leaves the directory as it was."""
     with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
         if (output is None) == (into is None):
             raise InvalidInputError(
@@ -254,6 +267,7 @@ def pull(
                 "link": link,
                 "progress": progress,
                 "cache_mode": _cache_mode(cache_mode, link),
+                "overwrite": overwrite,
             }
             if verifying:
                 from modelreg.verify import policy_from_options, verify_before_pull

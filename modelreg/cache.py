@@ -33,6 +33,8 @@ from modelreg.lazy._cache import (
     parse_size_limit,
 )
 from modelreg.lazy.handle import CHUNK_STORE_DIR
+from modelreg.model.unpack._staging import StalePrune
+from modelreg.model.unpack._staging import prune_recorded as prune_staging
 
 __all__ = [
     "CHUNK_CACHE_MAX_ENV",
@@ -45,6 +47,7 @@ __all__ = [
     "chunk_cache_max",
     "parse_size_limit",
     "prune",
+    "prune_staging",
     "usage",
     "verify",
 ]
@@ -78,8 +81,9 @@ def prune(
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
 ) -> PruneResult:
-    """:func:`modelreg.content.gc.prune`, then with ``max_chunk_bytes`` the least
-    recently used chunks beyond that size (None leaves the chunk store alone)."""
+    """:func:`modelreg.content.gc.prune`, the staging directories killed pulls left
+    (:func:`prune_staging`, counted as temp files), then with ``max_chunk_bytes`` the
+    least recently used chunks beyond that size (None leaves the chunk store alone)."""
     if max_chunk_bytes is not None and max_chunk_bytes < 0:
         raise InvalidInputError(f"max_chunk_bytes must not be negative, not {max_chunk_bytes}")
     chunks = _chunks(store)
@@ -91,6 +95,7 @@ def prune(
         progress=progress,
         temp_dirs=[chunks.tmp_dir],
     )
+    result = _with_staging(result, prune_staging(dry_run=dry_run))
     if not chunks.root.parent.exists():
         return result
     if max_chunk_bytes is not None:
@@ -105,6 +110,16 @@ def prune(
         chunk_bytes=trimmed.removed_bytes,
         chunks_left=trimmed.kept,
         chunk_bytes_left=trimmed.kept_bytes,
+    )
+
+
+def _with_staging(result: PruneResult, staging: StalePrune) -> PruneResult:
+    """Staging directories of killed pulls (recorded in the state directory, their owner
+    gone: :mod:`modelreg.model.unpack._staging`) count as stale temporary files."""
+    return dataclasses.replace(
+        result,
+        temp_files=result.temp_files + len(staging.dirs),
+        temp_bytes=result.temp_bytes + staging.bytes,
     )
 
 

@@ -757,8 +757,13 @@ class Client:
         link: bool = False,
         progress: ProgressCallback | None = None,
         cache_mode: CacheMode | str = "auto",
+        overwrite: bool = False,
     ) -> PullResult:
         """Pull the files of a model into ``output``; every byte verified; all or nothing.
+
+        A file already in ``output`` that the pull would replace with different
+        content is refused (:class:`InvalidInputError`) unless ``overwrite``; one with
+        the same content is kept as it is. A failed pull leaves ``output`` as it was.
 
         ``cache_mode`` says what the cache keeps of blobs it lacked: ``"copy"`` its own
         copy; ``"reference"`` only where the verified output file is (each byte written
@@ -790,6 +795,8 @@ class Client:
                 fsync=self.options.fsync,
                 cache_mode=mode,
                 copies=copies,
+                overwrite=overwrite,
+                digests=self._digest_cache(),
             )
         self._remember(ref, result.blobs)
         return PullResult(

@@ -9,8 +9,10 @@ The pipeline
    (:mod:`modelreg.model.producers`: ModelPack, legacy ``vnd.cnai``, KitOps,
    Docker model artifacts, plain ORAS; parts of split files), each path made safe
    and unique, ``--include`` applied, what the output already holds checked
-   against the plan, and what the cache keeps decided (``cache_mode``, below).
-   Nothing is read or written before the plan holds.
+   against the plan (:mod:`._existing`: identical files kept, different ones
+   refused unless ``overwrite``), stale staging of killed pulls swept, and what
+   the cache keeps decided (``cache_mode``, below). Nothing is fetched or written
+   before the plan holds.
 2. **fetch and verify** (:mod:`._source`, :mod:`._blockio`): each layer is read
    once, from the cache when it holds it, else from a remembered copy
    (:mod:`modelreg.content.copies`: a file written by an earlier pull, still
@@ -30,7 +32,8 @@ The pipeline
    checked again (archive members now known) and every staged link of every
    layer is followed together, the way the kernel would, through what the output
    already holds (:mod:`modelreg.model._linkcheck`).
-5. **commit** (:mod:`._staging`): each staged file is renamed into place; then,
+5. **commit** (:mod:`._staging`): each staged file is renamed into place (a
+   destination already holding the same content is left as it is); then,
    and only then, output files are remembered as copies of their blobs.
 
 All or nothing
@@ -74,13 +77,31 @@ Where each SECURITY.md case is enforced
   whole-file digest is evicted or forgotten and fetched again
   (:meth:`._unpacker.Unpacker.repair`); a remembered copy that changed is
   forgotten and the blob fetched.
-* Case 29 (a failed pull leaves the output as it was): the staging directory
-  and the single commit (:mod:`._staging`); an output path where a directory
-  stands, or a non-directory in the way of a parent, is refused before anything
-  is written (:func:`._plan.check_destinations`). A remembered output file the
-  user changed is never taken for the blob: it is read verifying, or its part is
-  checked by the whole-file digest, and forgotten when it does not match. (A file
-  already at a planned path is replaced at the commit, as before this package.)
+* Case 29 (a pull never destroys work; a failed pull leaves the output as it
+  was), :mod:`._existing` and :mod:`._staging`:
+
+  - a file already at a planned path with the same size and digest (hashed
+    through the digest cache) is kept as it is, not rewritten and, for raw and
+    split files, not fetched (counted as reused: ``UnpackResult.kept``);
+  - a file there with different content (or a link, or another kind of file)
+    refuses the pull, naming the first ten such paths and their count
+    (:class:`~modelreg.errors.InvalidInputError`, exit 2), unless ``overwrite``:
+    raw and split files before anything is fetched, archive members and
+    compressed layers at the commit, before anything moves;
+  - files the model does not name are left alone (the model is mixed with
+    them; the pull says so in a progress message);
+  - an output path where a directory stands, or a non-directory in the way of a
+    parent, is refused before anything is written
+    (:func:`._plan.check_destinations`);
+  - a failed pull removes the staging directory in a ``finally``, and the
+    directories it created (:func:`._plan.remove_created`, each only if empty);
+  - staging directories of killed pulls (``kill -9``) carry their owner's host,
+    pid and start time and are recorded in the state directory: the next pull
+    into the output, and ``modelreg cache prune``, remove those whose owner is
+    gone, never a live pull's (:mod:`._staging`);
+  - a remembered output file the user changed is never taken for the blob: it
+    is read verifying, or its part is checked by the whole-file digest, and
+    forgotten when it does not match.
 """
 
 from modelreg.model.paths import safe_relpath

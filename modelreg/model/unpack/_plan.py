@@ -111,6 +111,20 @@ class Planned:
     def compressed(self) -> list[tuple[str, RawLayer]]:
         return [(path, r) for path, r in self.raw if r.compressed]
 
+    def entries(self) -> list[FileEntry]:
+        """The planned files whose content the manifest gives (uncompressed raw and
+        split files): what an existing file at their path can be compared with."""
+        out = [FileEntry(p, r.descriptor, r.mode) for p, r in self.raw if not r.compressed]
+        return out + [FileEntry(p, s.descriptor, s.mode) for p, s in self.split]
+
+    def without(self, paths: set[str]) -> Planned:
+        """The plan without ``paths`` (files already in place: nothing to write)."""
+        if not paths:
+            return self
+        raw = [(p, r) for p, r in self.raw if p not in paths]
+        split = [(p, s) for p, s in self.split if p not in paths]
+        return Planned(self.plan, raw, split, self.archives, self.claims)
+
     def paths(self) -> list[str]:
         """The planned files' paths (archive members not included)."""
         return [p for p, _ in self.raw] + [p for p, _ in self.split]
@@ -167,19 +181,41 @@ def plan_files(manifest: Manifest, include: Sequence[str] = ()) -> list[FileEntr
 
 
 def prepare_output(output: str | os.PathLike[str]) -> Path:
+    """The output directory, created if missing."""
+    return create_output(output)[0]
+
+
+def create_output(output: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
+    """The output directory, created if missing, and the directories this created
+    (deepest first: what :func:`remove_created` removes after a failed pull)."""
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(
             f"output path {str(out)!r} exists and is not a directory",
             hint="choose a directory with -o/--output",
         )
+    missing: list[Path] = []
+    for d in (out, *out.parents):
+        if os.path.lexists(d):
+            break
+        missing.append(d)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInputError(
             f"cannot create output directory {str(out)!r}: {exc.strerror}"
         ) from exc
-    return out
+    return out, missing
+
+
+def remove_created(created: Sequence[Path]) -> None:
+    """Remove the directories a failed pull created, deepest first, each only if empty
+    (anything another process put there meanwhile stays)."""
+    for d in created:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def check_destinations(out: Path, paths: Sequence[str]) -> None:

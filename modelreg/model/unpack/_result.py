@@ -25,6 +25,9 @@ class UnpackResult:
     """Layers not written, with the reason (e.g. ORAS layers without a title)."""
     blobs: list[str] = field(default_factory=list)
     """Digests of every layer read."""
+    kept: list[str] = field(default_factory=list)
+    """Files already in the output with the same content, kept as they were (not
+    rewritten; those known before the transfer not fetched either)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, fetched: int, cached: int) -> None:
@@ -37,3 +40,11 @@ class UnpackResult:
     def add_files(self, entries: list[FileEntry]) -> None:
         with self._lock:
             self.files.extend(entries)
+
+    def keep(self, entries: list[FileEntry]) -> None:
+        """Files found in place before the transfer: listed, kept, counted as reused."""
+        with self._lock:
+            self.files.extend(entries)
+            self.files.sort(key=lambda e: e.path)
+            self.kept = sorted({*self.kept, *(e.path for e in entries)})
+            self.bytes_from_cache += sum(e.descriptor.size for e in entries)

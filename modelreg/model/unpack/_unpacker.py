@@ -27,8 +27,10 @@ from modelreg.content.layout import BlobWriter, LayoutStore
 from modelreg.errors import IntegrityError
 from modelreg.events import Event, EventKind, ProgressCallback, emit
 from modelreg.model import archive as arch
+from modelreg.model.digests import DigestCache
 from modelreg.model.producers import ArchiveLayer, PartRef, RawLayer, SplitFile
 from modelreg.model.unpack import _blockio as blockio
+from modelreg.model.unpack import _existing as existing
 from modelreg.model.unpack import _split as split
 from modelreg.model.unpack._layers import decompress_layer, extract_layer
 from modelreg.model.unpack._plan import (
@@ -37,13 +39,14 @@ from modelreg.model.unpack._plan import (
     Planned,
     cache_mode_for,
     check_destinations,
+    create_output,
     matches,
     plan,
-    prepare_output,
+    remove_created,
 )
 from modelreg.model.unpack._result import FileEntry, UnpackResult
 from modelreg.model.unpack._source import BlobReader
-from modelreg.model.unpack._staging import Staging
+from modelreg.model.unpack._staging import PREFIX, Staging, sweep
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Hasher
 from modelreg.oci.manifest import Manifest
@@ -68,6 +71,8 @@ def unpack(
     expand_ratio: int = arch.DEFAULT_EXPAND_RATIO,
     cache_mode: CacheMode = "copy",
     copies: Copies | None = None,
+    overwrite: bool = False,
+    digests: DigestCache | None = None,
 ) -> UnpackResult:
     """Write the files of ``manifest`` into ``output``; all or nothing.
 
@@ -75,28 +80,93 @@ def unpack(
     docstring); ``copies`` is where verified output files are remembered and looked
     up (used only with a ``cache``). ``link`` implies ``copy``. ``source_is_cache``:
     ``source`` reads the very store passed as ``cache`` (a pull from the embedded
-    store), so nothing fetched is written into the cache again.
+    store), so nothing fetched is written into the cache again. A file already in
+    ``output`` with different content is refused unless ``overwrite``; one with the
+    same content is kept as it is (``digests`` remembers what existing files hash
+    to). A failed pull removes the directories it created.
     """
     mode = cache_mode_for(cache_mode, link)
     planned = plan(manifest, include)
-    out = prepare_output(output)
+    out, created = create_output(output)
+    try:
+        return _unpack_into(
+            out,
+            planned,
+            Settings(
+                source=source,
+                cache=cache,
+                source_is_cache=source_is_cache,
+                copies=copies if cache is not None else None,
+                mode=mode,
+                link=link,
+                concurrency=concurrency,
+                progress=progress,
+                fsync=fsync,
+                expand_ratio=expand_ratio,
+                include=include,
+                overwrite=overwrite,
+                digests=digests,
+            ),
+        )
+    except BaseException:
+        remove_created(created)
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What one pull was asked to do (the arguments of :func:`unpack`)."""
+
+    source: ReadOnlyTarget
+    cache: LayoutStore | None
+    source_is_cache: bool
+    copies: Copies | None
+    mode: CacheMode
+    link: bool
+    concurrency: int
+    progress: ProgressCallback | None
+    fsync: bool
+    expand_ratio: int
+    include: Sequence[str]
+    overwrite: bool
+    digests: DigestCache | None
+
+
+def _unpack_into(out: Path, planned: Planned, s: Settings) -> UnpackResult:
+    """The pull into an existing ``out``: stale staging swept, what stands there
+    judged, then every file staged and committed."""
     check_destinations(out, planned.paths())
+    for gone in sweep(out):
+        emit(s.progress, Event("message", f"removed {gone.name}, left by a killed pull"))
+    before = existing.top_level(out, PREFIX)
+    kept = existing.survey(out, planned.entries(), overwrite=s.overwrite, digests=s.digests)
     unpacker = Unpacker(
-        source,
-        planned,
+        s.source,
+        planned.without(kept),
         Staging(out),
-        cache=cache,
-        source_is_cache=source_is_cache,
-        copies=copies if cache is not None else None,
-        mode=mode,
-        link=link,
-        concurrency=concurrency,
-        progress=progress,
-        fsync=fsync,
-        expand_ratio=expand_ratio,
-        include=include,
+        cache=s.cache,
+        source_is_cache=s.source_is_cache,
+        copies=s.copies,
+        mode=s.mode,
+        link=s.link,
+        concurrency=s.concurrency,
+        progress=s.progress,
+        fsync=s.fsync,
+        expand_ratio=s.expand_ratio,
+        include=s.include,
+        overwrite=s.overwrite,
+        digests=s.digests,
     )
-    return unpacker.run()
+    result = unpacker.run()
+    result.keep([e for e in planned.entries() if e.path in kept])
+    others = existing.unrelated(before, [e.path for e in result.files])
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        emit(
+            s.progress,
+            Event("message", f"{out} also holds files that are no part of the model: {shown}"),
+        )
+    return result
 
 
 class Unpacker:
@@ -105,6 +175,7 @@ class Unpacker:
     Settings, fixed for the pull: ``source``, ``cache``, ``copies``, ``planned``,
     ``staging``, ``link``, ``concurrency``, ``progress``, ``fsync``,
     ``expand_ratio``, ``include`` (a path filter for archive members, or None),
+    ``overwrite`` and ``digests`` (what the commit does with what stands in the output),
     ``reader`` (the one way layers are opened) and ``buffers`` (the block pool
     shared by every writer of the pull).
 
@@ -141,8 +212,12 @@ class Unpacker:
         fsync: bool,
         expand_ratio: int,
         include: Sequence[str],
+        overwrite: bool = False,
+        digests: DigestCache | None = None,
     ) -> None:
         self.source = source
+        self.overwrite = overwrite
+        self.digests = digests
         self.cache = cache
         self.copies = copies
         self.planned = planned
@@ -182,7 +257,13 @@ class Unpacker:
             self.write_all(groups)
             self.close_split_files()
             self.result.files.sort(key=lambda e: e.path)
-            self.staging.commit([e.path for e in self.result.files], self.link_owners)
+            kept = self.staging.commit(
+                self.result.files,
+                self.link_owners,
+                overwrite=self.overwrite,
+                digests=self.digests,
+            )
+            self.result.kept += kept
         finally:
             self.clean_up()
         if self.copies is not None and self.records:

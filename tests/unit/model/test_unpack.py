@@ -51,7 +51,7 @@ def test_tampered_blob_leaves_output_untouched(tmp_path):
     (out / "good").write_text("previous")
     cache = LayoutStore(tmp_path / "cache")
     with pytest.raises(IntegrityError):
-        unpack(src, m, out, cache=cache)
+        unpack(src, m, out, cache=cache, overwrite=True)
     assert sorted(os.listdir(out)) == ["good"]
     assert (out / "good").read_text() == "previous"
     assert not cache.has_blob(m.layers[1].digest)

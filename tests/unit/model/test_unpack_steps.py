@@ -20,9 +20,11 @@ from modelreg.model.unpack._plan import (
     check_destinations,
     plan,
 )
+from modelreg.model.unpack._result import FileEntry
 from modelreg.model.unpack._staging import PREFIX, Staging
 from modelreg.model.unpack._unpacker import Unpacker, unpack
-from modelreg.oci import Manifest
+from modelreg.oci import Descriptor, Manifest
+from modelreg.oci import mediatypes as mt
 from tests.unit.model.test_split import _source, write_model
 from tests.unit.model.test_unpack import source_with
 
@@ -252,6 +254,10 @@ def test_a_corrupt_cached_part_is_evicted_and_fetched_again(tmp_path):
 # ------------------------------------------------------------- commit / rollback
 
 
+def _entry(path: str, data: bytes) -> FileEntry:
+    return FileEntry(path, Descriptor.for_bytes(mt.model_layer("weight"), data), 0o644)
+
+
 def test_commit_moves_everything_and_remove_leaves_no_staging(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -259,7 +265,7 @@ def test_commit_moves_everything_and_remove_leaves_no_staging(tmp_path):
     (staging / "sub").mkdir()
     (staging / "sub/a.bin").write_bytes(b"a")
     (staging / "b.bin").write_bytes(b"b")
-    staging.commit(["b.bin", "sub/a.bin"], {})
+    staging.commit([_entry("b.bin", b"b"), _entry("sub/a.bin", b"a")], {})
     staging.remove()
     assert (out / "sub" / "a.bin").read_bytes() == b"a" and (out / "b.bin").read_bytes() == b"b"
     assert not any(name.startswith(PREFIX) for name in os.listdir(out))
@@ -273,7 +279,7 @@ def test_a_refused_commit_moves_nothing(tmp_path):
     (staging / "b.bin").write_bytes(b"new b")
     (out / "b.bin").mkdir()  # appeared after planning: the commit checks again
     with pytest.raises(InvalidInputError, match="is a directory"):
-        staging.commit(["a.bin", "b.bin"], {})
+        staging.commit([_entry("a.bin", b"new a"), _entry("b.bin", b"new b")], {})
     staging.remove()
     assert sorted(os.listdir(out)) == ["b.bin"] and (out / "b.bin").is_dir()
 
@@ -286,7 +292,7 @@ def test_a_failed_pull_leaves_the_output_as_it_was(tmp_path):
     (out / "a.bin").write_bytes(b"old a")
     before = {p: (out / p).read_bytes() for p in os.listdir(out)}
     with pytest.raises(IntegrityError):
-        unpack(src, m, out, concurrency=1, fsync=False)
+        unpack(src, m, out, concurrency=1, fsync=False, overwrite=True)
     assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
 
 
