@@ -12,6 +12,12 @@ The pure parts (what a workload references, what to answer) live in
   but write nothing.
 * Concurrent cold lookups of the same key share one computation.
 * Work that cannot finish before the deadline is answered as a denial (fail closed).
+  The deadline is the caller's: the server sets it from the request's *arrival*
+  (:mod:`modelreg.webhook.server`), so time spent queued counts against the budget.
+* A per-registry circuit breaker (:mod:`modelreg.webhook.breaker`) sits in front of the
+  first request of every decision: after repeated connection failures, decisions needing
+  that registry are denied without contacting it (:meth:`Engine.blocked` answers them on
+  the event loop, before any thread is taken); cached decisions keep serving.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ import concurrent.futures as cf
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from modelreg.errors import ModelRegError
+from modelreg.errors import ModelRegError, NetworkError
 from modelreg.oci.descriptor import Descriptor
 from modelreg.policy import (
     Decision,
@@ -42,6 +48,7 @@ from modelreg.webhook.admission import (
     extract_references,
     select_models,
 )
+from modelreg.webhook.breaker import BreakerConfig, Breakers
 from modelreg.webhook.cache import TTLCache, policies_digest
 from modelreg.webhook.metrics import Metrics
 
@@ -69,6 +76,8 @@ class EngineConfig:
     endpoint, or when workloads must pin themselves)."""
     max_workers: int = 16
     max_entries: int = 10_000
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    """When a registry's circuit opens and is probed again."""
 
 
 @runtime_checkable
@@ -103,6 +112,7 @@ class Engine:
         self.tags: TTLCache[str, Descriptor] = TTLCache(
             self.config.tag_ttl, self.config.max_entries, clock
         )
+        self.breakers = Breakers(self.config.breaker, self.metrics, clock)
         self._pool = cf.ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="decide")
         self._inflight: dict[tuple[str, str, str], cf.Future[Decision]] = {}
         self._matching: dict[str, tuple[PolicySet, tuple[Policy, ...], str]] = {}
@@ -196,6 +206,26 @@ class Engine:
             self.metrics.cache_hits.inc(hits)
         return out
 
+    def blocked(self, refs: Sequence[ModelRef]) -> list[RefOutcome] | None:
+        """Denials for the references that need a registry whose circuit is open, or None
+        when none does. Runs on the event loop before any work is queued, so a dead
+        registry costs a review milliseconds even when every decision thread is busy.
+        References answered by the caches are not blocked: they need no registry."""
+        out = []
+        for ref in refs:
+            if self._static(ref) is not None or ref.reference is None:
+                continue
+            registry = ref.reference.registry or ""
+            if self.breakers.state(registry) == "closed":
+                continue
+            digest = self._known_descriptor_digest(ref)
+            if digest is not None and self.decisions.get(self.key(ref.name, digest)) is not None:
+                continue
+            reason = self.breakers.blocked(registry, probe=False)
+            if reason is not None:
+                out.append(RefOutcome(ref, error=reason))
+        return out or None
+
     # ------------------------------------------------------------- cold path
     def submit(
         self, refs: Sequence[ModelRef], *, deadline: float, dry_run: bool
@@ -234,25 +264,43 @@ class Engine:
 
     def timed_out(self, ref: ModelRef) -> RefOutcome:
         self.metrics.timeouts.inc()
+        registry = ref.reference.registry if ref.reference is not None else None
         return RefOutcome(
             ref,
-            error=f"no decision within the {self.config.budget:g}s budget "
-            "(registry slow or unreachable?)",
+            error=f"registry slow: no decision within the {self.config.budget:g}s budget "
+            f"(counted from the review's arrival; {registry or 'the registry'} did not "
+            "answer in time)",
         )
 
     def _resolve(self, ref: ModelRef, dry_run: bool) -> Descriptor:
+        """The descriptor a reference names: from the tag cache, or from its registry
+        through the circuit breaker (the first request of a decision is its probe)."""
         assert ref.reference is not None
         key = str(ref.reference)
         if ref.reference.digest is None:
             desc = self.tags.get(key)
             if desc is not None:
                 return desc
+        registry = ref.reference.registry or ""
+        reason = self.breakers.blocked(registry)
+        if reason is not None:
+            raise _CircuitOpen(reason)
         try:
             resolved: Descriptor = self.client.resolve(ref.reference)[2]
             desc = resolved
+        except NetworkError:
+            self.metrics.registry_errors.inc(step="resolve")
+            self.breakers.failure(registry)
+            raise
+        except ModelRegError:
+            # any other error (not found, denied, a bad manifest) is a live registry's answer
+            self.metrics.registry_errors.inc(step="resolve")
+            self.breakers.success(registry)
+            raise
         except Exception:
             self.metrics.registry_errors.inc(step="resolve")
             raise
+        self.breakers.success(registry)
         if ref.reference.digest is None and not dry_run:
             self.tags.put(key, desc)
         return desc
@@ -265,6 +313,8 @@ class Engine:
             return self.timed_out(ref)
         try:
             desc = self._resolve(ref, dry_run)
+        except _CircuitOpen as exc:
+            return RefOutcome(ref, error=str(exc))
         except ModelRegError as exc:
             return RefOutcome(ref, error=f"resolve could not run: {exc.message}")
         except Exception as exc:
@@ -280,6 +330,8 @@ class Engine:
             return self.timed_out(ref)
         try:
             desc = self._resolve(ref, dry_run)
+        except _CircuitOpen as exc:
+            return RefOutcome(ref, error=str(exc))
         except ModelRegError as exc:
             return RefOutcome(ref, error=f"resolve could not run: {exc.message}")
         except Exception as exc:
@@ -338,3 +390,7 @@ class Engine:
             if isinstance(outcome, StepError):
                 self.metrics.registry_errors.inc(step=outcome.step)
         return evaluate(matching, facts)
+
+
+class _CircuitOpen(Exception):
+    """The reference's registry is not to be contacted now; the message says why."""

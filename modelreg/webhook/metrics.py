@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["CONTENT_TYPE", "Counter", "Histogram", "Metrics", "Registry"]
+__all__ = ["CONTENT_TYPE", "Counter", "Gauge", "Histogram", "Metrics", "Registry"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS: Final = (
@@ -71,6 +71,37 @@ class Counter:
         return lines
 
 
+class Gauge:
+    """A value that goes up and down (a state, a queue length), by labels."""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name = name
+        self.help = help_text
+        self._values: dict[Labels, float] = {}
+        self._lock = threading.Lock()
+
+    def set(self, value: float, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            self._values[key] = value
+
+    def add(self, amount: float, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def value(self, **labels: str) -> float:
+        with self._lock:
+            return self._values.get(tuple(sorted(labels.items())), 0.0)
+
+    def expose(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        with self._lock:
+            for labels, value in sorted(self._values.items()):
+                lines.append(f"{self.name}{_fmt_labels(labels)} {_num(value)}")
+        return lines
+
+
 class Histogram:
     def __init__(
         self, name: str, help_text: str, buckets: Sequence[float] = LATENCY_BUCKETS
@@ -110,10 +141,15 @@ class Histogram:
 
 class Registry:
     def __init__(self) -> None:
-        self._metrics: list[Counter | Histogram] = []
+        self._metrics: list[Counter | Gauge | Histogram] = []
 
     def counter(self, name: str, help_text: str) -> Counter:
         metric = Counter(name, help_text)
+        self._metrics.append(metric)
+        return metric
+
+    def gauge(self, name: str, help_text: str) -> Gauge:
+        metric = Gauge(name, help_text)
         self._metrics.append(metric)
         return metric
 
@@ -164,6 +200,31 @@ class Metrics:
         )
         self.policy_reloads = r.counter(
             "modelreg_webhook_policy_reloads_total", "Policy reloads by result (ok, rejected)."
+        )
+        self.shed = r.counter(
+            "modelreg_webhook_shed_total",
+            "Reviews denied at once, without deciding, by reason: overloaded (the admission "
+            "queue was full) or late (the budget was spent before the review was read).",
+        )
+        self.pending = r.gauge(
+            "modelreg_webhook_pending_reviews",
+            "Reviews waiting on registry work now (the admission queue).",
+        )
+        self.breaker_state = r.gauge(
+            "modelreg_webhook_breaker_state",
+            "Circuit breaker per registry: 0 closed, 1 open, 2 half-open.",
+        )
+        self.breaker_transitions = r.counter(
+            "modelreg_webhook_breaker_transitions_total",
+            "Circuit breaker state changes by registry and new state.",
+        )
+        self.breaker_denials = r.counter(
+            "modelreg_webhook_breaker_denials_total",
+            "Reference decisions denied without contacting their registry (circuit open).",
+        )
+        self.policy_info = r.gauge(
+            "modelreg_webhook_policy_info",
+            "1 for the digest of the policies in force (compare replicas during a rollout).",
         )
 
     def expose(self) -> str:
