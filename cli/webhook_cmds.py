@@ -42,8 +42,8 @@ def serve(
         typer.Option(
             min=0.1,
             max=29.0,
-            help="Seconds per decision; keep below the webhook's timeoutSeconds. "
-            "No decision in time = denial.",
+            help="Seconds from a review's arrival to its answer; keep it at least 2 s below "
+            "the webhook configurations' timeoutSeconds. No decision in time = denial.",
         ),
     ] = 8.0,
     cache_ttl: Annotated[float, typer.Option(help="Seconds an allow decision is cached.")] = 300.0,
@@ -86,12 +86,42 @@ def serve(
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
     ca_file: CaFileOpt = None,
+    max_pending: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Admission queue: reviews that may wait on registries at once; more are "
+            "denied at once as overloaded (cached reviews never wait).",
+        ),
+    ] = 64,
+    breaker_failures: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Connection failures in a row that open a registry's circuit: decisions "
+            "needing it are then denied without contacting it (0: never).",
+        ),
+    ] = 5,
+    breaker_reset: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Seconds an open circuit denies before one probe decision is let through."
+        ),
+    ] = 10.0,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="On SIGTERM: seconds unready but still answering before the listener closes.",
+        ),
+    ] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve POST /validate and /mutate over HTTPS, plus /healthz, /readyz, /metrics."""
     import logging
 
     from modelreg.policy import load_policies
+    from modelreg.webhook.breaker import BreakerConfig
     from modelreg.webhook.engine import Engine, EngineConfig
     from modelreg.webhook.server import ServerConfig
     from modelreg.webhook.server import serve as run_server
@@ -113,6 +143,11 @@ def serve(
                 unmatched_models=unmatched_models,  # type: ignore[arg-type]
                 unmatched_images=unmatched_images,  # type: ignore[arg-type]
                 require_pinned=require_pinned,
+                breaker=BreakerConfig(
+                    failures=breaker_failures,
+                    reset_after=breaker_reset,
+                    probe_timeout=max(budget, breaker_reset),
+                ),
             ),
         )
         logging.getLogger("modelreg.webhook").info(
@@ -133,6 +168,8 @@ def serve(
                 reload_interval=cert_reload_interval,
                 log_level=log_level.lower(),
                 policy_paths=tuple(str(p) for p in policy),
+                max_pending=max_pending,
+                drain_seconds=drain_seconds,
             ),
         )
 
@@ -159,7 +196,8 @@ def _webhook_options(
     base: RemoteOptions, docker_config: Path | None, budget: float
 ) -> RemoteOptions:
     """The server's RemoteOptions: the registry flags of ``base``, warnings to the log,
-    no fsync (it writes nothing that must survive), and the decision budget as timeout."""
+    no fsync (it writes nothing that must survive), and the decision budget as timeout
+    and as the total time of any document, retries included."""
     import logging
 
     return RemoteOptions(
@@ -169,8 +207,10 @@ def _webhook_options(
         docker_config=str(docker_config) if docker_config else None,
         on_warning=logging.getLogger("modelreg.webhook").warning,
         fsync=False,
-        # a stuck registry must not hold a worker long after the budget denied
+        # a stuck registry must not hold a worker long after the budget denied, and its
+        # failure must be known (to the circuit breaker) by then, retries included
         timeout=budget,
+        document_deadline=budget,
     )
 
 

@@ -3,7 +3,9 @@
 * :mod:`~modelreg.webhook.admission`: pure functions (parse a review, find model
   references in any workload kind, build the answer and the JSONPatch);
 * :mod:`~modelreg.webhook.engine`: resolve, verify, evaluate, cache, within a budget;
-* :mod:`~modelreg.webhook.server`: Starlette app + uvicorn (HTTPS, cert reload);
+* :mod:`~modelreg.webhook.server`: routes, admission queue, readiness, draining;
+* :mod:`~modelreg.webhook.http`: the HTTP/1.1 server (httptools, uvloop, TLS);
+* :mod:`~modelreg.webhook.breaker`: per-registry circuit breakers;
 * :mod:`~modelreg.webhook.certs`: a CA and serving certificate for ``svc.ns.svc``.
 """
 

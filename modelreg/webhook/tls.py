@@ -1,12 +1,13 @@
 """A server TLS context whose certificate and key are reloaded when their files change.
 
 Kubernetes rotates a mounted Secret by swapping a symlink; cert-manager renews before
-expiry. :class:`ReloadingTLS` keeps *one* :class:`ssl.SSLContext` (the one uvicorn's
-listening socket uses) and calls ``load_cert_chain`` on it again when the files'
-(inode, size, mtime) change: new handshakes get the new certificate, open connections
-keep theirs, no restart. A half-written or mismatched pair is loaded into a scratch
-context first and rejected, so the serving certificate is only ever replaced by a
-valid one. :meth:`maybe_reload` runs on the event loop (between handshakes).
+expiry. :class:`ReloadingTLS` keeps *one* :class:`ssl.SSLContext` (the one the listening
+socket uses, :mod:`modelreg.webhook.http`) and calls ``load_cert_chain`` on it again
+when the files' (inode, size, mtime) change: new handshakes get the new certificate,
+open connections keep theirs, no restart. A half-written or mismatched pair is loaded
+into a scratch context first and rejected, so the serving certificate is only ever
+replaced by a valid one. :meth:`maybe_reload` runs on the event loop (between
+handshakes).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class ReloadingTLS:
         self.context = server_context()
         self._lock = threading.Lock()
         self.context.load_cert_chain(self.cert_file, self.key_file)
+        self.loaded = True
+        """A valid pair is in the context (readiness; a rejected reload keeps it)."""
         self._stamps = (_stamp(self.cert_file), _stamp(self.key_file))
         self.reloads = 0
         self.failures = 0

@@ -2,7 +2,7 @@
 
 The registry (CNCF Distribution) holds signed, unsigned, wrongly-signed, retagged and
 tampered models, pushed with ``Client.push`` and signed with ``modelreg.sign``. The
-webhook runs in uvicorn on a loopback port with a test CA; AdmissionReview documents
+webhook runs on a loopback port (modelreg.webhook.http) with a test CA; AdmissionReview documents
 are shaped like the API server's (tests/unit/webhook/reviews.py).
 """
 
