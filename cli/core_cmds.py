@@ -41,6 +41,7 @@ from modelreg.errors import InvalidInputError
 from modelreg.model.pack import ModelMetadata
 
 commands = typer.Typer()
+META = "Model metadata (or the [descriptor] table of modelreg.toml)"
 import_app = typer.Typer(
     help="Push models from other local caches.", no_args_is_help=True, add_completion=False
 )
@@ -52,31 +53,35 @@ def register(app: typer.Typer) -> None:
     add_group(app, import_app, "import")
 
 
+def _meta(flag: str, help_text: str) -> Any:
+    """A push metadata flag: listed under its own heading, after the flags most pushes use."""
+    return typer.Option(flag, metavar="TEXT", help=help_text, rich_help_panel=META)
+
+
 # ------------------------------------------------------------------------- push
 @commands.command("push")
 def push(
-    path: Annotated[Path, typer.Argument(help="Model directory to push.")],
+    path: Annotated[Path, typer.Argument(metavar="DIR", help="Model directory to push.")],
     ref: Annotated[
         str,
         typer.Argument(
-            help="Where to: registry/repo:tag, repo:tag (local store) or oci:DIR[:tag]."
+            metavar="REF",
+            help="Where to: registry/repo:tag, repo:tag (local store) or oci:DIR[:tag].",
         ),
     ],
-    name: Annotated[str | None, typer.Option(help="Model name (default: directory name).")] = None,
-    model_version: Annotated[
-        str | None, typer.Option("--model-version", help="Model version string.")
-    ] = None,
+    name: Annotated[str | None, _meta("--name", "Model name (default: directory name).")] = None,
+    model_version: Annotated[str | None, _meta("--model-version", "Version string.")] = None,
     license_: Annotated[
-        list[str] | None, typer.Option("--license", help="SPDX license id (repeatable).")
+        list[str] | None, _meta("--license", "SPDX license id (repeatable).")
     ] = None,
-    author: Annotated[list[str] | None, typer.Option(help="Author (repeatable).")] = None,
-    description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
-    source_url: Annotated[str | None, typer.Option(help="Where the model comes from.")] = None,
-    revision: Annotated[str | None, typer.Option(help="Source revision, e.g. a commit.")] = None,
-    family: Annotated[str | None, typer.Option(help="Model family, e.g. llama3.")] = None,
-    vendor: Annotated[str | None, typer.Option(help="Who publishes the model.")] = None,
-    title: Annotated[str | None, typer.Option(help="Human-readable title.")] = None,
-    doc_url: Annotated[str | None, typer.Option(help="Where the model is documented.")] = None,
+    author: Annotated[list[str] | None, _meta("--author", "Author (repeatable).")] = None,
+    description: Annotated[str | None, _meta("--description", "One-line description.")] = None,
+    source_url: Annotated[str | None, _meta("--source-url", "Where the model comes from.")] = None,
+    revision: Annotated[str | None, _meta("--revision", "Source revision, e.g. a commit.")] = None,
+    family: Annotated[str | None, _meta("--family", "Model family, e.g. llama3.")] = None,
+    vendor: Annotated[str | None, _meta("--vendor", "Who publishes the model.")] = None,
+    title: Annotated[str | None, _meta("--title", "Human-readable title.")] = None,
+    doc_url: Annotated[str | None, _meta("--doc-url", "Where the model is documented.")] = None,
     split: Annotated[
         bool | None,
         typer.Option(
@@ -87,21 +92,34 @@ def push(
     ] = None,
     part_size: Annotated[
         str | None,
-        typer.Option("--part-size", help="Target part size with --split (default 32MiB)."),
+        typer.Option(
+            "--part-size", metavar="SIZE", help="Target part size with --split (default 32MiB)."
+        ),
     ] = None,
     annotation: Annotated[
-        list[str] | None, typer.Option("--annotation", "-a", help="Manifest annotation KEY=VALUE.")
+        list[str] | None,
+        typer.Option(
+            "--annotation", "-a", metavar="KEY=VALUE", help="Manifest annotation (repeatable)."
+        ),
     ] = None,
     allow_outside_links: Annotated[
         bool,
-        typer.Option(help="Follow symlinks that point outside the model directory."),
+        typer.Option(
+            "--allow-outside-links",
+            help="Follow symlinks that point outside the model directory.",
+        ),
     ] = False,
-    chunk_index: Annotated[
+    no_chunk_index: Annotated[
         bool,
         typer.Option(
-            "--chunk-index",
-            help="Also write a chunk index so lazy opens and mounts verify chunk by chunk.",
+            "--no-chunk-index",
+            help="Do not write the chunk index (written by default, in the same read as the "
+            "digests) that lets lazy opens and mounts fetch and verify chunk by chunk.",
         ),
+    ] = False,
+    chunk_index_alias: Annotated[
+        bool,
+        typer.Option("--chunk-index", hidden=True, help="The default; accepted for old scripts."),
     ] = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
@@ -135,7 +153,7 @@ def push(
                 progress=progress,
                 split=split,
                 part_size=part_size,
-                chunk_index=chunk_index,
+                chunk_index=not no_chunk_index,
             )
         _show_pushed(result, json_output)
 
@@ -162,25 +180,31 @@ def _show_pushed(result: Any, json_output: bool) -> None:
 # ------------------------------------------------------------------------- pull
 @commands.command("pull")
 def pull(
-    ref: Annotated[str, typer.Argument(help="Model to pull.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="Model to pull.")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Directory to write into.")
+        Path | None,
+        typer.Option("--output", "-o", metavar="DIR", help="Directory to write into."),
     ] = None,
     into: Annotated[
         Path | None,
         typer.Option(
             "--into",
+            metavar="DIR",
             help="For init containers: write config and tokenizer files first, weights after; "
             "resumable (complete files are kept, re-checked by digest).",
         ),
     ] = None,
     include: Annotated[
         list[str] | None,
-        typer.Option("--include", help="Only files matching this glob (repeatable)."),
+        typer.Option(
+            "--include", metavar="GLOB", help="Only files matching this glob (repeatable)."
+        ),
     ] = None,
     verify_key: Annotated[
         list[Path] | None,
-        typer.Option("--verify-key", help="Write nothing unless signed by this public key."),
+        typer.Option(
+            "--verify-key", metavar="KEY", help="Write nothing unless signed by this public key."
+        ),
     ] = None,
     certificate_identity: CertificateIdentityOpt = None,
     certificate_identity_regexp: CertificateIdentityRegexpOpt = None,
@@ -190,11 +214,15 @@ def pull(
     verify_oidc_issuer: VerifyOidcIssuerOpt = None,
     require_attestation: Annotated[
         list[str] | None,
-        typer.Option("--require-attestation", help="Predicate type that must be attested."),
+        typer.Option(
+            "--require-attestation", metavar="TYPE", help="Predicate type that must be attested."
+        ),
     ] = None,
     trusted_root: Annotated[
         Path | None,
-        typer.Option("--trusted-root", help="sigstore trusted_root.json (verifies offline)."),
+        typer.Option(
+            "--trusted-root", metavar="FILE", help="sigstore trusted_root.json (verifies offline)."
+        ),
     ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not keep fetched blobs in the local cache.")

@@ -45,6 +45,7 @@ app = typer.Typer(
     "between directories, the embedded local store and any OCI registry.",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
     no_args_is_help=True,
     add_completion=False,

@@ -30,7 +30,9 @@ InsecureOpt = Annotated[
 ]
 CaFileOpt = Annotated[
     Path | None,
-    typer.Option("--ca-file", help="PEM file of CA certificates to trust for the registry."),
+    typer.Option(
+        "--ca-file", metavar="FILE", help="PEM file of CA certificates to trust for the registry."
+    ),
 ]
 HostsDirOpt = Annotated[
     str | None,
@@ -52,7 +54,11 @@ FromInsecureOpt = Annotated[
 ]
 FromCaFileOpt = Annotated[
     Path | None,
-    typer.Option("--from-ca-file", help="PEM file of CA certificates for the source registry."),
+    typer.Option(
+        "--from-ca-file",
+        metavar="FILE",
+        help="PEM file of CA certificates for the source registry.",
+    ),
 ]
 ToPlainHttpOpt = Annotated[
     bool,
@@ -64,7 +70,11 @@ ToInsecureOpt = Annotated[
 ]
 ToCaFileOpt = Annotated[
     Path | None,
-    typer.Option("--to-ca-file", help="PEM file of CA certificates for the destination registry."),
+    typer.Option(
+        "--to-ca-file",
+        metavar="FILE",
+        help="PEM file of CA certificates for the destination registry.",
+    ),
 ]
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", min=1, max=64, help="Blobs transferred in parallel.")
@@ -73,7 +83,10 @@ ConcurrencyOpt = Annotated[
 PolicyOpt = Annotated[
     list[Path],
     typer.Option(
-        "--policy", "-p", help="Policy file or directory of *.yaml policies (repeatable)."
+        "--policy",
+        "-p",
+        metavar="PATH",
+        help="Policy file or directory of *.yaml policies (repeatable).",
     ),
 ]
 
@@ -82,19 +95,22 @@ PolicyOpt = Annotated[
 # (cosign's words).
 CertificateIdentityOpt = Annotated[
     list[str] | None,
-    typer.Option("--certificate-identity", help="Trusted signer identity (exact SAN)."),
+    typer.Option(
+        "--certificate-identity", metavar="ID", help="Trusted signer identity (exact SAN)."
+    ),
 ]
 CertificateIdentityRegexpOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--certificate-identity-regexp",
         "--identity-regexp",
+        metavar="REGEX",
         help="Trusted identities: a regular expression matched against the whole SAN.",
     ),
 ]
 CertificateOidcIssuerOpt = Annotated[
     str | None,
-    typer.Option("--certificate-oidc-issuer", help="OIDC issuer of the identities."),
+    typer.Option("--certificate-oidc-issuer", metavar="URL", help="OIDC issuer of the identities."),
 ]
 # The names `pull` had before it used verify's: still accepted, no longer shown.
 VerifyIdentityOpt = Annotated[list[str] | None, typer.Option("--verify-identity", hidden=True)]

@@ -36,7 +36,9 @@ from modelreg.errors import InvalidInputError, NotFoundError
 
 commands = typer.Typer()
 
-KeyOpt = Annotated[Path | None, typer.Option("--key", help="Private key (PEM) to sign with.")]
+KeyOpt = Annotated[
+    Path | None, typer.Option("--key", metavar="KEY", help="Private key (PEM) to sign with.")
+]
 KeylessOpt = Annotated[
     bool,
     typer.Option("--keyless", help="Sign with a Sigstore certificate for your OIDC identity."),
@@ -45,13 +47,16 @@ TokenOpt = Annotated[
     str | None,
     typer.Option(
         "--identity-token",
+        metavar="TOKEN",
         help="OIDC token for keyless signing (prefer SIGSTORE_ID_TOKEN: flags are visible "
         "to other users in process listings).",
     ),
 ]
 TokenFileOpt = Annotated[
     Path | None,
-    typer.Option("--identity-token-file", help="Read the OIDC token from this file."),
+    typer.Option(
+        "--identity-token-file", metavar="FILE", help="Read the OIDC token from this file."
+    ),
 ]
 StagingOpt = Annotated[
     bool, typer.Option("--staging", help="Use Sigstore's staging instance (keyless).")
@@ -60,6 +65,7 @@ TrustConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--trust-config",
+        metavar="FILE",
         help="ClientTrustConfig JSON (trusted root + signing config) of a private Sigstore.",
     ),
 ]
@@ -87,11 +93,14 @@ def register(app: typer.Typer) -> None:
 @commands.command("keygen")
 def keygen(
     output_key_file: Annotated[
-        Path, typer.Option("--output-key-file", help="Private key file (mode 0600).")
+        Path,
+        typer.Option("--output-key-file", metavar="FILE", help="Private key file (mode 0600)."),
     ] = Path("cosign.key"),
     output_pub_file: Annotated[
         Path | None,
-        typer.Option("--output-pub-file", help="Public key file (default: KEY with .pub)."),
+        typer.Option(
+            "--output-pub-file", metavar="FILE", help="Public key file (default: KEY with .pub)."
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
     json_output: JsonOpt = False,
@@ -143,6 +152,7 @@ def sign(
         Path | None,
         typer.Option(
             "--output-signature",
+            metavar="FILE",
             help="Also write the model-level bundle here (for `model_signing verify`).",
         ),
     ] = None,
@@ -206,12 +216,15 @@ def attest(
     ref: Annotated[str, typer.Argument(help="Model the attestation is about.")],
     type_: Annotated[
         str,
-        typer.Option("--type", help="Predicate type URI, or slsa | training-lineage | scan."),
+        typer.Option(
+            "--type", metavar="TYPE", help="Predicate type URI, or slsa | training-lineage | scan."
+        ),
     ],
     predicate: Annotated[
         Path | None,
         typer.Option(
             "--predicate",
+            metavar="FILE",
             help="JSON file with the predicate (built in for slsa and scan when omitted).",
         ),
     ] = None,
@@ -298,10 +311,15 @@ def _built_in_predicate(predicate_type: str, pinned: str, target: Any, desc: Any
 # ----------------------------------------------------------------------- verify
 @commands.command("verify")
 def verify(
-    ref: Annotated[str, typer.Argument(help="Model reference, or a directory with --signature.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="REF|DIR", help="Model reference, or a pulled directory with --signature."
+        ),
+    ],
     key: Annotated[
         list[Path] | None,
-        typer.Option("--key", help="Trusted public key (PEM); repeatable (N-of-M)."),
+        typer.Option("--key", metavar="KEY", help="Trusted public key (PEM); repeatable (N-of-M)."),
     ] = None,
     certificate_identity: CertificateIdentityOpt = None,
     certificate_identity_regexp: CertificateIdentityRegexpOpt = None,
@@ -318,7 +336,9 @@ def verify(
     ] = None,
     trusted_root: Annotated[
         Path | None,
-        typer.Option("--trusted-root", help="Sigstore trusted_root.json (keyless)."),
+        typer.Option(
+            "--trusted-root", metavar="FILE", help="Sigstore trusted_root.json (keyless)."
+        ),
     ] = None,
     offline: Annotated[
         bool,
@@ -329,11 +349,21 @@ def verify(
     ] = False,
     signature: Annotated[
         Path | None,
-        typer.Option("--signature", help="Model signature file: verify REF as a directory."),
+        typer.Option(
+            "--signature",
+            metavar="FILE",
+            help="Model signature file: verify DIR, a pulled directory, against it "
+            "(from `pull --save-signature`, `referrers --save-model-signature` or "
+            "`sign --output-signature`).",
+        ),
     ] = None,
     ignore_path: Annotated[
         list[str] | None,
-        typer.Option("--ignore-path", help="Directory mode: a path to leave out (repeatable)."),
+        typer.Option(
+            "--ignore-path",
+            metavar="PATH",
+            help="Directory mode: a path to leave out (repeatable).",
+        ),
     ] = None,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
