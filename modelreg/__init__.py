@@ -13,8 +13,9 @@ and never prints; pass ``progress=`` to receive transfer events.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from modelreg._version import __version__
 from modelreg.client import Client, InspectResult, PullResult, PushResult, RemoteOptions
@@ -44,6 +45,8 @@ __all__ = [
     "__version__",
     "copy",
     "inspect",
+    "load",
+    "load_iter",
     "open",
     "pull",
     "push",
@@ -66,6 +69,72 @@ def open(ref: str, *, options: RemoteOptions | None = None, **kwargs: Any) -> Mo
         raise
     handle.adopt(client.close)
     return handle
+
+
+def load(
+    ref: str,
+    *,
+    framework: Literal["numpy", "torch"] = "numpy",
+    device: str = "cpu",
+    files: Collection[str] | None = None,
+    tensors: Collection[str] | Callable[[str], bool] | None = None,
+    tensor_parallel: tuple[int, int] | None = None,
+    split: Mapping[str, int | None] | Callable[[Any], int | None] | None = None,
+    concurrency: int = 8,
+    options: RemoteOptions | None = None,
+) -> dict[str, Any]:
+    """Load a model's tensors straight from the registry into memory: ``{name: array}``.
+
+    Concurrent Range requests land in each tensor's own buffer; every byte is
+    verified before its tensor is returned (per chunk with a chunk index, per
+    blob without); nothing touches the disk. ``framework="torch"`` returns torch
+    tensors without a copy. ``files``: globs; ``tensors``: names or a predicate;
+    ``tensor_parallel=(rank, world)``: only this rank's shards (2-D tensors split
+    by rows unless ``split`` says otherwise). See :mod:`modelreg.lazy.load`.
+    """
+    from modelreg.lazy.load import load_model
+
+    with Client(options) as client:
+        return load_model(
+            client,
+            ref,
+            framework=framework,
+            device=device,
+            files=files,
+            tensors=tensors,
+            tensor_parallel=tensor_parallel,
+            split=split,
+            concurrency=concurrency,
+        )
+
+
+def load_iter(
+    ref: str,
+    *,
+    framework: Literal["numpy", "torch"] = "numpy",
+    device: str = "cpu",
+    files: Collection[str] | None = None,
+    tensors: Collection[str] | Callable[[str], bool] | None = None,
+    tensor_parallel: tuple[int, int] | None = None,
+    split: Mapping[str, int | None] | Callable[[Any], int | None] | None = None,
+    concurrency: int = 8,
+    options: RemoteOptions | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """:func:`load` as a generator: ``(name, array)`` as each tensor is verified."""
+    from modelreg.lazy.load import iter_load
+
+    with Client(options) as client:
+        yield from iter_load(
+            client,
+            ref,
+            framework=framework,
+            device=device,
+            files=files,
+            tensors=tensors,
+            tensor_parallel=tensor_parallel,
+            split=split,
+            concurrency=concurrency,
+        )
 
 
 def push(

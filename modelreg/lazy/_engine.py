@@ -27,10 +27,29 @@ learns it again, at the cost of one whole answer.
 
 Chunks being fetched are shared: a read that needs a chunk another thread is
 already fetching waits for that fetch instead of starting another.
+
+Bytes land where they are used. A target that can (``RangeIntoReader``: the
+registry target) reads a response straight into caller memory: ``fetch_range_into``
+fills a list of views in turn from one request. Two callers use it:
+
+* the chunk path above reads each run into one buffer of the run's size and
+  serves chunks as views of it (no copy between the socket and the cache);
+* :meth:`Engine.fill` (``modelreg.load``) reads runs directly into the caller's
+  preallocated tensor buffers: a run covers whole chunks, and the bytes of a
+  chunk that belong to no destination (a tensor left out, a column of another
+  rank) go to a scratch buffer that lives only while the run is checked. Each
+  run's future resolves once every chunk of it hashed right; without a chunk
+  index the runs of a blob are hashed in blob order as they arrive (on whichever
+  worker completes the next one in order) and all resolve together once the
+  whole blob matched its digest, so nothing of an unverified blob is released.
+
+Hashing runs on the worker threads that fetched (``hashlib`` releases the GIL),
+never on the reader's thread.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
@@ -38,7 +57,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 from modelreg.content.base import CHUNK, RangeReader, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
@@ -56,6 +75,8 @@ __all__ = [
     "DEFAULT_READAHEAD",
     "Engine",
     "EngineStats",
+    "FillRequest",
+    "RangeIntoReader",
     "SequentialDetector",
     "host_ignores_range",
 ]
@@ -65,6 +86,48 @@ DEFAULT_MAX_REQUEST: Final = 16 * 1024 * 1024
 DEFAULT_MEMORY: Final = 128 * 1024 * 1024
 DEFAULT_READAHEAD: Final = 64 * 1024 * 1024
 READAHEAD_TRIGGER: Final = 4 * 1024 * 1024
+
+
+@runtime_checkable
+class RangeIntoReader(Protocol):
+    """A target that reads a byte range straight into caller memory (no copy)."""
+
+    def fetch_range_into(self, desc: Descriptor, offset: int, views: list[memoryview]) -> None:
+        """Fill ``views`` in turn with the blob's bytes from ``offset`` (unverified)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FillRequest:
+    """One request of :meth:`Engine.fill`: file bytes ``[start, stop)``; ``done`` resolves
+    (to None) once they are all verified, or fails with the reason."""
+
+    start: int
+    stop: int
+    done: Future[None]
+
+
+@dataclass(slots=True)
+class _FillRun:
+    start: int
+    stop: int
+    pieces: list[tuple[int, memoryview | None]]
+    """``(file offset, destination)`` tiling ``[start, stop)``; None: scratch."""
+    done: Future[None]
+
+
+class _BlobHash:
+    """In-order hashing of one blob's runs (fill without a chunk index)."""
+
+    def __init__(self, desc: Descriptor, runs: list[_FillRun]) -> None:
+        self.desc = desc
+        self.runs = runs
+        self.hasher = desc.digest.hasher()
+        self.next = 0
+        self.ready: dict[int, list[memoryview]] = {}
+        self.lock = threading.Lock()
+        self.failed = False
+        self.hashing = False
 
 
 def host_ignores_range(target: ReadOnlyTarget) -> bool:
@@ -259,6 +322,190 @@ class Engine:
             raise FormatError(f"{file.path!r} has no chunk index")
         return self._get_chunks(file, fc, indexes, wait=True)
 
+    # ------------------------------------------------------------------ fill
+    def fill(self, file: ModelFile, extents: Sequence[tuple[int, memoryview]]) -> list[FillRequest]:
+        """Fetch file bytes straight into ``extents`` (``(file offset, view)``, disjoint),
+        on the pool, verified per chunk (chunk index) or per blob (none).
+
+        Returns the requests: the bytes of an extent may be used once every request
+        overlapping it is done without error. Nothing is cached."""
+        dests = sorted(((o, v) for o, v in extents if len(v)), key=lambda e: e[0])
+        fc = self._chunks.get(file.path)
+        limit = None if host_ignores_range(self.target) else self.max_request
+        runs: list[_FillRun] = []
+        if fc is not None:
+            runs = self._plan_fill(fc, dests, limit)
+            jobs: list[tuple[Callable[..., None], tuple[object, ...]]] = [
+                (self._fill_chunk_run, (file, fc, run)) for run in runs
+            ]
+        else:
+            jobs = []
+            for seg in file.segments:
+                seg_runs = []
+                step = limit or max(1, seg.desc.size)
+                for pos in range(seg.offset, seg.end, step):
+                    stop = min(pos + step, seg.end)
+                    seg_runs.append(_FillRun(pos, stop, _pieces(dests, pos, stop), Future()))
+                if not seg_runs:  # an empty blob: nothing to fetch, still check the digest
+                    seg_runs.append(_FillRun(seg.offset, seg.offset, [], Future()))
+                state = _BlobHash(seg.desc, seg_runs)
+                jobs.extend((self._fill_blob_run, (file, state, k)) for k in range(len(seg_runs)))
+                runs.extend(seg_runs)
+        for fn, args in jobs:
+            try:
+                self._pool.submit(fn, *args)
+            except RuntimeError as exc:  # pool shut down
+                error = ModelRegError("the lazy reader is closed")
+                for run in runs:
+                    if not run.done.done():
+                        run.done.set_exception(error)
+                raise error from exc
+        return [FillRequest(r.start, r.stop, r.done) for r in runs]
+
+    def _plan_fill(
+        self, fc: FileChunks, dests: list[tuple[int, memoryview]], limit: int | None
+    ) -> list[_FillRun]:
+        needed: set[int] = set()
+        for offset, view in dests:
+            needed.update(fc.span(offset, len(view)))
+        runs: list[_FillRun] = []
+        group: list[int] = []
+        size = 0
+
+        def close() -> None:
+            start, stop = fc.bounds(group[0])[0], fc.bounds(group[-1])[1]
+            runs.append(_FillRun(start, stop, _pieces(dests, start, stop), Future()))
+
+        for i in sorted(needed):
+            start, stop = fc.bounds(i)
+            if group and (
+                i != group[-1] + 1 or (limit is not None and size + stop - start > limit)
+            ):
+                close()
+                group, size = [], 0
+            group.append(i)
+            size += stop - start
+        if group:
+            close()
+        return runs
+
+    def _fill_chunk_run(self, file: ModelFile, fc: FileChunks, run: _FillRun) -> None:
+        try:
+            views = _materialise(run)
+            self._fetch_into(file, run.start, views)
+            offsets = [offset for offset, _ in run.pieces]
+            for i in fc.span(run.start, run.stop - run.start):
+                start, stop = fc.bounds(i)
+                hasher = hashlib.sha256()
+                for piece in _views_in(offsets, views, start, stop):
+                    hasher.update(piece)
+                if hasher.digest() != fc.digest_of(i):
+                    self.stats.add(integrity_failures=1)
+                    raise IntegrityError(
+                        f"{file.path!r}: bytes {start}-{stop - 1} (chunk {i}) from "
+                        f"{_where(self.target)} hash to sha256:{hasher.hexdigest()}, the chunk "
+                        f"index says sha256:{fc.digest_of(i).hex()}",
+                        hint="the registry or something on the way serves tampered or corrupt "
+                        "bytes; no tensor holding them was handed out",
+                    )
+            self.stats.add(chunks_fetched=len(fc.span(run.start, run.stop - run.start)))
+        except BaseException as exc:
+            if not run.done.done():
+                run.done.set_exception(exc)
+            return
+        if not run.done.done():
+            run.done.set_result(None)
+
+    def _fill_blob_run(self, file: ModelFile, state: _BlobHash, k: int) -> None:
+        run = state.runs[k]
+        try:
+            if state.failed:
+                return
+            views = _materialise(run)
+            self._fetch_into(file, run.start, views)
+        except BaseException as exc:
+            self._fail_blob(state, exc)
+            return
+        with state.lock:
+            state.ready[k] = views
+            if state.hashing:
+                return  # the thread hashing this blob picks it up in order
+            state.hashing = True
+        while True:
+            with state.lock:
+                todo = state.ready.pop(state.next, None)
+                if todo is None:
+                    state.hashing = False
+                    return
+            for view in todo:
+                state.hasher.update(view)
+            with state.lock:
+                state.next += 1
+                finished = state.next == len(state.runs)
+            if finished:
+                self._finish_blob(file, state)
+                return
+
+    def _finish_blob(self, file: ModelFile, state: _BlobHash) -> None:
+        got = state.hasher.digest()
+        if state.hasher.size != state.desc.size or got != state.desc.digest:
+            self.stats.add(integrity_failures=1)
+            self._fail_blob(
+                state,
+                IntegrityError(
+                    f"blob {state.desc.digest} of {file.path!r} from {_where(self.target)} "
+                    f"hashes to {got}",
+                    hint="the registry or something on the way serves tampered or corrupt "
+                    "bytes; nothing of this blob was handed out",
+                ),
+            )
+            return
+        self.stats.add(whole_blobs=1)
+        for run in state.runs:
+            if not run.done.done():
+                run.done.set_result(None)
+
+    @staticmethod
+    def _fail_blob(state: _BlobHash, exc: BaseException) -> None:
+        state.failed = True
+        for run in state.runs:
+            if not run.done.done():
+                run.done.set_exception(exc)
+
+    def _fetch_into(self, file: ModelFile, offset: int, views: list[memoryview]) -> None:
+        """Fill ``views`` with the file's bytes from ``offset`` (one request per blob)."""
+        total = sum(len(v) for v in views)
+        queue = list(reversed(views))
+        for seg, boff, n in file.segments_for(offset, total):
+            part: list[memoryview] = []
+            need = n
+            while need:
+                view = queue.pop()
+                if len(view) > need:
+                    queue.append(view[need:])
+                    view = view[:need]
+                part.append(view)
+                need -= len(view)
+            self._range_into(seg.desc, boff, part)
+
+    def _range_into(self, desc: Descriptor, offset: int, views: list[memoryview]) -> None:
+        n = sum(len(v) for v in views)
+        if isinstance(self.target, RangeIntoReader):
+            self.target.fetch_range_into(desc, offset, views)
+        else:
+            data = memoryview(self.target.fetch_range(desc, offset, n))
+            if len(data) != n:
+                raise IntegrityError(
+                    f"{_where(self.target)} returned {len(data)} bytes for a range of {n} of "
+                    f"blob {desc.digest}",
+                    hint="the registry's range support is broken; nothing was used",
+                )
+            position = 0
+            for view in views:
+                view[:] = data[position : position + len(view)]
+                position += len(view)
+        self.stats.add(remote_bytes=n, remote_requests=1)
+
     # ------------------------------------------------------------------ chunked
     def _get_chunks(
         self, file: ModelFile, fc: FileChunks, indexes: Iterable[int], *, wait: bool
@@ -412,22 +659,15 @@ class Engine:
         return data
 
     # ------------------------------------------------------------------ transport
-    def _fetch_range(self, file: ModelFile, offset: int, length: int) -> bytes:
+    def _fetch_range(self, file: ModelFile, offset: int, length: int) -> bytes | bytearray:
+        if not (self.source_is_store or host_ignores_range(self.target)):
+            buffer = bytearray(length)
+            self._fetch_into(file, offset, [memoryview(buffer)])
+            return buffer
         parts: list[bytes] = []
         for seg, boff, n in file.segments_for(offset, length):
-            if self.source_is_store or host_ignores_range(self.target):
-                self._ensure_blob(seg.desc, verify=False)
-                parts.append(self._pread_blob(seg.desc, boff, n))
-                continue
-            data = self.target.fetch_range(seg.desc, boff, n)
-            self.stats.add(remote_bytes=n, remote_requests=1)
-            if len(data) != n:
-                raise IntegrityError(
-                    f"{_where(self.target)} returned {len(data)} bytes for a range of {n} of "
-                    f"blob {seg.desc.digest}",
-                    hint="the registry's range support is broken; nothing was used",
-                )
-            parts.append(data)
+            self._ensure_blob(seg.desc, verify=False)
+            parts.append(self._pread_blob(seg.desc, boff, n))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _blob_lock(self, digest: Digest) -> threading.Lock:
@@ -516,3 +756,70 @@ class Engine:
 
 def _where(target: ReadOnlyTarget) -> str:
     return target.name or repr(target)
+
+
+def _pieces(
+    dests: list[tuple[int, memoryview]], start: int, stop: int
+) -> list[tuple[int, memoryview | None]]:
+    """``(offset, view)`` tiling ``[start, stop)``: slices of ``dests`` where they lie,
+    ``(offset, None)`` for a gap (scratch, sized by the next piece's offset)."""
+
+    out: list[tuple[int, memoryview | None]] = []
+    position = start
+    k = max(0, bisect.bisect_right([o for o, _ in dests], start) - 1)
+    while k < len(dests) and position < stop:
+        offset, view = dests[k]
+        end = offset + len(view)
+        k += 1
+        if end <= position:
+            continue
+        if offset >= stop:
+            break
+        if offset > position:
+            out.append((position, None))
+            position = offset
+        hi = min(end, stop)
+        out.append((position, view[position - offset : hi - offset]))
+        position = hi
+    if position < stop:
+        out.append((position, None))
+    out.append((stop, None))  # sentinel: gives the last piece its end
+    return out
+
+
+def _materialise(run: _FillRun) -> list[memoryview]:
+    """The views a run is read into, scratch allocated for the gaps (only while it runs)."""
+    gaps = [
+        (i, run.pieces[i + 1][0] - offset)
+        for i, (offset, view) in enumerate(run.pieces[:-1])
+        if view is None
+    ]
+    scratch = memoryview(bytearray(sum(n for _, n in gaps))) if gaps else None
+    views: list[memoryview] = []
+    position = 0
+    gap_at = dict(gaps)
+    for i, (_offset, view) in enumerate(run.pieces[:-1]):
+        if view is None:
+            n = gap_at[i]
+            assert scratch is not None
+            views.append(scratch[position : position + n])
+            position += n
+        else:
+            views.append(view)
+    return views
+
+
+def _views_in(
+    offsets: list[int], views: list[memoryview], start: int, stop: int
+) -> list[memoryview]:
+    """The parts of ``views`` (at file ``offsets``) that hold ``[start, stop)``."""
+
+    out = []
+    k = max(0, bisect.bisect_right(offsets, start) - 1)
+    while k < len(views) and offsets[k] < stop:
+        lo = max(start, offsets[k])
+        hi = min(stop, offsets[k] + len(views[k]))
+        if hi > lo:
+            out.append(views[k][lo - offsets[k] : hi - offsets[k]])
+        k += 1
+    return out

@@ -183,6 +183,15 @@ class MirroredTarget(RegistryTarget):
             lambda: super(MirroredTarget, self).fetch_range(desc, offset, length),
         )
 
+    def fetch_range_into(self, desc: Descriptor, offset: int, views: list[memoryview]) -> None:
+        # a failed mirror may have filled part of the views: the origin fills them all again
+        self._through(
+            "pull",
+            f"read {sum(len(v) for v in views)} bytes of {desc.digest}",
+            lambda t: t.fetch_range_into(desc, offset, views),
+            lambda: super(MirroredTarget, self).fetch_range_into(desc, offset, views),
+        )
+
     def resolve(self, reference: str) -> Descriptor:
         capability = "resolve" if self._check_reference(reference) is None else "pull"
         return self._through(
