@@ -126,14 +126,15 @@ def test_a_failed_pull_into_an_existing_directory_leaves_it_as_it_was(registry, 
 def _slow_blob(registry: CraftedRegistry, data: bytes, slow: dict[str, bool]) -> str:
     ref = _model(registry, {"big.bin": data})
     digest = sha256(data)
-    step = 64 * 1024
+    # 96 chunks, 0.1 s apart: about 10 s; the first 4 MiB block lands after about 3 s
+    step = 128 * 1024
 
     def serve(seen: Seen) -> Reply:
         headers = {"Content-Type": "application/octet-stream"}
         if not slow["on"]:
             return Reply(200, headers, data)
         chunks = [data[i : i + step] for i in range(0, len(data), step)]
-        return Reply(200, headers, chunks, delay=0.05)
+        return Reply(200, headers, chunks, delay=0.1)
 
     registry.route("GET", f"/v2/m/blobs/{digest}", serve)
     return ref
@@ -143,7 +144,7 @@ def _wait_for_partial(out: Path, proc: subprocess.Popen[bytes], deadline: float)
     while time.monotonic() < deadline:
         for name in _staging(out):
             staged = out / name / "big.bin"
-            if staged.exists() and staged.stat().st_size > 0:
+            if staged.exists() and staged.stat().st_blocks > 0:
                 return out / name
         assert proc.poll() is None, "the pull ended before it could be killed"
         time.sleep(0.02)
@@ -152,7 +153,7 @@ def _wait_for_partial(out: Path, proc: subprocess.Popen[bytes], deadline: float)
 
 @pytest.mark.timeout(120)
 def test_kill_9_mid_pull_then_the_next_pull_cleans_up(registry, tmp_path):
-    data = os.urandom(4 * 1024 * 1024)
+    data = os.urandom(12 * 1024 * 1024)
     slow = {"on": True}
     ref = _slow_blob(registry, data, slow)
     out = tmp_path / "out"
@@ -178,7 +179,7 @@ def test_kill_9_mid_pull_then_the_next_pull_cleans_up(registry, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_cache_prune_removes_a_killed_pulls_staging(registry, tmp_path):
-    data = os.urandom(4 * 1024 * 1024)
+    data = os.urandom(12 * 1024 * 1024)
     ref = _slow_blob(registry, data, {"on": True})
     out = tmp_path / "out"
     modelreg = Path(sys.executable).parent / "modelreg"
