@@ -31,7 +31,18 @@ Recognised from the manifest alone (no blob is read):
     ``io.deis.oras.content.unpack: "true"`` is a directory archive (tar+gzip)
     whose members all lie under its title, checked against
     ``io.deis.oras.content.digest`` (the digest of the tar). Layers without a
-    title are skipped, as ``oras pull`` does.
+    title are skipped, as ``oras pull`` does. oras-py (0.2.x) marks a directory
+    differently: it pushes it as one ``application/vnd.oci.image.layer.v1.tar+gzip``
+    layer (its default for directories; files default to ``...v1.tar``) with only
+    a title, the tar's members under the directory's name, and extracts every
+    layer of that media type on pull. modelreg reads such a layer as a directory
+    too, under the same rules as Go oras's (members all under the title, every
+    archive check of :mod:`modelreg.model.archive`), unless its annotations say
+    otherwise (``io.deis.oras.content.unpack`` present and not ``"true"``: a file,
+    as Go oras reads it) or its title names an archive file (``.tar``,
+    ``.tar.gz``, ``.tgz``, ``.gz``: a ``.tar.gz`` pushed as a file with that media
+    type stays a file; a directory is named by its basename, not by an archive
+    extension).
 
 Parts of split files (``application/vnd.modelreg.weight.part.v1.raw``) are
 recognised whatever the producer (:mod:`modelreg.model.annotations`).
@@ -72,6 +83,9 @@ DOCKER_CONFIG_PREFIX: Final = "application/vnd.docker.ai.model.config."
 DOCKER_LAYER_PREFIX: Final = "application/vnd.docker.ai."
 ORAS_UNPACK: Final = "io.deis.oras.content.unpack"
 ORAS_DIGEST: Final = "io.deis.oras.content.digest"
+ORAS_PY_DIR_TYPE: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+"""oras-py's media type for a directory layer (``oras.defaults.default_blob_dir_media_type``)."""
+_ARCHIVE_NAMES: Final = (".tar", ".tar.gz", ".tgz", ".gz")
 MAX_PART_COUNT: Final = 100_000
 
 _KIT_LAYER_RE: Final = re.compile(
@@ -200,6 +214,17 @@ class LayerPlan:
         return out
 
 
+def _oras_py_directory(layer: Descriptor) -> bool:
+    """Whether an ORAS layer is a directory as oras-py pushes it (see the module notes)."""
+    title = layer.annotations.get(mt.ANN_TITLE)
+    return (
+        layer.media_type == ORAS_PY_DIR_TYPE
+        and ORAS_UNPACK not in layer.annotations
+        and bool(title)
+        and not (title or "").lower().endswith(_ARCHIVE_NAMES)
+    )
+
+
 def detect_producer(manifest: Manifest) -> str:
     art = manifest.artifact_type
     cfg = manifest.config.media_type
@@ -285,7 +310,8 @@ def plan_manifest(manifest: Manifest) -> LayerPlan:
             parts.append((i, layer))
             continue
         path = layer_path(layer)
-        if layer.annotations.get(ORAS_UNPACK) == "true":
+        oras_py_dir = producer == "oras" and _oras_py_directory(layer)
+        if layer.annotations.get(ORAS_UNPACK) == "true" or oras_py_dir:
             title = layer.annotations.get(mt.ANN_TITLE)
             if not title:
                 raise FormatError(f"{where} is an ORAS directory without a title")
