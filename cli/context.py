@@ -15,8 +15,9 @@ That one object owns the three things every command used to repeat:
   them and the environment (``MODELREG_TIMEOUT``, ``MODELREG_FSYNC``, ...) into one
   :class:`~modelreg.client.RemoteOptions`, built once, when first needed, inside the
   error mapping (a bad ``--ca-file`` is an error like any other, exit 2).
-- **progress.** ``cmd.progress()`` draws bars on a terminal and stays quiet with
-  ``--json``, whose stdout is for the result alone.
+- **progress.** ``cmd.progress()`` draws bars on a terminal (none with ``--json``)
+  and writes log lines to a stderr that is not one (a CI log); ``--quiet`` (the
+  command's or ``modelreg --quiet``) turns both off. stdout is for the result alone.
 
 Library code never prints; this module and :mod:`modelreg_cli.render` do.
 """
@@ -45,9 +46,11 @@ EXIT_INTERRUPTED = 130
 
 
 class State:
-    """Set by the top-level callback: ``modelreg --verbose`` shows tracebacks."""
+    """Set by the top-level callback: ``modelreg --verbose`` shows tracebacks,
+    ``modelreg --quiet`` turns progress off for every command."""
 
     verbose = False
+    quiet = False
 
 
 def warn(message: str) -> None:
@@ -158,9 +161,12 @@ class Command:
     ``typer.Exit`` passes through, so a command may still choose its own exit code.
     """
 
-    def __init__(self, json_output: bool = False, remote: Remote | None = None) -> None:
+    def __init__(
+        self, json_output: bool = False, remote: Remote | None = None, *, quiet: bool = False
+    ) -> None:
         self.json_output = json_output
         self.remote = remote or Remote()
+        self.quiet = quiet
 
     def __enter__(self) -> "Command":
         return self
@@ -189,5 +195,6 @@ class Command:
         return client_module.Client(self.options)
 
     def progress(self) -> ProgressRenderer:
-        """Progress bars on a terminal; none with ``--json``."""
-        return ProgressRenderer(not self.json_output)
+        """Progress bars on a terminal (none with ``--json``), log lines on stderr that
+        is not a terminal; nothing with ``--quiet``."""
+        return ProgressRenderer(not (self.quiet or State.quiet), bars=not self.json_output)

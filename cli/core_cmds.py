@@ -26,6 +26,7 @@ from modelreg_cli.options import (
     InsecureOpt,
     JsonOpt,
     PlainHttpOpt,
+    QuietOpt,
     ToCaFileOpt,
     ToInsecureOpt,
     ToPlainHttpOpt,
@@ -121,6 +122,7 @@ def push(
         bool,
         typer.Option("--chunk-index", hidden=True, help="The default; accepted for old scripts."),
     ] = False,
+    quiet: QuietOpt = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
@@ -128,7 +130,9 @@ def push(
     concurrency: ConcurrencyOpt = 4,
 ) -> None:
     """Pack a model directory as a ModelPack artifact and push it."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+    with Command(
+        json_output, Remote(plain_http, insecure, ca_file, concurrency), quiet=quiet
+    ) as cmd:
         annotations = parse_annotations(annotation)
         meta = ModelMetadata(
             name=name,
@@ -254,6 +258,7 @@ def pull(
             "always kept as they are).",
         ),
     ] = False,
+    quiet: QuietOpt = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
@@ -265,7 +270,9 @@ def pull(
     Into a directory that is not empty: files of the model already there with the same
     content are kept, different ones refused (exit 2) unless --overwrite, other files
     left alone. A failed pull leaves the directory as it was."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+    with Command(
+        json_output, Remote(plain_http, insecure, ca_file, concurrency), quiet=quiet
+    ) as cmd:
         if (output is None) == (into is None):
             raise InvalidInputError(
                 "give exactly one of -o/--output DIR or --into DIR",
@@ -558,6 +565,7 @@ def import_hf(
     part_size: Annotated[
         str | None, typer.Option("--part-size", help="Target part size with --split.")
     ] = None,
+    quiet: QuietOpt = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
@@ -565,7 +573,9 @@ def import_hf(
     concurrency: ConcurrencyOpt = 4,
 ) -> None:
     """Push a Hugging Face cache snapshot (links followed only into its blobs/; no network)."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+    with Command(
+        json_output, Remote(plain_http, insecure, ca_file, concurrency), quiet=quiet
+    ) as cmd:
         with cmd.client() as client, cmd.progress() as progress:
             result = client.import_hf(
                 path, ref, progress=progress, split=split, part_size=part_size
@@ -582,6 +592,7 @@ def cp(
         bool,
         typer.Option("--recursive", "-r", help="Also copy referrers (signatures, attestations)."),
     ] = False,
+    quiet: QuietOpt = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
@@ -600,7 +611,7 @@ def cp(
     --plain-http, --insecure and --ca-file apply to both sides; --from-* and --to-*
     to one side only, and win over the shared flags for it.
     """
-    with Command(json_output) as cmd:
+    with Command(json_output, quiet=quiet) as cmd:
         overrides = _side_overrides(
             (src, "--from", from_plain_http, from_insecure, from_ca_file),
             (dst, "--to", to_plain_http, to_insecure, to_ca_file),

@@ -63,6 +63,10 @@ def main(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress on stderr, for every command."),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -71,6 +75,7 @@ def main(
     ] = False,
 ) -> None:
     State.verbose = verbose
+    State.quiet = quiet
 
 
 # In this order `modelreg --help` lists them: core commands, then the features.

@@ -76,6 +76,12 @@ ToCaFileOpt = Annotated[
         help="PEM file of CA certificates for the destination registry.",
     ),
 ]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress on stderr (bars, or log lines when not a terminal)."
+    ),
+]
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", min=1, max=64, help="Blobs transferred in parallel.")
 ]
