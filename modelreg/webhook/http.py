@@ -15,7 +15,8 @@ middleware stack another third, and every answer left in two TLS records and two
   the rest of an oversized body is never read), a request must arrive whole within
   ``request_timeout`` (a slow-loris client is dropped), an idle keep-alive connection is
   closed after ``keepalive_timeout``, at most ``max_pipelined`` requests queued on one
-  connection;
+  connection, and a connection whose client does not read its answers is not read
+  either (the transport's write buffer high-water mark pauses reading);
 * **in order**: requests on one connection are answered in the order they came
   (HTTP/1.1 pipelining), one at a time; connections are independent of each other.
 
@@ -152,6 +153,16 @@ class _Connection(asyncio.Protocol):
                 self._fail(refused.response)
             else:
                 self._fail(_plain(400, f"malformed HTTP request: {str(exc)[:80]}"))
+
+    def pause_writing(self) -> None:
+        # a client that sends requests and does not read the answers stops being read:
+        # answers never pile up in memory faster than it takes them
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         # the client is done sending: answer what is queued, then close
