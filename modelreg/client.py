@@ -24,6 +24,7 @@ from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.content.locations import BlobLocations
 from modelreg.copy import CopyResult, MountHint, copy_graph, fetch_node, walk_graph
 from modelreg.errors import (
+    CorruptCacheError,
     FormatError,
     IntegrityError,
     InvalidInputError,
@@ -32,7 +33,7 @@ from modelreg.errors import (
     NotFoundError,
     local_storage,
 )
-from modelreg.events import ProgressCallback
+from modelreg.events import Event, ProgressCallback, emit
 from modelreg.model import annotations as ann
 from modelreg.model.diff import DiffResult, diff_manifests
 from modelreg.model.digests import DigestCache
@@ -147,6 +148,8 @@ class PullResult:
     bytes_from_cache: int
     producer: str = "modelpack"
     skipped: tuple[str, ...] = ()
+    repaired: tuple[str, ...] = ()
+    """Digests whose local copy was damaged, quarantined and fetched again."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +161,7 @@ class PullResult:
             "bytesFetched": self.bytes_fetched,
             "bytesFromCache": self.bytes_from_cache,
             "skipped": list(self.skipped),
+            "repaired": list(self.repaired),
         }
 
 
@@ -778,26 +782,44 @@ class Client:
         needed = sum(layer.size for layer in manifest.layers)
         # a full or read-only output disk is the user's to fix: say so (store writes say
         # it themselves, naming the store); unpack removes its staging before this runs
-        with (
-            local_storage(output, "write the pulled model to", needed=needed),
-            Copies(settings.state_dir() / "copies.sqlite" if store is not None else None) as copies,
-        ):
-            result: UnpackResult = unpack(
-                source,
-                manifest,
-                output,
-                cache=store,
-                source_is_cache=ref.kind == "store",  # the store is then both
-                include=include,
-                link=link,
-                concurrency=self.options.concurrency,
-                progress=progress,
-                fsync=self.options.fsync,
-                cache_mode=mode,
-                copies=copies,
-                overwrite=overwrite,
-                digests=self._digest_cache(),
-            )
+        repaired: list[str] = []
+        while True:
+            try:
+                with (
+                    local_storage(output, "write the pulled model to", needed=needed),
+                    Copies(
+                        settings.state_dir() / "copies.sqlite" if store is not None else None
+                    ) as copies,
+                ):
+                    result: UnpackResult = unpack(
+                        source,
+                        manifest,
+                        output,
+                        cache=store,
+                        source_is_cache=ref.kind == "store",  # the store is then both
+                        include=include,
+                        link=link,
+                        concurrency=self.options.concurrency,
+                        progress=progress,
+                        fsync=self.options.fsync,
+                        cache_mode=mode,
+                        copies=copies,
+                        overwrite=overwrite,
+                        digests=self._digest_cache(),
+                    )
+                break
+            except CorruptCacheError as exc:
+                # the store quarantined the damaged blob, and the failed pull left the output
+                # as it was: pulling again fetches that blob from the source. From the store
+                # alone there is no other copy; its error says what to do.
+                if (
+                    ref.kind == "store"
+                    or exc.digest in repaired
+                    or len(repaired) >= len(manifest.layers)
+                ):
+                    raise
+                repaired.append(exc.digest)
+                emit(progress, Event("message", f"repairing the local copy of {exc.digest}"))
         self._remember(ref, result.blobs)
         return PullResult(
             reference=str(ref.with_digest(desc.digest)),
@@ -811,6 +833,7 @@ class Client:
             bytes_from_cache=result.bytes_from_cache,
             producer=result.producer,
             skipped=tuple(result.skipped),
+            repaired=tuple(repaired),
         )
 
     def _manifest(self, target: ReadOnlyTarget, desc: Descriptor) -> Manifest:

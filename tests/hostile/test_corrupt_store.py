@@ -184,29 +184,24 @@ def test_an_edit_through_a_link_pull_is_found_by_cache_verify(
 
 
 # ------------------------------------------------------- pulls (unpack's side)
-PENDING_UNPACK = (
-    "modelreg/model/unpack/_source.py and _unpacker.py read cached blobs with their own "
-    "open() + VerifyingReader; they must read through LayoutStore.open_blob and re-fetch "
-    "on CorruptCacheError (see the report of issue 16)"
-)
 
 
-@pytest.mark.xfail(reason=PENDING_UNPACK, strict=False)
 def test_a_pull_from_the_registry_heals_a_damaged_cached_blob(
     model: Path, registry: RegistryServer, tmp_path: Path
 ) -> None:
     repo = f"{registry.host}/heal/{uuid.uuid4().hex[:8]}"
     with client() as c:
         c.push(model, f"{repo}:v1")
-        c.pull(f"{repo}:v1", tmp_path / "first")
+        # the cache keeps its own copy (not only a reference to the first output)
+        c.pull(f"{repo}:v1", tmp_path / "first", cache_mode="copy")
         flip_a_byte(store().blob_path(weights_digest()))
-        c.pull(f"{repo}:v1", tmp_path / "second")
+        result = c.pull(f"{repo}:v1", tmp_path / "second", cache_mode="copy")
+    assert result.repaired == (str(weights_digest()),)
     assert (tmp_path / "second" / "weights.bin").read_bytes() == WEIGHTS
     assert store().blob_path(weights_digest()).read_bytes() == WEIGHTS
     assert store().quarantined()
 
 
-@pytest.mark.xfail(reason=PENDING_UNPACK, strict=False)
 def test_a_store_only_pull_of_a_damaged_blob_says_what_to_do(model: Path, tmp_path: Path) -> None:
     with client() as c:
         c.push(model, "only/m:v1")
@@ -214,4 +209,21 @@ def test_a_store_only_pull_of_a_damaged_blob_says_what_to_do(model: Path, tmp_pa
     code, _, err = cli("pull", "only/m:v1", "-o", str(tmp_path / "out"))
     assert code == 5
     assert f"the local copy of {weights_digest()}" in err and "--repair --from" in err
+    assert store().quarantined()
+
+
+def test_link_output_is_read_only_and_a_damaged_blob_is_never_linked(
+    model: Path, tmp_path: Path
+) -> None:
+    with client() as c:
+        c.push(model, "only/m:v1")
+        c.pull("only/m:v1", tmp_path / "linked", link=True)
+        linked = tmp_path / "linked" / "weights.bin"
+        # shares its inode with the store's blob: an edit in place would change it
+        assert linked.stat().st_ino == store().blob_path(weights_digest()).stat().st_ino
+        assert linked.stat().st_mode & 0o222 == 0
+        flip_a_byte(store().blob_path(weights_digest()))
+        with pytest.raises(CorruptCacheError):
+            c.pull("only/m:v1", tmp_path / "again", link=True)
+    assert not (tmp_path / "again" / "weights.bin").exists()
     assert store().quarantined()

@@ -2,9 +2,10 @@
 
 :class:`BlobReader` is the one place a pull opens a layer as a stream. Every
 byte it hands out is verified against the layer's descriptor as it is read
-(SECURITY.md case 1): a cached blob through its own
-:class:`~modelreg.content.base.VerifyingReader`, so that a cached blob that no
-longer matches its digest fails the pull instead of being served (case 28); a
+(SECURITY.md case 1): a cached blob through the store's own verifying reader,
+which quarantines a blob that no longer matches its digest and raises
+:class:`~modelreg.errors.CorruptCacheError` instead of serving it (case 28; the
+pull then fetches it again from the source); a
 fetched blob through the source's verifying reader. Bytes fetched from the
 source are written into the cache on the way (``keep``) unless the source *is*
 the cache: the caller says so (``source_is_cache``), since only it knows
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from modelreg.content.base import ReadOnlyTarget, VerifyingReader
 from modelreg.content.layout import BlobWriter, LayoutStore
+from modelreg.errors import NotFoundError
 from modelreg.events import Event, ProgressCallback, emit
 from modelreg.model.unpack._result import UnpackResult
 from modelreg.oci.descriptor import Descriptor
@@ -87,18 +89,16 @@ class BlobReader:
             emit(self.progress, Event("advance", name, desc, n=n, total=desc.size))
 
         emit(self.progress, Event("start", name, desc, total=desc.size))
-        cached = self.cached_path(desc)
         with contextlib.ExitStack() as stack:
-            raw = None
+            cached: VerifyingReader | None = None
+            if self.cache is not None:
+                # absent, or removed by `cache prune` since it was listed: not cached. A
+                # blob that does not verify is quarantined by the store's reader, which
+                # raises CorruptCacheError: the pull fetches it again from the source.
+                with contextlib.suppress(NotFoundError):
+                    cached = stack.enter_context(self.cache.open_blob(desc))
             if cached is not None:
-                # `cache prune` may remove it between the check and the open: not cached
-                with contextlib.suppress(FileNotFoundError):
-                    raw = stack.enter_context(open(cached, "rb"))
-            if raw is not None:
-                reader = stack.enter_context(
-                    VerifyingReader(raw, desc, what=f"cached blob {desc.digest}")
-                )
-                yield Tee(reader, None, advance)
+                yield Tee(cached, None, advance)
                 self.result.add(0, desc.size)
             else:
                 writer = None

@@ -24,7 +24,7 @@ from pathlib import Path
 from modelreg.content.base import CHUNK, ReadOnlyTarget, VerifyingReader
 from modelreg.content.copies import Copies, Copy
 from modelreg.content.layout import BlobWriter, LayoutStore
-from modelreg.errors import IntegrityError
+from modelreg.errors import IntegrityError, NotFoundError
 from modelreg.events import Event, EventKind, ProgressCallback, emit
 from modelreg.model import archive as arch
 from modelreg.model.digests import DigestCache
@@ -339,7 +339,9 @@ class Unpacker:
         else:
             self.fetch_group(desc, group)
         for path, r in group:
-            os.chmod(self.staging / path, r.mode)
+            # a --link output shares its inode with the store's blob: read-only, so an
+            # edit in place cannot change what every later pull would be served
+            os.chmod(self.staging / path, r.mode & ~0o222 if self.link else r.mode)
         self.result.add_files([FileEntry(path, r.descriptor, r.mode) for path, r in group])
 
     def fetch_group(self, desc: Descriptor, group: RawGroup) -> None:
@@ -431,7 +433,7 @@ class Unpacker:
         try:
             for path, _ in group:
                 self.file_from_cache(cached, desc, self.staging / path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotFoundError):
             for path, _ in group:
                 # unlink, never truncate: a hard link made above shares the cache's inode
                 with contextlib.suppress(FileNotFoundError):
@@ -440,17 +442,30 @@ class Unpacker:
         return True
 
     def file_from_cache(self, cached: Path, desc: Descriptor, dst: Path) -> None:
-        """A hard link (``link``), else a reflink, else a verified copy of the blob."""
+        """A hard link (``link``), else a reflink, else a verified copy of the blob.
+
+        A link or a reflink hands out the cached bytes without reading them, so the
+        blob is verified first: a damaged one is quarantined (CorruptCacheError) and
+        never reaches the output (SECURITY.md case 28)."""
+        assert self.reader.cache is not None
         if self.link:
+            self.verify_cached(desc)
             os.link(cached, dst)
             return
         with open(dst, "wb") as f:
             cloned = blockio.try_clone(cached, f)
             if cloned:
+                self.verify_cached(desc)
                 blockio.finish_file(f, self.fsync)
         if not cloned:
-            with VerifyingReader(open(cached, "rb"), desc) as verifying:
+            with self.reader.cache.open_blob(desc) as verifying:
                 self.stream_into(verifying, desc, None, dst, tee=False)
+
+    def verify_cached(self, desc: Descriptor) -> None:
+        assert self.reader.cache is not None
+        with self.reader.cache.open_blob(desc) as verifying:
+            while verifying.read(CHUNK):
+                pass
 
     # ---------------------------------------------------- compressed and archives
     def write_compressed(self, path: str, r: RawLayer) -> None:
