@@ -19,12 +19,24 @@ fresh client and an empty cache:
 Bytes are the registry client's counters (blob bytes received). Medians of the
 rounds; the targets of PERFORMANCE.md are checked under the table. ``--record
 FILE`` appends the Markdown section to FILE (e.g. ``bench/RESULTS.md``).
+
+``--load`` (issue 17) runs instead, same registry and model, paired in rotating
+order each round, each command in a fresh process so that its peak RSS is its own:
+
+* ``curl``: ``curl -o /dev/null`` of the weights blob (one stream);
+* ``ranges``: plain concurrent Range GETs of the same blob, 4 threads, 16 MiB
+  requests, ``http.client`` into one reused buffer, nothing verified;
+* ``lazy``: ``modelreg.open`` + 4 threads each reading a quarter of the weights
+  file sequentially through ``handle.open()`` in 8 MiB reads (chunks verified);
+* ``load``: ``modelreg.load(REF)`` (NumPy, every tensor, chunks verified);
+* ``pull+load``: ``modelreg pull`` (fsync off) + ``safetensors.numpy.load_file``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -138,6 +150,150 @@ def run_sequential(ref: str, host: str, scratch: Path) -> dict[str, Any]:
             return {"wall": wall, "bytes": received(c, host), "read": total}
 
 
+_CHILD = r"""
+import json, resource, sys, threading, time
+mode, ref, host, blob, size, scratch = sys.argv[1:7]
+size = int(size)
+t0 = time.perf_counter()
+if mode == "ranges":
+    import http.client
+    step, nxt, lock = 16 << 20, [0], threading.Lock()
+    def worker():
+        conn = http.client.HTTPConnection(host)
+        buf = memoryview(bytearray(step))
+        while True:
+            with lock:
+                off = nxt[0]; nxt[0] += step
+            if off >= size:
+                return
+            end = min(off + step, size) - 1
+            conn.request("GET", blob, headers={"Range": f"bytes={off}-{end}"})
+            r = conn.getresponse()
+            got = 0
+            while got < end - off + 1:
+                got += r.readinto(buf[got : end - off + 1])
+            r.read()
+    ts = [threading.Thread(target=worker) for _ in range(4)]
+    [t.start() for t in ts]; [t.join() for t in ts]
+elif mode == "lazy":
+    import modelreg
+    from modelreg.client import RemoteOptions
+    opts = RemoteOptions(plain_http=True, store=scratch + "/store", fsync=False)
+    with modelreg.open(ref, options=opts, chunk_cache=False) as h:
+        f = [x for x in h.files if x.path.endswith(".safetensors")][0]
+        q = -(-f.size // 4)
+        def reader(k):
+            with h.open(f.path, buffering=0) as fh:
+                fh.seek(k * q)
+                buf = bytearray(8 << 20)
+                left = min(q, f.size - k * q)
+                while left > 0:
+                    n = fh.readinto(memoryview(buf)[: min(len(buf), left)])
+                    if not n:
+                        break
+                    left -= n
+        ts = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+elif mode == "load":
+    import modelreg
+    from modelreg.client import RemoteOptions
+    opts = RemoteOptions(plain_http=True, store=scratch + "/store", fsync=False)
+    out = modelreg.load(ref, options=opts)
+    assert sum(a.nbytes for a in out.values()) > 0
+elif mode == "pull+load":
+    import modelreg
+    from modelreg.client import RemoteOptions
+    from safetensors.numpy import load_file
+    opts = RemoteOptions(plain_http=True, store=scratch + "/store", fsync=False)
+    modelreg.pull(ref, scratch + "/out", options=opts)
+    out = load_file(scratch + "/out/model.safetensors")
+    assert sum(a.nbytes for a in out.values()) > 0
+wall = time.perf_counter() - t0
+print(json.dumps({"wall": wall, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def run_child(
+    mode: str, ref: str, host: str, blob: str, size: int, scratch: Path
+) -> dict[str, Any]:
+    if mode == "curl":
+        t0 = time.perf_counter()
+        subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://{host}{blob}"], check=True)
+        return {"wall": time.perf_counter() - t0, "rss": 0}
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode, ref, host, blob, str(size), str(scratch)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def load_bench(args: argparse.Namespace, model: Path) -> int:
+    reg_dir = WORK / "registry-load"
+    shutil.rmtree(reg_dir, ignore_errors=True)
+    modes = ["curl", "ranges", "lazy", "load", "pull+load"]
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    weights = model / make_models.WEIGHTS
+    size = weights.stat().st_size
+    with start_registry(reg_dir) as server:
+        host = server.host
+        ref = f"{host}/bench/load:v1"
+        with client(WORK / "push-store-load") as c:
+            pushed = c.push(model, ref)  # default flags
+            with open_model(c, ref) as h:
+                segments = h.model_file(make_models.WEIGHTS).segments
+        if len(segments) != 1:
+            raise SystemExit("the weights were pushed split: compare against one blob only")
+        blob = f"/v2/bench/load/blobs/{segments[0].desc.digest}"
+        for r in range(args.rounds):
+            rotated = modes[r % len(modes) :] + modes[: r % len(modes)]
+            for mode in rotated:
+                subprocess.run(["sync"], check=False)
+                with tempfile.TemporaryDirectory(dir=WORK, prefix="scratch-") as scratch:
+                    row = run_child(mode, ref, host, blob, size, Path(scratch))
+                results[mode].append(row)
+                print(f"round {r + 1} {mode}: {row}", file=sys.stderr)
+        del pushed
+    shutil.rmtree(reg_dir, ignore_errors=True)
+    walls = {m: median(results[m], "wall") for m in modes}
+    rss = {m: median(results[m], "rss") for m in modes}
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} vCPU (shared), "
+        f"Python {platform.python_version()}; model {size / 2**30:.2f} GiB safetensors "
+        f"(64 F16 tensors) pushed with default flags; {args.rounds} rounds, each round "
+        "every command once in rotating order (paired runs), medians; each command a fresh "
+        "process; loopback Distribution registry.",
+        "",
+        "| command | wall (s) | MiB/s | peak RSS (MB) |",
+        "|---|---:|---:|---:|",
+    ]
+    for m in modes:
+        peak = f"{rss[m] / 1e6:.0f}" if rss[m] else ""
+        lines.append(f"| {m} | {walls[m]:.2f} | {size / walls[m] / MIB:.0f} | {peak} |")
+    checks = [
+        ("load ≤ 1.1x curl to /dev/null", walls["load"] / walls["curl"], 1.1, True),
+        ("load ≤ 0.5x pull + load_file", walls["load"] / walls["pull+load"], 0.5, True),
+        ("lazy 4 threads ≥ 0.9x plain Range GETs", walls["ranges"] / walls["lazy"], 0.9, False),
+    ]
+    lines.append("")
+    for text, value, bound, upper in checks:
+        ok = value <= bound if upper else value >= bound
+        lines.append(f"- {'PASS' if ok else 'FAIL'}: {text}: {value:.2f}x")
+    over = (rss["load"] - size) / 1e6
+    lines.append(
+        f"- {'PASS' if over <= 300 else 'FAIL'}: load peak RSS ≤ model + 300 MB: "
+        f"model + {over:.0f} MB"
+    )
+    section = "\n".join(lines) + "\n"
+    print(section)
+    if args.record is not None:
+        with open(args.record, "a", encoding="utf-8") as f:
+            f.write("\n" + section)
+    return 0
+
+
 def median(rows: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in rows))
 
@@ -148,10 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--record", type=Path, default=None, help="append the section to this file")
     ap.add_argument("--keep", action="store_true", help="keep the registry storage")
+    ap.add_argument("--load", action="store_true", help="the streaming-load comparison")
     args = ap.parse_args(argv)
 
     WORK.mkdir(parents=True, exist_ok=True)
     model = write_v1(WORK / "models", args.size_gib)
+    if args.load:
+        return load_bench(args, model)
     reg_dir = WORK / "registry"
     shutil.rmtree(reg_dir, ignore_errors=True)
     results: dict[str, list[dict[str, Any]]] = {

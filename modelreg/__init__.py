@@ -80,7 +80,7 @@ def load(
     tensors: Collection[str] | Callable[[str], bool] | None = None,
     tensor_parallel: tuple[int, int] | None = None,
     split: Mapping[str, int | None] | Callable[[Any], int | None] | None = None,
-    concurrency: int = 8,
+    concurrency: int = 4,
     options: RemoteOptions | None = None,
 ) -> dict[str, Any]:
     """Load a model's tensors straight from the registry into memory: ``{name: array}``.
@@ -117,7 +117,7 @@ def load_iter(
     tensors: Collection[str] | Callable[[str], bool] | None = None,
     tensor_parallel: tuple[int, int] | None = None,
     split: Mapping[str, int | None] | Callable[[Any], int | None] | None = None,
-    concurrency: int = 8,
+    concurrency: int = 4,
     options: RemoteOptions | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """:func:`load` as a generator: ``(name, array)`` as each tensor is verified."""
