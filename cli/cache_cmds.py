@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from modelreg_cli.context import Command, Remote, warn
 from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt
-from modelreg_cli.render import human_size, out_console, print_json
+from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_group
 
 from modelreg import cache as gc  # the store's gc plus the chunk store of lazy reads
@@ -59,13 +59,13 @@ def _print_usage(info: gc.Usage, limit: int | None) -> None:
         _row(
             "referenced",
             info.referenced_bytes,
-            f"{info.referenced_blobs} blobs",
+            f"{plural(info.referenced_blobs, 'blob')}",
             "tagged models and their referrers",
         ),
         _row(
             "unreferenced",
             info.unreferenced_bytes,
-            f"{info.unreferenced_blobs} blobs",
+            f"{plural(info.unreferenced_blobs, 'blob')}",
             "cache: `modelreg cache prune` removes them",
         ),
         _row(
@@ -74,11 +74,21 @@ def _print_usage(info: gc.Usage, limit: int | None) -> None:
             f"{info.chunks} chunks",
             f"lazy reads; {cap} ({gc.CHUNK_CACHE_MAX_ENV})",
         ),
-        _row("temp", info.temp_bytes, f"{info.temp_files} files", "leftovers older than a day"),
+        _row(
+            "temp",
+            info.temp_bytes,
+            f"{plural(info.temp_files, 'file')}",
+            "leftovers older than a day",
+        ),
     ]
     if info.other_files:
         lines.append(
-            _row("other", info.other_bytes, f"{info.other_files} files", "not blobs; left alone")
+            _row(
+                "other",
+                info.other_bytes,
+                f"{plural(info.other_files, 'file')}",
+                "not blobs; left alone",
+            )
         )
     if info.state_bytes is not None:
         lines.append(_row("state", info.state_bytes, "", "digest caches, blob locations"))
@@ -132,7 +142,7 @@ def info(json_output: JsonOpt = False) -> None:
         for problem in result.problems:
             warn(problem)
         if result.missing_blobs:
-            warn(f"{result.missing_blobs} blobs that tagged models need are missing")
+            warn(f"{plural(result.missing_blobs, 'blob')} that tagged models need are missing")
 
 
 @cache_app.command("prune")
@@ -205,7 +215,7 @@ def _forget_stale_copies(dry_run: bool) -> int:
 
 def _print_verify(result: gc.VerifyResult) -> None:
     out_console.print(
-        f"checked {result.checked_blobs} blobs ({human_size(result.checked_bytes)}) in "
+        f"checked {plural(result.checked_blobs, 'blob')} ({human_size(result.checked_bytes)}) in "
         f"{result.store}",
         markup=False,
     )

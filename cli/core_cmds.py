@@ -7,6 +7,7 @@ that ``modelreg --help`` lists these first.
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +36,7 @@ from modelreg_cli.options import (
     VerifyOidcIssuerOpt,
     parse_annotations,
 )
-from modelreg_cli.render import human_size, out_console, print_json
+from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_commands, add_group
 
 from modelreg.errors import InvalidInputError
@@ -171,13 +172,14 @@ def _show_pushed(result: Any, json_output: bool) -> None:
     t = result.transfer
     out_console.print(f"pushed {result.reference}")
     out_console.print(
-        f"  sent {human_size(t.bytes_sent)} in {t.blobs_sent} blobs, "
+        f"  sent {human_size(t.bytes_sent)} in {plural(t.blobs_sent, 'blob')}, "
         f"skipped {human_size(t.bytes_skipped)} in {t.blobs_skipped} already there, "
         f"mounted {human_size(t.bytes_mounted)} in {t.blobs_mounted}"
     )
     if result.split_files:
         out_console.print(
-            f"  {result.layers} layers: {result.split_files} files stored as tensor-aligned parts"
+            f"  {plural(result.layers, 'layer')}: {plural(result.split_files, 'file')} "
+            "stored as tensor-aligned parts"
         )
 
 
@@ -394,7 +396,7 @@ def _show_pulled(result: Any, json_output: bool) -> None:
         return
     out_console.print(f"pulled {result.reference} into {result.output}")
     out_console.print(
-        f"  {len(result.files)} files, fetched {human_size(result.bytes_fetched)}, "
+        f"  {plural(len(result.files), 'file')}, fetched {human_size(result.bytes_fetched)}, "
         f"from cache {human_size(result.bytes_from_cache)}"
         + (f" ({result.producer} artifact)" if result.producer != "modelpack" else "")
     )
@@ -473,7 +475,7 @@ def _show_tensors(listing: Any) -> None:
     """inspect --tensors: one line a tensor, then what could not be listed."""
     rows = listing.tensors
     out_console.print(
-        f"tensors: {len(rows)} in {len(listing.files)} files "
+        f"tensors: {len(rows)} in {plural(len(listing.files), 'file')} "
         f"(read {human_size(listing.bytes_fetched)} in {listing.requests} requests)"
     )
     for described in listing.files:
@@ -633,7 +635,7 @@ def cp(
         out_console.print(
             f"  sent {human_size(result.bytes_sent)}, skipped "
             f"{human_size(result.bytes_skipped)}, mounted {human_size(result.bytes_mounted)}"
-            + (f", {len(result.referrers)} referrers" if recursive else "")
+            + (f", {plural(len(result.referrers), 'referrer')}" if recursive else "")
         )
 
 
@@ -754,21 +756,37 @@ def _endpoint_line(row: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------- tags
 @commands.command("tags")
 def tags(
-    ref: Annotated[str, typer.Argument(help="Repository: registry/repo, repo or oci:DIR.")],
+    ref: Annotated[
+        str,
+        typer.Argument(metavar="REPO", help="Repository: registry/repo, repo or oci:DIR."),
+    ],
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also the sha256-HEX tags that hold signatures and attestations for "
+            "registries without the referrers API.",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
     ca_file: CaFileOpt = None,
 ) -> None:
-    """List the tags of a repository."""
+    """List the tags of a repository (its versions; see --all)."""
     with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
         with cmd.client() as client:
             names = client.tags(ref)
+        shown = names if all_ else [n for n in names if not _FALLBACK_TAG.fullmatch(n)]
         if json_output:
-            print_json({"repository": ref, "tags": names})
+            print_json({"repository": ref, "tags": shown})
             return
-        for name in names:
+        for name in shown:
             out_console.print(name, markup=False)
+
+
+# the referrers tag schema (sha256-HEX) and cosign's sha256-HEX.sig / .att / .sbom
+_FALLBACK_TAG = re.compile(r"sha256-[0-9a-f]{64}(\.[a-z]+)?")
 
 
 # --------------------------------------------------------------- login / logout
@@ -799,6 +817,13 @@ def _credentials(username: str | None, password_stdin: bool) -> tuple[str, str]:
     """User and password: flags, then $MODELREG_USERNAME / $MODELREG_PASSWORD, then a
     prompt when there is a terminal to ask on."""
     user = username or os.environ.get("MODELREG_USERNAME")
+    given = password_stdin or os.environ.get("MODELREG_PASSWORD")
+    if not given and not sys.stdin.isatty():
+        raise InvalidInputError(
+            "no password given, and no terminal to ask for one",
+            hint='pipe it in: echo "$TOKEN" | modelreg login REGISTRY -u USER --password-stdin '
+            "(or set MODELREG_USERNAME and MODELREG_PASSWORD)",
+        )
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:

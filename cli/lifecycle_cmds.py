@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from modelreg_cli.context import Command, Remote, warn
 from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt
-from modelreg_cli.render import human_size, out_console, print_json
+from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_commands
 
 commands = typer.Typer()
@@ -42,7 +42,8 @@ def _print_removals(doc: dict[str, Any]) -> None:
     freed = doc["freed"]
     if freed["blobs"]:
         out_console.print(
-            f"freed {freed['blobs']} blobs ({human_size(freed['bytes'])}) of the local store",
+            f"freed {plural(freed['blobs'], 'blob')} ({human_size(freed['bytes'])}) "
+            "of the local store",
             markup=False,
         )
 

@@ -95,7 +95,7 @@ def keygen(
     output_key_file: Annotated[
         Path,
         typer.Option("--output-key-file", metavar="FILE", help="Private key file (mode 0600)."),
-    ] = Path("cosign.key"),
+    ] = Path("modelreg.key"),
     output_pub_file: Annotated[
         Path | None,
         typer.Option(
@@ -105,7 +105,9 @@ def keygen(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Generate an ECDSA P-256 key pair (private key PEM encrypted with a passphrase)."""
+    """Generate an ECDSA P-256 key pair: modelreg.key (PEM, encrypted with a passphrase)
+    and modelreg.pub. cosign reads the public key as it is; for the private key, convert
+    it once with `cosign import-key-pair --key modelreg.key`."""
     from modelreg.sign import generate_private_key, key_fingerprint, write_key_pair
 
     with Command(json_output):
@@ -126,7 +128,9 @@ def keygen(
         else:
             out_console.print(
                 f"private key written to {output_key_file}\npublic key written to {pub}\n"
-                f"fingerprint {doc['fingerprint']}",
+                f"fingerprint {doc['fingerprint']}\n"
+                f"for cosign: `cosign verify --key {pub}` reads the public key as it is; "
+                f"`cosign import-key-pair --key {output_key_file}` converts the private key",
                 markup=False,
             )
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from modelreg_cli.context import Command, Remote, print_error
 from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt, parse_annotations
-from modelreg_cli.render import out_console, print_json
+from modelreg_cli.render import err_console, human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_group
 
 from modelreg.errors import InvalidInputError
@@ -265,6 +265,24 @@ def run(
             sys.stdout.flush()
         if json_output:
             print_json(summary)
+        else:
+            _show_run(ref, result, output)
+
+
+def _show_run(ref: str, result: Any, output: Path | None) -> None:
+    """One line saying the run succeeded: on stdout when the module's output went to
+    --output, else on stderr, after the module's own output."""
+    where = (
+        f"output {human_size(result.output_bytes)} to {output}"
+        if output
+        else (f"output {human_size(result.output_bytes)}")
+    )
+    line = (
+        f"ran {ref}: exit 0 in {result.elapsed:.2f} s, {where}, "
+        f"{plural(len(result.tensors_read), 'tensor')} read, "
+        f"memory {human_size(result.memory_bytes)}"
+    )
+    (out_console if output else err_console).print(line, markup=False)
 
 
 def _module_stdin(stack: contextlib.ExitStack, input_: str | None) -> str | None:

@@ -923,8 +923,16 @@ class Client:
 
     # ---------------------------------------------------------------- listing
     def tags(self, ref: Reference | str) -> list[str]:
+        """The tags of a repository; :class:`NotFoundError` for one the store does not
+        hold (in the store, a repository exists while it has a tag), as a registry says."""
         ref = Reference.parse(ref) if isinstance(ref, str) else ref
-        return list(self.target(ref, create=False).tags())
+        names = list(self.target(ref, create=False).tags())
+        if not names and ref.kind == "store" and ref.repository:
+            raise NotFoundError(
+                f"repository {ref.repository!r} is not in the local store",
+                hint="`modelreg list` shows what the store holds",
+            )
+        return names
 
     def referrers(self, ref: Reference | str, artifact_type: str | None = None) -> list[Descriptor]:
         _, target, desc = self.resolve(ref)

@@ -172,7 +172,7 @@ def load_public_key(source: str | os.PathLike[str] | bytes) -> PublicKey:
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(
             f"{label} is not a PEM public key",
-            hint="expected '-----BEGIN PUBLIC KEY-----' (e.g. cosign.pub from `modelreg keygen`)",
+            hint="expected '-----BEGIN PUBLIC KEY-----' (e.g. modelreg.pub from `modelreg keygen`)",
         ) from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVES:
         raise InvalidInputError(f"{label} is not an ECDSA P-256/P-384/P-521 public key")

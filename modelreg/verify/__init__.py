@@ -99,6 +99,24 @@ class VerifiedReference:
     result: VerificationResult
 
 
+def _check_public_key(pem: bytes, path: Path) -> None:
+    """A key file given to verify with is a public key: bad input (exit 2) naming the file
+    otherwise, rather than a policy that cannot be evaluated."""
+    from modelreg.attest.keys import load_public_key
+    from modelreg.errors import InvalidInputError
+
+    if b"PRIVATE KEY-----" in pem:
+        raise InvalidInputError(
+            f"key {str(path)!r} is a private key; verifying takes the public key",
+            hint="pass its public key (of a `modelreg keygen` pair: "
+            f"{str(path.with_suffix('.pub'))!r})",
+        )
+    try:
+        load_public_key(pem)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"key {str(path)!r}: {exc.message}", hint=exc.hint) from exc
+
+
 def policy_from_options(
     *,
     keys: Sequence[str | Path] = (),
@@ -120,6 +138,7 @@ def policy_from_options(
             pem = path.read_bytes()
         except OSError as exc:
             raise InvalidInputError(f"cannot read key {str(path)!r}: {exc.strerror}") from exc
+        _check_public_key(pem, path)
         authorities.append(KeyAuthority(pem, name=path.name))
     if (identities or identity_regexps) and not issuer:
         raise InvalidInputError(
