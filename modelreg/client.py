@@ -39,6 +39,7 @@ from modelreg.model.diff import DiffResult, diff_manifests
 from modelreg.model.digests import DigestCache
 from modelreg.model.formats import UNSAFE_EXTENSIONS
 from modelreg.model.hf import require_snapshot
+from modelreg.model.layerfiles import LayerFile, layer_files, read_config
 from modelreg.model.pack import (
     DEFAULT_IGNORE,
     ModelMetadata,
@@ -47,7 +48,7 @@ from modelreg.model.pack import (
     scan_directory,
     slice_source,
 )
-from modelreg.model.producers import detect_producer, plan_manifest
+from modelreg.model.producers import detect_producer
 from modelreg.model.tensors import TensorListing, list_tensors
 from modelreg.model.unpack import CacheMode, UnpackResult, layer_path, parse_cache_mode, unpack
 from modelreg.oci import mediatypes as mt
@@ -215,13 +216,13 @@ def _annotated_unsafe(desc: Descriptor) -> bool:
     return value is not None and value.strip().lower() not in ("", "false", "0", "no")
 
 
-def _file_rows(manifest: Manifest) -> list[dict[str, Any]]:
-    """One row per file of the artifact (parts of a split file grouped), no blob read."""
+def _file_rows(manifest: Manifest, config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per file of the artifact, named as pull names it (:func:`layer_files`:
+    parts of a split file grouped, an archive named by what it holds), no blob read.
+    A manifest pull would refuse is shown layer by layer, with the paths it declares."""
     try:
-        plan = plan_manifest(manifest)
+        files = layer_files(manifest, config)
     except ModelRegError:
-        plan = None
-    if plan is None:
         return [
             {
                 "path": layer_path(layer),
@@ -234,62 +235,32 @@ def _file_rows(manifest: Manifest) -> list[dict[str, Any]]:
             }
             for layer in manifest.layers
         ]
-    rows: list[dict[str, Any]] = []
-    for r in plan.raw:
-        desc = r.descriptor
-        rows.append(
-            {
-                "path": r.path,
-                "kind": "file",
-                "mediaType": desc.media_type,
-                "size": desc.size,
-                "digest": str(desc.digest),
-                "untested": desc.annotations.get(mt.ANN_UNTESTED) == "true",
-                "unsafe": _annotated_unsafe(desc) or Path(r.path).suffix.lower() in _PICKLE_ONLY,
-                **({"compressed": True} if r.compressed else {}),
-            }
-        )
-    for sf in plan.split:
-        rows.append(
-            {
-                "path": sf.path,
-                "kind": "split",
-                "mediaType": ann.PART_MEDIA_TYPE,
-                "size": sf.size,
-                "digest": str(sf.digest),
-                "untested": False,
-                "unsafe": _annotated_unsafe(sf.parts[0].descriptor),
-                "parts": len(sf.parts),
-            }
-        )
-    for a in plan.archives:
-        desc = a.descriptor
-        rows.append(
-            {
-                "path": a.prefix or layer_path(desc),
-                "kind": "archive",
-                "mediaType": desc.media_type,
-                "size": desc.size,
-                "digest": str(desc.digest),
-                "untested": False,
-                "unsafe": _annotated_unsafe(desc),
-                "label": a.label,
-            }
-        )
-    for desc, why in plan.skipped:
-        rows.append(
-            {
-                "path": None,
-                "kind": "skipped",
-                "mediaType": desc.media_type,
-                "size": desc.size,
-                "digest": str(desc.digest),
-                "untested": False,
-                "unsafe": False,
-                "note": why,
-            }
-        )
-    return rows
+    return [_file_row(f) for f in files]
+
+
+def _file_row(f: LayerFile) -> dict[str, Any]:
+    first = f.blobs[0]
+    row: dict[str, Any] = {
+        "path": f.path,
+        "kind": "file" if f.kind == "compressed" else f.kind,
+        "mediaType": f.media_type,
+        "size": f.size,
+        "digest": str(f.digest),
+        "untested": f.kind in ("file", "compressed")
+        and first.annotations.get(mt.ANN_UNTESTED) == "true",
+        "unsafe": f.kind != "skipped" and _annotated_unsafe(first),
+    }
+    if f.kind in ("file", "compressed", "split") and f.path is not None:
+        row["unsafe"] = row["unsafe"] or Path(f.path).suffix.lower() in _PICKLE_ONLY
+    if f.kind == "compressed":
+        row["compressed"] = True
+    elif f.kind == "split":
+        row["parts"] = len(f.blobs)
+    elif f.kind == "archive":
+        row["label"] = f.note
+    elif f.kind == "skipped":
+        row["note"] = f.note
+    return row
 
 
 PENDING_MIN = 64 * 1024 * 1024
@@ -858,7 +829,7 @@ class Client:
         if isinstance(node, Manifest):
             producer = detect_producer(node)
             config = self._config(target, node)
-            files = _file_rows(node)
+            files = _file_rows(node, config)
             if tensors:
                 listing = list_tensors(target, node, concurrency=self.options.concurrency)
                 by_path = {f.path: f for f in listing.files}
@@ -898,7 +869,15 @@ class Client:
         _, target_b, desc_b = self.resolve(ref_b)
         manifest_a = self._manifest(target_a, desc_a)
         manifest_b = self._manifest(target_b, desc_b)
-        return diff_manifests(target_a, manifest_a, target_b, manifest_b, tensors=tensors)
+        return diff_manifests(
+            target_a,
+            manifest_a,
+            target_b,
+            manifest_b,
+            tensors=tensors,
+            config_a=read_config(target_a, manifest_a),
+            config_b=read_config(target_b, manifest_b),
+        )
 
     # ------------------------------------------------------------------- copy
     def copy(

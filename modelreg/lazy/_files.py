@@ -1,35 +1,41 @@
 """The files of a model artifact, as byte ranges of blobs.
 
-A file is one raw layer, or (``--split``) several part layers whose
+Files are named from the same plan ``pull`` writes by
+(:func:`modelreg.model.layerfiles.layer_files`, with the config for producers
+that name layers there, KitOps): every producer's raw layers (ModelPack,
+modctl, KitOps, Docker Model Runner v0.1 names from media types and v0.2
+annotations, ORAS titles) are files here under the path pull gives them, with
+the same checks (SECURITY.md case 6: relative, no ``..``, no backslash or
+control character, no two files colliding after normalisation, no file that is
+also a directory). A split file (``--split``) is several part layers whose
 concatenation in offset order is the file (:mod:`modelreg.model.annotations`).
-Paths are validated like ``pull`` does (SECURITY.md case 6): relative, no
-``..``, no backslash or control character, no two files colliding after
-normalisation, no file that is also a directory.
+
+Not served, each named in the notes instead (:func:`model_files`):
+
+* archive layers (tar, tar+gzip, tar+zstd: KitOps, modctl, legacy ModelPack,
+  ORAS directories, Docker config archives): the files inside are known and
+  checked only when the archive is read whole and unpacked, which is ``pull``'s
+  job; they are readable only after ``pull``;
+* compressed single files (KitOps ``raw+gzip``/``raw+zstd``): a compressed
+  stream cannot be read at an offset without decompressing everything before
+  it, so the handle does not pretend to range-read them; ``pull`` writes them
+  decompressed;
+* layers ``pull`` skips (an ORAS layer without a title).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from modelreg.errors import FormatError, UnsafeContentError
 from modelreg.model import annotations as mann
-from modelreg.model.unpack import layer_path, safe_relpath
-from modelreg.oci import mediatypes as mt
+from modelreg.model.layerfiles import LayerFile, layer_files
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Manifest
 
-__all__ = ["ModelFile", "Segment", "is_archive", "model_files"]
-
-_ARCHIVE_SUFFIXES = (".tar", "+gzip", "+zstd", ".tar+gzip", ".tar+zstd", "+gzip", "+zstd")
-
-
-def is_archive(layer: Descriptor) -> bool:
-    """A layer whose files are inside a tar: `pull` unpacks it, lazy reads cannot."""
-    return layer.media_type.endswith(_ARCHIVE_SUFFIXES)
+__all__ = ["ModelFile", "Segment", "model_files"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,119 +78,45 @@ class ModelFile:
         return out
 
 
-def _mode(desc: Descriptor) -> int:
-    for key in (mann.ANN_FILE_METADATA, mt.ANN_FILE_METADATA, mt.LEGACY_ANN_FILE_METADATA):
-        raw = desc.annotations.get(key)
-        if not raw:
-            continue
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            mode = json.loads(raw).get("mode")
-            if isinstance(mode, int):
-                return 0o755 if mode & 0o111 else 0o644
-    return 0o644
+def _model_file(f: LayerFile) -> ModelFile:
+    assert f.path is not None
+    if f.split is not None:
+        segments = tuple(Segment(p.descriptor, p.offset) for p in f.split.parts)
+    else:
+        segments = (Segment(f.blobs[0], 0),)
+    return ModelFile(f.path, f.size, f.digest, f.media_type, f.mode, segments)
 
 
-def _int_annotation(desc: Descriptor, key: str, where: str) -> int:
-    raw = desc.annotations.get(key)
-    if raw is None or not raw.isdigit() or len(raw) > 20:
-        raise FormatError(f"{where}: annotation {key} is {raw!r}, not a byte count")
-    return int(raw)
-
-
-def _parts_file(path: str, parts: list[Descriptor]) -> ModelFile:
-    where = f"split file {path!r}"
-    first = parts[0]
-    size = _int_annotation(first, mann.ANN_FILE_SIZE, where)
-    raw_digest = first.annotations.get(mann.ANN_FILE_DIGEST, "")
-    try:
-        digest = Digest.parse(raw_digest)
-    except Exception as exc:
-        raise FormatError(
-            f"{where}: {mann.ANN_FILE_DIGEST} {raw_digest!r} is not a digest"
-        ) from exc
-    segments = []
-    for desc in parts:
-        if desc.annotations.get(mann.ANN_FILE_DIGEST) != raw_digest or desc.annotations.get(
-            mann.ANN_FILE_SIZE
-        ) != str(size):
-            raise FormatError(f"{where}: its parts disagree on the whole file's digest or size")
-        segments.append(Segment(desc, _int_annotation(desc, mann.ANN_PART_OFFSET, where)))
-    segments.sort(key=lambda s: s.offset)
-    position = 0
-    for seg in segments:
-        if seg.offset != position:
-            raise FormatError(
-                f"{where}: part at offset {seg.offset} does not follow the previous part "
-                f"(expected offset {position})",
-                hint="the parts must tile the file exactly; the artifact is malformed",
-            )
-        position = seg.end
-    if position != size:
-        raise FormatError(f"{where}: parts cover {position} bytes, the file is {size}")
-    count = first.annotations.get(mann.ANN_PART_COUNT)
-    if count is not None and count != str(len(segments)):
-        raise FormatError(f"{where}: {len(segments)} parts present, {count} announced")
-    mode = 0o644
-    for desc in parts:
-        if any(k in desc.annotations for k in (mann.ANN_FILE_METADATA, mt.ANN_FILE_METADATA)):
-            mode = _mode(desc)
-    return ModelFile(path, size, digest, first.media_type, mode, tuple(segments))
-
-
-def model_files(manifest: Manifest) -> tuple[list[ModelFile], list[str]]:
-    """The files of ``manifest`` in layer order, and notes on layers that are not files.
-
-    Archive layers (tar, compressed) cannot be read lazily: they are left out and
-    named in the notes, as are layers that name no path.
-    """
-    files: dict[str, ModelFile] = {}
-    order: list[str] = []
-    parts: dict[str, list[Descriptor]] = {}
-    notes: list[str] = []
-    for i, layer in enumerate(manifest.layers):
-        if layer.media_type == mann.PART_MEDIA_TYPE:
-            raw = layer.annotations.get(mann.ANN_PART_PATH)
-            if raw is None:
-                raise FormatError(f"layer {i} is a file part but names no {mann.ANN_PART_PATH}")
-            path = safe_relpath(raw, f"layer {i} part path")
-            if path not in parts:
-                parts[path] = []
-                order.append(path)
-            parts[path].append(layer)
-            continue
-        raw = layer_path(layer)
-        if raw is None:
-            notes.append(f"layer {i} ({layer.digest.short}, {layer.media_type}) names no file")
-            continue
-        if is_archive(layer):
-            notes.append(f"layer {raw!r} is an archive ({layer.media_type}); use pull")
-            continue
-        path = safe_relpath(raw, f"layer {i} path")
-        if path in files or path in parts:
-            raise UnsafeContentError(f"two layers name the file {path!r}")
-        files[path] = ModelFile(
-            path, layer.size, layer.digest, layer.media_type, _mode(layer), (Segment(layer, 0),)
+def _note(f: LayerFile) -> str:
+    if f.kind == "archive":
+        where = "the model root" if f.path == "." else repr(f.path)
+        return (
+            f"{where} is held in an archive layer ({f.note}, {f.media_type}): "
+            "the files inside it are readable only after `modelreg pull`"
         )
-        order.append(path)
-    for path, descs in parts.items():
-        if path in files:
-            raise UnsafeContentError(f"{path!r} is both a whole file and a split file")
-        files[path] = _parts_file(path, descs)
-    out = [files[p] for p in order]
-    seen: dict[str, str] = {}
-    for f in out:
-        key = f.path.casefold()
-        if key in seen:
-            raise UnsafeContentError(
-                f"files {seen[key]!r} and {f.path!r} collide after normalisation",
-                hint="the artifact is malformed or hostile; refused",
-            )
-        seen[key] = f.path
-    names = {f.path for f in out}
-    for f in out:
-        parent = posixpath.dirname(f.path)
-        while parent:
-            if parent in names:
-                raise UnsafeContentError(f"{parent!r} is both a file and a directory")
-            parent = posixpath.dirname(parent)
-    return out, notes
+    if f.kind == "compressed":
+        return (
+            f"{f.path!r} is stored compressed ({f.media_type}) and cannot be read by range: "
+            "read it after `modelreg pull`, which writes it decompressed"
+        )
+    return f"layer {f.index} ({f.digest.short}, {f.media_type}) is not a file: {f.note}"
+
+
+def model_files(
+    manifest: Manifest, config: Mapping[str, Any] | None = None
+) -> tuple[list[ModelFile], list[LayerFile], list[str]]:
+    """The readable files of ``manifest`` in layer order, the layers whose files only
+    ``pull`` writes (archives, compressed files) and notes naming every layer that is
+    not a readable file (see the module notes). Raises what ``pull`` raises on a
+    malformed or hostile manifest."""
+    files: list[ModelFile] = []
+    pull_only: list[LayerFile] = []
+    notes: list[str] = []
+    for f in layer_files(manifest, config):
+        if f.readable:
+            files.append(_model_file(f))
+            continue
+        if f.kind in ("archive", "compressed"):
+            pull_only.append(f)
+        notes.append(_note(f))
+    return files, pull_only, notes

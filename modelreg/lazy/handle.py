@@ -11,6 +11,11 @@
             print(t.name, t.dtype, t.shape)
         w = model.tensor("model.layers.0.self_attn.q_proj.weight")   # numpy array
 
+``files`` lists every file a pull would write that can be read by range, named
+as pull names it (:mod:`modelreg.lazy._files`); files inside archive layers and
+compressed single files are readable only after ``pull``: ``notes`` names them,
+``pull_only`` holds their layers.
+
 Everything served is verified first: with a chunk index (written by ``modelreg
 push``), per chunk, against digests the manifest covers; without one, per blob
 (:mod:`modelreg.lazy._engine`). ``verify=`` runs signature or policy checks
@@ -67,6 +72,7 @@ from modelreg.lazy.chunkindex import (
 from modelreg.lazy.publish import index_descriptor_from_annotations
 from modelreg.model.formats import GGUFLimits, ModelFileInfo, parse_gguf, parse_safetensors
 from modelreg.model.formats.gguf import QUANTIZED_TYPES
+from modelreg.model.layerfiles import LayerFile, read_config
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest_or_index
@@ -251,6 +257,7 @@ class ModelHandle:
         manifest: Manifest,
         files: list[ModelFile],
         notes: list[str],
+        pull_only: list[LayerFile],
         index: ChunkIndex | None,
         index_descriptor: Descriptor | None,
         engine: Engine,
@@ -262,6 +269,8 @@ class ModelHandle:
         self.descriptor = descriptor
         self.manifest = manifest
         self.notes = notes
+        self.pull_only = pull_only
+        """Layers whose files only ``pull`` writes (archives, compressed files)."""
         self.index = index
         self.index_descriptor = index_descriptor
         self.readahead = readahead
@@ -625,7 +634,7 @@ def open_model(
         target.store.root.resolve() == store.root.resolve()
     )
     manifest = _fetch_manifest(target, desc)
-    files, notes = model_files(manifest)
+    files, pull_only, notes = model_files(manifest, read_config(target, manifest))
     chunk_store = ChunkStore.from_env(store.root / CHUNK_STORE_DIR) if chunk_cache else None
     index: ChunkIndex | None = None
     index_bytes = 0
@@ -662,6 +671,7 @@ def open_model(
         manifest=manifest,
         files=files,
         notes=notes,
+        pull_only=pull_only,
         index=index,
         index_descriptor=index_desc,
         engine=engine,

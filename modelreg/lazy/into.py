@@ -36,7 +36,7 @@ from modelreg.content.base import CHUNK, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError, UnsafeContentError
 from modelreg.events import Event, ProgressCallback, emit
-from modelreg.lazy._files import ModelFile, is_archive
+from modelreg.lazy._files import ModelFile
 from modelreg.lazy.chunkindex import FileChunks
 from modelreg.lazy.handle import ModelHandle, Verifier, open_model
 from modelreg.model.roles import ROLE_ORDER, guess_role
@@ -124,19 +124,20 @@ def _fsync(fd: int, enabled: bool) -> None:
 
 def _refuse_archives(handle: ModelHandle, include: Sequence[str]) -> None:
     """--into writes files one at a time from verified ranges; the files inside an archive
-    layer cannot be written that way, and skipping them would mark an incomplete
-    directory complete. An archive that ``include`` leaves out is no obstacle."""
+    layer (or a compressed file) cannot be written that way, and skipping them would mark
+    an incomplete directory complete. A layer that ``include`` leaves out is no obstacle."""
     import fnmatch
 
-    for layer in handle.manifest.layers:
-        if not is_archive(layer):
-            continue
-        name = layer.title or str(layer.digest)
+    for layer in handle.pull_only:
+        name = layer.path or str(layer.digest)
         if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
             continue
+        archive = layer.kind == "archive"
+        what = "an archive" if archive else "a compressed file"
+        cannot = "unpack archives" if archive else "decompress files"
         raise InvalidInputError(
-            f"layer {name!r} of {handle.reference} is an archive ({layer.media_type}); "
-            "--into cannot unpack archives",
+            f"layer {name!r} of {handle.reference} is {what} ({layer.media_type}); "
+            f"--into cannot {cannot}",
             hint=f"pull it with `modelreg pull {handle.reference} -o DIR`, which unpacks "
             "archive layers safely, or leave it out with --include",
         )

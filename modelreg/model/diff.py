@@ -1,5 +1,11 @@
 """What changed between two versions of a model, from manifests and headers only.
 
+Files are named as ``pull`` names them, from the same plan
+(:func:`modelreg.model.layerfiles.layer_files`, with the config for producers
+that name layers there): an archive layer, whose files are known only once it
+is read, is one entry named by what it holds (its directory, or ``.`` for the
+model root) with ``kind: "archive"``; layers pull skips are left out.
+
 Files are matched by path. A file is *unchanged* when its digest is the same
 (the whole-file digest for split files), *changed*, *added* or *removed*
 otherwise. Bytes are counted per blob (layer or part), each distinct digest
@@ -19,15 +25,15 @@ their bytes, which ``diff`` never does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from modelreg.content.base import ReadOnlyTarget
 from modelreg.model.formats import ModelFileInfo
-from modelreg.model.paths import safe_relpath
-from modelreg.model.producers import SplitFile, plan_manifest
+from modelreg.model.layerfiles import layer_files
+from modelreg.model.producers import SplitFile
 from modelreg.model.tensors import BlobSource, FetchCounter, SplitSource, describe_file
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Manifest
@@ -35,6 +41,8 @@ from modelreg.oci.manifest import Manifest
 __all__ = ["DiffResult", "FileDiff", "LogicalFile", "diff_manifests", "logical_files"]
 
 _TENSOR_EXT = frozenset({".safetensors", ".gguf"})
+_READABLE = frozenset({"file", "split"})
+"""Kinds whose headers can be read by range (not archives, not compressed files)."""
 
 
 @dataclass(frozen=True)
@@ -47,29 +55,22 @@ class LogicalFile:
     blobs: tuple[Descriptor, ...]
     split: SplitFile | None = None
     kind: str = "file"
-    """``file``, ``split`` or ``archive`` (an archive layer, named by its label)."""
+    """``file``, ``compressed``, ``split`` or ``archive`` (:data:`LayerKind`)."""
 
 
-def logical_files(manifest: Manifest) -> list[LogicalFile]:
-    """The files of a manifest, parts grouped into their file (no blob read)."""
-    plan = plan_manifest(manifest)
-    out = []
-    for r in plan.raw:
-        path = safe_relpath(r.path, f"layer {r.index} path")
-        out.append(LogicalFile(path, str(r.descriptor.digest), r.descriptor.size, (r.descriptor,)))
-    for s in plan.split:
-        path = safe_relpath(s.path, "split file path")
-        parts = tuple(p.descriptor for p in s.parts)
-        out.append(LogicalFile(path, str(s.digest), s.size, parts, s, "split"))
-    for a in plan.archives:
-        name = a.prefix or a.label
-        out.append(
-            LogicalFile(
-                name, str(a.descriptor.digest), a.descriptor.size, (a.descriptor,), None, "archive"
-            )
-        )
-    out.sort(key=lambda f: f.path)
-    return out
+def logical_files(manifest: Manifest, config: Mapping[str, Any] | None = None) -> list[LogicalFile]:
+    """The files of a manifest named as pull names them (:func:`layer_files`), parts
+    grouped into their file, archives named by what they hold; skipped layers left out.
+    An archive whose name is already taken is told apart by its digest."""
+    out: dict[str, LogicalFile] = {}
+    for f in layer_files(manifest, config):
+        if f.path is None:
+            continue
+        name = f.path
+        if name in out:
+            name = f"{name} ({f.digest.short})"
+        out[name] = LogicalFile(name, str(f.digest), f.size, f.blobs, f.split, f.kind)
+    return sorted(out.values(), key=lambda f: f.path)
 
 
 @dataclass
@@ -84,6 +85,9 @@ class FileDiff:
     tensors: list[dict[str, Any]] = field(default_factory=list)
     tensor_summary: dict[str, int] = field(default_factory=dict)
     note: str | None = None
+    kind: str = "file"
+    """``archive`` when either version stores it as an archive layer (named by what it
+    holds: its files are not listed, their bytes are compared as one layer)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -95,6 +99,8 @@ class FileDiff:
             "digestB": self.digest_b,
             "sharedBytes": self.shared_bytes,
         }
+        if self.kind != "file":
+            out["kind"] = self.kind
         if self.tensor_summary:
             out["tensorSummary"] = dict(self.tensor_summary)
             out["tensors"] = list(self.tensors)
@@ -132,6 +138,10 @@ class DiffResult:
             },
             "bytesFetched": self.bytes_fetched,
         }
+
+
+def _kind(f: LogicalFile) -> str:
+    return "archive" if f.kind == "archive" else "file"
 
 
 def _unique(files: Sequence[LogicalFile]) -> dict[str, int]:
@@ -207,10 +217,13 @@ def diff_manifests(
     manifest_b: Manifest,
     *,
     tensors: bool = True,
+    config_a: Mapping[str, Any] | None = None,
+    config_b: Mapping[str, Any] | None = None,
 ) -> DiffResult:
-    """Compare two model manifests (see the module docstring)."""
-    files_a = {f.path: f for f in logical_files(manifest_a)}
-    files_b = {f.path: f for f in logical_files(manifest_b)}
+    """Compare two model manifests (see the module docstring). ``config_a``/``config_b``:
+    the parsed configs of producers that name layers there (:func:`read_config`)."""
+    files_a = {f.path: f for f in logical_files(manifest_a, config_a)}
+    files_b = {f.path: f for f in logical_files(manifest_b, config_b)}
     blobs_a = _unique(list(files_a.values()))
     blobs_b = _unique(list(files_b.values()))
     result = DiffResult(
@@ -224,10 +237,12 @@ def diff_manifests(
     for path in sorted(set(files_a) | set(files_b)):
         fa, fb = files_a.get(path), files_b.get(path)
         if fa is None and fb is not None:
-            result.files.append(FileDiff(path, "added", None, fb.size, None, fb.digest))
+            added = FileDiff(path, "added", None, fb.size, None, fb.digest, kind=_kind(fb))
+            result.files.append(added)
             continue
         if fb is None and fa is not None:
-            result.files.append(FileDiff(path, "removed", fa.size, None, fa.digest, None))
+            removed = FileDiff(path, "removed", fa.size, None, fa.digest, None, kind=_kind(fa))
+            result.files.append(removed)
             continue
         assert fa is not None and fb is not None
         shared = sum(
@@ -237,11 +252,17 @@ def diff_manifests(
         )
         status = "unchanged" if fa.digest == fb.digest else "changed"
         entry = FileDiff(path, status, fa.size, fb.size, fa.digest, fb.digest, shared)
+        entry.kind = "archive" if "archive" in (fa.kind, fb.kind) else "file"
+        if status == "changed" and (fa.kind == "archive") != (fb.kind == "archive"):
+            entry.note = (
+                "stored as an archive in one version and as a file in the other: "
+                "the stored bytes differ, the contents were not compared"
+            )
         if (
             tensors
             and status == "changed"
-            and fa.kind != "archive"
-            and fb.kind != "archive"
+            and fa.kind in _READABLE
+            and fb.kind in _READABLE
             and PurePosixPath(path).suffix.lower() in _TENSOR_EXT
         ):
             da = describe_file(_source(target_a, fa, counter), path)

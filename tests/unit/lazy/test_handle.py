@@ -461,6 +461,8 @@ def test_split_parts_that_do_not_tile_are_refused(tmp_path):
                 len(data),
                 annotations={
                     mann.ANN_PART_PATH: "x.bin",
+                    mann.ANN_PART_INDEX: str(off // 12),
+                    mann.ANN_PART_COUNT: "2",
                     mann.ANN_PART_OFFSET: str(off),
                     mann.ANN_FILE_DIGEST: str(Digest.from_bytes(b"z")),
                     mann.ANN_FILE_SIZE: "22",
@@ -469,7 +471,8 @@ def test_split_parts_that_do_not_tile_are_refused(tmp_path):
         )
     manifest = Manifest(config=config, layers=tuple(parts), artifact_type=mt.MODEL_ARTIFACT)
     target.push_manifest(manifest.descriptor(), manifest.raw, "bad")
-    with pytest.raises(FormatError, match="does not follow"):
+    # refused with pull's own message: the handle reads the plan pull writes by
+    with pytest.raises(FormatError, match="starts at 12, expected 10"):
         open_model(target, "bad", cache=tmp_path / "cache")
 
 

@@ -218,3 +218,143 @@ def test_generator_reproduces_the_committed_fixtures(tmp_path):
         made, committed = contents(tmp_path, sub), contents(TESTDATA, sub)
         assert made.keys() == committed.keys()
         assert all(made[k] == committed[k] for k in made), sub
+
+
+# ---------------------------------------------------------------- issue 15, failure 3
+# inspect, diff and the lazy handle name files from pull's own plan
+# (modelreg.model.layerfiles); these fail on 087654d, where each reader had its own rule.
+READABLE = {
+    "docker-gguf-v01": {"model.gguf", "LICENSE"},
+    "docker-safetensors-v02": {
+        "config.json",
+        "generation_config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    },
+    "kitops-modelkit": {"README.md"},
+    "oras-files": {"model.safetensors"},
+}
+"""The raw files of each fixture; the rest of what pull writes is inside archives."""
+ARCHIVES = {
+    "docker-safetensors-v02": ["."],
+    "kitops-legacy": ["model.gguf", "README.md"],  # named by the Kitfile alone
+    "kitops-modelkit": ["models", "src"],
+    "modelpack-cnai-legacy": ["config.json", "model-00001-of-00002.safetensors", "README.md"],
+    "modelpack-modctl-tar": ["config.json", "model-00001-of-00002.safetensors", "README.md"],
+    "oras-files": ["tokenizer"],
+}
+
+
+def _under(path: str, name: str) -> bool:
+    return name == "." or path == name or path.startswith(name + "/")
+
+
+@pytest.mark.parametrize("tag", GOOD)
+def test_inspect_names_files_and_archives_as_pull_writes_them(tag, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
+    from modelreg.client import Client
+
+    with Client() as client:
+        rows = client.inspect(f"oci:{PRODUCERS}:{tag}").files
+    named = [r for r in rows if r["kind"] != "skipped"]
+    assert all(r["path"] for r in named), rows
+    assert {r["path"] for r in named if r["kind"] == "file"} == READABLE.get(tag, set())
+    assert [r["path"] for r in named if r["kind"] == "archive"] == ARCHIVES.get(tag, [])
+    for path in EXPECTED[tag]["files"]:
+        assert path in READABLE.get(tag, set()) or any(_under(path, a) for a in ARCHIVES[tag]), path
+
+
+@pytest.mark.parametrize("tag", GOOD)
+def test_open_lists_and_reads_every_raw_file_pull_writes(tag, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
+    from modelreg.lazy.handle import open_model
+
+    target = LayoutStore(PRODUCERS, create=False).target(None)
+    with open_model(target, tag, cache=tmp_path / "cache") as handle:
+        got = {f.path: hashlib.sha256(handle.read(f.path)).hexdigest() for f in handle.files}
+        notes = list(handle.notes)
+    expected = EXPECTED[tag]["files"]
+    assert got == {p: expected[p] for p in READABLE.get(tag, set())}
+    after_pull = [n for n in notes if "readable only after `modelreg pull`" in n]
+    assert len(after_pull) == len(ARCHIVES.get(tag, []))
+
+
+def test_diff_names_archives_by_what_they_hold(tmp_path):
+    from modelreg.model.diff import diff_manifests
+
+    target, kit = layout_manifest("kitops-legacy")
+    config = json.loads(
+        LayoutStore(PRODUCERS, create=False).blob_path(kit.config.digest).read_bytes()
+    )
+    result = diff_manifests(target, kit, target, kit, config_a=config, config_b=config)
+    rows = [(f.path, f.status, f.to_dict().get("kind")) for f in result.files]
+    assert rows == [("README.md", "unchanged", "archive"), ("model.gguf", "unchanged", "archive")]
+    _, modctl = layout_manifest("modelpack-modctl-tar")
+    _, docker = layout_manifest("docker-safetensors-v02")
+    by_path = {f.path: f for f in diff_manifests(target, modctl, target, docker).files}
+    assert by_path["config.json"].kind == "archive" and "not compared" in str(
+        by_path["config.json"].note
+    )
+    assert by_path["."].status == "added" and by_path["."].kind == "archive"
+
+
+def _kit_artifact(layer_type: str, data: bytes, kitfile: dict[str, object], annotations=None):
+    src = MemoryTarget()
+    layer = Descriptor.for_bytes(layer_type, data, annotations or {})
+    src.push(layer, bytes_source(data))
+    raw = json.dumps(kitfile).replace("@", str(layer.digest)).encode()
+    config = Descriptor.for_bytes("application/vnd.kitops.modelkit.config.v1+json", raw)
+    src.push(config, bytes_source(raw))
+    manifest = Manifest(config=config, layers=(layer,))
+    src.push_manifest(manifest.descriptor(), manifest.raw, "v1")
+    return src, manifest, json.loads(raw)
+
+
+def test_kitfile_names_archives_only_and_never_unsafely():
+    from modelreg.model.layerfiles import layer_files
+
+    data = _tar({"data/train.csv": b"a,b\n"})
+    _, m, kitfile = _kit_artifact(
+        "application/vnd.kitops.modelkit.dataset.v1.tar",
+        data,
+        {"datasets": [{"name": "d", "path": "data", "digest": "@"}]},
+    )
+    assert [(f.path, f.kind) for f in layer_files(m, kitfile)] == [("data", "archive")]
+    assert [f.path for f in layer_files(m)] == ["."]  # without the Kitfile: the model root
+    _, m, kitfile = _kit_artifact(
+        "application/vnd.kitops.modelkit.dataset.v1.tar",
+        data,
+        {"datasets": [{"path": "../../etc", "digest": "@"}]},
+    )
+    assert [f.path for f in layer_files(m, kitfile)] == ["."]
+    # a raw layer is named as pull names it (by its annotation), never by the Kitfile
+    _, m, kitfile = _kit_artifact(
+        "application/vnd.kitops.modelkit.docs.v1.raw",
+        b"# hi\n",
+        {"docs": [{"path": "README.md", "digest": "@"}]},
+    )
+    with pytest.raises(errors.FormatError, match="names no file path"):
+        layer_files(m, kitfile)
+
+
+def test_compressed_file_is_listed_by_inspect_and_not_served_by_open(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
+    from modelreg.lazy.handle import open_model
+    from modelreg.model.layerfiles import layer_files
+
+    payload = b"weights " * 512
+    src, m, kitfile = _kit_artifact(
+        "application/vnd.kitops.modelkit.model.v1.raw+gzip",
+        gzip.compress(payload, mtime=0),
+        {"model": {"path": "model.bin", "digest": "@"}},
+        {mt.ANN_FILEPATH: "model.bin"},
+    )
+    assert [(f.path, f.kind, f.readable) for f in layer_files(m, kitfile)] == [
+        ("model.bin", "compressed", False)
+    ]
+    with open_model(src, "v1", cache=tmp_path / "cache") as handle:
+        assert handle.files == []
+        assert [f.path for f in handle.pull_only] == ["model.bin"]
+        assert any("stored compressed" in n and "modelreg pull" in n for n in handle.notes)
+    unpack(src, m, tmp_path / "out", fsync=False)
+    assert (tmp_path / "out" / "model.bin").read_bytes() == payload
