@@ -1,4 +1,5 @@
-"""``modelreg mount`` and ``modelreg umount``: a model's files as a read-only filesystem.
+"""``modelreg mount`` and ``modelreg umount``: a model's files as a read-only filesystem;
+``modelreg index``: give a pushed model a chunk index.
 
 Wired by ``main.py`` with ``lazy_cmds.register(app)``.
 """
@@ -19,7 +20,7 @@ commands = typer.Typer()
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``mount`` and ``umount`` to ``app``."""
+    """Add ``mount``, ``umount`` and ``index`` to ``app``."""
     add_commands(app, commands)
 
 
@@ -120,7 +121,10 @@ def _show_mounted(handle: Any, mountpoint: Path, json_output: bool) -> None:
             markup=False,
         )
     for note in handle.notes:
-        err_console.print(f"note: {note}", markup=False)
+        if note.startswith(("no chunk index", "chunk index")):
+            warn(note)  # how reads are verified: whole blobs, or an unanchored index
+        else:
+            err_console.print(f"note: {note}", markup=False)
 
 
 @commands.command("umount")
@@ -140,3 +144,52 @@ def umount(
             sys.stdout.write(json.dumps({"unmounted": str(mountpoint)}) + "\n")
         else:
             out_console.print(f"unmounted {mountpoint}", markup=False)
+
+
+@commands.command("index")
+def index(
+    ref: Annotated[str, typer.Argument(help="Model to index (registry or store reference).")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Build and push the index referrer even if one exists."),
+    ] = False,
+    json_output: JsonOpt = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+) -> None:
+    """Add a chunk index to a model pushed without one (another tool, an older modelreg,
+    `push --no-chunk-index`), so lazy opens and mounts fetch and verify chunk by chunk.
+
+    Streams each blob once, verified, and pushes the index as a referrer of the
+    manifest (its digest is unchanged; sign the referrer to cover the index). An
+    existing index is reported, not rebuilt, unless --force.
+    """
+    from modelreg.lazy.publish import add_chunk_index
+
+    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+        with cmd.client() as client, cmd.progress() as progress:
+            result = add_chunk_index(client, ref, force=force, progress=progress)
+        if json_output:
+            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+            return
+        if result.source == "manifest":
+            out_console.print(
+                f"{result.reference} already has a chunk index, named by its manifest "
+                f"({result.index.digest})",
+                markup=False,
+            )
+        elif result.source == "referrer":
+            out_console.print(
+                f"{result.reference} already has a chunk index referrer "
+                f"({result.referrer.digest if result.referrer else ''}); --force rebuilds it",
+                markup=False,
+            )
+        else:
+            out_console.print(
+                f"indexed {result.reference}: read {result.bytes_read} bytes, pushed chunk "
+                f"index {result.index.digest} as referrer "
+                f"{result.referrer.digest if result.referrer else ''}",
+                markup=False,
+            )

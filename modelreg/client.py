@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelreg import lifecycle, settings
-from modelreg.content.base import PendingPusher, ReadOnlyTarget, Target, fetch_bytes
+from modelreg.content.base import (
+    PendingPusher,
+    ReadOnlyTarget,
+    Target,
+    bytes_source,
+    fetch_bytes,
+)
 from modelreg.content.copies import Copies, FileIdentity
 from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.content.locations import BlobLocations
@@ -45,7 +51,6 @@ from modelreg.model.pack import (
     ModelMetadata,
     PackedModel,
     pack_directory,
-    scan_directory,
     slice_source,
 )
 from modelreg.model.producers import detect_producer
@@ -54,7 +59,7 @@ from modelreg.model.unpack import CacheMode, UnpackResult, layer_path, parse_cac
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import Index, Manifest
+from modelreg.oci.manifest import Index, Manifest, empty_config
 from modelreg.oci.reference import Reference
 from modelreg.transfer import Transfer
 
@@ -62,6 +67,7 @@ if TYPE_CHECKING:
     from modelreg.content.registry.client import RegistryClient
     from modelreg.content.registry.credentials import CredentialProvider
     from modelreg.content.registry.hosts import HostConfig, HostOverride, HostsResolver
+    from modelreg.lazy.publish import IndexAnnotator
 
 __all__ = [
     "Client",
@@ -614,14 +620,15 @@ class Client:
         progress: ProgressCallback | None = None,
         split: bool | None = None,
         part_size: int | str | None = None,
-        chunk_index: bool = False,
+        chunk_index: bool = True,
     ) -> PushResult:
         """Pack a model directory and push it to ``ref`` (tag defaults to ``latest``).
 
-        ``chunk_index=True`` also writes the chunk index of :mod:`modelreg.lazy`
-        (per-chunk digests, named in a manifest annotation so that the manifest
-        digest covers it, stored as a referrer): lazy opens then verify every
-        chunk instead of whole blobs. It costs one more read of the files.
+        The chunk index of :mod:`modelreg.lazy` (per-chunk digests, named in a
+        manifest annotation so that the manifest digest covers it, stored as a
+        referrer) is written unless ``chunk_index=False``: lazy opens then fetch and
+        verify chunks instead of whole blobs. It is computed in the same read as
+        each file's digest, and cached with it: no file is read for it twice.
 
         ``split=True`` stores big safetensors/GGUF files as tensor-aligned parts
         (``part_size``, default 32 MiB) so that a later version sends only the
@@ -640,14 +647,11 @@ class Client:
                 hint="push to a tag; the digest is computed from the content",
             )
         tag = ref.tag or "latest"
-        index: tuple[bytes, Descriptor] | None = None
+        indexer = None
         if chunk_index:
-            from modelreg.lazy.publish import chunk_index_annotations
+            from modelreg.lazy.publish import IndexAnnotator
 
-            files = scan_directory(path, ignore=ignore, allow_outside_links=allow_outside_links)
-            index_ann, index_blob, index_desc = chunk_index_annotations(files)
-            annotations = {**(annotations or {}), **index_ann}
-            index = (index_blob, index_desc)
+            indexer = IndexAnnotator()
         with self._engine(ref, progress) as engine:
             packed = self._pack_and_send(
                 engine,
@@ -659,14 +663,23 @@ class Client:
                 progress=progress,
                 split=split,
                 part_size=part_size,
+                indexer=indexer,
             )
+            if indexer is not None:
+                # the index blob goes with the model's (skipped, mounted, counted alike)
+                index_blob, index_desc = indexer.result()
+                engine.send(index_desc, bytes_source(index_blob), "chunk index")
+                engine.send(empty_config(), bytes_source(mt.EMPTY_JSON), "chunk index")
             with _blame_changed_files(packed):
                 result = walk_graph(engine, packed.as_target(), packed.descriptor, tag=tag)
-        self._remember(ref, result.blobs)
-        if index is not None:
-            from modelreg.lazy.publish import push_chunk_index
+            if indexer is not None:
+                from modelreg.lazy.publish import chunk_index_referrer
 
-            push_chunk_index(self.target(ref), packed.descriptor, *index)
+                # after its subject: the referrer that keeps the index blob alive
+                referrer = chunk_index_referrer(index_desc, packed.descriptor)
+                engine.dst.push_manifest(referrer.descriptor(), referrer.raw)
+                result.referrers.append(referrer.descriptor())
+        self._remember(ref, result.blobs)
         return PushResult(
             reference=str(ref.with_tag(tag).with_digest(packed.manifest.digest)),
             digest=str(packed.manifest.digest),
@@ -688,8 +701,16 @@ class Client:
         progress: ProgressCallback | None,
         split: bool | None,
         part_size: int | str | None,
+        indexer: IndexAnnotator | None = None,
     ) -> PackedModel:
-        """Pack ``path``, every layer going to ``engine`` as soon as it is hashed."""
+        """Pack ``path``, every layer going to ``engine`` as soon as it is hashed; with
+        ``indexer``, each file's chunk table is hashed in the same read and the index
+        named in the manifest."""
+        chunking = None
+        if indexer is not None:
+            from modelreg.lazy.chunkindex import chunk_geometry
+
+            chunking = chunk_geometry
         early = _EarlyUploads(engine)
         try:
             packed = pack_directory(
@@ -704,6 +725,8 @@ class Client:
                 part_size=part_size,
                 on_blob=early.submit,
                 on_hash=early.hashing,
+                chunking=chunking,
+                annotator=indexer,
             )
             with _blame_changed_files(packed):
                 early.finish()

@@ -86,6 +86,7 @@ from typing import Any, Final
 
 from modelreg._json import canonical_json, loads_strict
 from modelreg.errors import FormatError, IntegrityError, InvalidInputError, SizeLimitError
+from modelreg.model.digests import ChunkGeometry, ChunkTable
 from modelreg.model.unpack import safe_relpath
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
@@ -106,9 +107,12 @@ __all__ = [
     "FileChunks",
     "build_chunk_index",
     "choose_chunk_size",
+    "chunk_geometry",
     "chunk_index_descriptor",
     "detect_head",
+    "detect_head_in",
     "encode_chunk_index",
+    "file_chunks_from_table",
     "hash_file_chunks",
     "parse_chunk_index",
     "parse_toc",
@@ -291,28 +295,65 @@ def detect_head(path: str | os.PathLike[str], size: int | None = None) -> int:
     Decided by content (the magic / length prefix), whatever the name. Any
     problem parsing the header gives 0: the file is then chunked plainly.
     """
-    from modelreg.model.formats import FileSource, parse_gguf, parse_safetensors
+    from modelreg.model.formats import FileSource
 
     try:
         real_size = os.stat(path).st_size if size is None else size
         if real_size < 8:
             return 0
-        with open(path, "rb") as f:
-            first = f.read(16)
-        if first[:4] == b"GGUF":
-            with FileSource(path) as src:
-                head = parse_gguf(src, name=os.fspath(path)).header_size
-        else:
-            (n,) = struct.unpack_from("<Q", first, 0)
-            if not 2 <= n <= 100_000_000 or 8 + n > real_size or first[8:9] != b"{":
-                return 0
-            with FileSource(path) as src:
-                head = parse_safetensors(src, name=os.fspath(path), initial_read=8).header_size
+        with FileSource(path) as src:
+            return detect_head_in(src, real_size, os.fspath(path))
     except Exception:
         return 0
-    if not 0 < head <= min(real_size, MAX_HEAD):
+
+
+def detect_head_in(source: Any, size: int, name: str) -> int:
+    """:func:`detect_head` over any ``read_at(offset, length)`` source of ``size`` bytes
+    (e.g. the first bytes of a blob being streamed)."""
+    from modelreg.model.formats import parse_gguf, parse_safetensors
+
+    try:
+        if size < 8:
+            return 0
+        first = source.read_at(0, 16)
+        if first[:4] == b"GGUF":
+            head = parse_gguf(source, name=name).header_size
+        else:
+            (n,) = struct.unpack_from("<Q", first, 0)
+            if not 2 <= n <= 100_000_000 or 8 + n > size or first[8:9] != b"{":
+                return 0
+            head = parse_safetensors(source, name=name, initial_read=8).header_size
+    except Exception:
+        return 0
+    if not 0 < head <= min(size, MAX_HEAD):
         return 0
     return int(head)
+
+
+def chunk_geometry(path: str | os.PathLike[str], size: int) -> ChunkGeometry:
+    """How the index cuts a file: :func:`choose_chunk_size`, head region by content.
+
+    The same rule as :func:`hash_file_chunks`, so an index built during the
+    digest pass of a push (``pack_directory(chunking=chunk_geometry)``) equals one
+    built from the files afterwards.
+    """
+    return ChunkGeometry(choose_chunk_size(size), detect_head(path, size))
+
+
+def file_chunks_from_table(path: str, digest: Digest, table: ChunkTable) -> FileChunks:
+    """A :class:`FileChunks` from a table computed elsewhere (the digest pass)."""
+    g = table.geometry
+    fc = FileChunks(
+        path=path,
+        size=table.size,
+        digest=digest,
+        chunk_size=g.chunk_size,
+        head=min(g.head, table.size),
+        digests=table.digests,
+    )
+    if len(table.digests) != fc.count * DIGEST_SIZE:
+        raise InvalidInputError(f"chunk table of {path!r} has the wrong length")
+    return fc
 
 
 _POOL_LOCK = threading.Lock()

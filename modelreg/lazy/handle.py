@@ -24,6 +24,7 @@ before the manifest is even read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -69,7 +70,7 @@ from modelreg.lazy.chunkindex import (
     parse_toc,
     read_toc_length,
 )
-from modelreg.lazy.publish import index_descriptor_from_annotations
+from modelreg.lazy.publish import find_chunk_index_referrer, index_descriptor_from_annotations
 from modelreg.model.formats import GGUFLimits, ModelFileInfo, parse_gguf, parse_safetensors
 from modelreg.model.formats.gguf import QUANTIZED_TYPES
 from modelreg.model.layerfiles import LayerFile, read_config
@@ -565,6 +566,98 @@ def _load_index(
     return index_from_toc(files, loader), fetched
 
 
+@dataclass(frozen=True)
+class _IndexPlace:
+    """Where a chunk index is cached once fetched."""
+
+    store: LayoutStore
+    chunk_store: ChunkStore | None
+    source_is_store: bool
+
+
+_WHOLE_BLOBS: Final = "files are fetched whole and verified on first read"
+
+
+def _discover_index(
+    target: ReadOnlyTarget,
+    desc: Descriptor,
+    manifest: Manifest,
+    files: list[ModelFile],
+    place: _IndexPlace,
+    *,
+    reference: str,
+    referrers: bool,
+    warn: Callable[[str], None],
+    notes: list[str],
+) -> tuple[ChunkIndex | None, int, Descriptor | None]:
+    """The chunk index to read ``files`` with: (index, bytes fetched, its descriptor).
+
+    First the one the manifest names (covered by the manifest digest). Else, with
+    ``referrers``, an index referrer (``modelreg index REF``), used only when its
+    blob matches the referrer and every file it lists has the manifest's size and
+    digest; it is unanchored (the manifest digest does not cover it), which the
+    notes say. Without a usable index the notes say files are verified whole.
+    """
+    named = index_descriptor_from_annotations(manifest.annotations)
+    load = functools.partial(
+        _load_index,
+        target,
+        store=place.store,
+        chunk_store=place.chunk_store,
+        source_is_store=place.source_is_store,
+    )
+    if named is not None:
+        try:
+            index, fetched = load(named)
+        except NotFoundError:
+            warn(
+                f"the chunk index {named.digest} named by {reference} is not in "
+                f"{target.name}; reading it blob by blob "
+                "(each file is fetched whole and verified)"
+            )
+            notes.append(f"chunk index missing: {_WHOLE_BLOBS}")
+            return None, 0, named
+        return index, fetched, named
+    if not files:
+        return None, 0, None
+    found = None
+    if referrers:
+        try:
+            found = find_chunk_index_referrer(target, desc)
+        except ModelRegError as exc:
+            warn(f"could not list the chunk index referrers of {reference}: {exc.message}")
+    if found is None:
+        notes.append(f"no chunk index: {_WHOLE_BLOBS} (`modelreg index REF` adds one)")
+        return None, 0, None
+    ref_desc, index_desc = found
+    try:
+        index, fetched = load(index_desc)
+        _check_index(index, files)
+    except ModelRegError as exc:
+        warn(
+            f"the chunk index referrer {ref_desc.digest} of {reference} was refused: {exc.message}"
+        )
+        notes.append(f"chunk index refused: {_WHOLE_BLOBS}")
+        return None, 0, None
+    notes.append(
+        f"chunk index from referrer {ref_desc.digest}, which the manifest digest does not "
+        "cover: chunks are verified against it (sign that referrer, or open with "
+        "chunk_index_referrers=False, where the registry is not trusted)"
+    )
+    return index, fetched, index_desc
+
+
+def _check_index(index: ChunkIndex, files: list[ModelFile]) -> None:
+    """An index that is not covered by the manifest must agree with it on every file."""
+    for f in files:
+        fc = index.get(f.path)
+        if fc is not None and (fc.size, fc.digest) != (f.size, f.digest):
+            raise FormatError(
+                f"it describes {f.path!r} as {fc.size} bytes with digest {fc.digest}, the "
+                f"manifest as {f.size} bytes with digest {f.digest}"
+            )
+
+
 def _fetch_manifest(target: ReadOnlyTarget, desc: Descriptor) -> Manifest:
     data = fetch_bytes(target, desc, limit=MAX_MANIFEST_BYTES, what=f"manifest {desc.digest}")
     node = parse_manifest_or_index(data, desc.media_type, f"manifest {desc.digest}")
@@ -588,6 +681,7 @@ def open_model(
     max_request: int = DEFAULT_MAX_REQUEST,
     chunk_cache: bool = True,
     on_warning: Callable[[str], None] | None = None,
+    chunk_index_referrers: bool = True,
 ) -> ModelHandle:
     """Open a model for lazy, verified reading.
 
@@ -600,6 +694,9 @@ def open_model(
     to refuse. ``concurrency``: parallel Range requests. ``readahead``: bytes
     fetched ahead of sequential readers (0 disables). ``memory``: bytes of
     verified chunks kept in memory. ``max_request``: largest single Range request.
+    ``chunk_index_referrers``: when the manifest names no chunk index, use one
+    stored as a referrer (``modelreg index REF``); ``False`` uses only an index
+    the manifest digest covers. ``handle.notes`` says which verification applies.
     """
     if concurrency < 1 or max_request < 1 or readahead < 0 or memory < 0:
         raise InvalidInputError(
@@ -638,20 +735,17 @@ def open_model(
     chunk_store = ChunkStore.from_env(store.root / CHUNK_STORE_DIR) if chunk_cache else None
     index: ChunkIndex | None = None
     index_bytes = 0
-    index_desc = index_descriptor_from_annotations(manifest.annotations)
-    if index_desc is not None:
-        try:
-            index, index_bytes = _load_index(
-                target, index_desc, store, chunk_store, source_is_store
-            )
-        except NotFoundError:
-            warn(
-                f"the chunk index {index_desc.digest} named by {reference} is not in "
-                f"{target.name}; reading it blob by blob "
-                "(each file is fetched whole and verified)"
-            )
-    elif files:
-        notes.append("no chunk index: files are fetched whole and verified on first read")
+    index, index_bytes, index_desc = _discover_index(
+        target,
+        desc,
+        manifest,
+        files,
+        _IndexPlace(store, chunk_store, source_is_store),
+        reference=reference,
+        referrers=chunk_index_referrers,
+        warn=warn,
+        notes=notes,
+    )
     engine = Engine(
         target,
         files,

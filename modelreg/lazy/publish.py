@@ -1,13 +1,31 @@
-"""Put a chunk index into a model artifact: at pack time, and next to the pushed manifest.
+"""Put a chunk index into a model artifact: at pack time, next to the pushed manifest,
+or afterwards for an artifact that has none.
 
 The manifest must name the index *before* its digest is computed (that is what
-makes the manifest digest, and any signature of it, cover the index), so the
-index is built from the files at pack time::
+makes the manifest digest, and any signature of it, cover the index), so
+``push`` builds it while packing, from the chunk tables the digest pass
+computed alongside each file's digest (one read per byte, none for files whose
+digest and table are cached)::
 
-    annotations, blob, desc = chunk_index_annotations(files)          # files: (rel, real)
-    packed = pack_directory(root, annotations={**user_annotations, **annotations})
+    builder = IndexAnnotator()
+    packed = pack_directory(root, chunking=chunk_geometry, annotator=builder)
     copy_graph(packed.as_target(), packed.descriptor, target, tag=tag)
-    push_chunk_index(target, packed.descriptor, blob, desc)          # blob + referrer
+    push_chunk_index(target, packed.descriptor, *builder.result())   # blob + referrer
+
+:func:`chunk_index_annotations` does the same from a file list, reading the
+files (kept for callers that pack otherwise).
+
+An artifact pushed without an index (another tool, an older modelreg,
+``push --no-chunk-index``) cannot gain the annotation: that would change its
+digest and break every signature and pin. :func:`add_chunk_index`
+(``modelreg index REF``) streams each blob once, verified, builds the same
+index, and pushes it as the same referrer only. Such an index is *unanchored*:
+nothing the manifest digest covers names it, so readers
+(:func:`find_chunk_index_referrer`) check it against the manifest (every file
+it lists must have the manifest's size and digest, the blob must match the
+referrer's descriptor) and say they use it. Because it is an ordinary OCI
+artifact whose ``subject`` is the model manifest, a signature of the referrer
+manifest covers the index exactly as a signature of a model covers the model.
 
 :func:`push_chunk_index` uploads the index blob and a small referrer manifest
 (``subject`` = the model manifest) that keeps the blob from being
@@ -19,15 +37,30 @@ is the one the manifest names.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelreg import settings
 from modelreg._json import canonical_json, loads_strict
-from modelreg.content.base import ReadOnlyTarget, Target, bytes_source, fetch_bytes
-from modelreg.errors import FormatError, InvalidInputError, NotFoundError
+from modelreg.content.base import (
+    ReadOnlyTarget,
+    Target,
+    VerifyingReader,
+    bytes_source,
+    fetch_bytes,
+)
+from modelreg.errors import (
+    FormatError,
+    IntegrityError,
+    InvalidInputError,
+    ModelRegError,
+    NotFoundError,
+)
+from modelreg.events import Event, ProgressCallback, emit
 from modelreg.lazy._tablecache import TableCache
 from modelreg.lazy.chunkindex import (
     ANN_CHUNK_INDEX,
@@ -39,8 +72,13 @@ from modelreg.lazy.chunkindex import (
     PREFIX_SIZE,
     FileChunks,
     build_chunk_index,
+    choose_chunk_size,
     chunk_index_descriptor,
+    detect_head_in,
+    encode_chunk_index,
+    file_chunks_from_table,
 )
+from modelreg.model.digests import ChunkGeometry, ChunkHasher
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
@@ -51,15 +89,27 @@ from modelreg.oci.manifest import (
     parse_manifest_or_index,
 )
 
+if TYPE_CHECKING:
+    from modelreg.client import Client
+    from modelreg.lazy._files import ModelFile
+    from modelreg.model.pack import PackedFile
+
 __all__ = [
+    "IndexAnnotator",
+    "IndexResult",
+    "add_chunk_index",
     "chunk_index_annotations",
     "chunk_index_referrer",
+    "find_chunk_index_referrer",
     "index_descriptor_from_annotations",
     "publish_chunk_index",
     "push_chunk_index",
 ]
 
 INDEX_TITLE = "modelreg-chunk-index"
+_MAX_CANDIDATES = 8
+"""Index referrers tried per manifest (a flood of bogus ones costs at most this)."""
+_PREFIX_MAX = 100_000_000 + 8 + 16
 
 
 def _annotation_value(desc: Descriptor) -> str:
@@ -191,3 +241,218 @@ def _fetch_manifest(target: ReadOnlyTarget, desc: Descriptor) -> Manifest:
     if not isinstance(node, Manifest):
         raise NotFoundError(f"{desc.digest} is an image index, not a model manifest")
     return node
+
+
+# --------------------------------------------------------------------------- push
+
+
+class IndexAnnotator:
+    """``pack_directory(annotator=...)``: builds the index from the digest pass's tables.
+
+    Called once with the hashed files (path order); returns the manifest
+    annotation and keeps the blob and its descriptor for :func:`push_chunk_index`.
+    """
+
+    def __init__(self) -> None:
+        self._result: tuple[bytes, Descriptor] | None = None
+
+    def __call__(self, files: Sequence[PackedFile]) -> dict[str, str]:
+        tables = []
+        for f in files:
+            if f.chunks is None:
+                raise InvalidInputError(
+                    f"{f.path!r} was packed without its chunk table",
+                    hint="pack with chunking=chunk_geometry to build the chunk index",
+                )
+            tables.append(file_chunks_from_table(f.path, f.descriptor.digest, f.chunks))
+        blob = encode_chunk_index(tables)
+        desc = chunk_index_descriptor(blob)
+        self._result = (blob, desc)
+        return {ANN_CHUNK_INDEX: _annotation_value(desc)}
+
+    def result(self) -> tuple[bytes, Descriptor]:
+        """(blob, descriptor) of the index the annotation names."""
+        if self._result is None:
+            raise InvalidInputError("the chunk index was not built (nothing was packed)")
+        return self._result
+
+
+# --------------------------------------------------------------------------- read
+
+
+def find_chunk_index_referrer(
+    target: ReadOnlyTarget, subject: Descriptor
+) -> tuple[Descriptor, Descriptor] | None:
+    """An index referrer of ``subject``: (referrer manifest, index blob descriptor).
+
+    Listed with the ``artifactType`` filter; each candidate (at most a few) must be
+    an image manifest of that artifact type whose ``subject`` is ``subject`` and
+    whose one layer is a chunk index. The blob itself is verified by whoever
+    fetches it (against the returned descriptor). None when there is none.
+    """
+    try:
+        listed = target.referrers(subject, CHUNK_INDEX_ARTIFACT_TYPE)
+    except NotFoundError:
+        return None
+    candidates = [d for d in listed if d.artifact_type in (None, CHUNK_INDEX_ARTIFACT_TYPE)]
+    for ref_desc in candidates[:_MAX_CANDIDATES]:
+        try:
+            node = _fetch_manifest(target, ref_desc)
+        except ModelRegError:
+            continue
+        if (
+            node.artifact_type != CHUNK_INDEX_ARTIFACT_TYPE
+            or node.subject is None
+            or node.subject.digest != subject.digest
+            or len(node.layers) != 1
+        ):
+            continue
+        layer = node.layers[0]
+        try:
+            desc = index_descriptor_from_annotations({ANN_CHUNK_INDEX: _annotation_value(layer)})
+        except ModelRegError:
+            continue
+        if desc is not None:
+            return ref_desc, desc
+    return None
+
+
+# --------------------------------------------------------------------------- index REF
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """What :func:`add_chunk_index` found or did."""
+
+    reference: str
+    digest: Digest
+    """The model manifest's digest (unchanged)."""
+    index: Descriptor
+    referrer: Descriptor | None
+    """The referrer manifest holding the index (None: named by the manifest, no referrer)."""
+    source: str
+    """``manifest`` (named by the manifest), ``referrer`` (an existing one) or ``built``."""
+    bytes_read: int = 0
+
+    @property
+    def created(self) -> bool:
+        return self.source == "built"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "digest": str(self.digest),
+            "index": self.index.to_dict(),
+            "referrer": str(self.referrer.digest) if self.referrer is not None else None,
+            "source": self.source,
+            "created": self.created,
+            "bytesRead": self.bytes_read,
+        }
+
+
+def add_chunk_index(
+    client: Client,
+    ref: str,
+    *,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> IndexResult:
+    """Give a pushed model a chunk index, as a referrer (``modelreg index REF``).
+
+    Idempotent: an index the manifest names, or an existing index referrer, is
+    reported and nothing is read. ``force`` rebuilds the referrer anyway (not an
+    index the manifest names: that one is part of the manifest). Each blob is
+    streamed once and verified against its digest before anything is pushed.
+    """
+    from modelreg.lazy._files import model_files
+
+    ref_obj, target, desc = client.resolve(ref)
+    reference = str(ref_obj.with_digest(desc.digest))
+    manifest = _fetch_manifest(target, desc)
+    named = index_descriptor_from_annotations(manifest.annotations)
+    if named is not None:
+        return IndexResult(reference, desc.digest, named, None, "manifest")
+    if not force:
+        found = find_chunk_index_referrer(target, desc)
+        if found is not None:
+            return IndexResult(reference, desc.digest, found[1], found[0], "referrer")
+    files = model_files(manifest)[0]
+    if not isinstance(target, Target):
+        raise InvalidInputError(f"{target.name} is read-only: cannot add a chunk index to it")
+    if not files:
+        raise InvalidInputError(
+            f"{reference} has no file that can be read lazily",
+            hint="archive layers are read with `modelreg pull`; they have no chunk index",
+        )
+    tables = []
+    read = 0
+    for f in files:
+        emit(progress, Event("message", f"indexing {f.path}"))
+        fc, n = _index_remote_file(target, f)
+        tables.append(fc)
+        read += n
+    tables.sort(key=lambda fc: fc.path)  # the order push writes: the same index
+    blob = encode_chunk_index(tables)
+    index_desc = chunk_index_descriptor(blob)
+    referrer = push_chunk_index(target, desc, blob, index_desc)
+    return IndexResult(reference, desc.digest, index_desc, referrer, "built", read)
+
+
+class _StreamPrefix:
+    """``read_at`` over the first bytes of a stream, read on demand and kept, for
+    finding the head region before the chunks are cut (capped: a header is small)."""
+
+    def __init__(self, read: Callable[[int], bytes], size: int) -> None:
+        self._read = read
+        self.size = size
+        self.data = bytearray()
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        end = min(offset + length, self.size)
+        if end > _PREFIX_MAX:
+            raise FormatError("header larger than any the index chunks separately")
+        while len(self.data) < end:
+            more = self._read(min(8 * 1024 * 1024, end - len(self.data)))
+            if not more:
+                break
+            self.data += more
+        return bytes(self.data[offset:end])
+
+
+def _index_remote_file(target: ReadOnlyTarget, f: ModelFile) -> tuple[FileChunks, int]:
+    """Stream one file's blobs once, verified; its chunk table with the push's geometry."""
+    readers: list[VerifyingReader] = []
+    try:
+
+        def read(n: int) -> bytes:
+            # one blob open at a time, each read to its end (where it is verified)
+            while True:
+                if readers:
+                    data = readers[-1].read(n)
+                    if data:
+                        return bytes(data)
+                if len(readers) == len(f.segments):
+                    return b""
+                readers.append(target.fetch(f.segments[len(readers)].desc))
+
+        prefix = _StreamPrefix(read, f.size)
+        head = detect_head_in(prefix, f.size, f.path)
+        chunks = ChunkHasher(ChunkGeometry(choose_chunk_size(f.size), head))
+        whole = hashlib.sha256()
+        chunks.update(prefix.data)
+        whole.update(prefix.data)
+        total = len(prefix.data)
+        while data := read(8 * 1024 * 1024):
+            chunks.update(data)
+            whole.update(data)
+            total += len(data)
+    finally:
+        for r in readers:
+            r.close()
+    if total != f.size or Digest("sha256", whole.hexdigest()) != f.digest:
+        raise IntegrityError(
+            f"{f.path!r}: the registry served {total} bytes hashing to "
+            f"sha256:{whole.hexdigest()}, the manifest says {f.size} bytes, {f.digest}",
+            hint="the registry serves corrupt or tampered bytes; no index was pushed",
+        )
+    return file_chunks_from_table(f.path, f.digest, chunks.finish()), total

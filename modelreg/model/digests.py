@@ -10,21 +10,43 @@ Split files (:mod:`modelreg.model.split`) are cached the same way, keyed also on
 their span list: :meth:`DigestCache.split_digests` returns the part digests and
 the whole-file digest computed in one pass, and records the whole-file digest
 for :meth:`DigestCache.digest` too.
+
+Chunk tables ride the same pass. The chunk index of :mod:`modelreg.lazy` needs
+the SHA-256 of every fixed-size chunk of every file; reading a 4 GiB file a
+second time for it would double the disk cost of a cold push. So the digest
+loop can feed a :class:`ChunkHasher` with the very blocks it hashes (the
+whole-file digest on a helper thread, the chunk digests on the reading thread:
+two SHA-256 passes on two cores, one read), and the resulting
+:class:`ChunkTable` is cached next to the digest, keyed on the same file
+identity plus the :class:`ChunkGeometry` (chunk size and head region), so a
+warm push reads nothing for the index either. This module knows the geometry
+only as numbers: choosing it (and encoding the index) is :mod:`modelreg.lazy`'s
+business, a layer above.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from modelreg.content._sqlite import LazyDatabase
 from modelreg.content.copies import FileIdentity
 from modelreg.model import split
 from modelreg.oci.digest import Digest, Hasher
 
-__all__ = ["DigestCache", "hash_file"]
+__all__ = [
+    "ChunkGeometry",
+    "ChunkHasher",
+    "ChunkTable",
+    "DigestCache",
+    "hash_file",
+    "hash_file_with_chunks",
+]
 
 _BLOCK = 8 * 1024 * 1024
 
@@ -35,7 +57,84 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS parts (path TEXT, algorithm TEXT, spans TEXT, "
     "dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER, whole TEXT, "
     "digests TEXT, PRIMARY KEY (path, algorithm, spans))",
+    "CREATE TABLE IF NOT EXISTS chunks (path TEXT, geometry TEXT, dev INTEGER, "
+    "ino INTEGER, size INTEGER, mtime_ns INTEGER, digests BLOB, "
+    "PRIMARY KEY (path, geometry))",
 )
+_CHUNK_DIGEST = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkGeometry:
+    """How a file is cut: every ``chunk_size`` bytes over ``[0, head)``, then again
+    every ``chunk_size`` bytes from ``head`` to the end (``head`` 0: plain chunks)."""
+
+    chunk_size: int
+    head: int = 0
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0 or self.head < 0:
+            raise ValueError(f"invalid chunk geometry {self!r}")
+
+    @property
+    def key(self) -> str:
+        return f"sha256:{self.chunk_size}:{self.head}"
+
+    def count(self, size: int) -> int:
+        c = self.chunk_size
+        head = min(self.head, size)
+        return -(-head // c) + -(-(size - head) // c)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTable:
+    """The SHA-256 of every chunk of a file, 32 raw bytes each, in file order."""
+
+    geometry: ChunkGeometry
+    size: int
+    digests: bytes
+
+    @property
+    def count(self) -> int:
+        return len(self.digests) // _CHUNK_DIGEST
+
+
+class ChunkHasher:
+    """Fed a file's bytes in order (blocks of any size), hashes each chunk of it."""
+
+    def __init__(self, geometry: ChunkGeometry) -> None:
+        self.geometry = geometry
+        self._pos = 0
+        self._start = 0
+        self._hasher = hashlib.sha256()
+        self._out = bytearray()
+
+    def _boundary(self) -> int:
+        c, head, pos = self.geometry.chunk_size, self.geometry.head, self._pos
+        if pos < head:
+            return min(head, (pos // c + 1) * c)
+        return head + ((pos - head) // c + 1) * c
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            boundary = self._boundary()
+            take = min(len(view), boundary - self._pos)
+            self._hasher.update(view[:take])
+            self._pos += take
+            view = view[take:]
+            if self._pos == boundary:
+                self._out += self._hasher.digest()
+                self._hasher = hashlib.sha256()
+                self._start = self._pos
+
+    def finish(self) -> ChunkTable:
+        """The table of everything fed so far (the file's end closes the last chunk)."""
+        if self._pos > self._start:
+            self._out += self._hasher.digest()
+            self._hasher = hashlib.sha256()
+            self._start = self._pos
+        return ChunkTable(self.geometry, self._pos, bytes(self._out))
 
 
 def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[Digest, int]:
@@ -47,6 +146,59 @@ def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[
         while n := f.readinto(buf):
             hasher.update(view[:n])
     return hasher.digest(), hasher.size
+
+
+def hash_file_with_chunks(
+    path: str | os.PathLike[str], geometry: ChunkGeometry, algorithm: str = "sha256"
+) -> tuple[Digest, int, ChunkTable]:
+    """One read of a file: (digest, size, chunk table).
+
+    The whole-file digest is computed on a helper thread while the next block is
+    read and its chunks hashed here (hashlib releases the GIL): on two cores this
+    costs about one hashing pass. Two buffers alternate, so a block is never
+    overwritten while the helper still hashes it.
+    """
+    hasher = Hasher(algorithm)
+    chunks = ChunkHasher(geometry)
+    buffers = (bytearray(_BLOCK), bytearray(_BLOCK))
+    turn = 0
+    pending: Future[None] | None = None
+    with (
+        open(path, "rb", buffering=0) as f,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") as pool,
+    ):
+        while True:
+            buf = buffers[turn]
+            turn ^= 1
+            n = f.readinto(buf)
+            if pending is not None:
+                pending.result()
+                pending = None
+            if not n:
+                break
+            block = memoryview(buf)[:n]
+            pending = pool.submit(hasher.update, block)
+            chunks.update(block)
+        if pending is not None:
+            pending.result()
+    return hasher.digest(), hasher.size, chunks.finish()
+
+
+def _hash_spans(
+    real: str,
+    spans: Sequence[split.Span],
+    algorithm: str,
+    on_span: Callable[[int, Digest], None] | None,
+    reference: tuple[str, list[Digest]] | None,
+    chunks: ChunkHasher | None,
+) -> tuple[Digest, list[Digest]]:
+    if chunks is None:
+        whole, parts, _ = split.hash_spans(real, spans, algorithm, on_span, reference)
+    else:
+        whole, parts, _ = split.hash_spans(
+            real, spans, algorithm, on_span, reference, tap=chunks.update
+        )
+    return whole, parts
 
 
 class DigestCache:
@@ -105,6 +257,82 @@ class DigestCache:
                     )
         return digest, size
 
+    def digest_with_chunks(
+        self,
+        path: str | os.PathLike[str],
+        geometry: ChunkGeometry,
+        algorithm: str = "sha256",
+        before_hash: Callable[[int], None] | None = None,
+    ) -> tuple[Digest, int, ChunkTable]:
+        """(digest, size, chunk table) of a file, from the cache or one read pass.
+
+        Nothing is read when both the digest and a table of this geometry are
+        cached for the file as it is now. Otherwise the file is read once for both
+        (``before_hash(size)`` first, as for :meth:`digest`) and both are recorded.
+        """
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        table = self._cached_table(real, geometry, ident)
+        if table is not None:
+            with self._db.lock:
+                db = self._db.connection()
+                row = None
+                if db is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        row = db.execute(
+                            "SELECT dev, ino, size, mtime_ns, digest FROM digests "
+                            "WHERE path = ? AND algorithm = ?",
+                            (real, algorithm),
+                        ).fetchone()
+            if row is not None and tuple(row[:4]) == ident:
+                return Digest.parse(row[4]), st.st_size, table
+        if before_hash is not None:
+            before_hash(st.st_size)
+        digest, size, table = hash_file_with_chunks(real, geometry, algorithm)
+        after = os.stat(real)
+        if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            with self._db.lock:
+                db = self._db.connection()
+                if db is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute(
+                            "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (real, *ident, algorithm, str(digest)),
+                        )
+            self._store_table(real, ident, table)
+        return digest, size, table
+
+    def _cached_table(
+        self, real: str, geometry: ChunkGeometry, ident: tuple[int, int, int, int]
+    ) -> ChunkTable | None:
+        with self._db.lock:
+            db = self._db.connection()
+            row = None
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    row = db.execute(
+                        "SELECT dev, ino, size, mtime_ns, digests FROM chunks "
+                        "WHERE path = ? AND geometry = ?",
+                        (real, geometry.key),
+                    ).fetchone()
+        if row is None or tuple(row[:4]) != ident or not isinstance(row[4], bytes):
+            return None
+        table = ChunkTable(geometry, ident[2], row[4])
+        if len(row[4]) != geometry.count(ident[2]) * _CHUNK_DIGEST:
+            return None  # damaged: recompute
+        return table
+
+    def _store_table(self, real: str, ident: tuple[int, int, int, int], table: ChunkTable) -> None:
+        with self._db.lock:
+            db = self._db.connection()
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute(
+                        "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (real, table.geometry.key, *ident, table.digests),
+                    )
+
     def split_digests(
         self,
         path: str | os.PathLike[str],
@@ -116,6 +344,19 @@ class DigestCache:
 
         ``on_span(index, digest)`` is called for each span as soon as its digest is known.
         """
+        whole, parts, _ = self.split_digests_with_chunks(path, spans, None, algorithm, on_span)
+        return whole, parts
+
+    def split_digests_with_chunks(
+        self,
+        path: str | os.PathLike[str],
+        spans: Sequence[split.Span],
+        geometry: ChunkGeometry | None,
+        algorithm: str = "sha256",
+        on_span: Callable[[int, Digest], None] | None = None,
+    ) -> tuple[Digest, list[Digest], ChunkTable | None]:
+        """:meth:`split_digests` plus, with ``geometry``, the whole file's chunk table
+        computed in the same read pass (or from the cache: then nothing is read)."""
         real = os.path.realpath(path)
         st = os.stat(real)
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -130,7 +371,8 @@ class DigestCache:
                         "WHERE path = ? AND algorithm = ? AND spans = ?",
                         (real, algorithm, key),
                     ).fetchone()
-        if row is not None and tuple(row[:4]) == ident:
+        table = self._cached_table(real, geometry, ident) if geometry is not None else None
+        if row is not None and tuple(row[:4]) == ident and (geometry is None or table is not None):
             cached: list[Digest] = []
             with contextlib.suppress(ValueError, TypeError):
                 cached = [Digest.parse(d) for d in row[5].split(",")]
@@ -138,13 +380,16 @@ class DigestCache:
                 if on_span is not None:
                     for index, digest in enumerate(cached):
                         on_span(index, digest)
-                return Digest.parse(row[4]), cached
+                return Digest.parse(row[4]), cached, table
         reference = self._reference(real, key, algorithm, len(spans))
         ref = (reference[0], reference[1]) if reference is not None else None
-        whole, parts, _ = split.hash_spans(real, spans, algorithm, on_span, ref)
+        chunks = ChunkHasher(geometry) if geometry is not None else None
+        whole, parts = _hash_spans(real, spans, algorithm, on_span, ref, chunks)
         if reference is not None and not self._still(reference[0], reference[2]):
             # the reference changed while it was compared: trust nothing from it
-            whole, parts, _ = split.hash_spans(real, spans, algorithm)
+            chunks = ChunkHasher(geometry) if geometry is not None else None
+            whole, parts = _hash_spans(real, spans, algorithm, None, None, chunks)
+        table = chunks.finish() if chunks is not None else None
         after = os.stat(real)
         unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
         with self._db.lock:
@@ -159,7 +404,9 @@ class DigestCache:
                         "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (real, *ident, algorithm, str(whole)),
                     )
-        return whole, parts
+        if table is not None and unchanged:
+            self._store_table(real, ident, table)
+        return whole, parts, table
 
     def _reference(
         self, real: str, key: str, algorithm: str, count: int

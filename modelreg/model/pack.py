@@ -20,6 +20,15 @@ With ``split=True`` big safetensors/GGUF files become tensor-aligned parts
 Packing reads each file once to hash it (reusing cached digests) and keeps no
 file content in memory: :meth:`PackedModel.as_target` serves the layers
 straight from the files, verified, to the copy engine.
+
+Anything else that needs every byte of every file rides that one read: with
+``chunking`` (a function choosing a :class:`~modelreg.model.digests.ChunkGeometry`
+per file), the digest pass also hashes each file's chunks
+(:meth:`DigestCache.digest_with_chunks`, cached with the digest), the tables land
+in :attr:`PackedFile.chunks`, and ``annotator`` turns the hashed files into
+manifest annotations before the manifest is built. That is how ``push`` names
+the chunk index of :mod:`modelreg.lazy` in the manifest without reading a file
+twice; this module knows neither the index format nor the geometry rules.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ from modelreg.errors import (
 from modelreg.events import Event, ProgressCallback, emit
 from modelreg.model import annotations as ann
 from modelreg.model import split as splitting
-from modelreg.model.digests import DigestCache
+from modelreg.model.digests import ChunkGeometry, ChunkTable, DigestCache
 from modelreg.model.formats import (
     PREFIX_READ,
     UNSAFE_EXTENSIONS,
@@ -74,7 +83,9 @@ from modelreg.oci.manifest import MAX_LAYERS, Manifest, canonical_json
 __all__ = [
     "DEFAULT_IGNORE",
     "Analyzer",
+    "Annotator",
     "BlobReady",
+    "Chunking",
     "HashStarting",
     "ModelMetadata",
     "PackedFile",
@@ -126,6 +137,8 @@ class PackedFile:
     """When split: the layers holding the file, in order."""
     identity: FileIdentity | None = None
     """The file as it was just before it was hashed (None if it could not be stat'ed)."""
+    chunks: ChunkTable | None = None
+    """The whole file's chunk digests, when packing was asked for them (``chunking``)."""
 
     def changed(self) -> bool:
         """Whether the file is no longer the one that was hashed."""
@@ -404,6 +417,13 @@ def _format_from_files(paths: Sequence[str]) -> str | None:
 Analyzer = Callable[[Sequence[PackedFile]], Mapping[str, Any]]
 """Computes extra ModelPack ``config`` fields (architecture, paramSize, ...) from the files."""
 
+Annotator = Callable[[Sequence[PackedFile]], Mapping[str, str]]
+"""Computes manifest annotations from the hashed files (in path order), e.g. the
+chunk index; what it returns overrides the ``annotations`` argument."""
+
+Chunking = Callable[[Path, int], ChunkGeometry]
+"""``chunking(path, size)``: how to cut a file into chunks for its chunk table."""
+
 BlobReady = Callable[[Descriptor, Path, int], None]
 """Told a layer's descriptor, file and offset as soon as its digest is known."""
 
@@ -522,6 +542,8 @@ def pack_directory(
     workers: int = 2,
     on_blob: BlobReady | None = None,
     on_hash: HashStarting | None = None,
+    chunking: Chunking | None = None,
+    annotator: Annotator | None = None,
 ) -> PackedModel:
     """Describe a directory as a ModelPack artifact without copying any file.
 
@@ -534,6 +556,10 @@ def pack_directory(
     split is read to be hashed (never when its digest is cached); ``on_blob``
     follows once its digest is known, on the same thread. Neither changes what is
     returned.
+
+    ``chunking`` asks for every file's chunk table (:attr:`PackedFile.chunks`),
+    computed in the same read as its digest (or taken from the digest cache);
+    ``annotator(files)`` then adds manifest annotations computed from them.
     """
     base = Path(root)
     snapshot = detect_snapshot(base)
@@ -575,6 +601,10 @@ def pack_directory(
             spans = splitting.plan_spans(info, os.stat(real).st_size, target_size)
         emit(progress, Event("message", f"hashing {rel}"))
         identity = FileIdentity.of_path(real)
+        geometry = None
+        if chunking is not None and identity is not None:
+            geometry = chunking(real, identity.size)
+        table: ChunkTable | None = None
         if spans is not None:
 
             def ready(index: int, digest: Digest) -> None:
@@ -582,12 +612,19 @@ def pack_directory(
                     span = spans[index]
                     on_blob(Descriptor(ann.PART_MEDIA_TYPE, digest, span.length), real, span.offset)
 
-            digest, part_digests = cache.split_digests(real, spans, on_span=ready)
+            digest, part_digests, table = cache.split_digests_with_chunks(
+                real, spans, geometry, on_span=ready
+            )
             size = spans[-1].end
         else:
             before = functools.partial(on_hash, rel, real) if on_hash is not None else None
             try:
-                digest, size = cache.digest(real, before_hash=before)
+                if geometry is not None:
+                    digest, size, table = cache.digest_with_chunks(
+                        real, geometry, before_hash=before
+                    )
+                else:
+                    digest, size = cache.digest(real, before_hash=before)
             except OSError as exc:
                 raise InvalidInputError(
                     f"cannot read {rel!r}: {exc.strerror or exc}",
@@ -599,10 +636,25 @@ def pack_directory(
         untested = guess.untested or (guess.role == "weight" and info is None and not unsafe)
         desc = _describe(rel, real, digest, size, guess.role, untested, unsafe)
         parts = _parts(rel, desc, spans, part_digests) if spans is not None else ()
-        return PackedFile(rel, real, desc, info=info, unsafe=unsafe, parts=parts, identity=identity)
+        if table is not None and table.size != size:
+            raise InvalidInputError(
+                f"{rel!r} changed while it was being hashed",
+                hint="push again once nothing writes to the file",
+            )
+        return PackedFile(
+            rel,
+            real,
+            desc,
+            info=info,
+            unsafe=unsafe,
+            parts=parts,
+            identity=identity,
+            chunks=table,
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         packed = list(pool.map(digest_one, files))
+    extra = dict(annotator(packed)) if annotator is not None else {}
 
     def order(f: PackedFile) -> tuple[int, str]:
         role = f.descriptor.media_type[len(mt.MODEL_LAYER_PREFIX) :].rsplit(".v1.", 1)[0]
@@ -633,7 +685,7 @@ def pack_directory(
         config=Descriptor.for_bytes(mt.MODEL_CONFIG, config_bytes),
         layers=layers,
         artifact_type=mt.MODEL_ARTIFACT,
-        annotations=dict(annotations or {}),
+        annotations={**(annotations or {}), **extra},
     )
     return PackedModel(
         manifest=manifest, config=config_bytes, files=tuple(packed), warnings=tuple(warnings)

@@ -186,12 +186,20 @@ def _same(buf: bytearray, n: int, ref_fd: int, ref_buf: bytearray, pos: int) -> 
     return memoryview(buf)[:n].tobytes() == memoryview(ref_buf)[:n].tobytes()
 
 
+def _feed(whole: Hasher, tap: Callable[[memoryview], None] | None, block: memoryview) -> None:
+    whole.update(block)
+    if tap is not None:
+        tap(block)
+
+
 def hash_spans(
     path: str | os.PathLike[str],
     spans: Sequence[Span],
     algorithm: str = "sha256",
     on_span: Callable[[int, Digest], None] | None = None,
     reference: tuple[str, Sequence[Digest]] | None = None,
+    *,
+    tap: Callable[[memoryview], None] | None = None,
 ) -> tuple[Digest, list[Digest], int]:
     """One read pass: (whole-file digest, one digest per span, bytes read).
 
@@ -206,6 +214,9 @@ def hash_spans(
     (comparing bytes costs a fraction of SHA-256), so a new version costs one
     SHA-256 pass (the whole file) instead of two. The caller checks that the
     reference did not change while it was read.
+
+    ``tap(block)`` is fed every block of the file in order, on the thread that
+    computes the whole-file digest (e.g. a chunk hasher for the chunk index).
     """
     whole = Hasher(algorithm)
     digests: list[Digest | None] = [None] * len(spans)
@@ -238,7 +249,7 @@ def hash_spans(
                 block = memoryview(buf)[:n]
                 if pending is not None:
                     pending.result()
-                pending = pool.submit(whole.update, block)
+                pending = pool.submit(_feed, whole, tap, block)
                 if matching and not _same(buf, n, ref_fd, ref_buf, pos):
                     matching = False
                     hasher = Hasher(algorithm)  # hash what was skipped, then go on

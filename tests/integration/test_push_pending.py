@@ -22,6 +22,7 @@ from modelreg.client import Client, PushResult, RemoteOptions
 from modelreg.content.base import CHUNK
 from modelreg.content.registry import uploads
 from modelreg.errors import InvalidInputError, NotFoundError
+from modelreg.lazy.publish import index_descriptor_from_annotations
 from modelreg.model import digests
 from modelreg.oci import Descriptor, Digest
 from modelreg.oci import mediatypes as mt
@@ -72,13 +73,13 @@ class Lockstep:
         self.then = lambda: None
         self.first_block = threading.Event()
         self.reported = threading.Event()
-        real_hash = digests.hash_file
+        real_hash = digests.hash_file_with_chunks
         real_submit = client_module._EarlyUploads.submit
 
-        def hash_file(path, algorithm="sha256"):
+        def hash_file(path, geometry, algorithm="sha256"):
             if Path(path) == self.big:
                 assert self.first_block.wait(60)
-            return real_hash(path, algorithm)
+            return real_hash(path, geometry, algorithm)
 
         def submit(early, desc, path, offset):
             real_submit(early, desc, path, offset)
@@ -86,7 +87,7 @@ class Lockstep:
                 self.then()
                 self.reported.set()
 
-        monkeypatch.setattr(digests, "hash_file", hash_file)
+        monkeypatch.setattr(digests, "hash_file_with_chunks", hash_file)
         monkeypatch.setattr(client_module._EarlyUploads, "submit", submit)
 
     def reset(self) -> None:
@@ -117,9 +118,16 @@ def sent_by(client: Client, host: str) -> int:
 
 
 def blob_bytes(client: Client, pushed: PushResult) -> int:
-    """Sizes of the config and every layer of the pushed manifest."""
+    """Sizes of the config, every layer of the pushed manifest, and of the chunk index
+    and its referrer's empty config (the push sends them with the model's blobs)."""
     manifest = client.inspect(pushed.reference).manifest
-    return manifest.config.size + sum(layer.size for layer in manifest.layers)
+    index = index_descriptor_from_annotations(manifest.annotations)
+    extra = index.size + len(mt.EMPTY_JSON) if index is not None else 0
+    return manifest.config.size + sum(layer.size for layer in manifest.layers) + extra
+
+
+BLOBS = 3 + 2
+"""Config, two files, the chunk index and the empty config of its referrer."""
 
 
 def touch(path: Path) -> None:
@@ -153,7 +161,7 @@ def test_cold_push_sends_while_hashing_like_a_warm_push(registry_factory, runs, 
     for result, on_wire in ((cold, cold_sent), (warm, warm_sent)):
         t = result.transfer
         assert t.bytes_sent == total == on_wire
-        assert (t.blobs_sent, t.blobs_skipped, t.blobs_mounted) == (3, 0, 0)
+        assert (t.blobs_sent, t.blobs_skipped, t.blobs_mounted) == (BLOBS, 0, 0)
         assert (t.bytes_skipped, t.bytes_mounted) == (0, 0)
     # progress: one bar for the big file, from start to done, no later "skipped" for it
     mine = [e for e in events if e.name == BIG]
@@ -184,7 +192,7 @@ def test_pending_push_stops_to_mount_from_another_repository_or_skip(
         assert was_mounted and not existed
         assert 0 < sent <= CHUNK < size  # stopped after the block sent before the digest
         t = mounted.transfer
-        assert (t.blobs_mounted, t.bytes_mounted) == (3, total)
+        assert (t.blobs_mounted, t.bytes_mounted) == (BLOBS, total)
         assert (t.blobs_sent, t.blobs_skipped, t.bytes_skipped) == (0, 0, 0)
         assert t.bytes_sent == on_wire == sent
 
@@ -198,7 +206,7 @@ def test_pending_push_stops_to_mount_from_another_repository_or_skip(
         assert existed and not was_mounted
         assert 0 < sent <= CHUNK
         t = again.transfer
-        assert (t.blobs_skipped, t.bytes_skipped) == (3, total)
+        assert (t.blobs_skipped, t.bytes_skipped) == (BLOBS, total)
         assert (t.blobs_sent, t.blobs_mounted, t.bytes_mounted) == (0, 0, 0)
         assert t.bytes_sent == on_wire == sent
         assert mounted.digest == again.digest == first.digest
@@ -212,10 +220,10 @@ def test_at_most_pending_max_uploads_at_once(registry_factory, runs, tmp_path, m
     monkeypatch.setattr(client_module, "PENDING_MAX", 1)
     hashed: list[str] = []
     all_hashed = threading.Event()
-    real_hash = digests.hash_file
+    real_hash = digests.hash_file_with_chunks
 
-    def hash_file(path, algorithm="sha256"):
-        result = real_hash(path, algorithm)
+    def hash_file(path, geometry, algorithm="sha256"):
+        result = real_hash(path, geometry, algorithm)
         hashed.append(str(path))
         if len(hashed) == len(names) + 1:
             all_hashed.set()
@@ -228,7 +236,7 @@ def test_at_most_pending_max_uploads_at_once(registry_factory, runs, tmp_path, m
         assert all_hashed.wait(60)
         return real_run(self)
 
-    monkeypatch.setattr(digests, "hash_file", hash_file)
+    monkeypatch.setattr(digests, "hash_file_with_chunks", hash_file)
     monkeypatch.setattr(uploads.PendingUpload, "run", slow_run)
     with Client(RemoteOptions()) as client:
         before = sent_by(client, server.host)
@@ -238,7 +246,7 @@ def test_at_most_pending_max_uploads_at_once(registry_factory, runs, tmp_path, m
     assert runs.started == 1 and not runs.failed
     t = pushed.transfer
     assert t.bytes_sent == on_wire == total
-    assert (t.blobs_sent, t.blobs_skipped) == (len(names) + 2, 0)
+    assert (t.blobs_sent, t.blobs_skipped) == (len(names) + 2 + 2, 0)
 
 
 def test_file_changed_after_hashing_is_refused_by_the_registry(
@@ -280,18 +288,18 @@ def test_file_changed_while_hashed_fails_before_anything_is_tagged(
     model = make_model(tmp_path / "m")
     big = model / BIG
     size = big.stat().st_size
-    real_hash = digests.hash_file
+    real_hash = digests.hash_file_with_chunks
 
-    def hash_file(path, algorithm="sha256"):
+    def hash_file(path, geometry, algorithm="sha256"):
         if Path(path) == big.resolve():
             with open(big, "r+b") as f:  # a writer is still busy with the file
                 f.seek(size // 2)
                 f.write(os.urandom(4096))
             st = big.stat()
             os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        return real_hash(path, algorithm)
+        return real_hash(path, geometry, algorithm)
 
-    monkeypatch.setattr(digests, "hash_file", hash_file)
+    monkeypatch.setattr(digests, "hash_file_with_chunks", hash_file)
     ref = f"{server.host}/pend/changing:v1"
     with Client(RemoteOptions()) as client:
         with pytest.raises(InvalidInputError, match="changed while it was being hashed"):
@@ -307,20 +315,20 @@ def test_hashing_failure_cancels_the_pending_upload(registry_factory, runs, tmp_
     server = registry_factory()
     model = make_model(tmp_path / "m")
     big = model / BIG
-    real_hash = digests.hash_file
+    real_hash = digests.hash_file_with_chunks
     started = threading.Event()
 
-    def hash_file(path, algorithm="sha256"):
+    def hash_file(path, geometry, algorithm="sha256"):
         if Path(path) == big.resolve():
             assert started.wait(60)  # the upload is under way
             raise OSError(5, "Input/output error")
-        return real_hash(path, algorithm)
+        return real_hash(path, geometry, algorithm)
 
     def progress(event):
         if event.kind == "start" and event.name == BIG:
             started.set()
 
-    monkeypatch.setattr(digests, "hash_file", hash_file)
+    monkeypatch.setattr(digests, "hash_file_with_chunks", hash_file)
     ref = f"{server.host}/pend/broken:v1"
     with Client(RemoteOptions()) as client:
         with pytest.raises(InvalidInputError, match=re.escape(f"cannot read {BIG!r}: Input/")):
@@ -337,7 +345,7 @@ def test_store_destination_hashes_first(runs, tmp_path):
     with Client(RemoteOptions()) as client:
         pushed = client.push(model, "pend/local:v1")
     assert runs.started == 0
-    assert pushed.transfer.blobs_sent == 3
+    assert pushed.transfer.blobs_sent == BLOBS
 
 
 def test_oras_pulls_what_a_pending_push_stored(registry_plain, runs, tmp_path):
