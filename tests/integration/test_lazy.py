@@ -176,3 +176,84 @@ def test_pull_into_from_the_registry_resumes(registry_plain, model_dir, tmp_path
     assert (out / "model.safetensors").read_bytes() == (
         model_dir / "model.safetensors"
     ).read_bytes()
+
+
+# ------------------------------------------------------------ chunk index by default (issue 17)
+
+
+def write_chunky_model(root: Path) -> Path:
+    """Tensors of several 4 MiB chunks (the default chunk size) and a small config."""
+    from safetensors.numpy import save_file
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(17)
+    tensors = {
+        f"layers.{i}.weight": rng.integers(0, 255, (12 * 1024 * 1024,), dtype=np.uint8)
+        for i in range(3)
+    }
+    save_file(tensors, str(root / "model.safetensors"))
+    (root / "config.json").write_text('{"architectures": ["X"]}')
+    return root
+
+
+def test_default_push_then_open_reads_a_tensor_with_ranged_fetches_only(registry_plain, tmp_path):
+    root = write_chunky_model(tmp_path / "chunky")
+    repo = f"lazy/{uuid.uuid4().hex[:10]}"
+    with client_for(tmp_path, "push-store") as client:
+        client.push(root, f"{registry_plain.host}/{repo}:v1")  # no flags at all
+    with (
+        LazyProxy(registry_plain.port, "pass") as proxy,
+        client_for(tmp_path) as client,
+        open_model(client, f"{proxy.host}/{repo}:v1") as h,
+    ):
+        assert h.index is not None and not h.notes
+        ref = h.tensor_ref("layers.1.weight")
+        layer = h.model_file("model.safetensors").segments[0].desc
+        proxy.reset()
+        data = h.tensor_bytes("layers.1.weight")
+        gets = [e for e in proxy.blob_requests() if str(layer.digest) in e.path]
+    assert data == (root / "model.safetensors").read_bytes()[ref.offset : ref.offset + ref.nbytes]
+    assert gets and all(e.range is not None and e.status == 206 for e in gets)
+    fetched = sum(e.body_bytes for e in gets)
+    assert fetched <= 1.1 * ref.nbytes + 1024 * 1024
+
+
+def test_index_command_adds_a_referrer_that_open_then_uses(registry_plain, tmp_path):
+    import json as json_module
+
+    from modelreg_cli.main import app
+    from typer.testing import CliRunner
+
+    from modelreg.lazy.chunkindex import ANN_CHUNK_INDEX, CHUNK_INDEX_ARTIFACT_TYPE
+
+    root = write_chunky_model(tmp_path / "chunky")
+    repo = f"lazy/{uuid.uuid4().hex[:10]}"
+    ref = f"{registry_plain.host}/{repo}:v1"
+    runner = CliRunner()
+    pushed = runner.invoke(app, ["push", str(root), ref, "--no-chunk-index", "--json"])
+    assert pushed.exit_code == 0, pushed.output
+    with client_for(tmp_path) as client:
+        _, target, desc = client.resolve(ref)
+        assert target.referrers(desc, CHUNK_INDEX_ARTIFACT_TYPE) == []
+        with open_model(client, ref) as h:
+            assert h.index is None and any("whole" in n for n in h.notes)
+    first = runner.invoke(app, ["index", ref, "--json"])
+    assert first.exit_code == 0, first.output
+    doc = json_module.loads(first.stdout)
+    assert doc["created"] and doc["source"] == "built" and doc["digest"] == str(desc.digest)
+    again = runner.invoke(app, ["index", ref, "--json"])
+    assert json_module.loads(again.stdout)["source"] == "referrer"  # idempotent
+    with client_for(tmp_path, "store-2") as client:
+        _, target, desc2 = client.resolve(ref)
+        assert desc2.digest == desc.digest  # the manifest did not change
+        listed = target.referrers(desc, CHUNK_INDEX_ARTIFACT_TYPE)
+        assert [str(d.digest) for d in listed] == [doc["referrer"]]
+        with open_model(client, ref) as h:
+            assert h.index is not None and ANN_CHUNK_INDEX not in h.manifest.annotations
+            assert any("referrer" in n for n in h.notes)
+            before = received(client, registry_plain.host)
+            t = h.tensor_ref("layers.2.weight")
+            data = h.tensor_bytes("layers.2.weight")
+            fetched = received(client, registry_plain.host) - before
+    assert data == (root / "model.safetensors").read_bytes()[t.offset : t.offset + t.nbytes]
+    assert fetched <= 1.1 * t.nbytes + 1024 * 1024
