@@ -35,6 +35,7 @@ from modelreg.errors import (
     IntegrityError,
     InvalidInputError,
     InvalidReferenceError,
+    MirrorIntegrityError,
     ModelRegError,
     NotFoundError,
     local_storage,
@@ -777,6 +778,7 @@ class Client:
         # a full or read-only output disk is the user's to fix: say so (store writes say
         # it themselves, naming the store); unpack removes its staging before this runs
         repaired: list[str] = []
+        untrusted: list[str] = []
         while True:
             try:
                 with (
@@ -814,6 +816,14 @@ class Client:
                     raise
                 repaired.append(exc.digest)
                 emit(progress, Event("message", f"repairing the local copy of {exc.digest}"))
+            except MirrorIntegrityError as exc:
+                # that mirror is distrusted now and the failed pull left the output as it
+                # was: pulling again reads the blob from byte 0 from the next source
+                if exc.mirror in untrusted:
+                    raise
+                untrusted.append(exc.mirror)
+                note = f"mirror {exc.mirror} served a wrong {exc.digest}; trying the next source"
+                emit(progress, Event("message", note))
         self._remember(ref, result.blobs)
         return PullResult(
             reference=str(ref.with_digest(desc.digest)),

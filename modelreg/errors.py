@@ -15,7 +15,8 @@ boundary with ``raise ... from exc``.
      ├── UnsafeContentError           a path/link/header that would escape or exhaust resources
      ├── SizeLimitError               remote content over a cap, refused before it is read whole
      ├── IntegrityError               bytes that do not match their descriptor (size or digest)
-     │    └── CorruptCacheError       a local store blob that no longer matches: quarantined
+     │    ├── CorruptCacheError       a local store blob that no longer matches: quarantined
+     │    └── MirrorIntegrityError    a mirror served a wrong blob: distrusted, fetch it again
      ├── NotFoundError                tag, manifest, blob or repository unknown
      ├── RegistryError                the registry answered with an error
      │    ├── AuthenticationError     401: no or wrong credentials
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidReferenceError",
     "LocalStorageError",
+    "MirrorIntegrityError",
     "ModelRegError",
     "NetworkError",
     "NotFoundError",
@@ -136,6 +138,17 @@ class CorruptCacheError(IntegrityError):
         super().__init__(message, hint=hint)
         self.digest = digest
         self.quarantined = quarantined
+
+
+class MirrorIntegrityError(IntegrityError):
+    """A mirror served a blob that does not match its digest. The client will not use
+    that mirror (``mirror``) again: fetching ``digest`` again, from its first byte,
+    reads it from the next source, another mirror or the registry itself."""
+
+    def __init__(self, message: str, *, hint: str | None = None, digest: str, mirror: str) -> None:
+        super().__init__(message, hint=hint)
+        self.digest = digest
+        self.mirror = mirror
 
 
 class NotFoundError(ModelRegError):

@@ -2,8 +2,10 @@
 
 The upstream and the mirror are both :class:`CraftedRegistry` servers, configured only
 through a ``hosts.toml``. What the mirror serves is verified exactly like what the
-upstream serves: a tampered blob is refused with nothing written; a tampered manifest
-or a blob whose length lies is skipped, reported, and read from the upstream instead.
+upstream serves: a tampered blob, a tampered manifest or a blob whose length lies is
+skipped, the mirror reported untrusted, and the content read from the upstream instead
+(a streamed blob from byte 0, into fresh staging); nothing tampered reaches the output.
+Only when the upstream lies too does the pull fail, with nothing written.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from modelreg import Client, RemoteOptions
-from modelreg.errors import IntegrityError
+from modelreg.errors import IntegrityError, MirrorIntegrityError
 from tests.hostile.crafted import CraftedRegistry, Reply, Seen, sha256
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
@@ -49,15 +51,37 @@ def _nothing_written(out: Path) -> bool:
     return not out.exists() or not any(out.iterdir())
 
 
-def test_tampered_blob_from_the_mirror_is_refused_and_nothing_written(
+TAMPERED = b"WEIGHTS" + GOOD[7:]  # same size: only the digest can tell
+
+
+def test_tampered_blob_from_the_mirror_is_skipped_and_read_from_upstream(
     pair: tuple[CraftedRegistry, CraftedRegistry], tmp_path: Path
 ) -> None:
     upstream, mirror = pair
-    tampered = b"WEIGHTS" + GOOD[7:]  # same size: only the digest can tell
-    mirror.blob("m", tampered, digest=sha256(GOOD))
+    mirror.blob("m", TAMPERED, digest=sha256(GOOD))
+    warnings: list[str] = []
+    _pull(upstream, mirror, tmp_path, warnings)
+    assert (tmp_path / "out" / "w.bin").read_bytes() == GOOD
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["w.bin"]  # no staging left
+    untrusted = [w for w in warnings if mirror.host in w and "untrusted" in w]
+    assert len(untrusted) == 1, warnings
+    assert mirror.count("GET", rf"/v2/m/blobs/{sha256(GOOD)}.*") == 1  # never asked again
+    assert upstream.count("GET", rf"/v2/m/blobs/{sha256(GOOD)}.*") == 1
+
+
+def test_tampered_blob_from_the_mirror_and_the_upstream_fails_with_nothing_written(
+    pair: tuple[CraftedRegistry, CraftedRegistry], tmp_path: Path
+) -> None:
+    upstream, mirror = pair
+    for server in (upstream, mirror):
+        server.blob("m", TAMPERED, digest=sha256(GOOD))
+    warnings: list[str] = []
     with pytest.raises(IntegrityError) as info:
-        _pull(upstream, mirror, tmp_path, [])
-    assert mirror.host in info.value.message  # the error names the lying host
+        _pull(upstream, mirror, tmp_path, warnings)
+    # the last source's failure: a plain integrity error naming the upstream
+    assert not isinstance(info.value, MirrorIntegrityError)
+    assert upstream.host in info.value.message
+    assert any(mirror.host in w and "untrusted" in w for w in warnings), warnings
     assert _nothing_written(tmp_path / "out")
 
 

@@ -25,9 +25,15 @@ repositories. The rules, as containerd applies them and as SECURITY.md needs the
   manifests hashed against the digest asked for, blobs through the verifying reader.
   A tag resolved at a mirror yields a digest, and from then on everything is checked
   against that digest. Manifests and ranges are read whole before they are returned,
-  so wrong bytes from a mirror are refused and the next source is asked. A blob is
-  streamed to its consumer, who sees :class:`~modelreg.errors.IntegrityError` at its
-  end and keeps nothing; the error names the mirror.
+  so wrong bytes from a mirror are refused and the next source is asked; so are
+  manifests fetched by descriptor (they are small). A blob is streamed to its
+  consumer, so its bytes cannot be taken back: when they fail verification, the
+  mirror is distrusted at once (and reported), and the consumer sees
+  :class:`~modelreg.errors.MirrorIntegrityError` at the blob's end, keeps nothing of
+  it, and fetches the blob again from byte 0: the next fetch skips that mirror and
+  reads the next source (``Client.pull`` and ``prefetch`` do this; containerd does it
+  for manifests). Only the last source's failure is a plain
+  :class:`~modelreg.errors.IntegrityError`.
 * **Credentials.** Each mirror has its own client, which looks credentials up under
   the mirror's host: the origin's are never sent to a mirror unless the docker config
   holds them for that mirror too. Requests to a mirror carry ``ns=<origin host>``, as
@@ -39,6 +45,7 @@ repositories. The rules, as containerd applies them and as SECURITY.md needs the
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import threading
 import time
@@ -46,23 +53,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from modelreg.content.base import VerifyingReader
+from modelreg.content.base import VerifyingReader, fetch_bytes
 from modelreg.content.registry.client import RegistryClient
 from modelreg.content.registry.credentials import DOCKER_HUB, CredentialProvider, normalize_host
 from modelreg.content.registry.hosts import Endpoint, HostConfig, HostOverride
 from modelreg.content.registry.retry import RetryPolicy
+from modelreg.content.registry.streams import ResponseReader
 from modelreg.content.registry.target import RegistryTarget
 from modelreg.errors import (
     IntegrityError,
     InvalidInputError,
+    MirrorIntegrityError,
     ModelRegError,
     NetworkError,
     NotFoundError,
     PermissionDeniedError,
 )
 from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.manifest import MAX_MANIFEST_BYTES
 
-__all__ = ["DOWN_FOR", "MIRROR_RETRY", "Mirror", "MirroredTarget", "connect"]
+__all__ = ["DOWN_FOR", "MIRROR_RETRY", "Mirror", "MirroredTarget", "connect", "extra_mirror"]
 
 DOWN_FOR = 60.0
 """Seconds a mirror that could not be reached is skipped before it is tried again."""
@@ -107,12 +117,49 @@ class Mirror:
             elif isinstance(exc, NetworkError):
                 self._down_until = time.monotonic() + DOWN_FOR
         if isinstance(exc, IntegrityError):
-            note = "it served content that does not match its digest; not used again"
+            note = "it served content that does not match its digest: untrusted, not used again"
         elif isinstance(exc, NetworkError):
             note = f"skipped for {DOWN_FOR:.0f}s"
         else:
             note = "trying the next source"
         self.client.warn(f"mirror {self.host} failed to {what}: {exc.message} ({note})")
+
+
+class _MirrorReader(VerifyingReader):
+    """A blob streamed from a mirror: a mismatch distrusts the mirror at once and
+    raises :class:`MirrorIntegrityError`, so that its consumer fetches it again."""
+
+    def __init__(self, stream: ResponseReader, desc: Descriptor, what: str, mirror: Mirror) -> None:
+        super().__init__(stream, desc, what=what)
+        self._mirror = mirror
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return super().readinto(buffer)
+        except MirrorIntegrityError:
+            raise
+        except IntegrityError as exc:
+            self._mirror.failed(exc, f"download {self.descriptor.digest}")
+            raise MirrorIntegrityError(
+                exc.message,
+                hint=(
+                    f"mirror {self._mirror.host} is not used again by this client; fetch "
+                    "the blob again to read it from the next source"
+                ),
+                digest=str(self.descriptor.digest),
+                mirror=self._mirror.host,
+            ) from exc
+
+
+class _MirrorRepository(RegistryTarget):
+    """A repository at one mirror: its blob readers name and distrust the mirror."""
+
+    def __init__(self, mirror: Mirror, repository: str) -> None:
+        super().__init__(mirror.client, repository)
+        self.mirror = mirror
+
+    def _verifying(self, stream: ResponseReader, desc: Descriptor, what: str) -> VerifyingReader:
+        return _MirrorReader(stream, desc, what, self.mirror)
 
 
 class MirroredTarget(RegistryTarget):
@@ -125,11 +172,15 @@ class MirroredTarget(RegistryTarget):
     def __init__(self, client: RegistryClient, repository: str, mirrors: Sequence[Mirror]) -> None:
         super().__init__(client, repository)
         # the server's repository name (Docker Hub's library/ added) is the mirrors' too
-        self._mirrors = [(m, RegistryTarget(m.client, self.repository)) for m in mirrors]
+        self._mirrors = [(m, _MirrorRepository(m, self.repository)) for m in mirrors]
 
     def __repr__(self) -> str:
         hosts = ", ".join(m.host for m, _ in self._mirrors)
         return f"MirroredTarget({self.name!r}, mirrors=[{hosts}])"
+
+    @property
+    def mirrors(self) -> tuple[Mirror, ...]:
+        return tuple(m for m, _ in self._mirrors)
 
     def served(self) -> dict[str, int]:
         """Blob bytes received per host so far (mirrors and the server)."""
@@ -153,7 +204,8 @@ class MirroredTarget(RegistryTarget):
             except InvalidInputError:
                 raise  # our own request was wrong: no other host would take it
             except ModelRegError as exc:
-                mirror.failed(exc, what)
+                if not isinstance(exc, MirrorIntegrityError):  # else its reader said so
+                    mirror.failed(exc, what)
                 skipped.append(f"{mirror.host} ({type(exc).__name__})")
                 continue
             _log.info("%s: served by mirror %s", what, mirror.host)
@@ -166,6 +218,18 @@ class MirroredTarget(RegistryTarget):
 
     # ------------------------------------------------------------------ reads
     def fetch(self, desc: Descriptor) -> VerifyingReader:
+        if self._is_manifest(desc):
+            # read whole at the mirror, so that a wrong one moves on to the next source
+            def whole(target: RegistryTarget) -> VerifyingReader:
+                data = fetch_bytes(target, desc, limit=MAX_MANIFEST_BYTES)
+                return VerifyingReader(io.BytesIO(data), desc, what=f"manifest {desc.digest}")
+
+            return self._through(
+                "pull",
+                f"download manifest {desc.digest}",
+                whole,
+                lambda: super(MirroredTarget, self).fetch(desc),
+            )
         return self._through(
             "pull",
             f"download {desc.digest}",
@@ -284,6 +348,23 @@ def connect(
         min_throughput=common.min_throughput,
         throughput_window=common.throughput_window,
     )
+
+
+def extra_mirror(
+    host: str,
+    endpoint: Endpoint,
+    *,
+    credentials: CredentialProvider | None,
+    on_warning: Callable[[str], None] | None = None,
+    timeout: float = 60.0,
+    document_deadline: float | None = None,
+    min_throughput: float = 1024.0,
+    throughput_window: float = 30.0,
+) -> Mirror:
+    """A mirror of ``host`` that no file configures (``prefetch --via``); the caller
+    closes its client."""
+    common = _Common(timeout, None, document_deadline, min_throughput, throughput_window)
+    return _mirror(host, endpoint, credentials, on_warning, common)
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,11 @@ class RegistryTarget:
             max_resumes=self.client.retry.max_attempts - 1,
             bound=bound,
         )
-        return VerifyingReader(reader, desc, what=f"{kind} {desc.digest} from {self.name}")
+        return self._verifying(reader, desc, f"{kind} {desc.digest} from {self.name}")
+
+    def _verifying(self, stream: ResponseReader, desc: Descriptor, what: str) -> VerifyingReader:
+        """The verifying reader over a fetched stream (a mirror's says who lied)."""
+        return VerifyingReader(stream, desc, what=what)
 
     def _bound(self, small: bool, what: str, path: str) -> TransferBound:
         """A document deadline for what is read whole, else a throughput floor."""

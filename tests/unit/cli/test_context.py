@@ -39,6 +39,7 @@ EXPECTED = {
     "PermissionDeniedError": 4,
     "IntegrityError": 5,
     "CorruptCacheError": 5,
+    "MirrorIntegrityError": 5,
     "RegistryError": 6,
     "RateLimitedError": 6,
     "UnsupportedError": 6,
@@ -70,6 +71,9 @@ MAKERS: dict[str, Callable[[type[Any]], modelreg.errors.ModelRegError]] = {
     "PublishError": lambda cls: cls("sign", MESSAGE, None, hint=HINT),
     "ArtifactVerificationError": lambda cls: cls(MESSAGE, None, hint=HINT),
     "CorruptCacheError": lambda cls: cls(MESSAGE, hint=HINT, digest="sha256:" + "0" * 64),
+    "MirrorIntegrityError": lambda cls: cls(
+        MESSAGE, hint=HINT, digest="sha256:" + "0" * 64, mirror="mirror.example:5000"
+    ),
 }
 
 
