@@ -41,6 +41,7 @@ from modelreg_cli.wiring import add_commands, add_group
 
 from modelreg.errors import InvalidInputError
 from modelreg.model.pack import ModelMetadata
+from modelreg.model.roles import layer_role
 
 commands = typer.Typer()
 META = "Model metadata (or the [descriptor] table of modelreg.toml)"
@@ -425,12 +426,13 @@ def inspect(
     with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
         with cmd.client() as client:
             info = client.inspect(ref, tensors=tensors)
+        files = _with_roles(info.files)
         if json_output:
-            print_json(info.to_dict())
+            print_json({**info.to_dict(), "files": files})
             return
         _show_summary(info)
-        if info.files:
-            _show_files(info.files)
+        if files:
+            _show_files(files)
         if info.tensors is not None:
             _show_tensors(info.tensors)
 
@@ -452,8 +454,23 @@ def _show_summary(info: Any) -> None:
         out_console.print(f"{key:<13} {shown}", markup=False)
 
 
+def _with_roles(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each file row with ``role``: the ModelPack role its media type gives, and why."""
+    return [
+        {
+            **f,
+            "role": layer_role(
+                str(f["mediaType"]),
+                None if f.get("path") is None else str(f["path"]),
+                bool(f.get("untested")),
+            ).to_dict(),
+        }
+        for f in files
+    ]
+
+
 def _show_files(files: list[dict[str, Any]]) -> None:
-    """One line a file: path, size, short digest, role; pickles flagged UNSAFE."""
+    """One line a file: path, size, short digest, media type, role and why; pickles flagged."""
     out_console.print("files:")
     width = max(len(str(f["path"])) for f in files)
     for f in files:
@@ -464,9 +481,11 @@ def _show_files(files: list[dict[str, Any]]) -> None:
         elif kind in ("archive", "skipped"):
             role = f"{kind} {role}"
         flag = "  UNSAFE (pickle: loading it runs code)" if f.get("unsafe") else ""
+        decided = f.get("role") or {}
+        said = f"  [{decided.get('role') or 'no role'}: {decided.get('reason')}]" if decided else ""
         out_console.print(
             f"  {f['path']!s:<{width}}  {human_size(int(f['size'])):>10}  "
-            f"{str(f['digest'])[:19]}  {role}{flag}",
+            f"{str(f['digest'])[:19]}  {role}{said}{flag}",
             markup=False,
         )
 
