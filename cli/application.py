@@ -27,6 +27,7 @@ from modelreg_cli import (
     cache_cmds,
     ci_cmds,
     core_cmds,
+    distribution_cmds,
     lazy_cmds,
     lifecycle_cmds,
     policy_cmds,
@@ -81,6 +82,7 @@ def main(
 # In this order `modelreg --help` lists them: core commands, then the features.
 for _module in (
     core_cmds,
+    distribution_cmds,
     lifecycle_cmds,
     sign_cmds,
     policy_cmds,

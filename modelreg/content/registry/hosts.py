@@ -71,6 +71,7 @@ __all__ = [
     "HostConfig",
     "HostOverride",
     "HostsResolver",
+    "parse_endpoint",
     "parse_hosts_toml",
     "parse_registries_conf",
 ]
@@ -235,6 +236,15 @@ def _parse_url(
         # containerd's rule: without override_path the API is under /v2 of the URL's path
         root = f"{root}/v2"
     return url.scheme, host, root, "://" in text
+
+
+def parse_endpoint(text: str, *, source: str, capabilities: frozenset[str]) -> Endpoint:
+    """An endpoint named on the command line (``prefetch --via URL``): ``HOST[:PORT]``
+    (HTTPS; a loopback host is probed) or ``http(s)://HOST[:PORT][/PATH]``."""
+    scheme, host, root, explicit = _parse_url(text, path=source, key="", override_path=False)
+    return Endpoint(
+        scheme, host, api_root=root, capabilities=capabilities, source=source, explicit=explicit
+    )
 
 
 def _paths(value: object, *, base: Path, path: str, key: str) -> tuple[str, ...]:

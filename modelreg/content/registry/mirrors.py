@@ -100,6 +100,12 @@ class Mirror:
     def host(self) -> str:
         return self.endpoint.host
 
+    @property
+    def distrusted(self) -> bool:
+        """True once it served content that does not match its digest."""
+        with self._lock:
+            return self._distrusted
+
     def usable(self, capability: str) -> bool:
         if not self.endpoint.can(capability):
             return False
