@@ -15,7 +15,13 @@ Two layers:
 A byte that fails verification is never handed to the kernel: the read fails
 with ``EIO`` and the reason goes to ``on_warning``. Writing is refused
 (``EROFS``). Extended attributes ``user.modelreg.digest`` and
-``user.modelreg.reference`` expose the file's digest and the model reference.
+``user.modelreg.reference`` expose the file's digest and the model reference;
+``user.modelreg.verify`` says how a file's bytes are verified before they are
+served: ``chunks`` (a chunk index the manifest digest covers), ``chunks-referrer``
+(an index found among the manifest's referrers, not covered by its digest:
+``modelreg index``), or ``blob`` (no index: the whole blob is fetched and checked
+against the layer digest on first read). The handle's notes say the same once,
+at mount time (the CLI prints them as warnings).
 
 Privileges: ``/dev/fuse`` and either root or the setuid ``fusermount3`` helper
 (Debian's ``fuse3`` package). In a container: ``--device /dev/fuse`` and
@@ -48,6 +54,7 @@ from modelreg.errors import (
 )
 from modelreg.lazy._engine import SequentialDetector
 from modelreg.lazy.handle import ModelHandle
+from modelreg.lazy.publish import index_descriptor_from_annotations
 
 __all__ = ["FuseOps", "Node", "is_mounted", "mount", "umount"]
 
@@ -55,6 +62,7 @@ ROOT_INODE: Final = 1
 ATTR_TIMEOUT: Final = 3600.0
 XATTR_DIGEST: Final = b"user.modelreg.digest"
 XATTR_REFERENCE: Final = b"user.modelreg.reference"
+XATTR_VERIFY: Final = b"user.modelreg.verify"
 
 
 class FuseOpError(Exception):
@@ -190,11 +198,22 @@ class FuseOps:
             return node.digest.encode()
         if name == XATTR_REFERENCE:
             return self.handle.reference.encode()
+        if name == XATTR_VERIFY and not node.is_dir:
+            return self._verify_mode(node).encode()
         raise FuseOpError(errno.ENODATA)
+
+    def _verify_mode(self, node: Node) -> str:
+        indexed = any(f.indexed for f in self.handle.files if f.path == node.path)
+        if not indexed:
+            return "blob"
+        named = index_descriptor_from_annotations(self.handle.manifest.annotations)
+        return "chunks" if named is not None else "chunks-referrer"
 
     def listxattr(self, inode: int) -> list[bytes]:
         node = self.node(inode)
-        return [XATTR_REFERENCE] if node.is_dir else [XATTR_DIGEST, XATTR_REFERENCE]
+        if node.is_dir:
+            return [XATTR_REFERENCE]
+        return [XATTR_DIGEST, XATTR_REFERENCE, XATTR_VERIFY]
 
     def statfs(self) -> dict[str, int]:
         total = sum(n.size for n in self.nodes.values())

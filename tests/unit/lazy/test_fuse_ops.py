@@ -9,7 +9,14 @@ import stat
 import pytest
 
 from modelreg.lazy import open_model
-from modelreg.lazy.fuse import ROOT_INODE, XATTR_DIGEST, XATTR_REFERENCE, FuseOpError, FuseOps
+from modelreg.lazy.fuse import (
+    ROOT_INODE,
+    XATTR_DIGEST,
+    XATTR_REFERENCE,
+    XATTR_VERIFY,
+    FuseOpError,
+    FuseOps,
+)
 
 
 @pytest.fixture
@@ -97,7 +104,8 @@ def test_xattrs_and_statfs(ops, memory_model):
     digest = ops.getxattr(inode, XATTR_DIGEST)
     assert digest.startswith(b"sha256:")
     assert ops.getxattr(ROOT_INODE, XATTR_REFERENCE) == ops.handle.reference.encode()
-    assert ops.listxattr(inode) == [XATTR_DIGEST, XATTR_REFERENCE]
+    assert ops.listxattr(inode) == [XATTR_DIGEST, XATTR_REFERENCE, XATTR_VERIFY]
+    assert ops.getxattr(inode, XATTR_VERIFY) == b"chunks"  # an index the manifest names
     with pytest.raises(FuseOpError) as exc:
         ops.getxattr(inode, b"user.other")
     assert exc.value.errno == errno.ENODATA
