@@ -261,6 +261,16 @@ def pull(
             "always kept as they are).",
         ),
     ] = False,
+    save_signature: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-signature",
+            metavar="FILE",
+            help="Write the model-level signature bundle of the pulled digest to this file "
+            "(for `verify DIR --signature FILE` and model_signing); inside the output "
+            "directory only as DIR/model.sig, the name signatures leave out.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
@@ -294,7 +304,13 @@ def pull(
                 "--verify-key and --certificate-* flags go with -o/--output",
                 hint="verify first with `modelreg verify`, or pull with -o",
             )
+        if save_signature is not None:
+            _check_signature_path(save_signature, output)
+        bundle: bytes | None = None
         with cmd.client() as client, cmd.progress() as progress:
+            if save_signature is not None:
+                # before any file is written: a model without one fails here (exit 3)
+                ref, bundle = _model_signature(client, ref)
             if into is not None:
                 _pull_into(cmd, client, ref, into, include, progress)
                 return
@@ -322,7 +338,65 @@ def pull(
                 _, result = verify_before_pull(client, ref, output, policy, **kwargs)
             else:
                 result = client.pull(ref, output, **kwargs)
-        _show_pulled(result, json_output)
+        if save_signature is not None and bundle is not None:
+            _save_signature(save_signature, bundle, result)
+        _show_pulled(result, json_output, save_signature)
+
+
+def _check_signature_path(path: Path, output: Path | None) -> None:
+    """--save-signature: with -o, and inside the output directory only as its model.sig.
+
+    Any other file in the directory would be a file the signature does not list
+    ("present but not signed") for every verifier that is not told to skip it;
+    ``model.sig`` at the top is in the ignore_paths ``modelreg sign`` records, so
+    ``modelreg verify`` and ``model_signing verify`` both leave it out.
+    """
+    from modelreg.attest.coverage import SIGNATURE_NAME
+
+    if output is None:
+        raise InvalidInputError(
+            "--save-signature goes with -o/--output DIR",
+            hint="with --into, save it with `modelreg referrers REF --save-model-signature FILE`",
+        )
+    try:
+        inside = path.resolve().relative_to(output.resolve())
+    except ValueError:
+        return
+    if inside.as_posix() != SIGNATURE_NAME:
+        raise InvalidInputError(
+            f"--save-signature {str(path)!r} is inside the output directory, where it would "
+            "count as a file of the model and fail verification",
+            hint=f"save it outside {str(output)!r}, or as {str(output / SIGNATURE_NAME)!r} "
+            "(the one name model signatures leave out)",
+        )
+
+
+def _model_signature(client: Any, ref: str) -> tuple[str, bytes]:
+    """The pull's reference pinned to its digest, and that digest's model signature."""
+    from modelreg.verify import model_signature_bundle
+
+    resolved, target, desc = client.resolve(ref)
+    return str(resolved.with_digest(desc.digest)), model_signature_bundle(target, desc)
+
+
+def _save_signature(path: Path, bundle: bytes, result: Any) -> None:
+    """Write the bundle pull --save-signature fetched, after the files are in place."""
+    from modelreg._fs import atomic_write
+    from modelreg.attest.coverage import SIGNATURE_NAME
+
+    if path.parent.resolve() == Path(result.output).resolve() and any(
+        f.get("path") == SIGNATURE_NAME for f in result.files
+    ):
+        raise InvalidInputError(
+            f"the model has a file named {SIGNATURE_NAME}; the signature was not saved over it",
+            hint="save the signature outside the output directory",
+        )
+    try:
+        atomic_write(path, bundle)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write --save-signature {str(path)!r}: {exc.strerror}"
+        ) from exc
 
 
 def _refuse_partial_verification(
@@ -391,11 +465,16 @@ def _pull_into(
         out_console.print(f"pulled {ref} into {into} (config first, resumable)")
 
 
-def _show_pulled(result: Any, json_output: bool) -> None:
+def _show_pulled(result: Any, json_output: bool, signature: Path | None = None) -> None:
     if json_output:
-        print_json(result.to_dict())
+        shown = result.to_dict()
+        if signature is not None:
+            shown["signature"] = str(signature)
+        print_json(shown)
         return
     out_console.print(f"pulled {result.reference} into {result.output}")
+    if signature is not None:
+        out_console.print(f"  model signature saved to {signature}", markup=False)
     out_console.print(
         f"  {plural(len(result.files), 'file')}, fetched {human_size(result.bytes_fetched)}, "
         f"from cache {human_size(result.bytes_from_cache)}"

@@ -374,10 +374,15 @@ def verify(
     insecure: InsecureOpt = False,
     ca_file: CaFileOpt = None,
 ) -> None:
-    """Verify a model's signatures and attestations (exit 7 when it does not verify)."""
+    """Verify a model's signatures and attestations (exit 7 when it does not verify).
+
+    REF|DIR is a directory when it is spelled as a path (/x, ./x, ../x), or when it
+    has no ':' or '@' and a directory of that name exists; otherwise a reference."""
     from modelreg.verify import policy_from_options, verify_reference
 
     with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+        if signature is None:
+            _refuse_directory_without_signature(ref, key or [])
         policy = policy_from_options(
             keys=key or [],
             identities=certificate_identity or [],
@@ -402,6 +407,36 @@ def verify(
                 _render_verification(str(verified.reference), verified.result)
     if not ok:
         raise typer.Exit(EXIT_NOT_VERIFIED)
+
+
+def _refuse_directory_without_signature(ref: str, keys: list[Path]) -> None:
+    """verify DIR without --signature: say what to pass and where to get it."""
+    from modelreg.attest.coverage import SIGNATURE_NAME
+    from modelreg.verify import directory_argument
+
+    directory = directory_argument(ref)
+    if directory is None:
+        return
+    if not directory.is_dir():
+        raise InvalidInputError(
+            f"{ref!r} is spelled as a path, and no directory is there",
+            hint="pass a pulled directory, or a reference such as registry/repo:tag",
+        )
+    beside = directory / SIGNATURE_NAME
+    key_flags = " ".join(f"--key {k}" for k in keys) or "--key KEY"
+    verify = f"`modelreg verify {ref} {key_flags} --signature {beside}`"
+    if beside.is_file():
+        how = f"it has its signature: run {verify}"
+    else:
+        how = (
+            f"run {verify} after saving the signature there with `modelreg pull REF "
+            f"-o {ref} --save-signature {beside}` (or `modelreg referrers REF "
+            "--save-model-signature FILE`)"
+        )
+    raise InvalidInputError(
+        f"{ref!r} is a directory: verifying one needs its model signature (--signature FILE)",
+        hint=f"{how}; or pass the model's reference to verify it in the registry",
+    )
 
 
 def _verify_directory(
@@ -542,18 +577,9 @@ def _print_tree(console: Any, rows: list[dict[str, Any]], indent: str) -> None:
 
 
 def _save_model_signature(target: Any, desc: Any, path: Path) -> None:
-    from modelreg.sign import MODEL_SIGNING_PREDICATE, iter_bundles
+    from modelreg.verify import model_signature_bundle
 
-    for item in iter_bundles(target, desc):
-        if isinstance(item, tuple):
-            continue
-        if item.predicate_type_hint == MODEL_SIGNING_PREDICATE:
-            path.write_bytes(item.data)
-            return
-    raise NotFoundError(
-        f"{desc.digest} has no model-level signature",
-        hint="sign it with `modelreg sign` (without --no-model-signature)",
-    )
+    path.write_bytes(model_signature_bundle(target, desc))
 
 
 # -------------------------------------------------------------- signing material

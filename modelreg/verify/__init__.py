@@ -20,7 +20,11 @@ Public API (a contract other components build on; extended only compatibly)::
 * :func:`verify_before_pull` verifies, then pulls *that digest*; nothing is
   written unless verification passed.
 * :func:`verify_directory` checks a directory against a model-transparency
-  signature file (``model_signing`` or ``modelreg`` made).
+  signature file (``model_signing`` or ``modelreg`` made);
+  :func:`model_signature_bundle` fetches that file's bytes from a digest's
+  referrers (``pull --save-signature``, ``referrers --save-model-signature``).
+* :func:`directory_argument` decides whether a command-line argument names a
+  directory or a reference (the rule is in its docstring).
 
 Bounded: one verification examines at most ``max_referrers`` (default 64,
 ``$MODELREG_MAX_SIGNATURE_REFERRERS``) bundle referrers, fetched in parallel and
@@ -69,7 +73,9 @@ __all__ = [
     "VerifiedAttestation",
     "VerifiedReference",
     "VerifiedSignature",
+    "directory_argument",
     "max_matching",
+    "model_signature_bundle",
     "policy_from_options",
     "prepare_policy",
     "verify_artifact",
@@ -166,6 +172,55 @@ def policy_from_options(
         required_attestations=tuple(required_attestations),
         trusted_root=str(trusted_root) if trusted_root is not None else None,
         offline=offline,
+    )
+
+
+def directory_argument(arg: str) -> Path | None:
+    """The directory ``arg`` names, or None when it is a reference.
+
+    One rule, so that ``verify DIR`` never reports "invalid reference" for a path:
+
+    * a path by its spelling is a path, existing or not: absolute (``/x``), or
+      relative from ``.`` or ``..`` (``./x``, ``../x``, ``.``, ``..``): no
+      reference is spelled that way;
+    * otherwise anything holding ``:`` or ``@`` is a reference (``team/llm:v1``,
+      ``host:5000/llm``, ``llm@sha256:...``, ``oci:DIR``), even when a directory
+      of that name exists: write ``./team/llm:v1`` to mean the directory;
+    * otherwise (a bare name like ``llm`` or ``team/llm``) an existing directory
+      wins over the store reference ``team/llm`` (tag ``latest``), which a user
+      who names a directory in the current one rarely means; write
+      ``team/llm:latest`` to mean the reference.
+    """
+    first = arg.split("/", 1)[0]
+    if arg.startswith("/") or first in (".", ".."):
+        return Path(arg)
+    if ":" in arg or "@" in arg:
+        return None
+    path = Path(arg)
+    return path if path.is_dir() else None
+
+
+def model_signature_bundle(target: ReadOnlyTarget, desc: Descriptor) -> bytes:
+    """The newest model-level signature bundle (model-transparency, what
+    ``model_signing verify`` and :func:`verify_directory` read) among the
+    referrers of ``desc``.
+
+    Not verified here (the annotation that picks it is unauthenticated): the
+    bundle is checked when a directory is verified against it.
+    Raises :class:`~modelreg.errors.NotFoundError` when there is none.
+    """
+    from modelreg.attest.model_transparency import MODEL_SIGNING_PREDICATE
+    from modelreg.attest.storage import iter_bundles
+    from modelreg.errors import NotFoundError
+
+    for item in iter_bundles(target, desc):
+        if isinstance(item, tuple):
+            continue
+        if item.predicate_type_hint == MODEL_SIGNING_PREDICATE:
+            return item.data
+    raise NotFoundError(
+        f"{desc.digest} has no model-level signature",
+        hint="sign it with `modelreg sign REF --key KEY` (without --no-model-signature)",
     )
 
 
