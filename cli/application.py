@@ -8,7 +8,7 @@ to exit codes. Exit codes (also in the README):
 6 registry or network error · 7 verification failed · 8 unsafe or malformed
 content · 9 policy could not be evaluated · 10-13 ``ci publish`` stages (10 also
 ``wasm run``: the module failed) · 14 local disk full, over quota or read-only ·
-130 interrupted
+15 an optional extra is missing (``pip install 'modelreg[EXTRA]'``) · 130 interrupted
 
 This module is the application and its global flags only. The commands live in the
 ``*_cmds`` modules, at module level, and join the application through their

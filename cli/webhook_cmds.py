@@ -120,13 +120,17 @@ def serve(
     """Serve POST /validate and /mutate over HTTPS, plus /healthz, /readyz, /metrics."""
     import logging
 
-    from modelreg.policy import load_policies
-    from modelreg.webhook.breaker import BreakerConfig
-    from modelreg.webhook.engine import Engine, EngineConfig
-    from modelreg.webhook.server import ServerConfig
-    from modelreg.webhook.server import serve as run_server
+    from modelreg._extras import require
 
     with Command(remote=Remote(plain_http, insecure, ca_file)) as cmd:
+        # inside the command: a missing extra is an error like any other (exit 15)
+        require("httptools", "webhook", "the admission webhook server (webhook serve)")
+        from modelreg.policy import load_policies
+        from modelreg.webhook.breaker import BreakerConfig
+        from modelreg.webhook.engine import Engine, EngineConfig
+        from modelreg.webhook.server import ServerConfig
+        from modelreg.webhook.server import serve as run_server
+
         _check_serve_inputs(unmatched_models, unmatched_images, tls_cert, tls_key)
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"

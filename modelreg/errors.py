@@ -26,6 +26,7 @@ boundary with ``raise ... from exc``.
      ├── NetworkError                 unreachable host, TLS failure, timeout
      │    └── TransferTooSlowError    a document deadline or blob throughput floor was hit
      ├── LocalStorageError            a full, over-quota or read-only local disk (exit 14)
+     ├── MissingExtraError            a feature whose optional extra is not installed (exit 15)
      ├── VerificationError            a signature, attestation or identity that does not verify
      └── PolicyError                  a policy that fails to load or to evaluate
 """
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidReferenceError",
     "LocalStorageError",
     "MirrorIntegrityError",
+    "MissingExtraError",
     "ModelRegError",
     "NetworkError",
     "NotFoundError",
@@ -264,6 +266,22 @@ def local_storage(
         raise LocalStorageError(
             f"cannot {what} {place}: {reason}{size}", hint=hint, path=place, needed=needed
         ) from exc
+
+
+class MissingExtraError(ModelRegError):
+    """A feature needs an optional extra that is not installed (``pip install 'modelreg[X]'``).
+
+    Raised by :func:`modelreg._extras.require` only, so every feature fails the same way:
+    the message names the feature and the missing package, the hint the one command to
+    run. ``extra`` is the extra's name, ``module`` the package that could not be imported.
+    """
+
+    exit_code = 15
+
+    def __init__(self, message: str, *, hint: str | None = None, extra: str, module: str) -> None:
+        super().__init__(message, hint=hint)
+        self.extra = extra
+        self.module = module
 
 
 class VerificationError(ModelRegError):

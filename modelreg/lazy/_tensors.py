@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from modelreg._extras import require
 from modelreg.errors import UnsupportedError
 
 __all__ = ["numpy_dtype", "require_numpy"]
@@ -50,14 +51,8 @@ _GGUF_PLAIN: Final[dict[str, str]] = {
 
 
 def require_numpy() -> Any:
-    try:
-        import numpy
-    except ImportError as exc:  # pragma: no cover - numpy is installed in dev
-        raise UnsupportedError(
-            "reading tensors as arrays needs NumPy",
-            hint="pip install 'modelreg[lazy]' (or numpy); file access works without it",
-        ) from exc
-    return numpy
+    """NumPy, or MissingExtraError naming ``modelreg[lazy]`` (file access works without it)."""
+    return require("numpy", "lazy", "reading tensors as NumPy arrays")
 
 
 def numpy_dtype(fmt: str, dtype: str, *, big_endian: bool = False) -> Any:
@@ -69,14 +64,8 @@ def numpy_dtype(fmt: str, dtype: str, *, big_endian: bool = False) -> Any:
     if code is not None:
         return np.dtype(code if code in ("?", "u1", "i1") else order + code)
     if dtype in _ML_DTYPES:
-        kind = _ml_dtype(dtype)
-        if kind is not None:
-            base = np.dtype(kind)
-            return base.newbyteorder(order) if base.itemsize > 1 else base
-        raise UnsupportedError(
-            f"NumPy has no {dtype} dtype",
-            hint="install ml_dtypes to get it as an array, or pass raw=True for the bytes",
-        )
+        base = np.dtype(_ml_dtype(dtype))
+        return base.newbyteorder(order) if base.itemsize > 1 else base
     if fmt == "gguf":
         raise UnsupportedError(
             f"{dtype} is a quantized GGUF type: it has no element dtype",
@@ -90,11 +79,9 @@ def numpy_dtype(fmt: str, dtype: str, *, big_endian: bool = False) -> Any:
 
 
 def _ml_dtype(dtype: str) -> Any:
-    """The ``ml_dtypes`` type for a safetensors/GGUF dtype name, or None without ml_dtypes."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
+    """The ``ml_dtypes`` type for a safetensors/GGUF dtype name (NumPy has none of them);
+    MissingExtraError naming ``modelreg[lazy]`` without ml_dtypes (``raw=True`` needs none)."""
+    ml_dtypes = require("ml_dtypes", "lazy", f"reading {dtype} tensors as NumPy arrays")
     return {
         "BF16": ml_dtypes.bfloat16,
         "F8_E4M3": ml_dtypes.float8_e4m3fn,

@@ -275,15 +275,11 @@ class FuseOps:
 
 
 def _load_pyfuse3() -> tuple[Any, Any]:
-    try:
-        import pyfuse3
-        import trio
-    except ImportError as exc:
-        raise UnsupportedError(
-            "mounting needs pyfuse3 (and libfuse3)",
-            hint="apt-get install fuse3 libfuse3-dev pkg-config && pip install 'modelreg[mount]' "
-            "(or pip install pyfuse3)",
-        ) from exc
+    from modelreg._extras import require
+
+    system = "install fuse3, libfuse3-dev and pkg-config (apt-get install ...)"
+    pyfuse3 = require("pyfuse3", "mount", "mounting a model", system=system)
+    trio = require("trio", "mount", "mounting a model", system=system)
     return pyfuse3, trio
 
 

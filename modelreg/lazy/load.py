@@ -243,14 +243,9 @@ class _Loader:
         self.order: list[str] = []
         self.torch: Any = None
         if framework == "torch":
-            try:
-                import torch
-            except ImportError as exc:
-                raise UnsupportedError(
-                    "framework='torch' needs PyTorch",
-                    hint="pip install 'modelreg[torch]'",
-                ) from exc
-            self.torch = torch
+            from modelreg._extras import require
+
+            self.torch = require("torch", "torch", "modelreg.load(framework='torch')")
 
     # ------------------------------------------------------------------ planning
     def _selected_files(self) -> list[ModelFile]:

@@ -55,10 +55,10 @@ class RegoModule:
     """A compiled Rego module and the ``deny`` query it answers (thread-safe)."""
 
     def __init__(self, source: str, name: str = "policy.rego") -> None:
-        try:
-            import regopy  # type: ignore[import-untyped]
-        except ImportError as exc:  # pragma: no cover - regopy is a dependency
-            raise RegoError("Rego conditions need the regopy package (pip install regopy)") from exc
+        from modelreg._extras import require
+
+        # a missing extra is not a fault of the policy: MissingExtraError (exit 15), not RegoError
+        regopy = require("regopy", "rego", "a Rego condition in a policy")
         match = _PACKAGE.search(source)
         if match is None:
             raise RegoError("Rego module has no 'package' declaration", 1)

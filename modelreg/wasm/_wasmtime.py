@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from modelreg.errors import ModelRegError
+from modelreg._extras import require
 
-try:
-    import wasmtime
-except ImportError as exc:  # pragma: no cover - wasmtime is installed in dev and CI
-    raise ModelRegError(
-        "running WebAssembly needs the 'wasmtime' package, which is not installed",
-        hint="pip install 'modelreg[wasm]' (or: pip install 'wasmtime>=41,<52')",
-    ) from exc
+require("wasmtime", "wasm", "running WebAssembly (wasm run, wasm pack)")
+import wasmtime  # noqa: E402  (typed import, after require() said what to install)
 
 __all__ = ["wasmtime"]

@@ -58,6 +58,7 @@ EXPECTED = {
     "WasmLimitError": 10,
     "WasmAbiError": 10,
     "LocalStorageError": 14,
+    "MissingExtraError": 15,
     "SourceReadError": 1,
     # its code is the failed stage's (10 push, 11 sign, 12 attest, 13 policy): sign here
     "PublishError": 11,
@@ -67,6 +68,7 @@ EXPECTED = {
 MAKERS: dict[str, Callable[[type[Any]], modelreg.errors.ModelRegError]] = {
     "TransferTooSlowError": lambda cls: cls(MESSAGE, hint=HINT, bound="throughput-floor"),
     "LocalStorageError": lambda cls: cls(MESSAGE, hint=HINT, path="/models/store"),
+    "MissingExtraError": lambda cls: cls(MESSAGE, hint=HINT, extra="rego", module="regopy"),
     "WasmLimitError": lambda cls: cls(MESSAGE, hint=HINT, limit="fuel"),
     "PublishError": lambda cls: cls("sign", MESSAGE, None, hint=HINT),
     "ArtifactVerificationError": lambda cls: cls(MESSAGE, None, hint=HINT),
