@@ -226,6 +226,27 @@ class Engine:
                 out.append(RefOutcome(ref, error=reason))
         return out or None
 
+    def joins_in_flight(self, refs: Sequence[ModelRef]) -> bool:
+        """True when every reference that needs work names a decision being computed now
+        (same repository, digest and policies): such a review adds no verification, it
+        waits for one, so the admission queue does not refuse it (a rollout of many pods
+        of one model, or a cached decision that just expired under load)."""
+        waits = False
+        for ref in refs:
+            if self._static(ref) is not None:
+                continue
+            digest = self._known_descriptor_digest(ref)
+            if digest is None:
+                return False
+            key = self.key(ref.name, digest)
+            if self.decisions.get(key) is not None:
+                continue
+            with self._lock:
+                if key not in self._inflight:
+                    return False
+            waits = True
+        return waits
+
     # ------------------------------------------------------------- cold path
     def submit(
         self, refs: Sequence[ModelRef], *, deadline: float, dry_run: bool

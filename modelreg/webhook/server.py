@@ -22,7 +22,9 @@ webhook's answer, never its own timeout.
 breaker, cost microseconds and are never refused. Reviews that need a registry enter the
 *admission queue*, bounded by ``max_pending``: when it is full, a review is denied at
 once ("overloaded", ``modelreg_webhook_shed_total``) instead of waiting for a thread it
-would get too late. The API server (and the controllers behind it) retry; a pod
+would get too late. A review whose decisions are all being computed already (the same
+model as reviews ahead of it) adds no work and joins them whatever the queue holds.
+The API server (and the controllers behind it) retry; a pod
 refused in milliseconds is retried sooner than one refused after ``timeoutSeconds``.
 
 **Readiness.** ``/readyz`` answers 200 only when the listener is up, at least one policy
@@ -306,7 +308,7 @@ class Webhook:
             return validation_response(req.uid, blocked)
         skip = {id(o.ref) for o in blocked or ()}
         work = [r for r in refs if id(r) not in skip]
-        shed = self._shed(arrival, deadline)
+        shed = self._shed(arrival, deadline, joins=engine.joins_in_flight(work))
         if shed is not None:
             outcomes = [RefOutcome(r, error=shed) for r in work]
         elif not work:
@@ -329,8 +331,10 @@ class Webhook:
             return mutation_response(req.uid, build_patch(outcomes, req), warnings)
         return validation_response(req.uid, outcomes)
 
-    def _shed(self, arrival: float, deadline: float) -> str | None:
-        """Why a review needing registry work is refused at once (None: admit it)."""
+    def _shed(self, arrival: float, deadline: float, *, joins: bool) -> str | None:
+        """Why a review needing registry work is refused at once (None: admit it).
+        A review that only waits for decisions already being computed (``joins``) adds
+        no work: the queue's bound does not apply to it, its deadline does."""
         now = self._clock()
         if now >= deadline:
             self.metrics.shed.inc(reason="late")
@@ -338,7 +342,7 @@ class Webhook:
                 f"overloaded: the review waited {now - arrival:.1f}s before it could be "
                 f"handled, past the {self.budget:g}s budget"
             )
-        if self.pending >= self.max_pending:
+        if self.pending >= self.max_pending and not joins:
             self.metrics.shed.inc(reason="overloaded")
             return (
                 f"overloaded: {self.pending} reviews already wait on registries (the "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import textwrap
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from modelreg.webhook.engine import Engine, EngineConfig
 from modelreg.webhook.http import HttpRequest, HttpResponse
 from modelreg.webhook.server import Webhook
 from modelreg.webhook.tls import ReloadingTLS
+from tests.unit.policy.fakes import Result, Sig
 from tests.unit.webhook.fakeregistry import FakeClient
 from tests.unit.webhook.reviews import pod_spec, review, workload
 from tests.unit.webhook.test_engine import REG, policies
@@ -255,3 +257,45 @@ def test_timed_out_names_the_cause() -> None:
     assert isinstance(out, RefOutcome) and isinstance(out.ref, ModelRef)
     assert out.error is not None and out.error.startswith("registry slow: no decision")
     assert REG in out.error
+
+
+def test_a_review_waiting_on_a_decision_in_flight_joins_it_instead_of_being_shed() -> None:
+    """The admission queue bounds work, not reviews: the same model as the review ahead
+    adds no verification, so it is not refused; another model is."""
+    gate = threading.Event()
+    computing = threading.Semaphore(0)
+    calls: list[int] = []
+
+    def verifier(target: Any, desc: Any, policy: Any) -> Result:
+        calls.append(1)
+        computing.release()
+        gate.wait(30)
+        return Result(digest=str(desc.digest), signatures=(Sig("k"),))
+
+    pem = (Path(__file__).parents[3] / "policies/keys/example-release.pub").read_text()
+    text = (
+        "signatures:\n  authorities:\n    - name: k\n      key:\n        pem: |\n"
+        + textwrap.indent(pem, "          ")
+    )
+    client = FakeClient()
+    good = client.push_model(f"{REG}/models/good", "v1", {"model.safetensors": b"weights"})
+    client.push_model(f"{REG}/models/other", "v1", {"model.safetensors": b"more"})
+    hook = started(Engine(policies(text), client, verifier=verifier), max_pending=1)
+    pinned = f"{REG}/models/good:v1@{good.digest}"
+
+    async def main() -> list[dict[str, Any]]:
+        first = asyncio.ensure_future(hook.handle(request("/validate", pod(pinned))))
+        while not computing.acquire(blocking=False):  # the verification is under way
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(hook.handle(request("/validate", pod(pinned))))
+        other = await hook.handle(request("/validate", pod(f"{REG}/models/other:v1")))
+        await asyncio.sleep(0)
+        gate.set()
+        answers = [await first, await second, other]
+        return [json.loads(a.body)["response"] for a in answers]
+
+    first, second, other = asyncio.run(main())
+    assert first["allowed"] is True and second["allowed"] is True
+    assert len(calls) == 1  # one verification for both
+    assert other["allowed"] is False and "overloaded" in other["status"]["message"]
+    assert hook.metrics.shed.value(reason="overloaded") == 1
