@@ -12,7 +12,8 @@ That one object owns the three things every command used to repeat:
   failures itself but prints them with :func:`print_error`).
 - **the registry flags → RemoteOptions.** :class:`Remote` holds ``--plain-http``,
   ``--insecure``, ``--ca-file`` and ``--concurrency`` as given; ``cmd.options`` turns
-  them and the environment (``MODELREG_TIMEOUT``, ``MODELREG_FSYNC``, ...) into one
+  them and the environment (``cmd.settings``: :meth:`~modelreg.settings.Settings.from_env`,
+  parsed once: ``MODELREG_TIMEOUT``, ``MODELREG_FSYNC``, ...) into one
   :class:`~modelreg.client.RemoteOptions`, built once, when first needed, inside the
   error mapping (a bad ``--ca-file`` is an error like any other, exit 2).
 - **progress.** ``cmd.progress()`` draws bars on a terminal (none with ``--json``)
@@ -40,6 +41,7 @@ from modelreg import client as client_module
 from modelreg.client import Client, RemoteOptions
 from modelreg.content.registry.hosts import HostOverride
 from modelreg.errors import InvalidInputError, ModelRegError
+from modelreg.settings import Settings
 
 EXIT_UNEXPECTED = 1
 EXIT_INTERRUPTED = 130
@@ -114,8 +116,10 @@ class Remote:
     """Per-host flags (``cp --from-*``/``--to-*``), by registry host."""
 
 
-def remote_options(remote: Remote) -> RemoteOptions:
-    """RemoteOptions from the registry flags and the environment."""
+def remote_options(remote: Remote, settings: Settings | None = None) -> RemoteOptions:
+    """RemoteOptions from the registry flags and the environment's :class:`Settings`
+    (``$MODELREG_TIMEOUT``, ``$MODELREG_FSYNC``, ...; see :mod:`modelreg.settings`)."""
+    env = settings or Settings.from_env()
     if remote.ca_file is not None and not remote.ca_file.is_file():
         raise InvalidInputError(f"--ca-file {str(remote.ca_file)!r} is not a file")
     return RemoteOptions(
@@ -126,32 +130,12 @@ def remote_options(remote: Remote) -> RemoteOptions:
         ca_file=str(remote.ca_file) if remote.ca_file else None,
         concurrency=remote.concurrency,
         on_warning=warn,
-        fsync=os.environ.get("MODELREG_FSYNC", "1") != "0",
-        timeout=_positive_env("MODELREG_TIMEOUT", "seconds") or 60.0,
-        document_deadline=_positive_env("MODELREG_DOCUMENT_DEADLINE", "seconds"),
-        min_throughput=_positive_env("MODELREG_MIN_THROUGHPUT", "bytes per second") or 1024.0,
-        throughput_window=_positive_env("MODELREG_THROUGHPUT_WINDOW", "seconds") or 30.0,
+        fsync=env.fsync,
+        timeout=env.timeout,
+        document_deadline=env.document_deadline,
+        min_throughput=env.min_throughput,
+        throughput_window=env.throughput_window,
     )
-
-
-def _positive_env(name: str, unit: str) -> float | None:
-    """A positive number from the environment, None when unset: $MODELREG_TIMEOUT
-    (seconds a request may stall), $MODELREG_DOCUMENT_DEADLINE (total seconds for a
-    document), the blob throughput floor $MODELREG_MIN_THROUGHPUT over
-    $MODELREG_THROUGHPUT_WINDOW."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and value != float("inf")):
-        raise InvalidInputError(
-            f"{name}={text!r} is not a positive number of {unit}",
-            hint=f"unset it or give a positive number, e.g. {name}=30",
-        )
-    return value
 
 
 class Command:
@@ -184,15 +168,20 @@ class Command:
             raise typer.Exit(report(exc, json_output=self.json_output)) from None
 
     @functools.cached_property
+    def settings(self) -> Settings:
+        """The environment, parsed once (a bad variable fails here, exit 2)."""
+        return Settings.from_env()
+
+    @functools.cached_property
     def options(self) -> RemoteOptions:
         """The command's RemoteOptions (built on first use, then the same object)."""
-        return remote_options(self.remote)
+        return remote_options(self.remote, self.settings)
 
     def client(self) -> Client:
         """A Client on :attr:`options`; use it as a context manager."""
         # looked up when called, as the commands did before: tests put a fake Client
         # in modelreg.client
-        return client_module.Client(self.options)
+        return client_module.Client(self.options, settings=self.settings)
 
     def progress(self) -> ProgressRenderer:
         """Progress bars on a terminal (none with ``--json``), log lines on stderr that

@@ -25,6 +25,7 @@ from modelreg.events import Event, ProgressCallback
 from modelreg.lazy import ModelHandle
 from modelreg.model.pack import ModelMetadata
 from modelreg.oci import Descriptor, Digest, Index, Manifest, Reference
+from modelreg.settings import Settings
 
 __all__ = [
     "Client",
@@ -42,6 +43,7 @@ __all__ = [
     "PushResult",
     "Reference",
     "RemoteOptions",
+    "Settings",
     "__version__",
     "copy",
     "inspect",
@@ -54,14 +56,20 @@ __all__ = [
 ]
 
 
-def open(ref: str, *, options: RemoteOptions | None = None, **kwargs: Any) -> ModelHandle:
+def open(
+    ref: str,
+    *,
+    options: RemoteOptions | None = None,
+    settings: Settings | None = None,
+    **kwargs: Any,
+) -> ModelHandle:
     """Open a model lazily: files, tensors and reads fetch only what is needed, verified.
 
     The handle keeps a client open; close it (or use ``with``) when done.
     """
     from modelreg.lazy import open_model
 
-    client = Client(options)
+    client = Client(options, settings=settings)
     try:
         handle = open_model(client, ref, **kwargs)
     except BaseException:
@@ -82,6 +90,7 @@ def load(
     split: Mapping[str, int | None] | Callable[[Any], int | None] | None = None,
     concurrency: int = 4,
     options: RemoteOptions | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Load a model's tensors straight from the registry into memory: ``{name: array}``.
 
@@ -94,7 +103,7 @@ def load(
     """
     from modelreg.lazy.load import load_model
 
-    with Client(options) as client:
+    with Client(options, settings=settings) as client:
         return load_model(
             client,
             ref,
@@ -119,11 +128,12 @@ def load_iter(
     split: Mapping[str, int | None] | Callable[[Any], int | None] | None = None,
     concurrency: int = 4,
     options: RemoteOptions | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """:func:`load` as a generator: ``(name, array)`` as each tensor is verified."""
     from modelreg.lazy.load import iter_load
 
-    with Client(options) as client:
+    with Client(options, settings=settings) as client:
         yield from iter_load(
             client,
             ref,
@@ -142,10 +152,11 @@ def push(
     ref: str,
     *,
     options: RemoteOptions | None = None,
+    settings: Settings | None = None,
     **kwargs: Any,
 ) -> PushResult:
     """Pack the model directory ``path`` and push it to ``ref``."""
-    with Client(options) as client:
+    with Client(options, settings=settings) as client:
         return client.push(path, ref, **kwargs)
 
 
@@ -154,26 +165,38 @@ def pull(
     output: str | Path,
     *,
     options: RemoteOptions | None = None,
+    settings: Settings | None = None,
     **kwargs: Any,
 ) -> PullResult:
     """Pull the model ``ref`` into the directory ``output``, verifying every byte."""
-    with Client(options) as client:
+    with Client(options, settings=settings) as client:
         return client.pull(ref, output, **kwargs)
 
 
-def inspect(ref: str, *, options: RemoteOptions | None = None) -> InspectResult:
+def inspect(
+    ref: str, *, options: RemoteOptions | None = None, settings: Settings | None = None
+) -> InspectResult:
     """Describe a model: manifest, config, files, sizes and digests."""
-    with Client(options) as client:
+    with Client(options, settings=settings) as client:
         return client.inspect(ref)
 
 
-def copy(src: str, dst: str, *, options: RemoteOptions | None = None, **kwargs: Any) -> CopyResult:
+def copy(
+    src: str,
+    dst: str,
+    *,
+    options: RemoteOptions | None = None,
+    settings: Settings | None = None,
+    **kwargs: Any,
+) -> CopyResult:
     """Copy an artifact (and with ``recursive=True`` its referrers) between targets."""
-    with Client(options) as client:
+    with Client(options, settings=settings) as client:
         return client.copy(src, dst, **kwargs)
 
 
-def tags(ref: str, *, options: RemoteOptions | None = None) -> list[str]:
+def tags(
+    ref: str, *, options: RemoteOptions | None = None, settings: Settings | None = None
+) -> list[str]:
     """The tags of a repository."""
-    with Client(options) as client:
+    with Client(options, settings=settings) as client:
         return client.tags(ref)

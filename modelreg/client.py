@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelreg import lifecycle, settings
+from modelreg import lifecycle
 from modelreg.content.base import (
     PendingPusher,
     ReadOnlyTarget,
@@ -62,6 +62,7 @@ from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Index, Manifest, empty_config
 from modelreg.oci.reference import Reference
+from modelreg.settings import Settings
 from modelreg.transfer import Transfer
 
 if TYPE_CHECKING:
@@ -426,8 +427,13 @@ class _EarlyUploads:
 class Client:
     """Entry point of the library; thread-safe; close it (or use ``with``)."""
 
-    def __init__(self, options: RemoteOptions | None = None) -> None:
+    def __init__(
+        self, options: RemoteOptions | None = None, *, settings: Settings | None = None
+    ) -> None:
+        """``settings``: what the environment says (the store's home, the chunk cache
+        bound, the signature referrer cap); default :meth:`Settings.from_env`."""
         self.options = options or RemoteOptions()
+        self.settings = settings or Settings.from_env()
         self._registries: dict[str, RegistryClient] = {}
         self._store: LayoutStore | None = None
         self._lock = threading.Lock()
@@ -459,20 +465,20 @@ class Client:
         """The embedded default store, which is also the blob cache."""
         with self._lock:
             if self._store is None:
-                root = Path(self.options.store) if self.options.store else settings.store_dir()
+                root = Path(self.options.store) if self.options.store else self.settings.store_dir
                 self._store = LayoutStore(root, fsync=self.options.fsync)
             return self._store
 
     def _digest_cache(self) -> DigestCache:
         with self._lock:
             if self._digests is None:
-                self._digests = DigestCache(settings.state_dir() / "digests.sqlite")
+                self._digests = DigestCache(self.settings.state_dir / "digests.sqlite")
             return self._digests
 
     def locations(self) -> BlobLocations:
         with self._lock:
             if self._locations is None:
-                self._locations = BlobLocations(settings.state_dir() / "locations.sqlite")
+                self._locations = BlobLocations(self.settings.state_dir / "locations.sqlite")
             return self._locations
 
     def _mount_hint(self, ref: Reference) -> MountHint | None:
@@ -785,7 +791,7 @@ class Client:
                 with (
                     local_storage(output, "write the pulled model to", needed=needed),
                     Copies(
-                        settings.state_dir() / "copies.sqlite" if store is not None else None
+                        self.settings.state_dir / "copies.sqlite" if store is not None else None
                     ) as copies,
                 ):
                     result: UnpackResult = unpack(

@@ -56,9 +56,7 @@ and ``sha256-<hex>.att`` (one DSSE envelope per layer). Read-only.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
 from collections import deque
 from collections.abc import Collection, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -73,6 +71,7 @@ from modelreg.errors import FormatError, ModelRegError, NotFoundError, SizeLimit
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Manifest, empty_config
+from modelreg.settings import Settings
 
 __all__ = [
     "ANN_BUNDLE_CONTENT",
@@ -114,12 +113,7 @@ def created_now() -> str:
 
     Honours ``SOURCE_DATE_EPOCH`` for reproducible output.
     """
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch and epoch.isdigit():
-        moment = dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC)
-    else:
-        moment = dt.datetime.now(dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Settings.from_env().now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def bundle_referrer(

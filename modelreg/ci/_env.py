@@ -9,11 +9,11 @@ Buildkite. Tokens and passwords are never read here.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from modelreg.settings import ci_environ
 from modelreg.sign import slsa_provenance
 
 __all__ = ["GENERIC_BUILD_TYPE", "CIEnvironment", "Provider", "detect_ci", "provenance"]
@@ -87,8 +87,8 @@ def _first(env: Mapping[str, str], names: tuple[str, ...]) -> str:
 
 
 def detect_ci(environ: Mapping[str, str] | None = None) -> CIEnvironment:
-    """The CI provider and its run, from ``environ`` (default ``os.environ``)."""
-    env = os.environ if environ is None else environ
+    """The CI provider and its run, from ``environ`` (default: the process's)."""
+    env = ci_environ(environ)
     if env.get("GITHUB_ACTIONS") == "true" and env.get("GITHUB_REPOSITORY"):
         server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
         repo = env["GITHUB_REPOSITORY"]
@@ -132,7 +132,7 @@ def provenance(
 ) -> dict[str, Any]:
     """SLSA provenance v1 for a publish: the signing package's GitHub / GitLab builders,
     and for the generic provider its local builder completed with what the CI told us."""
-    env = os.environ if environ is None else environ
+    env = ci_environ(environ)
     predicate = slsa_provenance(environ=env, started_on=started_on, source=subject)
     if ci.provider != "generic" or not any(
         (ci.repository, ci.commit, ci.workflow, ci.run_id, ci.runner)

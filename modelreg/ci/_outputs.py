@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from modelreg.settings import ci_environ
+
 __all__ = [
     "DEFAULT_DOTENV",
     "CIOutputs",
@@ -81,7 +83,7 @@ class CIOutputs:
     ) -> CIOutputs:
         """GitHub's files from ``GITHUB_OUTPUT`` / ``GITHUB_STEP_SUMMARY``; the dotenv
         file from ``dotenv``, ``MODELREG_DOTENV``, or ``modelreg.env`` in GitLab CI."""
-        env = os.environ if environ is None else environ
+        env = ci_environ(environ)
 
         def path(value: str | os.PathLike[str] | None) -> Path | None:
             return Path(value) if value else None

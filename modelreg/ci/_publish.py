@@ -25,6 +25,7 @@ from modelreg.client import Client, RemoteOptions
 from modelreg.errors import InvalidInputError, ModelRegError
 from modelreg.oci.reference import Reference
 from modelreg.policy import Decision, PolicySet, evaluate, gather_facts, load_policies
+from modelreg.settings import ci_environ
 from modelreg.sign import (
     SLSA_PROVENANCE_V1,
     TRAINING_LINEAGE_PREDICATE,
@@ -241,7 +242,7 @@ def publish(
     Raises :class:`PublishError` (``exit_code`` 10 push, 11 sign, 12 attest, 13
     policy) with the partial result; ``outputs`` are written in both cases.
     """
-    env = os.environ if environ is None else environ
+    env = ci_environ(environ)
     ci = detect_ci(env)
     result = PublishResult(reference=reference, ci=ci)
     run = _Run(result, on_step)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from modelreg.errors import InvalidInputError, ModelRegError, NetworkError
+from modelreg.settings import ci_environ
 from modelreg.sign import (
     BundleSigner,
     KeylessOptions,
@@ -156,7 +156,7 @@ def prepare_signing(
     options: SigningOptions, environ: Mapping[str, str] | None = None
 ) -> PreparedSigning:
     """Choose the way to sign and check it can work; raises InvalidInputError if not."""
-    env = os.environ if environ is None else environ
+    env = ci_environ(environ)
     if options.key and options.keyless:
         raise InvalidInputError("choose one way to sign: a key or keyless, not both")
     use_key = bool(options.key) or (not options.keyless and bool(env.get(KEY_ENV)))

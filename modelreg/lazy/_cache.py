@@ -30,6 +30,7 @@ from typing import Final
 
 from modelreg._fs import atomic_write
 from modelreg.errors import InvalidInputError
+from modelreg.settings import Settings
 
 __all__ = [
     "CHUNK_CACHE_MAX_ENV",
@@ -62,12 +63,9 @@ def parse_size_limit(text: str, what: str = "size limit") -> int:
     return value
 
 
-def chunk_cache_max() -> int | None:
-    """The chunk store limit in ``$MODELREG_CHUNK_CACHE_MAX``; None (unlimited) if unset."""
-    text = os.environ.get(CHUNK_CACHE_MAX_ENV, "").strip()
-    if not text:
-        return None
-    return parse_size_limit(text, CHUNK_CACHE_MAX_ENV)
+def chunk_cache_max(settings: Settings | None = None) -> int | None:
+    """The chunk store limit (``$MODELREG_CHUNK_CACHE_MAX``); None (unlimited) if unset."""
+    return (settings or Settings.from_env()).chunk_cache_max
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +83,25 @@ class MemoryLRU:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
-        self._data: OrderedDict[bytes, bytes] = OrderedDict()
+        self._data: OrderedDict[bytes, bytes | bytearray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> bytes | bytearray | None:
         with self._lock:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
             return value
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def discard(self, key: bytes) -> None:
+        """Forget ``key`` (a chunk a sequential reader has consumed whole)."""
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+
+    def put(self, key: bytes, value: bytes | bytearray) -> None:
         if len(value) > self.capacity:
             return
         with self._lock:
@@ -132,9 +137,9 @@ class ChunkStore:
         self._trimming = False
 
     @classmethod
-    def from_env(cls, root: str | os.PathLike[str]) -> ChunkStore:
+    def from_env(cls, root: str | os.PathLike[str], settings: Settings | None = None) -> ChunkStore:
         """A store bounded by ``$MODELREG_CHUNK_CACHE_MAX`` (unlimited when unset)."""
-        return cls(root, max_bytes=chunk_cache_max())
+        return cls(root, max_bytes=chunk_cache_max(settings))
 
     @property
     def tmp_dir(self) -> Path:

@@ -706,8 +706,10 @@ def open_model(
 
     store: LayoutStore
     target: ReadOnlyTarget
+    own_settings: settings.Settings
     if isinstance(client_or_target, Client):
         client = client_or_target
+        own_settings = client.settings
         ref_obj, target, desc = client.resolve(ref)
         reference = str(ref_obj.with_digest(desc.digest))
         if on_warning is None:
@@ -720,8 +722,9 @@ def open_model(
         target = client_or_target
         desc = target.resolve(ref)
         reference = f"{target.name}@{desc.digest}"
+        own_settings = settings.Settings.from_env()
         if cache is None:
-            store = LayoutStore(settings.store_dir())
+            store = LayoutStore(own_settings.store_dir)
         else:
             store = cache if isinstance(cache, LayoutStore) else LayoutStore(Path(cache))
     if verify is not None:
@@ -732,7 +735,9 @@ def open_model(
     )
     manifest = _fetch_manifest(target, desc)
     files, pull_only, notes = model_files(manifest, read_config(target, manifest))
-    chunk_store = ChunkStore.from_env(store.root / CHUNK_STORE_DIR) if chunk_cache else None
+    chunk_store = (
+        ChunkStore.from_env(store.root / CHUNK_STORE_DIR, own_settings) if chunk_cache else None
+    )
     index: ChunkIndex | None = None
     index_bytes = 0
     index, index_bytes, index_desc = _discover_index(

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import os
 import platform
 import re
 import socket
@@ -54,6 +53,7 @@ from typing import Any, Final
 
 from modelreg._version import __version__
 from modelreg.errors import InvalidInputError
+from modelreg.settings import ci_environ
 
 __all__ = [
     "MODEL_SCAN_PREDICATE",
@@ -207,7 +207,7 @@ def slsa_provenance(
     extra_dependencies: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """A SLSA provenance v1 predicate for "this model was published here, now"."""
-    env = os.environ if environ is None else environ
+    env = ci_environ(environ)
     finished = finished_on or _now()
     started = started_on or finished
     if env.get("GITHUB_ACTIONS") == "true" and env.get("GITHUB_REPOSITORY"):

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,6 +85,7 @@ from modelreg.copy import fetch_node
 from modelreg.errors import FormatError, InvalidInputError, ModelRegError, PolicyError
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Manifest
+from modelreg.settings import DEFAULT_MAX_SIGNATURE_REFERRERS, Settings
 from modelreg.verify._sigstore import (
     IdentityPolicy,
     KeylessRejected,
@@ -113,7 +113,7 @@ __all__ = [
 ]
 
 COSIGN_SIMPLESIGNING_TYPE = "cosign container image signature"
-DEFAULT_MAX_REFERRERS = 64
+DEFAULT_MAX_REFERRERS = DEFAULT_MAX_SIGNATURE_REFERRERS
 """Signature referrers one verification examines unless the policy or env says otherwise."""
 MAX_REFERRERS_ENV = "MODELREG_MAX_SIGNATURE_REFERRERS"
 
@@ -158,8 +158,11 @@ class PreparedPolicy:
         return tuple(a for a in self.auths if a.kind == "keyless")
 
 
-def prepare_policy(policy: VerificationPolicy) -> PreparedPolicy:
-    """Validate a policy; raises :class:`PolicyError` when it cannot be applied."""
+def prepare_policy(policy: VerificationPolicy, settings: Settings | None = None) -> PreparedPolicy:
+    """Validate a policy; raises :class:`PolicyError` when it cannot be applied.
+
+    ``settings`` gives the referrer cap when the policy sets none (default: from the
+    environment, ``$MODELREG_MAX_SIGNATURE_REFERRERS``)."""
     if not isinstance(policy, VerificationPolicy):
         raise PolicyError("verification needs a VerificationPolicy")
     if not policy.authorities:
@@ -209,24 +212,16 @@ def prepare_policy(policy: VerificationPolicy) -> PreparedPolicy:
     for kind in policy.required_attestations:
         if not isinstance(kind, str) or not kind:
             raise PolicyError(f"required attestation type {kind!r} is not a predicate type URI")
-    return PreparedPolicy(policy, tuple(auths), _max_referrers(policy))
+    return PreparedPolicy(policy, tuple(auths), _max_referrers(policy, settings))
 
 
-def _max_referrers(policy: VerificationPolicy) -> int:
+def _max_referrers(policy: VerificationPolicy, settings: Settings | None) -> int:
     value: object = policy.max_referrers
-    where = "max_referrers"
     if value is None:
-        text = os.environ.get(MAX_REFERRERS_ENV, "").strip()
-        if not text:
-            return DEFAULT_MAX_REFERRERS
-        where = f"${MAX_REFERRERS_ENV}"
-        try:
-            value = int(text)
-        except ValueError:
-            value = text
+        return (settings or Settings.from_env()).max_signature_referrers
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise PolicyError(
-            f"{where} must be a whole number of at least 1, got {value!r}",
+            f"max_referrers must be a whole number of at least 1, got {value!r}",
             hint=f"the default is {DEFAULT_MAX_REFERRERS}",
         )
     return value
@@ -524,7 +519,11 @@ class _Walk:
 
 
 def verify_artifact(
-    target: ReadOnlyTarget, desc: Descriptor, policy: VerificationPolicy
+    target: ReadOnlyTarget,
+    desc: Descriptor,
+    policy: VerificationPolicy,
+    *,
+    settings: Settings | None = None,
 ) -> VerificationResult:
     """Verify ``desc`` (already resolved to a digest) in ``target`` against ``policy``.
 
@@ -533,7 +532,7 @@ def verify_artifact(
     unreachable, invalid policy, unreadable trusted root): callers treat that
     as a failure too.
     """
-    prepared = prepare_policy(policy)
+    prepared = prepare_policy(policy, settings)
     walk = _Walk(desc, VerifyContext(prepared), target)
     _walk_legacy(walk)
     listed = order_candidates(

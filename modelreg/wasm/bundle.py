@@ -57,6 +57,7 @@ from modelreg.oci.manifest import (
     parse_manifest_or_index,
 )
 from modelreg.oci.reference import Reference
+from modelreg.settings import Settings
 
 __all__ = [
     "ABI_NAME",
@@ -114,11 +115,7 @@ def _rfc3339(created: _dt.datetime | str | None) -> str:
             raise InvalidInputError(f"created time {created!r} is not RFC 3339") from exc
         return created
     if created is None:
-        epoch = os.environ.get("SOURCE_DATE_EPOCH")
-        if epoch and epoch.isdigit():
-            created = _dt.datetime.fromtimestamp(int(epoch), _dt.UTC)
-        else:
-            created = _dt.datetime.now(_dt.UTC).replace(microsecond=0)
+        created = Settings.from_env().now()
     if created.tzinfo is None:
         created = created.replace(tzinfo=_dt.UTC)
     return created.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,6 +23,7 @@ import modelreg.errors
 import modelreg.policy
 import modelreg.verify
 import modelreg.wasm
+from modelreg.settings import Settings
 
 MESSAGE = "the thing failed"
 HINT = "do the other thing"
@@ -186,15 +187,16 @@ def test_remote_options_are_built_once_and_shared(monkeypatch: pytest.MonkeyPatc
     built: list[Remote] = []
     real = context.remote_options
 
-    def counting(remote: Remote) -> Any:
+    def counting(remote: Remote, settings: Settings | None = None) -> Any:
         built.append(remote)
-        return real(remote)
+        return real(remote, settings)
 
     monkeypatch.setattr(context, "remote_options", counting)
     cmd = Command(remote=Remote(plain_http=True, concurrency=8))
     assert built == []  # nothing until a command needs it
     with cmd, cmd.client() as first, cmd.client() as second:
         assert first.options is cmd.options is second.options
+        assert first.settings is cmd.settings is second.settings
     assert built == [Remote(plain_http=True, concurrency=8)]
 
 

@@ -244,8 +244,8 @@ def test_lazy_reads_use_the_limit_and_survive_a_trim(tmp_path, client, monkeypat
     layout = tmp_path / "layout"
     src = write_model(tmp_path / "m", "m")
     client.push(src, f"oci:{layout}:v1", chunk_index=True)
-    monkeypatch.setenv("MODELREG_CHUNK_CACHE_MAX", "64MiB")
-    with open_model(client, f"oci:{layout}:v1") as h:
+    monkeypatch.setenv("MODELREG_CHUNK_CACHE_MAX", "64MiB")  # read when a Client is made
+    with Client(client.options) as limited, open_model(limited, f"oci:{layout}:v1") as h:
         assert h._engine.chunk_store is not None
         assert h._engine.chunk_store.max_bytes == 64 * 1024**2
         with h.open("model.safetensors") as f:
