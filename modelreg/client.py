@@ -744,13 +744,13 @@ class Client:
         return packed
 
     def import_hf(self, path: str | Path, ref: Reference | str, **kwargs: Any) -> PushResult:
-        """Push a Hugging Face cache snapshot (``.../models--ORG--NAME/snapshots/REV``).
+        """Push a Hugging Face cache snapshot (``.../models--ORG--NAME/snapshots/REV``,
+        or ``.../models--ORG--NAME``, whose ``refs/main`` is followed).
 
         Links are followed only into that cache's ``blobs/``; the descriptor gets
         ``name = ORG/NAME`` and ``revision = REV``. No network besides ``ref``.
         """
-        require_snapshot(path)
-        return self.push(path, ref, **kwargs)
+        return self.push(require_snapshot(path).root, ref, **kwargs)
 
     # -------------------------------------------------------------------- pull
     def pull(

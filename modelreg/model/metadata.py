@@ -37,10 +37,12 @@ Two sources fill the ModelPack config:
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -429,9 +431,52 @@ class PackagingFile:
     part_size: int | str | None = None
 
 
+_FORMAT_HINT: Final = "the format is in docs/formats.md, 'Describing a model: modelreg.toml'"
+
+
 def _bad(where: str, message: str) -> InvalidInputError:
+    return InvalidInputError(f"{where}: {message}", hint=_FORMAT_HINT)
+
+
+_TABLES: Final = ("descriptor", "config", "pack")
+_HEADER: Final = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]")
+
+
+def _line_of(text: str, table: str | None, key: str | None) -> int | None:
+    """The 1-based line of ``[table]`` (key None), or of ``key =`` inside it; ``None``
+    when not found (tomllib gives values, not positions; this reads the lines again)."""
+    current: str | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _HEADER.match(line)
+        if header is not None:
+            current = header.group(1).replace('"', "").replace("'", "").strip()
+            if key is None and current.split(".")[0] == table:
+                return number
+            continue
+        if key is None:
+            continue
+        found = re.match(r"\s*[\"']?([A-Za-z0-9_.-]+)[\"']?\s*=", line)
+        if found is None:
+            continue
+        name = found.group(1)
+        if (current == table and name == key) or (current is None and name == f"{table}.{key}"):
+            return number
+    return None
+
+
+def _unknown(
+    path: Path, text: str, table: str | None, key: str, valid: Iterable[str]
+) -> InvalidInputError:
+    """An unknown table or key: where it is (line), what is valid, the closest match."""
+    names = sorted(set(valid))
+    line = _line_of(text, key if table is None else table, None if table is None else key)
+    at = f"{path}:{line}" if line is not None else str(path)
+    what = f"unknown table [{key}]" if table is None else f"[{table}] has no key {key!r}"
+    close = difflib.get_close_matches(key, names, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
     return InvalidInputError(
-        f"{where}: {message}", hint="see the README section 'Describing a model' for the format"
+        f"{at}: {what}; valid {'tables' if table is None else 'keys'}: {', '.join(names)}",
+        hint=f"{guess}{_FORMAT_HINT}",
     )
 
 
@@ -488,21 +533,22 @@ def _parse_modelreg_toml(path: Path) -> PackagingFile:
         size = path.stat().st_size
         if size > MAX_SMALL_FILE:
             raise _bad(where, f"{size} bytes is too large for a packaging file")
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _bad(where, f"not valid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise _bad(where, f"cannot be read: {exc}") from exc
-    unknown = set(doc) - {"descriptor", "config", "pack"}
-    if unknown:
-        raise _bad(where, f"unknown table(s) {', '.join(sorted(unknown))}")
+    for table in doc:
+        if table not in _TABLES:
+            raise _unknown(path, text, None, table, _TABLES)
     values: dict[str, Any] = {}
     descriptor = doc.get("descriptor", {})
     if not isinstance(descriptor, dict):
         raise _bad(f"{where} [descriptor]", "expected a table")
     for key, value in descriptor.items():
         if key not in _DESCRIPTOR_KEYS:
-            raise _bad(f"{where} [descriptor] {key}", "unknown field")
+            raise _unknown(path, text, "descriptor", key, _DESCRIPTOR_KEYS)
         attr = _DESCRIPTOR_KEYS[key]
         if attr in _LIST_FIELDS:
             values[attr] = _str_list(value, f"{where} [descriptor] {key}")
@@ -518,7 +564,7 @@ def _parse_modelreg_toml(path: Path) -> PackagingFile:
         raise _bad(f"{where} [config]", "expected a table")
     for key, value in raw_config.items():
         if key not in _CONFIG_KEYS:
-            raise _bad(f"{where} [config] {key}", "unknown field")
+            raise _unknown(path, text, "config", key, _CONFIG_KEYS)
         name = _CONFIG_KEYS[key]
         if name == "capabilities":
             config[name] = _capabilities(value, f"{where} [config] capabilities")
@@ -527,8 +573,11 @@ def _parse_modelreg_toml(path: Path) -> PackagingFile:
         else:
             raise _bad(f"{where} [config] {key}", "expected a string")
     pack = doc.get("pack", {})
-    if not isinstance(pack, dict) or set(pack) - _PACK_KEYS:
+    if not isinstance(pack, dict):
         raise _bad(f"{where} [pack]", f"expected a table with {', '.join(sorted(_PACK_KEYS))}")
+    for key in pack:
+        if key not in _PACK_KEYS:
+            raise _unknown(path, text, "pack", key, _PACK_KEYS)
     split = pack.get("split")
     if split is not None and not isinstance(split, bool):
         raise _bad(f"{where} [pack] split", "expected true or false")

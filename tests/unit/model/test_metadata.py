@@ -174,7 +174,7 @@ def test_modelreg_toml(tmp_path):
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("[descriptor]\nnmae = 'x'\n", "unknown field"),
+        ("[descriptor]\nnmae = 'x'\n", "has no key 'nmae'"),
         ("[descriptor]\nauthors = 3\n", "list of strings"),
         ("[config]\ncapabilities = {inputTypes = ['smell']}\n", "modalities"),
         ("[config]\ncapabilities = {languages = ['english']}\n", "two-letter"),
@@ -189,6 +189,44 @@ def test_modelreg_toml_errors(tmp_path, text, match):
     (tmp_path / "modelreg.toml").write_text(text)
     with pytest.raises(InvalidInputError, match=match):
         load_packaging_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "said", "valid", "guess"),
+    [
+        (
+            "# model\n[descriptor]\nname = 'x'\nlicence = 'MIT'\n",
+            4,
+            "[descriptor] has no key 'licence'",
+            "authors, createdAt, created_at, datasetsURL",
+            "licenses",
+        ),
+        (
+            "[config]\nprecision = 'bf16'\n\n[pack]\nsplit = true\npartsize = '8MiB'\n",
+            6,
+            "[pack] has no key 'partsize'",
+            "ignore, part_size, split",
+            "part_size",
+        ),
+        (
+            "[descriptor]\nname = 'x'\n[confg]\nprecision = 'bf16'\n",
+            3,
+            "unknown table [confg]",
+            "config, descriptor, pack",
+            "config",
+        ),
+        ("descriptor.nmae = 'x'\n", 1, "[descriptor] has no key 'nmae'", "name", "name"),
+    ],
+)
+def test_modelreg_toml_typo_gives_line_valid_keys_and_a_guess(
+    tmp_path, text, line, said, valid, guess
+):
+    (tmp_path / "modelreg.toml").write_text(text)
+    with pytest.raises(InvalidInputError) as raised:
+        load_packaging_file(tmp_path)
+    assert raised.value.message.startswith(f"{tmp_path / 'modelreg.toml'}:{line}: {said}; valid")
+    assert valid in raised.value.message
+    assert raised.value.hint is not None and f"did you mean {guess!r}?" in raised.value.hint
 
 
 def test_kitfile_is_read(tmp_path):

@@ -44,6 +44,24 @@ def test_run_writes_the_modules_output_to_stdout(bundle, example):
     assert result.stdout_bytes == example.expected()
 
 
+def test_a_successful_run_says_so(bundle, example, tmp_path):
+    """Issue 19 item 5: success was silent. The summary goes after the module's output:
+    to stderr when the module's output is on stdout (which stays the module's alone),
+    to stdout when the output went to --output."""
+    result = invoke("wasm", "run", bundle, "--input", str(example.inputs))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == example.expected()
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"ran {bundle}: exit 0 in ")
+    assert "4 tensors read" in summary and "memory " in summary
+    out = tmp_path / "out.bin"
+    to_file = invoke("wasm", "run", bundle, "-i", str(example.inputs), "-o", str(out))
+    assert to_file.exit_code == 0, to_file.stderr
+    assert to_file.stdout.startswith(f"ran {bundle}: exit 0 in ")
+    assert f"to {out}" in " ".join(to_file.stdout.split())
+    assert out.read_bytes() == example.expected()
+
+
 def test_run_reads_our_stdin_with_dash(bundle, example):
     result = invoke("wasm", "run", bundle, "-i", "-", input=example.inputs.read_bytes())
     assert result.exit_code == 0, result.stderr
