@@ -655,12 +655,30 @@ def pack_directory(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         packed = list(pool.map(digest_one, files))
     extra = dict(annotator(packed)) if annotator is not None else {}
+    packed.sort(key=_layer_order)
+    config_bytes, manifest = _assemble(
+        packed, meta, base, analyzer, annotations={**(annotations or {}), **extra}
+    )
+    return PackedModel(
+        manifest=manifest, config=config_bytes, files=tuple(packed), warnings=tuple(warnings)
+    )
 
-    def order(f: PackedFile) -> tuple[int, str]:
-        role = f.descriptor.media_type[len(mt.MODEL_LAYER_PREFIX) :].rsplit(".v1.", 1)[0]
-        return (ROLE_ORDER.index(role), f.path)
 
-    packed.sort(key=order)
+def _layer_order(f: PackedFile) -> tuple[int, str]:
+    """Layers by role (:data:`ROLE_ORDER`), then path."""
+    role = f.descriptor.media_type[len(mt.MODEL_LAYER_PREFIX) :].rsplit(".v1.", 1)[0]
+    return (ROLE_ORDER.index(role), f.path)
+
+
+def _assemble(
+    packed: Sequence[PackedFile],
+    meta: ModelMetadata,
+    base: Path,
+    analyzer: Analyzer | None,
+    *,
+    annotations: Mapping[str, str],
+) -> tuple[bytes, Manifest]:
+    """The config blob and the manifest of ``packed`` files, in layer order."""
     layers = tuple(layer for f in packed for layer in f.layers)
     if len(layers) > MAX_LAYERS // 2:
         raise SizeLimitError(
@@ -685,8 +703,6 @@ def pack_directory(
         config=Descriptor.for_bytes(mt.MODEL_CONFIG, config_bytes),
         layers=layers,
         artifact_type=mt.MODEL_ARTIFACT,
-        annotations={**(annotations or {}), **extra},
+        annotations=dict(annotations),
     )
-    return PackedModel(
-        manifest=manifest, config=config_bytes, files=tuple(packed), warnings=tuple(warnings)
-    )
+    return config_bytes, manifest
