@@ -31,7 +31,7 @@ Two sources fill the ModelPack config:
       (``gptq-int4``, ``awq-int4``, ``fp8``).
 
 * **The packager** (:func:`load_packaging_file`): ``modelreg.toml`` in the model
-  directory (format in the README, "Describing a model"), or a KitOps
+  directory (format in docs/formats.md, "Describing a model"), or a KitOps
   ``Kitfile``; command-line flags override both.
 """
 
