@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""N simulated nodes pulling one model: directly, through a pull-through cache (cold,
+and warmed by ``modelreg prefetch``), and with the cache dead (issue 21).
+
+    .venv/bin/python bench/mirror_bench.py --size-mib 256 --nodes 8
+
+Starts under ``bench/_work/mirrors/`` a Distribution registry (the upstream, plain
+HTTP on loopback) and writes a random model of ``--size-mib`` MiB in four files, pushed
+once by tag. Then, each scenario with a fresh Distribution in proxy mode (the cache)
+in front of the upstream:
+
+* ``direct``: the nodes pull from the upstream; no hosts.toml mirror.
+* ``cache-cold``: the nodes pull through the empty cache (hosts.toml: the cache with
+  ``capabilities = ["pull"]``, the upstream as ``server``), all at once.
+* ``cache-prefetched``: ``modelreg prefetch REF --via http://CACHE`` first (its own
+  egress and time reported), then the nodes pull through the cache.
+* ``cache-dead``: the hosts.toml names a port nobody listens on (``dial_timeout =
+  "1s"``): the nodes fall back to the upstream.
+
+A node is a ``modelreg pull REF -o DIR --no-cache`` process with its own
+``MODELREG_HOME``, configured only through ``MODELREG_HOSTS_DIR``; all N start
+together; the pull verifies every byte, and the bench checks every file's size and
+SHA-256 against the model afterwards. Upstream egress is what the upstream wrote for
+blob GETs, summed from its own log (``http.response.written`` of every completed
+``GET .../blobs/...``), so nothing sits between the nodes and the registries.
+``--record FILE`` appends the Markdown table to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from registry_server import RegistryServer, free_port, start_registry  # noqa: E402
+
+from modelreg.client import Client, RemoteOptions  # noqa: E402
+
+WORK = BENCH_DIR / "_work" / "mirrors"
+MODELREG = str(Path(sys.executable).with_name("modelreg"))
+_BLOB_GET = re.compile(
+    r'msg="response completed".*http\.request\.method=GET .*http\.request\.uri="[^"]*/blobs/'
+    r".*http\.response\.written=(\d+)"
+)
+
+
+def write_model(path: Path, size_mib: int) -> dict[str, str]:
+    """Four files of random bytes (weights barely compress); name -> sha256."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text('{"model_type": "bench"}')
+    digests = {"config.json": hashlib.sha256(b'{"model_type": "bench"}').hexdigest()}
+    per_file = size_mib // 4
+    for i in range(4):
+        name = f"model-{i:02d}-of-04.bin"
+        h = hashlib.sha256()
+        with open(path / name, "wb") as f:
+            for _ in range(per_file):
+                block = os.urandom(1 << 20)
+                h.update(block)
+                f.write(block)
+        digests[name] = h.hexdigest()
+    return digests
+
+
+def egress(upstream: RegistryServer) -> int:
+    """Blob bytes the upstream has written so far (its log)."""
+    total = 0
+    for line in upstream.log_text().splitlines():
+        match = _BLOB_GET.search(line)
+        if match:
+            total += int(match.group(1))
+    return total
+
+
+def hosts_dir(root: Path, upstream: RegistryServer, mirror: str | None) -> Path:
+    directory = root / upstream.host
+    directory.mkdir(parents=True, exist_ok=True)
+    text = f'server = "http://{upstream.host}"\n'
+    if mirror is not None:
+        text += f'\n[host."http://{mirror}"]\n  capabilities = ["pull"]\n  dial_timeout = "1s"\n'
+    (directory / "hosts.toml").write_text(text)
+    return root
+
+
+def run_nodes(ref: str, nodes: int, hosts: Path, work: Path) -> tuple[float, list[Path]]:
+    """``nodes`` concurrent pulls, each its own home; wall time of the slowest."""
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    start = time.monotonic()
+    for n in range(nodes):
+        home = work / f"node{n}"
+        env = dict(os.environ, MODELREG_HOME=str(home / "home"), MODELREG_HOSTS_DIR=str(hosts))
+        env["MODELREG_FSYNC"] = "0"
+        out = home / "out"
+        cmd = [MODELREG, "pull", ref, "-o", str(out), "--no-cache", "--quiet"]
+        procs.append(
+            (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out)
+        )
+    outputs = []
+    for proc, out in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a node's pull failed ({proc.returncode}): {err.decode()}")
+        outputs.append(out)
+    return time.monotonic() - start, outputs
+
+
+def check(outputs: list[Path], digests: dict[str, str]) -> None:
+    for out in outputs:
+        for name, digest in digests.items():
+            h = hashlib.sha256()
+            with open(out / name, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+            if h.hexdigest() != digest:
+                raise SystemExit(f"{out / name}: wrong content")
+
+
+def wait_stored(cache: RegistryServer, count: int, timeout: float = 120.0) -> float:
+    """Distribution stores a proxied blob after answering: wait until ``count`` are on disk."""
+    blobs = cache.root_dir / "docker" / "registry" / "v2" / "blobs"
+    start = time.monotonic()
+    while len(list(blobs.rglob("data"))) < count:
+        if time.monotonic() - start > timeout:
+            raise SystemExit("the cache never stored what it served")
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+@contextlib.contextmanager
+def cache_for(upstream: RegistryServer, name: str) -> Iterator[RegistryServer]:
+    with start_registry(WORK / name, extra_config={"proxy": {"remoteurl": upstream.url}}) as cache:
+        yield cache
+
+
+def scenario(
+    name: str,
+    upstream: RegistryServer,
+    ref: str,
+    args: argparse.Namespace,
+    digests: dict[str, str],
+    model_bytes: int,
+) -> dict[str, Any]:
+    work = WORK / name
+    shutil.rmtree(work, ignore_errors=True)
+    row: dict[str, Any] = {"scenario": name}
+    with contextlib.ExitStack() as stack:
+        mirror: str | None = None
+        if name.startswith("cache-") and name != "cache-dead":
+            cache = stack.enter_context(cache_for(upstream, f"{name}-registry"))
+            mirror = cache.host
+        elif name == "cache-dead":
+            mirror = f"127.0.0.1:{free_port()}"
+        hosts = hosts_dir(work / "certs.d", upstream, mirror)
+        if name == "cache-prefetched":
+            before = egress(upstream)
+            start = time.monotonic()
+            with Client(RemoteOptions(hosts_dirs=())) as client:
+                warmed = client.prefetch(ref, via=[f"http://{cache.host}"])
+            row["prefetch_s"] = time.monotonic() - start
+            row["stored_s"] = wait_stored(cache, warmed.blobs + warmed.manifests)
+            row["prefetch_egress"] = egress(upstream) - before
+            row["prefetch_warm"] = warmed.warm
+        before = egress(upstream)
+        wall, outputs = run_nodes(ref, args.nodes, hosts, work)
+        time.sleep(1.0)  # the cache's background stores finish (and are counted)
+        row["egress"] = egress(upstream) - before
+        row["wall_s"] = wall
+        check(outputs, digests)
+        row["ratio"] = row["egress"] / model_bytes
+    shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def table(rows: list[dict[str, Any]], model_bytes: int, args: argparse.Namespace) -> str:
+    mib = model_bytes / (1 << 20)
+    lines = [
+        f"{args.nodes} nodes (processes) pulling a {mib:.0f} MiB model (5 blobs) at once, each "
+        "with its own `MODELREG_HOME`, configured only through `MODELREG_HOSTS_DIR`; every "
+        "node's files checked by SHA-256 afterwards. Upstream egress = blob bytes the upstream "
+        "Distribution wrote (its log).",
+        "",
+        "| scenario | upstream egress | x model | wall, all nodes (s) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['scenario']} | {r['egress'] / (1 << 20):.1f} MiB | {r['ratio']:.2f} | "
+            f"{r['wall_s']:.1f} |"
+        )
+    for r in rows:
+        if "prefetch_s" in r:
+            lines += [
+                "",
+                f"`cache-prefetched`: the `prefetch` before the pulls took {r['prefetch_s']:.1f} s "
+                f"and caused {r['prefetch_egress'] / (1 << 20):.1f} MiB of upstream egress "
+                f"({r['prefetch_egress'] / model_bytes:.2f}x the model); the cache had stored "
+                f"everything {r['stored_s']:.1f} s after it returned; warm: {r['prefetch_warm']}.",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument(
+        "--scenarios", default="direct,cache-cold,cache-prefetched,cache-dead", help="comma list"
+    )
+    parser.add_argument("--record", type=Path, help="append the Markdown table to this file")
+    args = parser.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    digests = write_model(WORK / "model", args.size_mib)
+    model_bytes = sum(p.stat().st_size for p in (WORK / "model").iterdir())
+    rows = []
+    with start_registry(WORK / "upstream") as upstream:
+        ref = f"{upstream.host}/bench/model:v1"
+        with Client(RemoteOptions(hosts_dirs=())) as client:
+            client.push(WORK / "model", ref)
+        for name in args.scenarios.split(","):
+            rows.append(scenario(name, upstream, ref, args, digests, model_bytes))
+            print(rows[-1], flush=True)
+    text = table(rows, model_bytes, args)
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} vCPU (shared)\n")
+    print(text)
+    if args.record:
+        with open(args.record, "a") as f:
+            f.write(text)
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
