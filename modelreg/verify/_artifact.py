@@ -361,6 +361,11 @@ def _check_legacy_sig(
             }
         ).encode()
     )
+    return _checked_by_keys(statement, matched, bundle_digest)
+
+
+def _checked_by_keys(statement: Statement, matched: list[_Auth], bundle_digest: str) -> Checked:
+    """A legacy cosign layer verified by the policy keys in ``matched`` (first names it)."""
     first = matched[0]
     return Checked(
         statement,
@@ -395,16 +400,7 @@ def _check_legacy_att(data: bytes, bundle_digest: str, ctx: VerifyContext) -> Ch
         statement = Statement.parse(envelope.payload, "legacy attestation statement")
     except FormatError as exc:
         return exc.message
-    first = matched[0]
-    return Checked(
-        statement,
-        [a.index for a in matched],
-        f"key|{first.fingerprint}",
-        str(first.fingerprint),
-        None,
-        "key",
-        bundle_digest,
-    )
+    return _checked_by_keys(statement, matched, bundle_digest)
 
 
 # --------------------------------------------------------------------- matching

@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from modelreg._fs import atomic_write
 
-__all__ = ["ServingCerts", "generate", "service_names", "write"]
+__all__ = ["ServingCerts", "generate", "key_usage", "service_names", "write"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,23 @@ class ServingCerts:
     def ca_bundle(self) -> str:
         """``caBundle`` for the webhook configuration (base64 of the CA PEM)."""
         return base64.b64encode(self.ca_pem).decode()
+
+
+def key_usage(*, sign: bool, issue: bool) -> x509.KeyUsage:
+    """The KeyUsage extension with only what a certificate needs: ``sign`` for digital
+    signatures (a TLS server, a code signer), ``issue`` for certificates and CRLs (a CA).
+    (The test suite's CAs use it too.)"""
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=issue,
+        crl_sign=issue,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def service_names(service: str, namespace: str) -> list[str]:
@@ -70,17 +87,7 @@ def generate(
         .not_valid_after(end + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(sign=False, issue=True),
             critical=True,
         )
         .add_extension(
@@ -108,17 +115,7 @@ def generate(
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(sign=True, issue=False),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
