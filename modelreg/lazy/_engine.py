@@ -13,6 +13,32 @@ each chunk, takes the first source that has it:
    the chunk index before any of it is cached or served. A response with one
    bad chunk is discarded whole: nothing of it is cached.
 
+Where fetched bytes land (no copy between the socket and their place):
+
+* a chunk that lies whole inside the reader's buffer (``readinto``: sequential
+  readers, ``tensor()``) is read straight into that buffer and hashed there. It
+  is not kept in memory (a reader that consumed a chunk whole rarely reads it
+  again; the disk chunk store, when on, still gets it). If the chunk fails its
+  hash, the reader's bytes of it are wiped before the error is raised, and the
+  read waits for every run writing into its buffer before returning or raising;
+* a chunk read only in part (random access, the edges of an unaligned read) and
+  read-ahead chunks get a buffer of their own (exactly the chunk), which the
+  memory LRU keeps. A read that then consumes such a chunk whole drops it from
+  the LRU; what stays is what a random-access reader will likely read again.
+
+Coalescing: a chunk being fetched has one in-flight entry (by digest). A read
+needing it joins the entry (a waiter count) and waits, whatever the fetch is
+for: read-ahead, another reader's own buffer, or a random read. A fetch into a
+reader's buffer that others joined hands each of them a copy, made on the
+fetching worker before the owner's read returns, so no waiter ever reads memory
+its owner already reuses. Read-ahead that finds a chunk in flight does not join.
+
+Read-ahead budget: bytes in flight plus read-ahead chunks no read has reached
+yet (at most ``readahead``); a read reaching a chunk releases its share, and
+chunks nobody reached within :data:`AHEAD_TTL` seconds (a reader that seeked
+away) are dropped when the budget is full, so read-ahead never evicts what a
+reader is about to use and never stalls for good.
+
 Files without a chunk index (artifacts from other producers, older modelreg)
 are verified at blob granularity: the first read of a blob fetches it whole
 into the local store, verified against its layer (or part) digest, and reads
@@ -25,15 +51,12 @@ that host is fetched once, whole and verified, into the local store, and chunks
 are read (and still hashed) from it. Nothing is process-global: a new client
 learns it again, at the cost of one whole answer.
 
-Chunks being fetched are shared: a read that needs a chunk another thread is
-already fetching waits for that fetch instead of starting another.
-
 Bytes land where they are used. A target that can (``RangeIntoReader``: the
 registry target) reads a response straight into caller memory: ``fetch_range_into``
 fills a list of views in turn from one request. Two callers use it:
 
-* the chunk path above reads each run into one buffer of the run's size and
-  serves chunks as views of it (no copy between the socket and the cache);
+* the chunk path above reads each run into the reader's buffer and per-chunk
+  buffers, one view per chunk, in one request;
 * :meth:`Engine.fill` (``modelreg.load``) reads runs directly into the caller's
   preallocated tensor buffers: a run covers whole chunks, and the bytes of a
   chunk that belong to no destination (a tensor left out, a column of another
@@ -44,7 +67,9 @@ fills a list of views in turn from one request. Two callers use it:
   whole blob matched its digest, so nothing of an unverified blob is released.
 
 Hashing runs on the worker threads that fetched (``hashlib`` releases the GIL),
-never on the reader's thread.
+never on the reader's thread, and never while a response is being read: a run
+is received whole, then hashed chunk by chunk. Requests go over the registry
+client's kept-alive connections (``content/registry/_bulk.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +79,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,6 +112,8 @@ DEFAULT_MAX_REQUEST: Final = 16 * 1024 * 1024
 DEFAULT_MEMORY: Final = 128 * 1024 * 1024
 DEFAULT_READAHEAD: Final = 64 * 1024 * 1024
 READAHEAD_TRIGGER: Final = 4 * 1024 * 1024
+AHEAD_TTL: Final = 10.0
+"""Seconds a read-ahead chunk nobody has read yet counts against the read-ahead budget."""
 
 
 @runtime_checkable
@@ -194,11 +222,35 @@ class SequentialDetector:
         return self.next, self.window
 
 
+Chunk = bytes | bytearray
+"""Verified bytes of one chunk (never changed once verified)."""
+
+
+class _Pending:
+    """A chunk being fetched: its future, and how many other reads wait for it.
+
+    A chunk fetched straight into a reader's buffer resolves to None unless another
+    read joined (``waiters``): then it resolves to a copy, made before the reader's
+    buffer is given back, so no waiter ever reads memory its owner reuses."""
+
+    __slots__ = ("future", "size", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.future: Future[Chunk | None] = Future()
+        self.size = size
+        self.waiters = 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Run:
     file: ModelFile
     chunks: FileChunks
     indexes: tuple[int, ...]
+    into: tuple[memoryview | None, ...]
+    """Per chunk, the part of the reader's buffer it is fetched into (direct), or None:
+    a buffer of its own, which the memory cache then keeps."""
+    ahead: bool = False
+    """Started by read-ahead: its chunks count against the read-ahead budget until read."""
 
 
 class Engine:
@@ -228,8 +280,11 @@ class Engine:
         self._warn = on_warning or (lambda _m: None)
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="lazy")
         self._lock = threading.Lock()
-        self._inflight: dict[bytes, Future[bytes]] = {}
+        self._inflight: dict[bytes, _Pending] = {}
         self._inflight_bytes = 0
+        self._ahead: dict[bytes, tuple[int, float]] = {}
+        """Read-ahead chunks in the memory cache that no read reached yet: size, when."""
+        self._ahead_bytes = 0
         self._blob_locks: dict[Digest, threading.Lock] = {}
         self._verified_blobs: set[Digest] = set()
         self._fds: dict[Digest, int] = {}
@@ -257,7 +312,7 @@ class Engine:
             self._fds.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:  # runs cancelled before they started: release their waiters
-            pending = list(self._inflight.values())
+            pending = [p.future for p in self._inflight.values()]
             self._inflight.clear()
             self._inflight_bytes = 0
         for fut in pending:
@@ -292,13 +347,20 @@ class Engine:
             self._read_whole_blobs(file, offset, out[:length])
             return length
         span = fc.span(offset, length)
-        data = self._get_chunks(file, fc, span, wait=True)
+        data = self._get_chunks(file, fc, span, wait=True, into=(offset, out[:length]))
         end = offset + length
         for i in span:
+            chunk = data[i]
+            if chunk is None:
+                continue  # fetched and verified in place
             start, stop = fc.bounds(i)
             lo = max(start, offset)
             hi = min(stop, end)
-            out[lo - offset : hi - offset] = memoryview(data[i])[lo - start : hi - start]
+            out[lo - offset : hi - offset] = memoryview(chunk)[lo - start : hi - start]
+            if lo == start and hi == stop:
+                # consumed whole (sequential reading): the memory cache keeps only chunks
+                # read in part, which the next read of a random-access reader needs
+                self.memory.discard(fc.digest_of(i))
         return length
 
     def prefetch(self, file: ModelFile, offset: int, length: int, budget: int) -> None:
@@ -310,17 +372,25 @@ class Engine:
         if fc is None:
             return  # whole blobs are fetched on first read; nothing to prefetch cheaply
         with self._lock:
-            if self._inflight_bytes >= budget:
-                return
+            if self._inflight_bytes + self._ahead_bytes >= budget:
+                now = time.monotonic()
+                for digest, (size, landed) in list(self._ahead.items()):
+                    if now - landed > AHEAD_TTL:  # a reader that moved on: let it go
+                        del self._ahead[digest]
+                        self._ahead_bytes -= size
+                        self.memory.discard(digest)
+                if self._inflight_bytes + self._ahead_bytes >= budget:
+                    return
         with contextlib.suppress(ModelRegError):
             self._get_chunks(file, fc, fc.span(offset, length), wait=False)
 
-    def chunk_bytes(self, file: ModelFile, indexes: Sequence[int]) -> dict[int, bytes]:
+    def chunk_bytes(self, file: ModelFile, indexes: Sequence[int]) -> dict[int, Chunk]:
         """Verified bytes of the given chunks (fetching what is missing, in parallel)."""
         fc = self._chunks.get(file.path)
         if fc is None:
             raise FormatError(f"{file.path!r} has no chunk index")
-        return self._get_chunks(file, fc, indexes, wait=True)
+        got = self._get_chunks(file, fc, indexes, wait=True)
+        return {i: c for i, c in got.items() if c is not None}
 
     # ------------------------------------------------------------------ fill
     def fill(self, file: ModelFile, extents: Sequence[tuple[int, memoryview]]) -> list[FillRequest]:
@@ -508,10 +578,21 @@ class Engine:
 
     # ------------------------------------------------------------------ chunked
     def _get_chunks(
-        self, file: ModelFile, fc: FileChunks, indexes: Iterable[int], *, wait: bool
-    ) -> dict[int, bytes]:
-        found: dict[int, bytes] = {}
-        waits: dict[int, Future[bytes]] = {}
+        self,
+        file: ModelFile,
+        fc: FileChunks,
+        indexes: Iterable[int],
+        *,
+        wait: bool,
+        into: tuple[int, memoryview] | None = None,
+    ) -> dict[int, Chunk | None]:
+        """The verified chunks ``indexes`` (with ``wait``; else only start fetching them).
+
+        With ``into`` (``(file offset, buffer)``), a missing chunk that lies whole inside
+        the buffer is fetched straight into it and verified there: its entry is None."""
+        found: dict[int, Chunk | None] = {}
+        waits: dict[int, _Pending] = {}
+        own: set[int] = set()
         missing: list[int] = []
         for i in indexes:
             digest = fc.digest_of(i)
@@ -521,9 +602,12 @@ class Engine:
                 found[i] = data
                 continue
             with self._lock:
-                fut = self._inflight.get(digest)
-            if fut is not None:
-                waits[i] = fut
+                pending = self._inflight.get(digest)
+                if pending is not None and wait:
+                    pending.waiters += 1
+            if pending is not None:
+                if wait:
+                    waits[i] = pending
                 continue
             if not wait:
                 # prefetch: skip chunks already on disk without reading them
@@ -534,9 +618,10 @@ class Engine:
                 if data is not None:
                     found[i] = data
                     continue
+            start, stop = fc.bounds(i)
             with self._lock:
-                fut = self._inflight.get(digest)
-                if fut is None:
+                pending = self._inflight.get(digest)
+                if pending is None:
                     # A fetch may have completed since the first look: it stores the chunk
                     # before it drops its in-flight entry, so this check cannot miss it.
                     data = self.memory.get(digest)
@@ -544,32 +629,81 @@ class Engine:
                         self.stats.add(chunks_from_memory=1)
                         found[i] = data
                         continue
-                    fut = Future()
-                    self._inflight[digest] = fut
-                    start, stop = fc.bounds(i)
+                    pending = _Pending(stop - start)
+                    self._inflight[digest] = pending
                     self._inflight_bytes += stop - start
+                    own.add(i)
                     missing.append(i)
-            waits[i] = fut
-        for run in self._plan(file, fc, missing):
-            self._submit(run)
+                elif wait:
+                    pending.waiters += 1
+                else:
+                    continue
+            waits[i] = pending
+        runs = self._plan(file, fc, missing, into, ahead=not wait)
+        error: BaseException | None = None
+        for run in runs:
+            if error is not None:
+                self._fail(run, error)
+                continue
+            try:
+                self._submit(run)
+            except ModelRegError as exc:
+                error = exc
         if wait:
-            for i, fut in waits.items():
-                found[i] = fut.result()
+            # every future, even after a failure: a run fetching into the caller's buffer
+            # must be over before the caller gets it back
+            for i, pending in waits.items():
+                try:
+                    chunk = pending.future.result()
+                except BaseException as exc:
+                    error = error or exc
+                    continue
+                if chunk is None and i not in own:
+                    # cannot happen: a joined read is always handed a copy
+                    error = error or ModelRegError(f"chunk {i} of {file.path!r} was not shared")
+                found[i] = chunk
+        if error is not None:
+            raise error
+        if wait and self._ahead:
+            with self._lock:
+                for i in found:
+                    entry = self._ahead.pop(fc.digest_of(i), None)
+                    if entry is not None:
+                        self._ahead_bytes -= entry[0]
         return found
 
-    def _plan(self, file: ModelFile, fc: FileChunks, missing: list[int]) -> list[_Run]:
+    def _plan(
+        self,
+        file: ModelFile,
+        fc: FileChunks,
+        missing: list[int],
+        into: tuple[int, memoryview] | None = None,
+        *,
+        ahead: bool = False,
+    ) -> list[_Run]:
         runs: list[_Run] = []
         current: list[int] = []
         size = 0
+
+        def close() -> None:
+            views: list[memoryview | None] = []
+            for i in current:
+                start, stop = fc.bounds(i)
+                if into is not None and into[0] <= start and stop <= into[0] + len(into[1]):
+                    views.append(into[1][start - into[0] : stop - into[0]])
+                else:
+                    views.append(None)
+            runs.append(_Run(file, fc, tuple(current), tuple(views), ahead))
+
         for i in sorted(missing):
             start, stop = fc.bounds(i)
             if current and (i != current[-1] + 1 or size + (stop - start) > self.max_request):
-                runs.append(_Run(file, fc, tuple(current)))
+                close()
                 current, size = [], 0
             current.append(i)
             size += stop - start
         if current:
-            runs.append(_Run(file, fc, tuple(current)))
+            close()
         return runs
 
     def _submit(self, run: _Run) -> None:
@@ -583,50 +717,75 @@ class Engine:
         with self._lock:
             for i in run.indexes:
                 digest = run.chunks.digest_of(i)
-                fut = self._inflight.pop(digest, None)
-                start, stop = run.chunks.bounds(i)
-                self._inflight_bytes -= stop - start
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
+                pending = self._inflight.pop(digest, None)
+                if pending is None:
+                    continue
+                self._inflight_bytes -= pending.size
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
 
     def _fetch_run(self, run: _Run) -> None:
         fc = run.chunks
+        # a chunk not fetched into the reader's buffer gets a buffer of its own: what the
+        # memory cache keeps is exactly that chunk, with no copy
+        own: list[bytearray | None] = [
+            bytearray(fc.bounds(i)[1] - fc.bounds(i)[0]) if view is None else None
+            for i, view in zip(run.indexes, run.into, strict=True)
+        ]
+        views = [
+            v if v is not None else memoryview(b or bytearray())
+            for v, b in zip(run.into, own, strict=True)
+        ]
         try:
             first, _ = fc.bounds(run.indexes[0])
             _, last = fc.bounds(run.indexes[-1])
-            data = self._fetch_range(run.file, first, last - first)
-            view = memoryview(data)
-            verified: list[tuple[int, bytes, bytes]] = []
-            for i in run.indexes:
-                start, stop = fc.bounds(i)
-                piece = view[start - first : stop - first]
+            self._fetch_views(run.file, first, last - first, views)
+            for i, piece in zip(run.indexes, views, strict=True):
                 digest = fc.digest_of(i)
-                if hashlib.sha256(piece).digest() != digest:
+                got = hashlib.sha256(piece).digest()
+                if got != digest:
+                    start, stop = fc.bounds(i)
                     self.stats.add(integrity_failures=1)
                     raise IntegrityError(
                         f"{run.file.path!r}: bytes {start}-{stop - 1} (chunk {i}) from "
-                        f"{_where(self.target)} hash to "
-                        f"sha256:{hashlib.sha256(piece).hexdigest()}, the chunk index "
+                        f"{_where(self.target)} hash to sha256:{got.hex()}, the chunk index "
                         f"says sha256:{digest.hex()}",
                         hint="the registry or something on the way serves tampered or corrupt "
                         "bytes; nothing from this response was cached or returned",
                     )
-                verified.append((i, digest, bytes(piece)))
         except BaseException as exc:
+            for view in run.into:
+                if view is not None:
+                    # unverified bytes in the reader's buffer: wipe them, so a caller that
+                    # ignores the error still never sees them
+                    view[:] = bytes(len(view))
             self._fail(run, exc)
             return
-        self.stats.add(chunks_fetched=len(verified))
-        for _i, digest, chunk in verified:
+        self.stats.add(chunks_fetched=len(run.indexes))
+        for k, i in enumerate(run.indexes):
+            digest = fc.digest_of(i)
             if self.chunk_store is not None:
-                self.chunk_store.put(digest, chunk)
-            self.memory.put(digest, chunk)
+                self.chunk_store.put(digest, views[k])
+            mine = own[k]
+            if mine is not None:
+                self.memory.put(digest, mine)
+        landed = time.monotonic()
         with self._lock:
-            for i, digest, chunk in verified:
-                fut = self._inflight.pop(digest, None)
-                start, stop = fc.bounds(i)
-                self._inflight_bytes -= stop - start
-                if fut is not None and not fut.done():
-                    fut.set_result(chunk)
+            for k, i in enumerate(run.indexes):
+                pending = self._inflight.pop(fc.digest_of(i), None)
+                if pending is None:
+                    continue
+                self._inflight_bytes -= pending.size
+                chunk: Chunk | None = own[k]
+                if run.ahead and chunk is not None and fc.digest_of(i) not in self._ahead:
+                    self._ahead[fc.digest_of(i)] = (len(chunk), landed)
+                    self._ahead_bytes += len(chunk)
+                if chunk is None and pending.waiters:
+                    # another read joined a chunk fetched into this reader's buffer: it
+                    # gets a copy now, while that buffer is still the reader's
+                    chunk = bytes(views[k])
+                if not pending.future.done():
+                    pending.future.set_result(chunk)
 
     def _on_disk(self, file: ModelFile, fc: FileChunks, i: int, digest: bytes) -> bool:
         if self.chunk_store is not None and self.chunk_store.has(digest):
@@ -635,7 +794,7 @@ class Engine:
         pieces = file.segments_for(start, stop - start)
         return all(self.store.has_blob(seg.desc.digest) for seg, _, _ in pieces)
 
-    def _load_local(self, file: ModelFile, fc: FileChunks, i: int, digest: bytes) -> bytes | None:
+    def _load_local(self, file: ModelFile, fc: FileChunks, i: int, digest: bytes) -> Chunk | None:
         start, stop = fc.bounds(i)
         if self.chunk_store is not None:
             data = self.chunk_store.get(digest, stop - start)
@@ -659,16 +818,26 @@ class Engine:
         return data
 
     # ------------------------------------------------------------------ transport
-    def _fetch_range(self, file: ModelFile, offset: int, length: int) -> bytes | bytearray:
+    def _fetch_views(
+        self, file: ModelFile, offset: int, length: int, views: list[memoryview]
+    ) -> None:
+        """Fill ``views`` (``length`` bytes in all) with the file's bytes from ``offset``,
+        unverified: from the remote in one request per blob, or from the local blob when
+        the registry ignores Range (or the source is the local store)."""
         if not (self.source_is_store or host_ignores_range(self.target)):
-            buffer = bytearray(length)
-            self._fetch_into(file, offset, [memoryview(buffer)])
-            return buffer
-        parts: list[bytes] = []
+            self._fetch_into(file, offset, views)
+            return
+        queue = list(reversed(views))
         for seg, boff, n in file.segments_for(offset, length):
             self._ensure_blob(seg.desc, verify=False)
-            parts.append(self._pread_blob(seg.desc, boff, n))
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            data = memoryview(self._pread_blob(seg.desc, boff, n))
+            while data:
+                view = queue.pop()
+                k = min(len(view), len(data))
+                view[:k] = data[:k]
+                data = data[k:]
+                if k < len(view):
+                    queue.append(view[k:])
 
     def _blob_lock(self, digest: Digest) -> threading.Lock:
         with self._lock:

@@ -17,7 +17,8 @@ Scheme rule (predictable, decided once per client):
 
 Bulk blob bodies (downloads of at least :data:`BULK_MIN` bytes) are read through
 a lean :mod:`http.client` path when no proxy applies and no custom transport was
-given: see :mod:`modelreg.content.registry._bulk` for the measurements.
+given, over a small pool of kept-alive connections: see
+:mod:`modelreg.content.registry._bulk` for the measurements and the pooling rules.
 
 Every request is bounded in total time as well as by the idle ``timeout`` (see
 :mod:`modelreg.content.registry.deadlines`): :meth:`RegistryClient.request` runs
@@ -275,6 +276,8 @@ class RegistryClient:
         self._closed = False
         self._custom_transport = transport is not None
         self._ssl_context = self._make_ssl_context()
+        self._bulk_pool = _bulk.BulkPool()
+        """Kept-alive connections of the bulk path (closed with the client)."""
         if transport is None:
             # our own sockets, so that every read and write honours the transfer bounds
             transport = BoundedTransport(
@@ -324,6 +327,7 @@ class RegistryClient:
                 return
             self._closed = True
         self._http.close()
+        self._bulk_pool.close()
         for mirror in self.mirrors:
             mirror.client.close()
 
@@ -721,7 +725,9 @@ class RegistryClient:
         timeout = request.extensions.get("timeout", {}).get("read") or self.timeout
         for _hop in range(MAX_REDIRECTS + 1):
             self.stats.add_request()
-            response = _bulk.send(request, ssl_context=self._ssl_context, timeout=timeout)
+            response = _bulk.send(
+                request, ssl_context=self._ssl_context, timeout=timeout, pool=self._bulk_pool
+            )
             location = response.headers.get("location")
             if not (follow_redirects and response.status_code in _REDIRECTS and location):
                 return response

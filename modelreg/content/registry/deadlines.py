@@ -24,7 +24,9 @@ Mechanism: the bound of the operation in progress is held in a context variable
 each read). The socket layers consult it before and after every ``recv``/``send``:
 the httpx path through :class:`BoundedTransport` (an httpcore network backend whose
 streams clamp each read's timeout to the time left), the bulk path through
-:func:`bounded_response_class` (a raw socket reader under :mod:`http.client`).
+:func:`bounded_response_class` (a raw socket reader under :mod:`http.client`,
+which sets the socket's timeout only when it changes: once per response while the
+bound is further than the idle timeout, at every read only once it is nearer).
 A tripped bound raises :class:`BoundExceeded`; it is final (never retried or
 resumed: the bound is the budget of the whole operation) and becomes a
 :class:`~modelreg.errors.TransferTooSlowError` naming the bound, the host, what was
@@ -450,22 +452,42 @@ class BoundedTransport(httpx.BaseTransport):
 
 
 class _RawSocket(io.RawIOBase):
-    """The socket under :mod:`http.client`'s buffered reader, one bounded ``recv`` a call."""
+    """The socket under :mod:`http.client`'s buffered reader, one bounded ``recv`` a call.
+
+    It holds the socket open while the response reads it, the way ``sock.makefile``
+    does (through a makefile of its own, closed with it): http.client closes its
+    connection (and the socket) as soon as a response says ``Connection: close``, before
+    the body was read."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self._sock = sock
+        self._hold = sock.makefile("rb", buffering=0)
         self._idle = sock.gettimeout()
+        self._armed = self._idle
+        """The timeout set on the socket now: changed (a syscall) only when the next
+        read needs another one, i.e. the idle timeout while the bound is far, the time
+        left once a deadline is nearer than that."""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        sock = self._sock
+
         def once(t: float | None) -> int:
-            self._sock.settimeout(t)
-            return self._sock.recv_into(buffer)
+            if t != self._armed:
+                sock.settimeout(t)
+                self._armed = t
+            return sock.recv_into(buffer)
 
         return _timed_read(current(), self._idle, once)
+
+    def close(self) -> None:
+        try:
+            self._hold.close()
+        finally:
+            super().close()
 
 
 class _SocketFile:
