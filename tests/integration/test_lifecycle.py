@@ -45,7 +45,8 @@ def push_version(c: Client, tmp_path: Path, ref: str, step: int, *, signatures: 
     (root / "weights.bin").write_bytes(step.to_bytes(4, "big") * 64)
     (root / "config.json").write_text('{"architectures": ["X"]}')
     created = f"2030-01-01T{step:02d}:00:00Z"
-    c.push(root, ref, metadata=ModelMetadata(created_at=created))
+    # no chunk index referrer: these tests count signatures among the referrers
+    c.push(root, ref, metadata=ModelMetadata(created_at=created), chunk_index=False)
     _, target, desc = c.resolve(ref)
     for n in range(signatures):
         bundle = json.dumps({"signature": n, "step": step}).encode()

@@ -31,9 +31,16 @@ def blob_files(home):
 @pytest.fixture
 def untagged(tmp_path, home):
     """Two models pushed, the second untagged: the blobs only it had, name -> size."""
-    assert run("push", str(write_model(tmp_path / "a", "a")), "llm:a").exit_code == 0
+    # no chunk index: the counts below are the models' own blobs
+    assert (
+        run("push", str(write_model(tmp_path / "a", "a")), "llm:a", "--no-chunk-index").exit_code
+        == 0
+    )
     kept = blob_files(home)
-    assert run("push", str(write_model(tmp_path / "b", "b")), "llm:b").exit_code == 0
+    assert (
+        run("push", str(write_model(tmp_path / "b", "b")), "llm:b", "--no-chunk-index").exit_code
+        == 0
+    )
     with Client() as client:
         assert client.delete_tag("llm:b")
     return {n: s for n, s in blob_files(home).items() if n not in kept}

@@ -114,7 +114,8 @@ def test_sign_attest_verify_referrers_with_keys(keys, pushed, tmp_path):
     )
     assert tree.exit_code == 0, tree.output
     rows = json.loads(tree.stdout)["referrers"]
-    assert len(rows) == 4
+    assert len(rows) == 4 + 1  # and the chunk index push writes by default
+    assert "application/vnd.modelreg.chunk-index.v1" in json.dumps(rows)
     assert (tmp_path / "saved.sig").read_bytes() == (tmp_path / "model.sig").read_bytes()
     assert run("referrers", "team/tiny-llm:v1").exit_code == 0
 
