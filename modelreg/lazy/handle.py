@@ -641,8 +641,8 @@ def _discover_index(
         return None, 0, None
     notes.append(
         f"chunk index from referrer {ref_desc.digest}, which the manifest digest does not "
-        "cover: chunks are verified against it (sign that referrer, or open with "
-        "chunk_index_referrers=False, where the registry is not trusted)"
+        "cover: chunks are verified against it (chunk_index_referrers=True: the registry "
+        "is trusted)"
     )
     return index, fetched, index_desc
 
@@ -681,7 +681,7 @@ def open_model(
     max_request: int = DEFAULT_MAX_REQUEST,
     chunk_cache: bool = True,
     on_warning: Callable[[str], None] | None = None,
-    chunk_index_referrers: bool = True,
+    chunk_index_referrers: bool = False,
 ) -> ModelHandle:
     """Open a model for lazy, verified reading.
 
@@ -695,8 +695,12 @@ def open_model(
     fetched ahead of sequential readers (0 disables). ``memory``: bytes of
     verified chunks kept in memory. ``max_request``: largest single Range request.
     ``chunk_index_referrers``: when the manifest names no chunk index, use one
-    stored as a referrer (``modelreg index REF``); ``False`` uses only an index
-    the manifest digest covers. ``handle.notes`` says which verification applies.
+    stored as a referrer (``modelreg index REF``). Off by default: the manifest
+    digest does not cover such an index, so a registry that forged both the index
+    and the bytes would have them "verified" chunk by chunk; without it, every
+    blob is verified whole. Turn it on where the registry is trusted (or the
+    referrer is signed and checked through ``verify``). ``handle.notes`` says
+    which verification applies.
     """
     if concurrency < 1 or max_request < 1 or readahead < 0 or memory < 0:
         raise InvalidInputError(

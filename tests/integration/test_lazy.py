@@ -248,7 +248,7 @@ def test_index_command_adds_a_referrer_that_open_then_uses(registry_plain, tmp_p
         assert desc2.digest == desc.digest  # the manifest did not change
         listed = target.referrers(desc, CHUNK_INDEX_ARTIFACT_TYPE)
         assert [str(d.digest) for d in listed] == [doc["referrer"]]
-        with open_model(client, ref) as h:
+        with open_model(client, ref, chunk_index_referrers=True) as h:
             assert h.index is not None and ANN_CHUNK_INDEX not in h.manifest.annotations
             assert any("referrer" in n for n in h.notes)
             before = received(client, registry_plain.host)
