@@ -124,6 +124,19 @@ def push(
         bool,
         typer.Option("--chunk-index", hidden=True, help="The default; accepted for old scripts."),
     ] = False,
+    pack_small: Annotated[
+        str | None,
+        typer.Option(
+            "--pack-small",
+            metavar="SIZE",
+            help="Files below SIZE share deterministic tar layers, by role and top directory "
+            "(default: modelreg.toml [pack] small_file_threshold, else 1MiB).",
+        ),
+    ] = None,
+    no_pack_small: Annotated[
+        bool,
+        typer.Option("--no-pack-small", help="Give every file a layer of its own."),
+    ] = False,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
@@ -160,6 +173,7 @@ def push(
                 split=split,
                 part_size=part_size,
                 chunk_index=not no_chunk_index,
+                pack_small=False if no_pack_small else pack_small,
             )
         _show_pushed(result, json_output)
 

@@ -45,6 +45,7 @@ from modelreg.model import annotations as ann
 from modelreg.model.diff import DiffResult, diff_manifests
 from modelreg.model.digests import DigestCache
 from modelreg.model.formats import UNSAFE_EXTENSIONS
+from modelreg.model.grouping import GroupPolicy, grouping_policy
 from modelreg.model.hf import require_snapshot
 from modelreg.model.layerfiles import LayerFile, layer_files, read_config
 from modelreg.model.pack import (
@@ -629,6 +630,7 @@ class Client:
         split: bool | None = None,
         part_size: int | str | None = None,
         chunk_index: bool = True,
+        pack_small: int | str | bool | None = None,
     ) -> PushResult:
         """Pack a model directory and push it to ``ref`` (tag defaults to ``latest``).
 
@@ -647,6 +649,11 @@ class Client:
         digest is not cached yet (:data:`PENDING_MIN`) is sent while it is hashed.
         A file that changes during the push fails it (:class:`InvalidInputError`)
         before anything is tagged.
+
+        Files below ``pack_small`` bytes (default: ``modelreg.toml``'s ``[pack]
+        small_file_threshold``, else 1 MiB) share deterministic tar layers
+        (:mod:`modelreg.model.grouping`); ``pack_small=False`` or ``0`` gives every
+        file its own layer.
         """
         ref = Reference.parse(ref) if isinstance(ref, str) else ref
         if ref.digest is not None:
@@ -672,6 +679,7 @@ class Client:
                 split=split,
                 part_size=part_size,
                 indexer=indexer,
+                grouping=grouping_policy(pack_small),
             )
             if indexer is not None:
                 # the index blob goes with the model's (skipped, mounted, counted alike)
@@ -710,6 +718,7 @@ class Client:
         split: bool | None,
         part_size: int | str | None,
         indexer: IndexAnnotator | None = None,
+        grouping: GroupPolicy | None = None,
     ) -> PackedModel:
         """Pack ``path``, every layer going to ``engine`` as soon as it is hashed; with
         ``indexer``, each file's chunk table is hashed in the same read and the index
@@ -735,6 +744,7 @@ class Client:
                 on_hash=early.hashing,
                 chunking=chunking,
                 annotator=indexer,
+                grouping=grouping,
             )
             with _blame_changed_files(packed):
                 early.finish()

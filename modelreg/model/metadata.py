@@ -417,7 +417,9 @@ _CAPABILITY_KEYS: Final = {
     "languages": ("languages", list),
 }
 _MODALITIES: Final = frozenset({"text", "image", "audio", "video", "embedding", "other"})
-_PACK_KEYS: Final = frozenset({"ignore", "split", "part_size"})
+_PACK_KEYS: Final = frozenset(
+    {"ignore", "split", "part_size", "small_file_threshold", "group_target"}
+)
 
 
 @dataclass(frozen=True)
@@ -429,6 +431,10 @@ class PackagingFile:
     ignore: tuple[str, ...] = ()
     split: bool | None = None
     part_size: int | str | None = None
+    small_file_threshold: int | str | None = None
+    """Files below this size share tar layers (0: never); see modelreg.model.grouping."""
+    group_target: int | str | None = None
+    """The average size of such a tar layer."""
 
 
 _FORMAT_HINT: Final = "the format is in docs/formats.md, 'Describing a model: modelreg.toml'"
@@ -584,12 +590,20 @@ def _parse_modelreg_toml(path: Path) -> PackagingFile:
     part_size = pack.get("part_size")
     if isinstance(part_size, bool) or not isinstance(part_size, int | str | None):
         raise _bad(f"{where} [pack] part_size", "expected bytes or a size such as '64MiB'")
+    sizes: dict[str, int | str | None] = {}
+    for key in ("small_file_threshold", "group_target"):
+        value = pack.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | str | None):
+            raise _bad(f"{where} [pack] {key}", "expected bytes or a size such as '1MiB'")
+        sizes[key] = value
     return PackagingFile(
         path=path,
         metadata=ModelMetadata(config=config, **values),
         ignore=_str_list(pack.get("ignore", []), f"{where} [pack] ignore"),
         split=split,
         part_size=part_size,
+        small_file_threshold=sizes["small_file_threshold"],
+        group_target=sizes["group_target"],
     )
 
 

@@ -17,6 +17,18 @@ cache snapshot contributes its repository name and revision.
 With ``split=True`` big safetensors/GGUF files become tensor-aligned parts
 (:mod:`modelreg.model.split`, layout in :mod:`modelreg.model.annotations`).
 
+Small files (below ``grouping.threshold``, default 1 MiB) of a (role, top
+directory) bucket holding at least ``grouping.min_files`` of them travel as
+deterministic tar layers instead (:mod:`modelreg.model.grouping`: the rule, the
+tar, why). Groups are decided from names, sizes and roles only, so the layer
+count and an estimate of the manifest size are checked after a ``stat`` of every
+file and before anything is hashed. A grouped file is still a
+:class:`PackedFile` (its own digest and size, for verification and statements),
+but its :attr:`PackedFile.layers` is empty: its bytes are in a
+:class:`PackedGroup`. Pickle-based files are never grouped (their layer carries
+the ``unsafe`` annotation policies read). Grouped files get no chunk table: the
+lazy reader names their group and says to pull it.
+
 Packing reads each file once to hash it (reusing cached digests) and keeps no
 file content in memory: :meth:`PackedModel.as_target` serves the layers
 straight from the files, verified, to the copy engine.
@@ -56,6 +68,7 @@ from modelreg.errors import (
 )
 from modelreg.events import Event, ProgressCallback, emit
 from modelreg.model import annotations as ann
+from modelreg.model import grouping as grp
 from modelreg.model import split as splitting
 from modelreg.model.digests import ChunkGeometry, ChunkTable, DigestCache
 from modelreg.model.formats import (
@@ -70,6 +83,7 @@ from modelreg.model.formats import (
 from modelreg.model.hf import HFSnapshot, detect_snapshot
 from modelreg.model.metadata import (
     ModelMetadata,
+    PackagingFile,
     analyze,
     load_packaging_file,
     readme_licenses,
@@ -79,6 +93,7 @@ from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import MAX_LAYERS, Manifest, canonical_json
+from modelreg.units import parse_size
 
 __all__ = [
     "DEFAULT_IGNORE",
@@ -89,6 +104,7 @@ __all__ = [
     "HashStarting",
     "ModelMetadata",
     "PackedFile",
+    "PackedGroup",
     "PackedModel",
     "PackedPart",
     "pack_directory",
@@ -139,6 +155,8 @@ class PackedFile:
     """The file as it was just before it was hashed (None if it could not be stat'ed)."""
     chunks: ChunkTable | None = None
     """The whole file's chunk digests, when packing was asked for them (``chunking``)."""
+    grouped: bool = False
+    """Its bytes travel in a :class:`PackedGroup` (no layer of its own)."""
 
     def changed(self) -> bool:
         """Whether the file is no longer the one that was hashed."""
@@ -150,7 +168,26 @@ class PackedFile:
 
     @property
     def layers(self) -> tuple[Descriptor, ...]:
+        if self.grouped:
+            return ()
         return tuple(p.descriptor for p in self.parts) if self.parts else (self.descriptor,)
+
+
+@dataclass(frozen=True)
+class PackedGroup:
+    """Small files of one role and top directory, as one tar layer."""
+
+    descriptor: Descriptor
+    members: tuple[grp.Member, ...]
+
+    @property
+    def path(self) -> str:
+        """Its first member's path (where it sorts among layers)."""
+        return self.members[0].path
+
+    @property
+    def layers(self) -> tuple[Descriptor, ...]:
+        return (self.descriptor,)
 
 
 @dataclass(frozen=True)
@@ -159,6 +196,7 @@ class PackedModel:
     config: bytes
     files: tuple[PackedFile, ...]
     warnings: tuple[str, ...] = ()
+    groups: tuple[PackedGroup, ...] = ()
 
     @property
     def descriptor(self) -> Descriptor:
@@ -223,13 +261,21 @@ class PackedTarget:
                         part.offset,
                         part.descriptor.size,
                     )
-            else:
+            elif not f.grouped:
                 self._files[f.descriptor.digest] = (f.source, 0, f.descriptor.size)
+        self._groups = {g.descriptor.digest: g for g in model.groups}
 
     def fetch(self, desc: Descriptor) -> VerifyingReader:
         data = self._small.get(desc.digest)
         if data is not None:
             return VerifyingReader(io.BytesIO(data), desc)
+        group = self._groups.get(desc.digest)
+        if group is not None:
+            return VerifyingReader(
+                grp.GroupStream(group.members, group.descriptor.size),
+                desc,
+                what=f"the group of {group.path!r} (a file changed since it was hashed?)",
+            )
         where = self._files.get(desc.digest)
         if where is None:
             raise NotFoundError(f"blob {desc.digest} is not part of this model")
@@ -248,6 +294,12 @@ class PackedTarget:
         data = self._small.get(desc.digest)
         if data is not None:
             return data[offset : offset + length]
+        group = self._groups.get(desc.digest)
+        if group is not None:
+            with grp.GroupStream(group.members, group.descriptor.size, offset) as stream:
+                return io.BufferedReader(stream).read(
+                    max(0, min(length, group.descriptor.size - offset))
+                )
         where = self._files.get(desc.digest)
         if where is None:
             raise NotFoundError(f"blob {desc.digest} is not part of this model")
@@ -258,7 +310,9 @@ class PackedTarget:
             return f.read(length)
 
     def exists(self, desc: Descriptor) -> bool:
-        return desc.digest in self._small or desc.digest in self._files
+        return (
+            desc.digest in self._small or desc.digest in self._files or desc.digest in self._groups
+        )
 
     def resolve(self, reference: str) -> Descriptor:
         return self._model.descriptor
@@ -544,6 +598,7 @@ def pack_directory(
     on_hash: HashStarting | None = None,
     chunking: Chunking | None = None,
     annotator: Annotator | None = None,
+    grouping: grp.GroupPolicy | None = None,
 ) -> PackedModel:
     """Describe a directory as a ModelPack artifact without copying any file.
 
@@ -559,7 +614,14 @@ def pack_directory(
 
     ``chunking`` asks for every file's chunk table (:attr:`PackedFile.chunks`),
     computed in the same read as its digest (or taken from the digest cache);
-    ``annotator(files)`` then adds manifest annotations computed from them.
+    ``annotator(files)`` then adds manifest annotations computed from them
+    (files with a layer of their own: grouped files have no chunk table).
+
+    ``grouping`` says which small files share tar layers
+    (:class:`~modelreg.model.grouping.GroupPolicy`; ``grouping.OFF``: none);
+    None means what ``modelreg.toml``'s ``[pack]`` says, else the defaults. A
+    model whose manifest would still be too big is refused before any file is
+    hashed (:class:`~modelreg.errors.SizeLimitError`).
     """
     base = Path(root)
     snapshot = detect_snapshot(base)
@@ -587,15 +649,22 @@ def pack_directory(
             f"model directory {str(root)!r} holds no files to pack",
             hint="a ModelPack artifact needs at least one file",
         )
+    policy = grouping if grouping is not None else _policy_from(pkg)
+    entries = _stat_files(files)
+    _check_before_hashing(entries, policy, split)
     cache = digest_cache or DigestCache(None)
     warnings: list[str] = []
 
-    def digest_one(item: tuple[str, Path]) -> PackedFile:
-        rel, real = item
+    def inspect_one(item: tuple[str, Path, int]) -> _Inspected:
+        rel, real, size = item
         guess, info, unsafe, warning = _inspect_local(rel, real)
         if warning:
             warnings.append(warning)
             emit(progress, Event("message", f"warning: {warning}"))
+        return _Inspected(rel, real, size, guess, info, unsafe)
+
+    def digest_one(item: _Inspected) -> PackedFile:
+        rel, real, guess, info, unsafe = item.rel, item.real, item.guess, item.info, item.unsafe
         spans = None
         if split and info is not None:
             spans = splitting.plan_spans(info, os.stat(real).st_size, target_size)
@@ -632,9 +701,7 @@ def pack_directory(
                 ) from exc
             if on_blob is not None:
                 on_blob(Descriptor(mt.model_layer(guess.role), digest, size), real, 0)
-        # a weight named by its extension whose content is no format we recognise: a guess
-        untested = guess.untested or (guess.role == "weight" and info is None and not unsafe)
-        desc = _describe(rel, real, digest, size, guess.role, untested, unsafe)
+        desc = _describe(rel, real, digest, size, guess.role, item.untested, unsafe)
         parts = _parts(rel, desc, spans, part_digests) if spans is not None else ()
         if table is not None and table.size != size:
             raise InvalidInputError(
@@ -653,18 +720,128 @@ def pack_directory(
         )
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        packed = list(pool.map(digest_one, files))
-    extra = dict(annotator(packed)) if annotator is not None else {}
+        inspected = list(pool.map(inspect_one, entries))
+        plan = _final_groups(inspected, policy)
+        in_group = {i for g in plan for i in g}
+        singles = [item for i, item in enumerate(inspected) if i not in in_group]
+        group_jobs = pool.map(_pack_group, ([inspected[i] for i in g] for g in plan))
+        packed = list(pool.map(digest_one, singles))
+        groups: list[PackedGroup] = []
+        for group, members in group_jobs:
+            groups.append(group)
+            packed.extend(members)
+    packed.sort(key=lambda f: f.path)
+    # the chunk index covers files with a layer of their own (grouped ones: pull them)
+    extra = dict(annotator([f for f in packed if not f.grouped])) if annotator is not None else {}
     packed.sort(key=_layer_order)
+    groups.sort(key=_layer_order)
     config_bytes, manifest = _assemble(
-        packed, meta, base, analyzer, annotations={**(annotations or {}), **extra}
+        packed, groups, meta, base, analyzer, annotations={**(annotations or {}), **extra}
     )
     return PackedModel(
-        manifest=manifest, config=config_bytes, files=tuple(packed), warnings=tuple(warnings)
+        manifest=manifest,
+        config=config_bytes,
+        files=tuple(packed),
+        warnings=tuple(warnings),
+        groups=tuple(groups),
     )
 
 
-def _layer_order(f: PackedFile) -> tuple[int, str]:
+@dataclass(frozen=True)
+class _Inspected:
+    """A file once its headers were read (role, parsed header, pickle check)."""
+
+    rel: str
+    real: Path
+    size: int
+    guess: RoleGuess
+    info: ModelFileInfo | None
+    unsafe: bool
+
+    @property
+    def untested(self) -> bool:
+        # a weight named by its extension whose content is no format we recognise: a guess
+        return self.guess.untested or (
+            self.guess.role == "weight" and self.info is None and not self.unsafe
+        )
+
+
+def _policy_from(pkg: PackagingFile | None) -> grp.GroupPolicy:
+    """The grouping ``modelreg.toml`` asks for, else the default."""
+    if pkg is None:
+        return grp.GroupPolicy()
+    threshold = grp.DEFAULT_THRESHOLD
+    if pkg.small_file_threshold is not None:
+        threshold = parse_size(pkg.small_file_threshold, "[pack] small_file_threshold")
+    target = grp.DEFAULT_GROUP_TARGET
+    if pkg.group_target is not None:
+        target = parse_size(pkg.group_target, "[pack] group_target")
+    return grp.GroupPolicy(threshold=threshold, target=target)
+
+
+def _stat_files(files: Sequence[tuple[str, Path]]) -> list[tuple[str, Path, int]]:
+    out = []
+    for rel, real in files:
+        try:
+            out.append((rel, real, os.stat(real).st_size))
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot read {rel!r}: {exc.strerror or exc}",
+                hint="check that the file is still there and readable",
+            ) from exc
+    return out
+
+
+def _check_before_hashing(
+    entries: Sequence[tuple[str, Path, int]], policy: grp.GroupPolicy, split: bool
+) -> None:
+    """Refuse a model whose manifest would be too big, from names and sizes alone.
+
+    Roles come from names here (the exact plan may read a few header bytes), and
+    split files count one layer: an estimate, checked again exactly once hashed.
+    """
+    named = [(rel, size, guess_role(rel).role) for rel, _, size in entries]
+    plan = grp.plan_groups(named, policy)
+    in_group = {i for g in plan for i in g}
+    raw = [rel for i, (rel, _, _) in enumerate(entries) if i not in in_group]
+    layers = len(raw) + len(plan)
+    grp.check_manifest_estimate(
+        layers, grp.estimate_manifest(raw, len(plan)), MAX_LAYERS // 2, policy
+    )
+
+
+def _final_groups(inspected: Sequence[_Inspected], policy: grp.GroupPolicy) -> list[list[int]]:
+    """Groups by the files' real roles; pickle-based files keep their own (annotated) layer."""
+    rows = [(f.rel, policy.threshold if f.unsafe else f.size, f.guess.role) for f in inspected]
+    return grp.plan_groups(rows, policy)
+
+
+def _pack_group(items: Sequence[_Inspected]) -> tuple[PackedGroup, list[PackedFile]]:
+    """Lay out and hash one group: its layer and its files (each file read once)."""
+    entries = []
+    for f in items:
+        entries.append((f.rel, f.real, f.size, bool(os.stat(f.real).st_mode & 0o100)))
+    members, size = grp.build_layout(entries)
+    by_path = {f.rel: f for f in items}
+    files: list[PackedFile] = []
+
+    def on_file(member: grp.Member, digest: Digest) -> None:
+        f = by_path[member.path]
+        identity = FileIdentity.of_path(f.real)
+        desc = _describe(f.rel, f.real, digest, member.size, f.guess.role, f.untested, f.unsafe)
+        files.append(
+            PackedFile(
+                f.rel, f.real, desc, info=f.info, unsafe=f.unsafe, identity=identity, grouped=True
+            )
+        )
+
+    digest = grp.hash_group(members, on_file)
+    role = items[0].guess.role
+    group = PackedGroup(Descriptor(mt.model_layer(role, "tar"), digest, size), members)
+    return group, files
+
+
+def _layer_order(f: PackedFile | PackedGroup) -> tuple[int, str]:
     """Layers by role (:data:`ROLE_ORDER`), then path."""
     role = f.descriptor.media_type[len(mt.MODEL_LAYER_PREFIX) :].rsplit(".v1.", 1)[0]
     return (ROLE_ORDER.index(role), f.path)
@@ -672,6 +849,7 @@ def _layer_order(f: PackedFile) -> tuple[int, str]:
 
 def _assemble(
     packed: Sequence[PackedFile],
+    groups: Sequence[PackedGroup],
     meta: ModelMetadata,
     base: Path,
     analyzer: Analyzer | None,
@@ -679,12 +857,15 @@ def _assemble(
     annotations: Mapping[str, str],
 ) -> tuple[bytes, Manifest]:
     """The config blob and the manifest of ``packed`` files, in layer order."""
-    layers = tuple(layer for f in packed for layer in f.layers)
+    items: list[PackedFile | PackedGroup] = [*packed, *groups]
+    items.sort(key=_layer_order)
+    layers = tuple(layer for f in items for layer in f.layers)
     if len(layers) > MAX_LAYERS // 2:
         raise SizeLimitError(
             f"the model would have {len(layers)} layers, over the {MAX_LAYERS // 2} modelreg "
             "writes in one manifest",
-            hint="use a larger --part-size, or pack fewer, larger files",
+            hint="raise the small-file threshold (push --pack-small 4MiB), use a larger "
+            "--part-size, or pack fewer, larger files",
         )
     config_fields: dict[str, Any] = {}
     fmt = _format_from_files([f.path for f in packed])

@@ -205,7 +205,7 @@ def test_modelreg_toml_errors(tmp_path, text, match):
             "[config]\nprecision = 'bf16'\n\n[pack]\nsplit = true\npartsize = '8MiB'\n",
             6,
             "[pack] has no key 'partsize'",
-            "ignore, part_size, split",
+            "group_target, ignore, part_size, small_file_threshold, split",
             "part_size",
         ),
         (
