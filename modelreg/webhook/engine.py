@@ -117,6 +117,8 @@ class Engine:
         self._inflight: dict[tuple[str, str, str], cf.Future[Decision]] = {}
         self._matching: dict[str, tuple[PolicySet, tuple[Policy, ...], str]] = {}
         self._lock = threading.Lock()
+        self._contacting: set[int] = set()
+        """ids of the references whose first registry request is under way."""
 
     def close(self) -> None:
         """Stop the workers and close the registry client (its connections)."""
@@ -284,8 +286,17 @@ class Engine:
         return out
 
     def timed_out(self, ref: ModelRef) -> RefOutcome:
+        """The denial of a reference not decided by the deadline. If its registry had not
+        answered even the first request by then, that counts as a connection failure for
+        the circuit breaker now: the request's own error may come much later (the client
+        serialises first contact with a host), and a hung registry must open its circuit
+        after a few budgets, not after a few budgets per decision thread."""
         self.metrics.timeouts.inc()
         registry = ref.reference.registry if ref.reference is not None else None
+        with self._lock:
+            unanswered = id(ref) in self._contacting
+        if unanswered and registry:
+            self.breakers.failure(registry)
         return RefOutcome(
             ref,
             error=f"registry slow: no decision within the {self.config.budget:g}s budget "
@@ -306,6 +317,8 @@ class Engine:
         reason = self.breakers.blocked(registry)
         if reason is not None:
             raise _CircuitOpen(reason)
+        with self._lock:
+            self._contacting.add(id(ref))
         try:
             resolved: Descriptor = self.client.resolve(ref.reference)[2]
             desc = resolved
@@ -321,6 +334,9 @@ class Engine:
         except Exception:
             self.metrics.registry_errors.inc(step="resolve")
             raise
+        finally:
+            with self._lock:
+                self._contacting.discard(id(ref))
         self.breakers.success(registry)
         if ref.reference.digest is None and not dry_run:
             self.tags.put(key, desc)

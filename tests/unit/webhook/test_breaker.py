@@ -150,3 +150,30 @@ def test_not_found_is_an_answer_not_a_connection_failure(client: FakeClient) -> 
         assert not engine.decide(missing, deadline=engine._clock() + 5)[0].allowed
     assert engine.breakers.state(REG) == "closed"
     engine.close()
+
+
+def test_a_registry_that_never_answers_opens_the_circuit_at_the_deadlines() -> None:
+    """A hung registry: the decisions time out while their first request is still under
+    way; each such timeout counts as a connection failure, without waiting for the
+    request's own error."""
+    import threading
+
+    gate = threading.Event()
+
+    class Hung(FakeClient):
+        def resolve(self, ref: Any) -> Any:
+            gate.wait(30)
+            return super().resolve(ref)
+
+    client = Hung()
+    client.push_model(f"{REG}/models/good", "v1", {"model.safetensors": b"weights"})
+    engine = Engine(policies(), client, EngineConfig(breaker=BreakerConfig(failures=2)))
+    refs = refs_of(engine, f"{REG}/models/good:v1")
+    for _ in range(2):
+        out = engine.decide(refs, deadline=engine._clock() + 0.05)
+        assert (out[0].error or "").startswith("registry slow: no decision")
+    assert engine.breakers.state(REG) == "open"
+    blocked = engine.blocked(refs_of(engine, f"{REG}/models/good:v1"))
+    assert blocked is not None and "circuit open" in (blocked[0].error or "")
+    gate.set()
+    engine.close()
