@@ -26,10 +26,15 @@ order each round, each command in a fresh process so that its peak RSS is its ow
 * ``curl``: ``curl -o /dev/null`` of the weights blob (one stream);
 * ``ranges``: plain concurrent Range GETs of the same blob, 4 threads, 16 MiB
   requests, ``http.client`` into one reused buffer, nothing verified;
+* ``ranges+sha256``: the same, each thread hashing its 16 MiB in 4 MiB pieces after
+  each request (what verifying costs on top: the floor of a verified read);
 * ``lazy``: ``modelreg.open`` + 4 threads each reading a quarter of the weights
   file sequentially through ``handle.open()`` in 8 MiB reads (chunks verified);
 * ``load``: ``modelreg.load(REF)`` (NumPy, every tensor, chunks verified);
 * ``pull+load``: ``modelreg pull`` (fsync off) + ``safetensors.numpy.load_file``.
+
+Each row reports wall time, the command's own CPU (user+sys; the registry's is not
+counted) and peak RSS: on a shared machine the CPU is the steadier figure.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -155,8 +161,8 @@ import json, resource, sys, threading, time
 mode, ref, host, blob, size, scratch = sys.argv[1:7]
 size = int(size)
 t0 = time.perf_counter()
-if mode == "ranges":
-    import http.client
+if mode in ("ranges", "ranges+sha256"):
+    import hashlib, http.client
     step, nxt, lock = 16 << 20, [0], threading.Lock()
     def worker():
         conn = http.client.HTTPConnection(host)
@@ -173,6 +179,9 @@ if mode == "ranges":
             while got < end - off + 1:
                 got += r.readinto(buf[got : end - off + 1])
             r.read()
+            if mode == "ranges+sha256":  # the floor of a verified read: hash 4 MiB pieces
+                for p in range(0, got, 4 << 20):
+                    hashlib.sha256(buf[p : min(p + (4 << 20), got)]).digest()
     ts = [threading.Thread(target=worker) for _ in range(4)]
     [t.start() for t in ts]; [t.join() for t in ts]
 elif mode == "lazy":
@@ -209,7 +218,9 @@ elif mode == "pull+load":
     out = load_file(scratch + "/out/model.safetensors")
     assert sum(a.nbytes for a in out.values()) > 0
 wall = time.perf_counter() - t0
-print(json.dumps({"wall": wall, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"wall": wall, "rss": ru.ru_maxrss * 1024, "cpu": ru.ru_utime + ru.ru_stime,
+                  "sys": ru.ru_stime}))
 """
 
 
@@ -217,9 +228,18 @@ def run_child(
     mode: str, ref: str, host: str, blob: str, size: int, scratch: Path
 ) -> dict[str, Any]:
     if mode == "curl":
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://{host}{blob}"], check=True)
-        return {"wall": time.perf_counter() - t0, "rss": 0}
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sys_time = after.ru_stime - before.ru_stime
+        return {
+            "wall": wall,
+            "rss": 0,
+            "cpu": after.ru_utime - before.ru_utime + sys_time,
+            "sys": sys_time,
+        }
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, mode, ref, host, blob, str(size), str(scratch)],
         check=True,
@@ -233,7 +253,7 @@ def run_child(
 def load_bench(args: argparse.Namespace, model: Path) -> int:
     reg_dir = WORK / "registry-load"
     shutil.rmtree(reg_dir, ignore_errors=True)
-    modes = ["curl", "ranges", "lazy", "load", "pull+load"]
+    modes = ["curl", "ranges", "ranges+sha256", "lazy", "load", "pull+load"]
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     weights = model / make_models.WEIGHTS
     size = weights.stat().st_size
@@ -264,18 +284,30 @@ def load_bench(args: argparse.Namespace, model: Path) -> int:
         f"Python {platform.python_version()}; model {size / 2**30:.2f} GiB safetensors "
         f"(64 F16 tensors) pushed with default flags; {args.rounds} rounds, each round "
         "every command once in rotating order (paired runs), medians; each command a fresh "
-        "process; loopback Distribution registry.",
+        f"process (CPU: the client's, not the registry's); loopback Distribution registry; "
+        f"load average at the end {os.getloadavg()[0]:.2f}.",
         "",
-        "| command | wall (s) | MiB/s | peak RSS (MB) |",
-        "|---|---:|---:|---:|",
+        "| command | wall (s) | MiB/s | CPU user+sys (s) | of which sys | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    cpu = {m: median(results[m], "cpu") for m in modes}
+    sys_cpu = {m: median(results[m], "sys") for m in modes}
     for m in modes:
         peak = f"{rss[m] / 1e6:.0f}" if rss[m] else ""
-        lines.append(f"| {m} | {walls[m]:.2f} | {size / walls[m] / MIB:.0f} | {peak} |")
+        lines.append(
+            f"| {m} | {walls[m]:.2f} | {size / walls[m] / MIB:.0f} | {cpu[m]:.2f} | "
+            f"{sys_cpu[m]:.2f} | {peak} |"
+        )
     checks = [
         ("load ≤ 1.1x curl to /dev/null", walls["load"] / walls["curl"], 1.1, True),
         ("load ≤ 0.5x pull + load_file", walls["load"] / walls["pull+load"], 0.5, True),
         ("lazy 4 threads ≥ 0.9x plain Range GETs", walls["ranges"] / walls["lazy"], 0.9, False),
+        (
+            "(context) lazy 4 threads vs Range GETs + SHA-256",
+            walls["ranges+sha256"] / walls["lazy"],
+            0.9,
+            False,
+        ),
     ]
     lines.append("")
     for text, value, bound, upper in checks:
