@@ -95,7 +95,7 @@ def pct(values: list[float], q: float) -> float:
 
 # ------------------------------------------------------------------ processes
 def _pids(root: int) -> list[int]:
-    """``root`` and its descendants (uvicorn workers, if any)."""
+    """``root`` and its descendants (worker processes, if any)."""
     out = [root]
     for pid in out:
         for task in Path(f"/proc/{pid}/task").glob("*/children"):
