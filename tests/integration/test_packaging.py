@@ -70,7 +70,8 @@ def test_split_v2_sends_only_changed_parts(registry_factory, tmp_path):
     v1 = checkpoint(tmp_path / "v1")
     v2 = checkpoint(tmp_path / "v2", changed=frozenset({5, 20, 41}))
     repo = f"{server.host}/split/llm"
-    split = ["--split", "--part-size", "64KiB"]
+    # no chunk index: this test counts the bytes of changed parts, and the index is more
+    split = ["--split", "--part-size", "64KiB", "--no-chunk-index"]
     first = ok("push", str(v1), f"{repo}:v1", *split)
     assert first["splitFiles"] == 1 and first["layers"] > 40
     info1 = manifest_of(f"{repo}:v1")

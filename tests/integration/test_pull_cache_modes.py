@@ -336,18 +336,23 @@ def test_cli_flag_and_environment_variable(registry_plain, model, tmp_path):
     assert doc["bytesFetched"] == 0 and doc["bytesFromCache"] > 14 * MIB
     assert all(store().has_blob(d) for d in layers)
     assert files_of(tmp_path / "b") == files_of(model)
-    # the flag wins over the variable
+    # the flag wins over the variable: 'reference' keeps nothing new in the store although
+    # the variable says 'copy' (a variable that does not parse fails on its own, before any
+    # work: test_cli_bad_cache_mode_is_a_clear_error)
+    for d in layers:
+        store().blob_path(d).unlink(missing_ok=True)
     result = cli(
         "pull",
         ref,
         "-o",
         str(tmp_path / "c"),
         "--cache-mode",
-        "auto",
+        "reference",
         "--json",
-        env={"MODELREG_CACHE_MODE": "nonsense"},
+        env={"MODELREG_CACHE_MODE": "copy"},
     )
     assert result.exit_code == 0, result.output
+    assert not any(store().has_blob(d) for d in layers)
 
 
 @pytest.mark.parametrize(
