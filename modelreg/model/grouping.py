@@ -89,6 +89,7 @@ __all__ = [
     "grouping_policy",
     "hash_group",
     "plan_groups",
+    "top_dir",
 ]
 
 DEFAULT_THRESHOLD: Final = 1024 * 1024
@@ -100,13 +101,16 @@ DEFAULT_MIN_FILES: Final = 16
 MAX_GROUP_MEMBERS: Final = 10_000
 """Well under the archive reader's member limit (``archive.MAX_MEMBERS``)."""
 MANIFEST_LIMIT: Final = 4 * 1024 * 1024
-"""The smallest manifest size limit among common registries.
+"""The manifest size every registry is expected to accept, and Distribution's limit.
 
-CNCF Distribution (``registry:2``/``distribution/distribution``, and Harbor,
-which runs it) refuses manifest bodies over 4 MiB (``defaultManifestPayloadSizeLimit
-= 4 << 20``, configurable); the distribution-spec asks registries to accept at
-least 4 MB. GHCR and ECR document no higher figure: ECR's service quotas list
-an image manifest size of 4 MiB. Staying under 4 MiB is what travels everywhere.
+The distribution-spec says clients and registries "SHOULD expect to be able to
+support manifest pushes of at least 4 megabytes" and that a registry over its
+limit answers 413 (opencontainers/distribution-spec#293); CNCF Distribution
+(``registry:2``, which Harbor runs) refuses bodies over 4 MiB
+(distribution/distribution#2340), and regclient refuses to push more
+(regclient/regclient#512). ECR's service quotas list layer sizes and parts but no
+manifest size, and GHCR documents none: 4 MiB is what is known to travel
+everywhere, so it is the limit here.
 """
 _BLOCK: Final = 512
 _END: Final = bytes(2 * _BLOCK)
@@ -149,6 +153,11 @@ def grouping_policy(pack_small: int | str | bool | None) -> GroupPolicy | None:
     if isinstance(pack_small, bool):
         return GroupPolicy() if pack_small else OFF
     return GroupPolicy(threshold=parse_size(pack_small, "small-file threshold"))
+
+
+def top_dir(path: str) -> str:
+    """The first component of a path with a directory, else ``""`` (the model root)."""
+    return _top_dir(path)
 
 
 def _top_dir(path: str) -> str:

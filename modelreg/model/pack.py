@@ -837,7 +837,12 @@ def _pack_group(items: Sequence[_Inspected]) -> tuple[PackedGroup, list[PackedFi
 
     digest = grp.hash_group(members, on_file)
     role = items[0].guess.role
-    group = PackedGroup(Descriptor(mt.model_layer(role, "tar"), digest, size), members)
+    # named by its top directory, as modctl names the tar of a directory (readers name
+    # the group by it; extraction goes by member names, from the model root)
+    top = grp.top_dir(members[0].path)
+    annotations = {mt.ANN_FILEPATH: top} if top else {}
+    layer = Descriptor(mt.model_layer(role, "tar"), digest, size, annotations=annotations)
+    group = PackedGroup(layer, members)
     return group, files
 
 

@@ -298,3 +298,21 @@ def test_no_path_of_the_output_resolves_outside_it(
                 os.path.join(dirpath, name),
                 real,
             )
+
+
+def test_small_file_group_layer_gets_every_archive_rule(
+    registry: CraftedRegistry, tmp_path: Path
+) -> None:
+    """A layer shaped like push's small-file groups (a code-role tar named by its top
+    directory, no title) whose link escapes is refused like any other archive."""
+    layer = _tar(
+        [
+            ("file", "code/a.py", "print(1)"),
+            ("sym", "code/up", "../.."),
+            ("sym", "code/z.py", "up/etc/passwd"),
+        ]
+    )
+    group = "application/vnd.cncf.model.code.v1.tar"
+    registry.model("m", "v1", [(group, layer, {mt.ANN_FILEPATH: "code"})])
+    error = _refused(registry, tmp_path)
+    assert "code/" in error.message and error.hint
