@@ -28,7 +28,9 @@ Where fetched bytes land (no copy between the socket and their place):
 
 Coalescing: a chunk being fetched has one in-flight entry (by digest). A read
 needing it joins the entry (a waiter count) and waits, whatever the fetch is
-for: read-ahead, another reader's own buffer, or a random read. A fetch into a
+for: read-ahead, another reader's own buffer, or a random read. A read claims
+all the chunks it has to fetch in one step, so concurrent reads of one range
+never split it into several requests. A fetch into a
 reader's buffer that others joined hands each of them a copy, made on the
 fetching worker before the owner's read returns, so no waiter ever reads memory
 its owner already reuses. Read-ahead that finds a chunk in flight does not join.
@@ -594,6 +596,7 @@ class Engine:
         waits: dict[int, _Pending] = {}
         own: set[int] = set()
         missing: list[int] = []
+        unclaimed: list[int] = []
         for i in indexes:
             digest = fc.digest_of(i)
             data = self.memory.get(digest)
@@ -618,17 +621,25 @@ class Engine:
                 if data is not None:
                     found[i] = data
                     continue
-            start, stop = fc.bounds(i)
-            with self._lock:
+            unclaimed.append(i)
+        # Claim (or join) every chunk still missing in one step: two reads of the same
+        # range then never split it between them (one claiming chunk 8 while the other
+        # claimed 9-11: two requests for one range); the later read joins all of it.
+        with self._lock:
+            for i in unclaimed:
+                digest = fc.digest_of(i)
                 pending = self._inflight.get(digest)
                 if pending is None:
-                    # A fetch may have completed since the first look: it stores the chunk
-                    # before it drops its in-flight entry, so this check cannot miss it.
+                    # A fetch may have completed since the first look. One into its own
+                    # buffer stores the chunk before it drops its in-flight entry, so this
+                    # check cannot miss it; one into its reader's buffer kept nothing, and
+                    # this read fetches the chunk again, as any read arriving after it would.
                     data = self.memory.get(digest)
                     if data is not None:
                         self.stats.add(chunks_from_memory=1)
                         found[i] = data
                         continue
+                    start, stop = fc.bounds(i)
                     pending = _Pending(stop - start)
                     self._inflight[digest] = pending
                     self._inflight_bytes += stop - start
@@ -638,7 +649,7 @@ class Engine:
                     pending.waiters += 1
                 else:
                     continue
-            waits[i] = pending
+                waits[i] = pending
         runs = self._plan(file, fc, missing, into, ahead=not wait)
         error: BaseException | None = None
         for run in runs:

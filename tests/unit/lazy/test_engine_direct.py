@@ -76,35 +76,58 @@ def test_tampered_chunk_read_into_the_callers_buffer_is_wiped_and_refused(blob_m
 
 def test_concurrent_reads_of_a_chunk_share_one_fetch_and_get_verified_copies(blob_model, tmp_path):
     target, data = blob_model
+    readers = 6
+    released = threading.Event()
 
-    def slow(desc: Descriptor, offset: int, chunk: bytes) -> bytes:
-        time.sleep(0.3)  # so that every reader arrives while the fetch is in flight
+    def held(desc: Descriptor, offset: int, chunk: bytes) -> bytes:
+        # the fetch stays in flight until every reader has joined it: no timing involved
+        assert released.wait(timeout=60), "the fetch was never released"
         return chunk
 
     with open_model(target, "v1", cache=tmp_path / "c", readahead=0, chunk_cache=False) as h:
+        engine = h._engine
         target.reset()
-        target.tamper = slow
-        barrier = threading.Barrier(6)
+        target.tamper = held
+        barrier = threading.Barrier(readers)
         results: list[bytes] = []
+        errors: list[BaseException] = []
         lock = threading.Lock()
 
         def reader() -> None:
             buf = bytearray(4 * CHUNK)
             barrier.wait()
-            h.readinto("blob.bin", 8 * CHUNK, buf)
+            try:
+                h.readinto("blob.bin", 8 * CHUNK, buf)
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+                return
             snapshot = bytes(buf)
             buf[:] = b"\xff" * len(buf)  # the owner reuses its buffer at once
             with lock:
                 results.append(snapshot)
 
-        threads = [threading.Thread(target=reader) for _ in range(6)]
+        def all_joined() -> bool:
+            with engine._lock:
+                pending = list(engine._inflight.values())
+            # the four chunks in flight, each fetched by one reader and awaited by the rest
+            return len(pending) == 4 and all(p.waiters == readers - 1 for p in pending)
+
+        threads = [threading.Thread(target=reader) for _ in range(readers)]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 60
+        while not all_joined() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        joined = all_joined()
+        released.set()  # even on failure, so that the readers finish
         for t in threads:
             t.join()
-        assert results == [data[8 * CHUNK : 12 * CHUNK]] * 6
+        assert joined, "the readers did not all join one in-flight fetch"
+        assert errors == []
+        assert results == [data[8 * CHUNK : 12 * CHUNK]] * readers
         assert target.bytes == 4 * CHUNK  # one fetch for all six readers
-        assert len(target.range_calls) == 1
+        assert len(target.range_calls) == 1  # by one reader: the range is never split
 
 
 def test_readahead_is_bounded_by_what_no_reader_reached_yet(blob_model, tmp_path):
