@@ -95,3 +95,14 @@ def test_no_pack_small_gives_one_layer_per_file(registry_plain, tmp_path, flag):
     src = many_files(tmp_path / "src", 40)
     pushed = ok("push", str(src), f"{registry_plain.host}/many/raw:v1", flag)
     assert pushed["layers"] == 42
+
+
+def test_pull_include_extracts_only_matching_members(registry_plain, tmp_path):
+    src = many_files(tmp_path / "src", 200)
+    ref = f"{registry_plain.host}/many/include:v1"
+    ok("push", str(src), ref)
+    out = tmp_path / "out"
+    ok("pull", ref, "-o", str(out), "--include", "part1/*")
+    pulled = tree(out)
+    assert pulled and all(p.startswith("part1/") for p in pulled)
+    assert pulled == {p: v for p, v in tree(src).items() if p.startswith("part1/")}
