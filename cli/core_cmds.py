@@ -89,8 +89,8 @@ def push(
         bool | None,
         typer.Option(
             "--split/--no-split",
-            help="Store big safetensors/GGUF files as tensor-aligned parts, so that a later "
-            "version sends only the parts that changed (default: modelreg.toml, else no).",
+            help="Store big weight files as tensor-aligned parts: a new version sends only "
+            "the parts that changed.",
         ),
     ] = None,
     part_size: Annotated[
@@ -116,8 +116,7 @@ def push(
         bool,
         typer.Option(
             "--no-chunk-index",
-            help="Do not write the chunk index (written by default, in the same read as the "
-            "digests) that lets lazy opens and mounts fetch and verify chunk by chunk.",
+            help="Skip the chunk index that lets lazy reads verify chunk by chunk.",
         ),
     ] = False,
     chunk_index_alias: Annotated[
@@ -129,13 +128,12 @@ def push(
         typer.Option(
             "--pack-small",
             metavar="SIZE",
-            help="Files below SIZE share deterministic tar layers, by role and top directory "
-            "(default: modelreg.toml [pack] small_file_threshold, else 1MiB).",
+            help="Pack files below SIZE into shared tar layers (default 1MiB; 0: never).",
         ),
     ] = None,
     no_pack_small: Annotated[
         bool,
-        typer.Option("--no-pack-small", help="Give every file a layer of its own."),
+        typer.Option("--no-pack-small", hidden=True, help="Same as --pack-small 0."),
     ] = False,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
