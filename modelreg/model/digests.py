@@ -201,6 +201,13 @@ def _hash_spans(
     return whole, parts
 
 
+def _unchanged(real: str, before: os.stat_result) -> bool:
+    """Whether ``real`` still has the size and mtime it had before it was hashed: only
+    then may its digest be remembered for that state."""
+    after = os.stat(real)
+    return (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
 class DigestCache:
     """Remembers file digests by identity; thread-safe."""
 
@@ -229,32 +236,15 @@ class DigestCache:
         """
         real = os.path.realpath(path)
         st = os.stat(real)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._db.lock:
-            db = self._db.connection()
-            row = None
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    row = db.execute(
-                        "SELECT dev, ino, size, mtime_ns, digest FROM digests "
-                        "WHERE path = ? AND algorithm = ?",
-                        (real, algorithm),
-                    ).fetchone()
-        if row is not None and tuple(row[:4]) == key:
-            return Digest.parse(row[4]), st.st_size
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._cached_digest(real, algorithm, ident)
+        if cached is not None:
+            return cached, st.st_size
         if before_hash is not None:
             before_hash(st.st_size)
         digest, size = hash_file(real, algorithm)
-        after = os.stat(real)
-        unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-        with self._db.lock:
-            db = self._db.connection()
-            if db is not None and unchanged:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute(
-                        "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (real, *key, algorithm, str(digest)),
-                    )
+        if _unchanged(real, st):
+            self._store_digest(real, algorithm, ident, digest)
         return digest, size
 
     def digest_with_chunks(
@@ -275,33 +265,46 @@ class DigestCache:
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         table = self._cached_table(real, geometry, ident)
         if table is not None:
-            with self._db.lock:
-                db = self._db.connection()
-                row = None
-                if db is not None:
-                    with contextlib.suppress(sqlite3.Error):
-                        row = db.execute(
-                            "SELECT dev, ino, size, mtime_ns, digest FROM digests "
-                            "WHERE path = ? AND algorithm = ?",
-                            (real, algorithm),
-                        ).fetchone()
-            if row is not None and tuple(row[:4]) == ident:
-                return Digest.parse(row[4]), st.st_size, table
+            cached = self._cached_digest(real, algorithm, ident)
+            if cached is not None:
+                return cached, st.st_size, table
         if before_hash is not None:
             before_hash(st.st_size)
         digest, size, table = hash_file_with_chunks(real, geometry, algorithm)
-        after = os.stat(real)
-        if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
-            with self._db.lock:
-                db = self._db.connection()
-                if db is not None:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute(
-                            "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (real, *ident, algorithm, str(digest)),
-                        )
+        if _unchanged(real, st):
+            self._store_digest(real, algorithm, ident, digest)
             self._store_table(real, ident, table)
         return digest, size, table
+
+    def _cached_digest(
+        self, real: str, algorithm: str, ident: tuple[int, int, int, int]
+    ) -> Digest | None:
+        """The recorded digest of ``real`` if it was recorded for this very file state."""
+        with self._db.lock:
+            db = self._db.connection()
+            row = None
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    row = db.execute(
+                        "SELECT dev, ino, size, mtime_ns, digest FROM digests "
+                        "WHERE path = ? AND algorithm = ?",
+                        (real, algorithm),
+                    ).fetchone()
+        if row is None or tuple(row[:4]) != ident:
+            return None
+        return Digest.parse(row[4])
+
+    def _store_digest(
+        self, real: str, algorithm: str, ident: tuple[int, int, int, int], digest: Digest
+    ) -> None:
+        with self._db.lock:
+            db = self._db.connection()
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute(
+                        "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (real, *ident, algorithm, str(digest)),
+                    )
 
     def _cached_table(
         self, real: str, geometry: ChunkGeometry, ident: tuple[int, int, int, int]
