@@ -47,14 +47,18 @@ def _num(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-class Counter:
+class _Labelled:
+    """Values by label set, exposed as one Prometheus metric of ``kind``."""
+
+    kind = "untyped"
+
     def __init__(self, name: str, help_text: str) -> None:
         self.name = name
         self.help = help_text
         self._values: dict[Labels, float] = {}
         self._lock = threading.Lock()
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
+    def _add(self, amount: float, labels: dict[str, str]) -> None:
         key = tuple(sorted(labels.items()))
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
@@ -64,21 +68,24 @@ class Counter:
             return self._values.get(tuple(sorted(labels.items())), 0.0)
 
     def expose(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
         with self._lock:
             for labels, value in sorted(self._values.items()):
                 lines.append(f"{self.name}{_fmt_labels(labels)} {_num(value)}")
         return lines
 
 
-class Gauge:
+class Counter(_Labelled):
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        self._add(amount, labels)
+
+
+class Gauge(_Labelled):
     """A value that goes up and down (a state, a queue length), by labels."""
 
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name = name
-        self.help = help_text
-        self._values: dict[Labels, float] = {}
-        self._lock = threading.Lock()
+    kind = "gauge"
 
     def set(self, value: float, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
@@ -86,20 +93,7 @@ class Gauge:
             self._values[key] = value
 
     def add(self, amount: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(tuple(sorted(labels.items())), 0.0)
-
-    def expose(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
-        with self._lock:
-            for labels, value in sorted(self._values.items()):
-                lines.append(f"{self.name}{_fmt_labels(labels)} {_num(value)}")
-        return lines
+        self._add(amount, labels)
 
 
 class Histogram:
