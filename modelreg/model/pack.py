@@ -663,61 +663,15 @@ def pack_directory(
             emit(progress, Event("message", f"warning: {warning}"))
         return _Inspected(rel, real, size, guess, info, unsafe)
 
-    def digest_one(item: _Inspected) -> PackedFile:
-        rel, real, guess, info, unsafe = item.rel, item.real, item.guess, item.info, item.unsafe
-        spans = None
-        if split and info is not None:
-            spans = splitting.plan_spans(info, os.stat(real).st_size, target_size)
-        emit(progress, Event("message", f"hashing {rel}"))
-        identity = FileIdentity.of_path(real)
-        geometry = None
-        if chunking is not None and identity is not None:
-            geometry = chunking(real, identity.size)
-        table: ChunkTable | None = None
-        if spans is not None:
-
-            def ready(index: int, digest: Digest) -> None:
-                if on_blob is not None:
-                    span = spans[index]
-                    on_blob(Descriptor(ann.PART_MEDIA_TYPE, digest, span.length), real, span.offset)
-
-            digest, part_digests, table = cache.split_digests_with_chunks(
-                real, spans, geometry, on_span=ready
-            )
-            size = spans[-1].end
-        else:
-            before = functools.partial(on_hash, rel, real) if on_hash is not None else None
-            try:
-                if geometry is not None:
-                    digest, size, table = cache.digest_with_chunks(
-                        real, geometry, before_hash=before
-                    )
-                else:
-                    digest, size = cache.digest(real, before_hash=before)
-            except OSError as exc:
-                raise InvalidInputError(
-                    f"cannot read {rel!r}: {exc.strerror or exc}",
-                    hint="check that the file is still there and readable",
-                ) from exc
-            if on_blob is not None:
-                on_blob(Descriptor(mt.model_layer(guess.role), digest, size), real, 0)
-        desc = _describe(rel, real, digest, size, guess.role, item.untested, unsafe)
-        parts = _parts(rel, desc, spans, part_digests) if spans is not None else ()
-        if table is not None and table.size != size:
-            raise InvalidInputError(
-                f"{rel!r} changed while it was being hashed",
-                hint="push again once nothing writes to the file",
-            )
-        return PackedFile(
-            rel,
-            real,
-            desc,
-            info=info,
-            unsafe=unsafe,
-            parts=parts,
-            identity=identity,
-            chunks=table,
-        )
+    hashing = _Hashing(
+        cache=cache,
+        split=split,
+        target_size=target_size,
+        chunking=chunking,
+        on_blob=on_blob,
+        on_hash=on_hash,
+        progress=progress,
+    )
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         inspected = list(pool.map(inspect_one, entries))
@@ -725,7 +679,7 @@ def pack_directory(
         in_group = {i for g in plan for i in g}
         singles = [item for i, item in enumerate(inspected) if i not in in_group]
         group_jobs = pool.map(_pack_group, ([inspected[i] for i in g] for g in plan))
-        packed = list(pool.map(digest_one, singles))
+        packed = list(pool.map(hashing.digest, singles))
         groups: list[PackedGroup] = []
         for group, members in group_jobs:
             groups.append(group)
@@ -745,6 +699,81 @@ def pack_directory(
         warnings=tuple(warnings),
         groups=tuple(groups),
     )
+
+
+@dataclass(frozen=True)
+class _Hashing:
+    """How :func:`pack_directory` digests a file that has a layer (or parts) of its own:
+    from the digest cache or in one read, with its chunk table when asked, announcing
+    each layer (``on_blob``) as soon as its digest is known."""
+
+    cache: DigestCache
+    split: bool
+    target_size: int
+    chunking: Chunking | None
+    on_blob: BlobReady | None
+    on_hash: HashStarting | None
+    progress: ProgressCallback | None
+
+    def digest(self, item: _Inspected) -> PackedFile:
+        rel, real, guess, info, unsafe = item.rel, item.real, item.guess, item.info, item.unsafe
+        spans = None
+        if self.split and info is not None:
+            spans = splitting.plan_spans(info, os.stat(real).st_size, self.target_size)
+        emit(self.progress, Event("message", f"hashing {rel}"))
+        identity = FileIdentity.of_path(real)
+        geometry = None
+        if self.chunking is not None and identity is not None:
+            geometry = self.chunking(real, identity.size)
+        table: ChunkTable | None = None
+        if spans is not None:
+
+            def ready(index: int, digest: Digest) -> None:
+                if self.on_blob is not None:
+                    span = spans[index]
+                    self.on_blob(
+                        Descriptor(ann.PART_MEDIA_TYPE, digest, span.length), real, span.offset
+                    )
+
+            digest, part_digests, table = self.cache.split_digests_with_chunks(
+                real, spans, geometry, on_span=ready
+            )
+            size = spans[-1].end
+        else:
+            before = (
+                functools.partial(self.on_hash, rel, real) if self.on_hash is not None else None
+            )
+            try:
+                if geometry is not None:
+                    digest, size, table = self.cache.digest_with_chunks(
+                        real, geometry, before_hash=before
+                    )
+                else:
+                    digest, size = self.cache.digest(real, before_hash=before)
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"cannot read {rel!r}: {exc.strerror or exc}",
+                    hint="check that the file is still there and readable",
+                ) from exc
+            if self.on_blob is not None:
+                self.on_blob(Descriptor(mt.model_layer(guess.role), digest, size), real, 0)
+        desc = _describe(rel, real, digest, size, guess.role, item.untested, unsafe)
+        parts = _parts(rel, desc, spans, part_digests) if spans is not None else ()
+        if table is not None and table.size != size:
+            raise InvalidInputError(
+                f"{rel!r} changed while it was being hashed",
+                hint="push again once nothing writes to the file",
+            )
+        return PackedFile(
+            rel,
+            real,
+            desc,
+            info=info,
+            unsafe=unsafe,
+            parts=parts,
+            identity=identity,
+            chunks=table,
+        )
 
 
 @dataclass(frozen=True)
