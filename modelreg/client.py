@@ -664,7 +664,16 @@ class Client:
         tag = ref.tag or "latest"
         indexer = None
         if chunk_index:
+            from modelreg.lazy.chunkindex import ANN_CHUNK_INDEX
             from modelreg.lazy.publish import IndexAnnotator
+
+            if annotations is not None and ANN_CHUNK_INDEX in annotations:
+                # the push's own index would silently replace the caller's
+                raise InvalidInputError(
+                    f"the annotation {ANN_CHUNK_INDEX!r} names a chunk index, and push "
+                    "writes its own",
+                    hint="pass chunk_index=False (--no-chunk-index) to push with yours",
+                )
 
             indexer = IndexAnnotator()
         with self._engine(ref, progress) as engine:

@@ -224,3 +224,16 @@ def test_digest_cache_keeps_tables_by_geometry(tmp_path):
         assert cache.digest_with_chunks(path, ChunkGeometry(MIB))[2] == t1
         path.write_bytes(os.urandom(5 * MIB))  # changed: never served from the cache
         assert cache.digest_with_chunks(path, ChunkGeometry(MIB))[2] != t1
+
+
+def test_a_caller_chunk_index_annotation_is_refused_not_dropped(tmp_path):
+    from modelreg.errors import InvalidInputError
+    from modelreg.lazy.chunkindex import ANN_CHUNK_INDEX
+
+    root = write_big_model(tmp_path / "m")
+    with Client() as client:
+        with pytest.raises(InvalidInputError, match="writes its own"):
+            client.push(root, "team/big:v1", annotations={ANN_CHUNK_INDEX: "{}"})
+        # with the push's own index off, the caller's annotation is the manifest's
+        client.push(root, "team/big:v2", annotations={ANN_CHUNK_INDEX: "x"}, chunk_index=False)
+        assert client.inspect("team/big:v2").manifest.annotations[ANN_CHUNK_INDEX] == "x"
