@@ -227,18 +227,23 @@ def test_a_failed_push_is_raised_and_recorded_nowhere() -> None:
             engine.wait(futures)
         with pytest.raises(IntegrityError):
             engine.raise_failure()
+        # wait() raised at the first failure; the good push may still be running
+        futures[1].result(timeout=30)
         result = engine.result(blob(good))
     assert result.blobs == [str(blob(good).digest)]
 
 
 def test_close_cancels_what_has_not_started() -> None:
-    dst = SlowTarget(delay=0.1)
+    dst = SlowTarget(delay=0.5)  # long enough that close() comes while it runs
     engine = Transfer(dst, concurrency=1)
     futures = [
         engine.submit(engine.send, blob(bytes([i])), bytes_source(bytes([i])), str(i))
         for i in range(5)
     ]
-    time.sleep(0.02)
+    # the first push is under way: wait for it to start, not for a fixed time
+    deadline = time.monotonic() + 30
+    while dst.pushes == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
     engine.close()
     assert dst.pushes == 1
     assert sum(f.cancelled() for f in futures) == 4
