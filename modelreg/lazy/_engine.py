@@ -111,6 +111,8 @@ __all__ = [
 
 DEFAULT_CONCURRENCY: Final = 4
 DEFAULT_MAX_REQUEST: Final = 16 * 1024 * 1024
+_CLAIM_ATTEMPTS: Final = 4
+"""Looks a read takes before it claims chunks while other fetches keep landing."""
 DEFAULT_MEMORY: Final = 128 * 1024 * 1024
 DEFAULT_READAHEAD: Final = 64 * 1024 * 1024
 READAHEAD_TRIGGER: Final = 4 * 1024 * 1024
@@ -284,6 +286,9 @@ class Engine:
         self._lock = threading.Lock()
         self._inflight: dict[bytes, _Pending] = {}
         self._inflight_bytes = 0
+        self._landed = 0
+        """How many fetches have completed: a read that looked on disk before one landed
+        looks again before it claims (see _get_chunks)."""
         self._ahead: dict[bytes, tuple[int, float]] = {}
         """Read-ahead chunks in the memory cache that no read reached yet: size, when."""
         self._ahead_bytes = 0
@@ -596,60 +601,24 @@ class Engine:
         waits: dict[int, _Pending] = {}
         own: set[int] = set()
         missing: list[int] = []
-        unclaimed: list[int] = []
-        for i in indexes:
-            digest = fc.digest_of(i)
-            data = self.memory.get(digest)
-            if data is not None:
-                self.stats.add(chunks_from_memory=1)
-                found[i] = data
-                continue
-            with self._lock:
-                pending = self._inflight.get(digest)
-                if pending is not None and wait:
-                    pending.waiters += 1
-            if pending is not None:
-                if wait:
-                    waits[i] = pending
-                continue
-            if not wait:
-                # prefetch: skip chunks already on disk without reading them
-                if self._on_disk(file, fc, i, digest):
-                    continue
-            else:
-                data = self._load_local(file, fc, i, digest)
-                if data is not None:
-                    found[i] = data
-                    continue
-            unclaimed.append(i)
+        with self._lock:
+            seen = self._landed
+        unclaimed = self._look(file, fc, indexes, wait=wait, found=found, waits=waits)
         # Claim (or join) every chunk still missing in one step: two reads of the same
         # range then never split it between them (one claiming chunk 8 while the other
         # claimed 9-11: two requests for one range); the later read joins all of it.
-        with self._lock:
-            for i in unclaimed:
-                digest = fc.digest_of(i)
-                pending = self._inflight.get(digest)
-                if pending is None:
-                    # A fetch may have completed since the first look. One into its own
-                    # buffer stores the chunk before it drops its in-flight entry, so this
-                    # check cannot miss it; one into its reader's buffer kept nothing, and
-                    # this read fetches the chunk again, as any read arriving after it would.
-                    data = self.memory.get(digest)
-                    if data is not None:
-                        self.stats.add(chunks_from_memory=1)
-                        found[i] = data
-                        continue
-                    start, stop = fc.bounds(i)
-                    pending = _Pending(stop - start)
-                    self._inflight[digest] = pending
-                    self._inflight_bytes += stop - start
-                    own.add(i)
-                    missing.append(i)
-                elif wait:
-                    pending.waiters += 1
-                else:
-                    continue
-                waits[i] = pending
+        # A fetch that landed between the look and the claim may have put the chunk on
+        # disk (a fetch into its reader's buffer keeps nothing in memory): then look
+        # again rather than fetch it a second time. A bounded number of times, so a
+        # stream of landings cannot keep a read from ever claiming.
+        for attempt in range(_CLAIM_ATTEMPTS):
+            with self._lock:
+                if self._landed == seen or attempt == _CLAIM_ATTEMPTS - 1:
+                    missing = self._claim(fc, unclaimed, wait=wait, found=found, waits=waits)
+                    own.update(missing)
+                    break
+                seen = self._landed
+            unclaimed = self._look(file, fc, unclaimed, wait=wait, found=found, waits=waits)
         runs = self._plan(file, fc, missing, into, ahead=not wait)
         error: BaseException | None = None
         for run in runs:
@@ -682,6 +651,83 @@ class Engine:
                     if entry is not None:
                         self._ahead_bytes -= entry[0]
         return found
+
+    def _look(
+        self,
+        file: ModelFile,
+        fc: FileChunks,
+        indexes: Iterable[int],
+        *,
+        wait: bool,
+        found: dict[int, Chunk | None],
+        waits: dict[int, _Pending],
+    ) -> list[int]:
+        """First look for each chunk: memory, a fetch in flight (joined), then disk.
+
+        Fills ``found`` and ``waits``; returns the chunks nobody has yet."""
+        unclaimed: list[int] = []
+        for i in indexes:
+            digest = fc.digest_of(i)
+            data = self.memory.get(digest)
+            if data is not None:
+                self.stats.add(chunks_from_memory=1)
+                found[i] = data
+                continue
+            with self._lock:
+                pending = self._inflight.get(digest)
+                if pending is not None and wait:
+                    pending.waiters += 1
+            if pending is not None:
+                if wait:
+                    waits[i] = pending
+                continue
+            if not wait:
+                # prefetch: skip chunks already on disk without reading them
+                if self._on_disk(file, fc, i, digest):
+                    continue
+            else:
+                data = self._load_local(file, fc, i, digest)
+                if data is not None:
+                    found[i] = data
+                    continue
+            unclaimed.append(i)
+        return unclaimed
+
+    def _claim(
+        self,
+        fc: FileChunks,
+        unclaimed: list[int],
+        *,
+        wait: bool,
+        found: dict[int, Chunk | None],
+        waits: dict[int, _Pending],
+    ) -> list[int]:
+        """Under the lock: join each chunk in flight, else register it as this read's.
+
+        Returns the chunks this read must fetch."""
+        missing: list[int] = []
+        for i in unclaimed:
+            digest = fc.digest_of(i)
+            pending = self._inflight.get(digest)
+            if pending is None:
+                # a fetch into its own buffer stores the chunk before it drops its
+                # in-flight entry, so this check cannot miss one that completed
+                data = self.memory.get(digest)
+                if data is not None:
+                    self.stats.add(chunks_from_memory=1)
+                    found[i] = data
+                    continue
+                start, stop = fc.bounds(i)
+                pending = _Pending(stop - start)
+                self._inflight[digest] = pending
+                self._inflight_bytes += stop - start
+                missing.append(i)
+            elif wait:
+                pending.waiters += 1
+            else:
+                continue
+            waits[i] = pending
+        return missing
 
     def _plan(
         self,
@@ -782,6 +828,7 @@ class Engine:
                 self.memory.put(digest, mine)
         landed = time.monotonic()
         with self._lock:
+            self._landed += 1
             for k, i in enumerate(run.indexes):
                 pending = self._inflight.pop(fc.digest_of(i), None)
                 if pending is None:
