@@ -22,6 +22,12 @@ Who feeds it:
 * copy (``modelreg cp``, :func:`modelreg.copy.copy_graph`): the graph walk submits
   each manifest's blobs to :meth:`Transfer.send`.
 
+A blob read from a source whose mirror served wrong bytes is sent again from byte 0
+(:func:`~modelreg.content.refetch.refetching`): the source's reader has distrusted that
+mirror, so the next read comes from the next source; the upload that read the wrong
+bytes was never committed (the reader fails at the blob's end, before the last request),
+and the other blobs in flight are not disturbed.
+
 Designed to take next:
 
 * lazy prefetch: a Transfer whose destination is the local store's target and whose
@@ -59,6 +65,7 @@ from modelreg.content.base import (
     ReadOnlyTarget,
     Target,
 )
+from modelreg.content.refetch import refetching
 from modelreg.errors import UnsupportedError
 from modelreg.events import Event, EventKind, ProgressCallback, emit
 from modelreg.oci.descriptor import Descriptor
@@ -276,7 +283,14 @@ class Transfer:
     def push(self, desc: Descriptor, source: BlobSource, name: str) -> PushResult:
         """Stream ``desc`` from ``source`` into the destination; records it when done."""
         emit(self.progress, Event("start", name, desc, total=desc.size))
-        pushed = self.dst.push(desc, self._observed(source, name, desc, desc.size))
+        observed = self._observed(source, name, desc, desc.size)
+        # a mirror of the source that served wrong bytes is distrusted by its reader,
+        # and the upload, never committed, is made again from byte 0 from the next source
+        pushed = refetching(
+            lambda: self.dst.push(desc, observed),
+            what=f"{name} ({desc.digest})",
+            progress=self.progress,
+        )
         self.record(desc, pushed)
         emit(self.progress, Event("done", name, desc, total=desc.size))
         return pushed

@@ -89,6 +89,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from modelreg.content.base import CHUNK, RangeReader, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
+from modelreg.content.refetch import checked, refetching
 from modelreg.errors import FormatError, IntegrityError, ModelRegError, NotFoundError
 from modelreg.lazy._cache import ChunkStore, MemoryLRU
 from modelreg.lazy._files import ModelFile
@@ -469,22 +470,27 @@ class Engine:
     def _fill_chunk_run(self, file: ModelFile, fc: FileChunks, run: _FillRun) -> None:
         try:
             views = _materialise(run)
-            self._fetch_into(file, run.start, views)
             offsets = [offset for offset, _ in run.pieces]
-            for i in fc.span(run.start, run.stop - run.start):
-                start, stop = fc.bounds(i)
-                hasher = hashlib.sha256()
-                for piece in _views_in(offsets, views, start, stop):
-                    hasher.update(piece)
-                if hasher.digest() != fc.digest_of(i):
-                    self.stats.add(integrity_failures=1)
-                    raise IntegrityError(
-                        f"{file.path!r}: bytes {start}-{stop - 1} (chunk {i}) from "
-                        f"{_where(self.target)} hash to sha256:{hasher.hexdigest()}, the chunk "
-                        f"index says sha256:{fc.digest_of(i).hex()}",
-                        hint="the registry or something on the way serves tampered or corrupt "
-                        "bytes; no tensor holding them was handed out",
-                    )
+
+            def check() -> None:
+                for i in fc.span(run.start, run.stop - run.start):
+                    start, stop = fc.bounds(i)
+                    hasher = hashlib.sha256()
+                    for piece in _views_in(offsets, views, start, stop):
+                        hasher.update(piece)
+                    if hasher.digest() != fc.digest_of(i):
+                        self.stats.add(integrity_failures=1)
+                        raise IntegrityError(
+                            f"{file.path!r}: bytes {start}-{stop - 1} (chunk {i}) from "
+                            f"{_where(self.target)} hash to sha256:{hasher.hexdigest()}, the "
+                            f"chunk index says sha256:{fc.digest_of(i).hex()}",
+                            hint="the registry or something on the way serves tampered or "
+                            "corrupt bytes; no tensor holding them was handed out",
+                        )
+
+            # bytes a mirror served that fail the check: that mirror is distrusted and
+            # the same views are filled again from the next source
+            checked(self.target, lambda: self._fetch_into(file, run.start, views), check)
             self.stats.add(chunks_fetched=len(fc.span(run.start, run.stop - run.start)))
         except BaseException as exc:
             if not run.done.done():
@@ -796,20 +802,29 @@ class Engine:
         try:
             first, _ = fc.bounds(run.indexes[0])
             _, last = fc.bounds(run.indexes[-1])
-            self._fetch_views(run.file, first, last - first, views)
-            for i, piece in zip(run.indexes, views, strict=True):
-                digest = fc.digest_of(i)
-                got = hashlib.sha256(piece).digest()
-                if got != digest:
-                    start, stop = fc.bounds(i)
-                    self.stats.add(integrity_failures=1)
-                    raise IntegrityError(
-                        f"{run.file.path!r}: bytes {start}-{stop - 1} (chunk {i}) from "
-                        f"{_where(self.target)} hash to sha256:{got.hex()}, the chunk index "
-                        f"says sha256:{digest.hex()}",
-                        hint="the registry or something on the way serves tampered or corrupt "
-                        "bytes; nothing from this response was cached or returned",
-                    )
+
+            def check() -> None:
+                for i, piece in zip(run.indexes, views, strict=True):
+                    digest = fc.digest_of(i)
+                    got = hashlib.sha256(piece).digest()
+                    if got != digest:
+                        start, stop = fc.bounds(i)
+                        self.stats.add(integrity_failures=1)
+                        raise IntegrityError(
+                            f"{run.file.path!r}: bytes {start}-{stop - 1} (chunk {i}) from "
+                            f"{_where(self.target)} hash to sha256:{got.hex()}, the chunk "
+                            f"index says sha256:{digest.hex()}",
+                            hint="the registry or something on the way serves tampered or "
+                            "corrupt bytes; nothing from this response was cached or returned",
+                        )
+
+            # bytes a mirror served that fail the check: that mirror is distrusted and
+            # the same views are filled again from the next source
+            checked(
+                self.target,
+                lambda: self._fetch_views(run.file, first, last - first, views),
+                check,
+            )
         except BaseException as exc:
             for view in run.into:
                 if view is not None:
@@ -921,14 +936,19 @@ class Engine:
                     return
             if self.source_is_store:
                 raise NotFoundError(f"blob {desc.digest} is not in the local store")
-            with (
-                self.target.fetch(desc) as reader,
-                self.store.ingest(desc, verified_by=reader) as writer,
-            ):
-                buf = bytearray(CHUNK)
-                view = memoryview(buf)
-                while n := reader.readinto(buf):
-                    writer.write(view[:n])
+
+            def attempt() -> None:
+                # a failed read aborts the ingest: nothing of it stays in the store
+                with (
+                    self.target.fetch(desc) as reader,
+                    self.store.ingest(desc, verified_by=reader) as writer,
+                ):
+                    buf = bytearray(CHUNK)
+                    view = memoryview(buf)
+                    while n := reader.readinto(buf):
+                        writer.write(view[:n])
+
+            refetching(attempt, what=f"blob {desc.digest}")
             self.stats.add(remote_bytes=desc.size, remote_requests=1, whole_blobs=1)
             self._verified_blobs.add(desc.digest)
 

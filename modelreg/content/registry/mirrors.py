@@ -21,19 +21,27 @@ repositories. The rules, as containerd applies them and as SECURITY.md needs the
   through the client's ``on_warning`` (a 404 only to the debug log: for a mirror
   that is not a cache, a miss is normal).
 * **Verification.** A mirror is untrusted. What it serves is read by the same
-  :class:`~modelreg.content.registry.target.RegistryTarget` code as the server's:
-  manifests hashed against the digest asked for, blobs through the verifying reader.
-  A tag resolved at a mirror yields a digest, and from then on everything is checked
-  against that digest. Manifests and ranges are read whole before they are returned,
-  so wrong bytes from a mirror are refused and the next source is asked; so are
-  manifests fetched by descriptor (they are small). A blob is streamed to its
-  consumer, so its bytes cannot be taken back: when they fail verification, the
-  mirror is distrusted at once (and reported), and the consumer sees
-  :class:`~modelreg.errors.MirrorIntegrityError` at the blob's end, keeps nothing of
-  it, and fetches the blob again from byte 0: the next fetch skips that mirror and
-  reads the next source (``Client.pull`` and ``prefetch`` do this; containerd does it
-  for manifests). Only the last source's failure is a plain
-  :class:`~modelreg.errors.IntegrityError`.
+  :class:`~modelreg.content.registry.target.RegistryTarget` code as the server's and
+  checked the same way: manifests hashed against the digest asked for, blobs hashed
+  whole against theirs. A tag resolved at a mirror yields a digest, and from then on
+  everything is checked against that digest. Manifests and ranges are read whole before
+  they are returned, so wrong bytes from a mirror are refused and the next source is
+  asked; so are manifests fetched by descriptor (they are small).
+* **One blob at a time.** A blob is streamed to its consumer from one source at a time
+  (:class:`_Failover`). A source that breaks mid-blob (cut, refused, too slow) hands
+  over to the next source *at the offset reached*: the rest comes from the next mirror
+  or the server, and the whole blob is still hashed against its digest, so nothing
+  unverified is ever kept and the bytes already received are not fetched twice. Bytes
+  that fail verification cannot be taken back from the consumer: every mirror that
+  served part of the blob is distrusted at once (and reported), and the consumer sees
+  :class:`~modelreg.errors.MirrorIntegrityError`, throws away that blob and reads it
+  again from byte 0, now from the next source
+  (:func:`modelreg.content.refetch.refetching`: the pull, ``cp``, ``prefetch``); the
+  other blobs in flight go on. Ranges verified by their caller (lazy reads against the
+  chunk index) are read again the same way (:func:`modelreg.content.refetch.checked`,
+  through :meth:`MirroredTarget.served_by` and :meth:`MirroredTarget.distrust`). Only
+  the last source's failure is a plain error, and its hint names every source tried for
+  that blob and what each did.
 * **Credentials.** Each mirror has its own client, which looks credentials up under
   the mirror's host: the origin's are never sent to a mirror unless the docker config
   holds them for that mirror too. Requests to a mirror carry ``ns=<origin host>``, as
@@ -44,12 +52,13 @@ repositories. The rules, as containerd applies them and as SECURITY.md needs the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -84,6 +93,7 @@ MIRROR_CONNECT_TIMEOUT = 5.0
 
 _log = logging.getLogger("modelreg.registry")
 T = TypeVar("T")
+E = TypeVar("E", bound=ModelRegError)
 
 
 @dataclass
@@ -179,6 +189,9 @@ class MirroredTarget(RegistryTarget):
         super().__init__(client, repository)
         # the server's repository name (Docker Hub's library/ added) is the mirrors' too
         self._mirrors = [(m, _MirrorRepository(m, self.repository)) for m in mirrors]
+        self._tried: dict[str, list[str]] = {}
+        self._tried_lock = threading.Lock()
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         hosts = ", ".join(m.host for m, _ in self._mirrors)
@@ -194,14 +207,88 @@ class MirroredTarget(RegistryTarget):
         out[self.client.api_host] = self.client.stats.bytes_received
         return out
 
+    # ------------------------------------------------------------ who did what
+    def tried(self, key: str) -> list[str]:
+        """What each source that failed ``key`` (a digest, or a reference) did."""
+        with self._tried_lock:
+            return list(self._tried.get(key, ()))
+
+    def _failed(self, mirror: Mirror, exc: ModelRegError, what: str, key: str) -> None:
+        if not isinstance(exc, MirrorIntegrityError):  # else its reader said so already
+            mirror.failed(exc, what)
+        with self._tried_lock:
+            self._tried.setdefault(key, []).append(f"{mirror.host}: {_failure(exc)}")
+
+    def _last(self, exc: E, capability: str, key: str) -> E:
+        """The server's failure, its hint naming every source tried for ``key`` before."""
+        exc.hint = _with_mirror_note(exc.hint, capability, self.tried(key), self._mirrors)
+        return exc
+
+    @contextlib.contextmanager
+    def served_by(self) -> Iterator[list[str]]:
+        """The hosts that serve this thread's reads by digest inside the block."""
+        hosts: list[str] = []
+        stack: list[list[str]] = self._local.__dict__.setdefault("stack", [])
+        stack.append(hosts)
+        try:
+            yield hosts
+        finally:
+            stack.remove(hosts)
+
+    def _served(self, host: str) -> None:
+        for hosts in self._local.__dict__.get("stack", ()):
+            if host not in hosts:
+                hosts.append(host)
+
+    def distrust(self, hosts: Sequence[str], exc: IntegrityError) -> bool:
+        """Never read from the mirrors among ``hosts`` again: they served bytes that
+        ``exc`` says are wrong. True if one of them was a mirror."""
+        found = False
+        for mirror, _ in self._mirrors:
+            if mirror.host in hosts:
+                mirror.failed(exc, "serve verified bytes")
+                found = True
+        return found
+
+    def _blame(
+        self, served: Sequence[Mirror | None], exc: IntegrityError, desc: Descriptor
+    ) -> IntegrityError:
+        """The error for a blob whose bytes did not verify, once they were all read."""
+        key = str(desc.digest)
+        hosts = [m.host if m is not None else self.client.api_host for m in served]
+        mirrors = [m for m in served if m is not None]
+        for mirror in mirrors:
+            mirror.failed(exc, f"download {key}")
+            with self._tried_lock:
+                self._tried.setdefault(key, []).append(f"{mirror.host}: {_failure(exc)}")
+        if not mirrors:
+            return self._last(exc, "pull", key)
+        return MirrorIntegrityError(
+            f"{exc.message} (served by {', '.join(hosts)})",
+            hint=(
+                f"mirror {mirrors[0].host} is not used again by this client; fetch the blob "
+                "again to read it from the next source"
+            ),
+            digest=key,
+            mirror=mirrors[0].host,
+        )
+
+    def _sources(self, capability: str) -> list[tuple[Mirror | None, RegistryTarget]]:
+        """The mirrors that may serve ``capability`` now, in order, then the server."""
+        out: list[tuple[Mirror | None, RegistryTarget]] = [
+            (m, t) for m, t in self._mirrors if m.usable(capability)
+        ]
+        out.append((None, self))  # its open_blob is the server's own
+        return out
+
     def _through(
         self,
         capability: str,
         what: str,
         read: Callable[[RegistryTarget], T],
         origin: Callable[[], T],
+        key: str,
     ) -> T:
-        skipped: list[str] = []
         for mirror, target in self._mirrors:
             if not mirror.usable(capability):
                 continue
@@ -210,17 +297,17 @@ class MirroredTarget(RegistryTarget):
             except InvalidInputError:
                 raise  # our own request was wrong: no other host would take it
             except ModelRegError as exc:
-                if not isinstance(exc, MirrorIntegrityError):  # else its reader said so
-                    mirror.failed(exc, what)
-                skipped.append(f"{mirror.host} ({type(exc).__name__})")
+                self._failed(mirror, exc, what, key)
                 continue
             _log.info("%s: served by mirror %s", what, mirror.host)
+            self._served(mirror.host)
             return result
         try:
-            return origin()
+            result = origin()
         except ModelRegError as exc:
-            exc.hint = _with_mirror_note(exc.hint, capability, skipped, self._mirrors)
-            raise
+            raise self._last(exc, capability, key) from None
+        self._served(self.client.api_host)
+        return result
 
     # ------------------------------------------------------------------ reads
     def fetch(self, desc: Descriptor) -> VerifyingReader:
@@ -235,31 +322,29 @@ class MirroredTarget(RegistryTarget):
                 f"download manifest {desc.digest}",
                 whole,
                 lambda: super(MirroredTarget, self).fetch(desc),
+                str(desc.digest),
             )
-        return self._through(
-            "pull",
-            f"download {desc.digest}",
-            lambda t: t.fetch(desc),
-            lambda: super(MirroredTarget, self).fetch(desc),
-        )
+        return _FailoverReader(self, desc)
 
     def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes:
         # a range has no digest of its own: the chunk index or the caller verifies it,
-        # exactly as it does for the server's bytes
+        # exactly as it does for the server's bytes (modelreg.content.refetch.checked)
         return self._through(
             "pull",
             f"read {length} bytes of {desc.digest}",
             lambda t: t.fetch_range(desc, offset, length),
             lambda: super(MirroredTarget, self).fetch_range(desc, offset, length),
+            str(desc.digest),
         )
 
     def fetch_range_into(self, desc: Descriptor, offset: int, views: list[memoryview]) -> None:
-        # a failed mirror may have filled part of the views: the origin fills them all again
+        # a failed mirror may have filled part of the views: the next source fills them all
         self._through(
             "pull",
             f"read {sum(len(v) for v in views)} bytes of {desc.digest}",
             lambda t: t.fetch_range_into(desc, offset, views),
             lambda: super(MirroredTarget, self).fetch_range_into(desc, offset, views),
+            str(desc.digest),
         )
 
     def resolve(self, reference: str) -> Descriptor:
@@ -269,6 +354,7 @@ class MirroredTarget(RegistryTarget):
             f"resolve {reference!r} in {self.repository}",
             lambda t: t.resolve(reference),
             lambda: super(MirroredTarget, self).resolve(reference),
+            reference,
         )
 
     def fetch_manifest(self, reference: str) -> tuple[Descriptor, bytes]:
@@ -278,17 +364,136 @@ class MirroredTarget(RegistryTarget):
             f"fetch manifest {reference!r} of {self.repository}",
             lambda t: t.fetch_manifest(reference),
             lambda: super(MirroredTarget, self).fetch_manifest(reference),
+            reference,
         )
+
+
+class _Failover(io.RawIOBase):
+    """The raw bytes of one blob from the first source that serves them.
+
+    A mirror that fails to open the blob, or breaks while sending it (after its own
+    resumes), is reported and skipped, and the next source continues at the offset
+    reached (a ``Range`` request). The server, last, has no one to hand over to: its
+    failure ends the read (``exhausted``), its hint naming what every source did.
+    Nothing here is verified: :class:`_FailoverReader` hashes the whole blob.
+    """
+
+    def __init__(self, owner: MirroredTarget, desc: Descriptor) -> None:
+        super().__init__()
+        self._owner = owner
+        self._desc = desc
+        self._queue = owner._sources("pull")
+        self._stream: ResponseReader | None = None
+        self._mirror: Mirror | None = None
+        self.offset = 0
+        self.served: list[Mirror | None] = []
+        """Each source that delivered bytes of this blob (None: the server)."""
+        self.exhausted = False
+        self._open()
+
+    def readable(self) -> bool:
+        return True
+
+    def _give_up(self, exc: ModelRegError) -> ModelRegError:
+        self.exhausted = True
+        return self._owner._last(exc, "pull", str(self._desc.digest))
+
+    def _open(self) -> None:
+        key = str(self._desc.digest)
+        while self._queue:
+            mirror, target = self._queue.pop(0)
+            if mirror is not None and not mirror.usable("pull"):
+                continue  # found down or lying meanwhile (by another blob)
+            try:
+                self._stream = target.open_blob(self._desc, self.offset)
+            except InvalidInputError:
+                raise
+            except ModelRegError as exc:
+                if mirror is None:
+                    raise self._give_up(exc) from None
+                self._owner._failed(mirror, exc, f"download {key}", key)
+                continue
+            self._mirror = mirror
+            host = mirror.host if mirror is not None else self._owner.client.api_host
+            if self.offset:
+                _log.info("%s: continuing at byte %d from %s", key, self.offset, host)
+            else:
+                _log.info("download %s: served by %s", key, host)
+            return
+        raise AssertionError("the server is always the last source")  # pragma: no cover
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        key = str(self._desc.digest)
+        while True:
+            assert self._stream is not None
+            try:
+                n = self._stream.readinto(buffer) or 0
+            except InvalidInputError:
+                raise
+            except ModelRegError as exc:
+                if self._mirror is None:
+                    raise self._give_up(exc) from None
+                what = f"download {key} (broke at byte {self.offset})"
+                self._owner._failed(self._mirror, exc, what, key)
+                self._stream.close()
+                self._open()
+                continue
+            if n and self._mirror not in self.served:
+                self.served.append(self._mirror)
+                if self._mirror is not None:
+                    self._owner._served(self._mirror.host)
+                else:
+                    self._owner._served(self._owner.client.api_host)
+            self.offset += n
+            return n
+
+    def close(self) -> None:
+        try:
+            if self._stream is not None:
+                self._stream.close()
+        finally:
+            super().close()
+
+
+class _FailoverReader(VerifyingReader):
+    """A blob read through :class:`_Failover`, hashed whole: a mismatch blames the
+    mirrors that served it (:meth:`MirroredTarget._blame`)."""
+
+    def __init__(self, owner: MirroredTarget, desc: Descriptor) -> None:
+        self._failover = _Failover(owner, desc)
+        super().__init__(self._failover, desc, what=f"blob {desc.digest} of {owner.name}")
+        self._owner = owner
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return super().readinto(buffer)
+        except IntegrityError as exc:
+            if self._failover.exhausted or isinstance(exc, MirrorIntegrityError):
+                raise
+            raise self._owner._blame(self._failover.served, exc, self.descriptor) from exc
+
+
+def _failure(exc: ModelRegError) -> str:
+    """What a source did, in a few words, for the list of sources tried."""
+    if isinstance(exc, IntegrityError):
+        kind = "wrong bytes"
+    elif isinstance(exc, NotFoundError):
+        kind = "does not have it"
+    elif isinstance(exc, NetworkError):
+        kind = "unreachable or broke off"
+    else:
+        kind = type(exc).__name__
+    return f"{kind} ({exc.message})"
 
 
 def _with_mirror_note(
     hint: str | None,
     capability: str,
-    skipped: Sequence[str],
+    tried: Sequence[str],
     mirrors: Sequence[tuple[Mirror, RegistryTarget]],
 ) -> str | None:
-    if skipped:
-        note = f"the mirrors failed first: {', '.join(skipped)}"
+    if tried:
+        note = f"the mirrors failed first: {'; '.join(tried)}"
     elif capability == "resolve" and not any(m.endpoint.can("resolve") for m, _ in mirrors):
         note = (
             'no configured mirror may resolve tags (capability "resolve"); pull by digest '

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from modelreg.content.base import BlobSource, PushResult, ReadOnlyTarget, VerifyingReader
+from modelreg.content.fallback_entries import complete_entries
 from modelreg.content.registry.auth import repository_scope
 from modelreg.content.registry.client import BULK_MIN
 from modelreg.content.registry.deadlines import SMALL_BODY, TransferBound
@@ -222,13 +223,14 @@ class RegistryTarget:
         """Open a blob (or manifest) for reading; every byte is checked against ``desc``."""
         is_manifest = self._is_manifest(desc)
         kind = "manifest" if is_manifest else "blob"
-        path = self._path("manifests" if is_manifest else "blobs", str(desc.digest))
-        headers = {"Accept-Encoding": "identity"}
-        if is_manifest:
-            headers["Accept"] = f"{desc.media_type}, {MANIFEST_ACCEPT}"
-        bulk = not is_manifest and desc.size >= BULK_MIN
+        if not is_manifest:
+            return self._verifying(
+                self.open_blob(desc), desc, f"blob {desc.digest} from {self.name}"
+            )
+        path = self._path("manifests", str(desc.digest))
+        headers = {"Accept-Encoding": "identity", "Accept": f"{desc.media_type}, {MANIFEST_ACCEPT}"}
         what = f"download {kind} {desc.digest} from {self.name}"
-        bound = self._bound(is_manifest or desc.size <= SMALL_BODY, what, path)
+        bound = self._bound(True, what, path)
         response = self.client.request(
             "GET",
             path,
@@ -236,16 +238,16 @@ class RegistryTarget:
             what=what,
             headers=headers,
             follow_redirects=True,
-            bulk=bulk,
+            bulk=False,
             repository=self.repository,
             subject=f"{kind} {desc.digest}",
-            bound=bound if is_manifest or desc.size <= SMALL_BODY else None,
+            bound=bound,
         )
         self._check_length(response, desc, kind)
 
         def reopen(delivered: int, attempt: int) -> tuple[httpx.Response, int]:
             self.client.retry.sleep(self.client.retry.backoff(attempt))
-            return self._open_from(path, headers, desc, delivered, desc.size - 1, bulk, what)
+            return self._open_from(path, headers, desc, delivered, desc.size - 1, False, what)
 
         reader = ResponseReader(
             response,
@@ -256,6 +258,50 @@ class RegistryTarget:
             bound=bound,
         )
         return self._verifying(reader, desc, f"{kind} {desc.digest} from {self.name}")
+
+    def open_blob(self, desc: Descriptor, offset: int = 0) -> ResponseReader:
+        """The body of blob ``desc`` from byte ``offset`` on, *unverified* (:meth:`fetch`
+        puts the verifying reader over it; a mirrored read hands a blob over to the next
+        source at the offset reached). A cut connection is resumed here a bounded number
+        of times, as :meth:`fetch` does."""
+        path = self._path("blobs", str(desc.digest))
+        headers = {"Accept-Encoding": "identity"}
+        bulk = desc.size - offset >= BULK_MIN
+        what = f"download blob {desc.digest} from {self.name}"
+        small = desc.size <= SMALL_BODY
+        bound = self._bound(small, what, path)
+        skip = 0
+        if offset == 0:
+            response = self.client.request(
+                "GET",
+                path,
+                scopes=self._pull,
+                what=what,
+                headers=headers,
+                follow_redirects=True,
+                bulk=bulk,
+                repository=self.repository,
+                subject=f"blob {desc.digest}",
+                bound=bound if small else None,
+            )
+            self._check_length(response, desc, "blob")
+        else:
+            response, skip = self._open_from(path, headers, desc, offset, desc.size - 1, bulk, what)
+
+        def reopen(delivered: int, attempt: int) -> tuple[httpx.Response, int]:
+            self.client.retry.sleep(self.client.retry.backoff(attempt))
+            start = offset + delivered
+            return self._open_from(path, headers, desc, start, desc.size - 1, bulk, what)
+
+        return ResponseReader(
+            response,
+            on_bytes=self.client.stats.add_received,
+            translate=lambda exc, n: self.client.network_error(exc, what=what, attempts=n),
+            reopen=reopen,
+            max_resumes=self.client.retry.max_attempts - 1,
+            skip=skip,
+            bound=bound,
+        )
 
     def _verifying(self, stream: ResponseReader, desc: Descriptor, what: str) -> VerifyingReader:
         """The verifying reader over a fetched stream (a mirror's says who lied)."""
@@ -524,6 +570,10 @@ class RegistryTarget:
             self._check_referrer_count(len(found), desc)
             next_url = parse_link_next(link, request_url)
             if next_url is None or str(next_url) in seen:
+                if not found:
+                    # Referrers that reached the repository only as the fallback tag
+                    # (copied by a tool that knows no referrers API) are found there.
+                    return self._referrers_fallback(desc, artifact_type)
                 return self._filter(found, artifact_type)
             self._check_same_origin(next_url, "referrers Link")
             seen.add(str(next_url))
@@ -542,7 +592,16 @@ class RegistryTarget:
             return []
         index = self._parse_referrers_index(data, tag)
         self._check_referrer_count(len(index.manifests), desc)
-        return self._filter(list(index.manifests), artifact_type)
+        where = f"the referrers index at tag {tag!r} of {self.name}"
+        entries = complete_entries(index.manifests, desc, self._fetch_referrer, where=where)
+        return self._filter(entries, artifact_type)
+
+    def _fetch_referrer(self, entry: Descriptor) -> bytes | None:
+        """The manifest a fallback-index entry names (verified), None when it is gone."""
+        try:
+            return self.fetch_manifest(str(entry.digest))[1]
+        except NotFoundError:
+            return None
 
     def _parse_referrers_index(self, data: bytes, tag: str) -> Index:
         try:

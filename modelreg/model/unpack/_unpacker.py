@@ -24,6 +24,7 @@ from pathlib import Path
 from modelreg.content.base import CHUNK, ReadOnlyTarget, VerifyingReader
 from modelreg.content.copies import Copies, Copy
 from modelreg.content.layout import BlobWriter, LayoutStore
+from modelreg.content.refetch import refetching
 from modelreg.errors import IntegrityError, NotFoundError
 from modelreg.events import Event, EventKind, ProgressCallback, emit
 from modelreg.model import archive as arch
@@ -410,8 +411,13 @@ class Unpacker:
 
     def fetch_raw(self, desc: Descriptor, name: str, dst: Path, tee: bool) -> None:
         self._emit("start", name, desc)
-        with self.source.fetch(desc) as stream:
-            self.stream_into(stream, desc, name, dst, tee)
+
+        def attempt() -> None:
+            # dst is truncated and the cache ingest aborted when an attempt fails
+            with self.source.fetch(desc) as stream:
+                self.stream_into(stream, desc, name, dst, tee)
+
+        refetching(attempt, what=f"{name} ({desc.digest})", progress=self.progress)
         self._emit("done", name, desc)
         self.result.add(desc.size, 0)
 
@@ -470,15 +476,20 @@ class Unpacker:
     # ---------------------------------------------------- compressed and archives
     def write_compressed(self, path: str, r: RawLayer) -> None:
         (self.staging / path).parent.mkdir(parents=True, exist_ok=True)
-        with self.reader.open(r.descriptor, path) as stream:
-            entry = decompress_layer(
-                stream,
-                path,
-                r,
-                self.staging / path,
-                expand_ratio=self.expand_ratio,
-                fsync=self.fsync,
-            )
+
+        def attempt() -> FileEntry:
+            # the staged file is opened "wb": a read again starts it over
+            with self.reader.open(r.descriptor, path) as stream:
+                return decompress_layer(
+                    stream,
+                    path,
+                    r,
+                    self.staging / path,
+                    expand_ratio=self.expand_ratio,
+                    fsync=self.fsync,
+                )
+
+        entry = refetching(attempt, what=f"{path} ({r.descriptor.digest})", progress=self.progress)
         os.chmod(self.staging / path, r.mode)
         self.result.add_files([entry])
 
@@ -524,8 +535,7 @@ class Unpacker:
                 return
             # copy mode: the cache keeps the part (parts are not block-aligned: no reflinks)
             keep = self.cache_plan.mode == "copy"
-            with self.reader.open(part.descriptor, name, keep=keep) as stream:
-                blockio.pwrite_all(stream, self.split_fds[path], part.offset, buf, None)
+            self.fetch_part_bytes(path, part, name, buf, keep=keep)
         except IntegrityError as exc:
             raise IntegrityError(
                 f"part {k + 1} of {len(sf.parts)} of {path!r}: {exc.message}", hint=exc.hint
@@ -667,8 +677,20 @@ class Unpacker:
             self.cache.evict(desc.digest)
         emit(self.progress, Event("message", f"{path}: part {k + 1} was not intact; fetching"))
         self.result.add(0, -desc.size)  # reader.open counts it as fetched
-        with self.reader.open(desc, f"{path} [part {k + 1}/{len(sf.parts)}]") as stream:
-            blockio.pwrite_all(stream, self.split_fds[path], sf.parts[k].offset, buf, None)
+        self.fetch_part_bytes(path, sf.parts[k], f"{path} [part {k + 1}/{len(sf.parts)}]", buf)
+
+    def fetch_part_bytes(
+        self, path: str, part: PartRef, name: str, buf: bytearray, *, keep: bool = True
+    ) -> None:
+        """Part ``part`` of the split file ``path`` from the source into its place; read
+        again (into the same place, over what a failed read left) from the next source
+        when a mirror served wrong bytes. The whole-file check follows the parts."""
+
+        def attempt() -> None:
+            with self.reader.open(part.descriptor, name, keep=keep) as stream:
+                blockio.pwrite_all(stream, self.split_fds[path], part.offset, buf, None)
+
+        refetching(attempt, what=f"{name} ({part.descriptor.digest})", progress=self.progress)
 
 
 def _copies_in(out: Path, records: Sequence[tuple[str, str, int, int]]) -> list[Copy]:
