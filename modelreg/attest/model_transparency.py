@@ -2,7 +2,9 @@
 
 :func:`model_statement` builds the ``https://model_signing/signature/v1.0``
 statement from a manifest without reading any weights: with one raw layer per
-file, a file's SHA-256 *is* its layer digest. Which files become resources is
+file, a file's SHA-256 *is* its layer digest (a file in a small-file group: the
+digest its group's member table gives, :mod:`modelreg.model.grouping`). Which
+files become resources is
 decided by :class:`~modelreg.attest.coverage.Coverage`, the one rule the
 directory verifier and ``model_signing`` share (git metadata is left to the
 manifest signature). Resources are ordered the way
@@ -24,8 +26,10 @@ from typing import Final
 from modelreg.attest.coverage import GIT_PATHS, Coverage, statement_ignore_paths
 from modelreg.attest.intoto import Statement, Subject
 from modelreg.errors import InvalidInputError
+from modelreg.model import grouping
 from modelreg.model.paths import safe_relpath
 from modelreg.model.producers import layer_path
+from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Manifest
 
 __all__ = [
@@ -74,8 +78,18 @@ def _is_raw_file_layer(media_type: str) -> bool:
     return not any(token in lowered for token in ("tar", "gzip", "zstd", "+zip"))
 
 
+def _group_rows(layer: Descriptor) -> tuple[grouping.TableRow, ...] | None:
+    """The members of a small-file group layer (uncompressed tar with a member table)."""
+    if grouping.ANN_GROUP_FILES not in layer.annotations:
+        return None
+    if not layer.media_type.endswith(".tar"):
+        return None
+    return grouping.parse_member_table(layer)
+
+
 def model_resources(manifest: Manifest, coverage: Coverage | None = None) -> ModelResources:
-    """Per-file digests of the covered files of a manifest whose layers are one raw file each.
+    """Per-file digests of the covered files of a manifest whose layers are one raw file
+    each, or small-file groups whose member table lists each file's digest.
 
     ``coverage`` (default: ignore git metadata, as ``model_signing`` does) leaves
     files out. Raises :class:`InvalidInputError` when a layer is an archive, has
@@ -85,6 +99,14 @@ def model_resources(manifest: Manifest, coverage: Coverage | None = None) -> Mod
     covered = coverage if coverage is not None else Coverage.of()
     files: dict[str, str] = {}
     for layer in manifest.layers:
+        rows = _group_rows(layer)
+        if rows is not None:
+            # a small-file group: one resource per member, from its member table
+            for row in rows:
+                if row.path in files:
+                    raise InvalidInputError(f"two layers claim the path {row.path!r}")
+                files[row.path] = row.digest.hex
+            continue
         raw_path = layer_path(layer)
         if raw_path is None:
             raise InvalidInputError(

@@ -299,6 +299,10 @@ class Engine:
         self._closed = False
         self._chunks: dict[str, FileChunks] = {}
         for f in files:
+            if f.chunks is not None:
+                # a group member: one chunk, its own digest; no index decides otherwise
+                self._chunks[f.path] = f.chunks
+                continue
             fc = index.get(f.path) if index is not None else None
             if fc is None:
                 continue

@@ -10,6 +10,16 @@ control character, no two files colliding after normalisation, no file that is
 also a directory). A split file (``--split``) is several part layers whose
 concatenation in offset order is the file (:mod:`modelreg.model.annotations`).
 
+Files inside a modelreg small-file group (an uncompressed tar layer carrying a
+member table, :data:`modelreg.model.grouping.ANN_GROUP_FILES`) are served too:
+each is one segment of its group layer (the member's data, at the offset the
+table gives), with a one-chunk table whose digest is the file's own
+(:attr:`ModelFile.chunks`), so a read fetches exactly that member by Range and
+hashes it against the file's digest before anything is returned. The table
+locates bytes, it never vouches for them: a row pointing at another member's
+bytes or past the end fails that check (or the fetch). Member paths are claimed
+with every other file's (no collision, no file that is also a directory).
+
 Not served, each named in the notes instead (:func:`model_files`):
 
 * archive layers (tar, tar+gzip, tar+zstd: KitOps, modctl, legacy ModelPack,
@@ -29,7 +39,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelreg.lazy.chunkindex import FileChunks
 from modelreg.model import annotations as mann
+from modelreg.model import grouping
+from modelreg.model.archive import PathClaims
 from modelreg.model.layerfiles import LayerFile, layer_files
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
@@ -40,14 +53,22 @@ __all__ = ["ModelFile", "Segment", "model_files"]
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """Blob ``desc`` holds bytes ``[offset, offset + desc.size)`` of its file."""
+    """Blob ``desc`` holds bytes ``[offset, end)`` of its file, from byte ``start`` of
+    the blob on (0: the whole blob is the segment; a group member: its data)."""
 
     desc: Descriptor
     offset: int
+    start: int = 0
+    length: int | None = None
+    """Bytes of the blob in the segment (None: the whole blob)."""
+
+    @property
+    def size(self) -> int:
+        return self.desc.size if self.length is None else self.length
 
     @property
     def end(self) -> int:
-        return self.offset + self.desc.size
+        return self.offset + self.size
 
 
 @dataclass(frozen=True)
@@ -60,10 +81,18 @@ class ModelFile:
     media_type: str
     mode: int
     segments: tuple[Segment, ...]
+    chunks: FileChunks | None = None
+    """How its bytes are verified when no chunk index may say otherwise (a group
+    member: one chunk, the whole file, hashed against its own digest)."""
 
     @property
     def split(self) -> bool:
         return len(self.segments) > 1 or self.segments[0].desc.media_type == mann.PART_MEDIA_TYPE
+
+    @property
+    def grouped(self) -> bool:
+        """Its bytes are a member of a small-file group layer."""
+        return self.chunks is not None
 
     def segments_for(self, offset: int, length: int) -> list[tuple[Segment, int, int]]:
         """``(segment, offset in blob, length)`` pieces covering ``[offset, offset+length)``."""
@@ -74,7 +103,7 @@ class ModelFile:
                 continue
             start = max(offset, seg.offset)
             stop = min(end, seg.end)
-            out.append((seg, start - seg.offset, stop - start))
+            out.append((seg, seg.start + start - seg.offset, stop - start))
         return out
 
 
@@ -85,6 +114,37 @@ def _model_file(f: LayerFile) -> ModelFile:
     else:
         segments = (Segment(f.blobs[0], 0),)
     return ModelFile(f.path, f.size, f.digest, f.media_type, f.mode, segments)
+
+
+def _members(f: LayerFile) -> list[ModelFile] | None:
+    """The files of a small-file group layer, from its member table; None when the layer
+    has no table or is compressed (offsets in a table are offsets in the tar itself)."""
+    layer = f.blobs[0]
+    if grouping.ANN_GROUP_FILES not in layer.annotations:
+        return None
+    if not layer.media_type.endswith(".tar"):
+        return None
+    rows = grouping.parse_member_table(layer)
+    if rows is None:
+        return None
+    return [
+        ModelFile(
+            row.path,
+            row.size,
+            row.digest,
+            f.media_type,
+            row.mode,
+            (Segment(layer, 0, row.offset, row.size),),
+            FileChunks(
+                row.path,
+                row.size,
+                row.digest,
+                max(1, row.size),
+                digests=bytes.fromhex(row.digest.hex),
+            ),
+        )
+        for row in rows
+    ]
 
 
 def _note(f: LayerFile) -> str:
@@ -112,11 +172,25 @@ def model_files(
     files: list[ModelFile] = []
     pull_only: list[LayerFile] = []
     notes: list[str] = []
+    grouped: list[ModelFile] = []
     for f in layer_files(manifest, config):
         if f.readable:
             files.append(_model_file(f))
             continue
+        members = _members(f) if f.kind == "archive" else None
+        if members is not None:
+            grouped.extend(members)
+            continue
         if f.kind in ("archive", "compressed"):
             pull_only.append(f)
         notes.append(_note(f))
+    if grouped:
+        # layer_files claimed the other files already; claim them again here together with
+        # the members, so no member collides with a file or a directory of another layer
+        claims = PathClaims()
+        for mf in files:
+            claims.claim_file(mf.path, f"file {mf.path!r}")
+        for mf in grouped:
+            claims.claim_file(mf.path, f"group member {mf.path!r}")
+        files.extend(grouped)
     return files, pull_only, notes

@@ -12,7 +12,9 @@
         w = model.tensor("model.layers.0.self_attn.q_proj.weight")   # numpy array
 
 ``files`` lists every file a pull would write that can be read by range, named
-as pull names it (:mod:`modelreg.lazy._files`); files inside archive layers and
+as pull names it (:mod:`modelreg.lazy._files`), including the files of
+modelreg's small-file groups (each read by Range from its group layer and
+verified against its own digest); files inside other archive layers and
 compressed single files are readable only after ``pull``: ``notes`` names them,
 ``pull_only`` holds their layers.
 
@@ -111,9 +113,11 @@ class FileInfo:
     """True when a chunk index covers it (chunk-granular reads); else whole-blob."""
     parts: int
     """Number of blobs holding it (more than 1 for split files)."""
+    grouped: bool = False
+    """It is a member of a small-file group layer: read by Range, verified whole."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "path": self.path,
             "size": self.size,
             "digest": str(self.digest),
@@ -121,6 +125,9 @@ class FileInfo:
             "indexed": self.indexed,
             "parts": self.parts,
         }
+        if self.grouped:
+            out["grouped"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,8 +336,9 @@ class ModelHandle:
                     digest=f.digest,
                     media_type=f.media_type,
                     mode=f.mode,
-                    indexed=self._engine.chunks_of(f) is not None,
+                    indexed=not f.grouped and self._engine.chunks_of(f) is not None,
                     parts=len(f.segments),
+                    grouped=f.grouped,
                 )
             )
         return out

@@ -376,7 +376,8 @@ def add_chunk_index(
         found = find_chunk_index_referrer(target, desc)
         if found is not None:
             return IndexResult(reference, desc.digest, found[1], found[0], "referrer")
-    files = model_files(manifest)[0]
+    # group members are verified by their own digests (the member table); no index
+    files = [f for f in model_files(manifest)[0] if not f.grouped]
     if not isinstance(target, Target):
         raise InvalidInputError(f"{target.name} is read-only: cannot add a chunk index to it")
     if not files:

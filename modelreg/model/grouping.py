@@ -57,23 +57,43 @@ The layer is never written to disk: :class:`GroupStream` serves it from the
 files (headers from memory, data from each file, zero padding), so a push
 reads each small file once to hash it (the file's own digest and the layer's
 in one pass, :func:`hash_group`) and once to send it.
+
+The member table (:data:`ANN_GROUP_FILES`)
+==========================================
+
+Each group layer's descriptor carries ``dev.modelreg.group.files``: canonical
+JSON, one row per member in path order, ``[path, offset, size, sha256 hex,
+mode]`` (``offset``: where the member's data starts in the layer). The manifest
+digest covers it, so readers learn every grouped file's size, digest and place
+without reading the layer: the lazy reader fetches exactly one member's bytes
+by Range and checks them against the member's digest before returning them;
+model-level signatures list one resource per file. Other tools ignore the
+annotation and read the tar as it is. :func:`parse_member_table` checks a
+table from an artifact (safe paths in strictly increasing order, offsets on
+tar blocks, strictly increasing, after a header and inside the layer, no
+overlap): it locates bytes, it never vouches for them — a row that points at
+another member's bytes, or anywhere else, fails that member's digest check.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from modelreg.errors import InvalidInputError, SizeLimitError
+from modelreg.errors import FormatError, InvalidInputError, SizeLimitError
+from modelreg.model.paths import safe_relpath
+from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.units import parse_size
 
 __all__ = [
+    "ANN_GROUP_FILES",
     "DEFAULT_GROUP_TARGET",
     "DEFAULT_MIN_FILES",
     "DEFAULT_THRESHOLD",
@@ -83,11 +103,14 @@ __all__ = [
     "GroupPolicy",
     "GroupStream",
     "Member",
+    "TableRow",
     "build_layout",
     "check_manifest_estimate",
     "estimate_manifest",
     "grouping_policy",
     "hash_group",
+    "member_table",
+    "parse_member_table",
     "plan_groups",
     "top_dir",
 ]
@@ -112,6 +135,8 @@ limit answers 413 (opencontainers/distribution-spec#293); CNCF Distribution
 manifest size, and GHCR documents none: 4 MiB is what is known to travel
 everywhere, so it is the limit here.
 """
+ANN_GROUP_FILES: Final = "dev.modelreg.group.files"
+"""The member table of a group layer (see the module notes)."""
 _BLOCK: Final = 512
 _END: Final = bytes(2 * _BLOCK)
 _CUT_SCALE: Final = 1 << 64
@@ -215,13 +240,22 @@ _GROUP_LAYER_BYTES: Final = 160
 _FIXED_BYTES: Final = 2048
 
 
-def estimate_manifest(raw_paths: Sequence[str], groups: int, parts: int = 0) -> int:
+_TABLE_ROW_BYTES: Final = 110
+"""A member table row in the manifest, without its path: a JSON-escaped hex digest,
+offset, size, mode and punctuation."""
+
+
+def estimate_manifest(
+    raw_paths: Sequence[str], groups: int, parts: int = 0, grouped_paths: Sequence[str] = ()
+) -> int:
     """Bytes of the manifest (and its config's diffIds) for these layers, a little over."""
     paths = sum(3 * len(p.encode()) + _RAW_LAYER_BYTES for p in raw_paths)
+    table = sum(len(p.encode()) + _TABLE_ROW_BYTES for p in grouped_paths)
     # every layer also puts its digest into the config's diffIds (~75 bytes)
     return (
         _FIXED_BYTES
         + paths
+        + table
         + (groups + parts) * _GROUP_LAYER_BYTES
         + 75 * (len(raw_paths) + groups + parts)
     )
@@ -404,3 +438,79 @@ def hash_group(
         on_file(m, Digest("sha256", h.hexdigest()))
     layer.update(_END)
     return Digest("sha256", layer.hexdigest())
+
+
+# --------------------------------------------------------------------- member table
+
+_HEX: Final = frozenset("0123456789abcdef")
+_EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
+_MODES: Final = (0o644, 0o755)
+
+
+@dataclass(frozen=True, slots=True)
+class TableRow:
+    """One member as a group's table describes it."""
+
+    path: str
+    offset: int
+    """Where its data starts in the layer."""
+    size: int
+    digest: Digest
+    mode: int
+
+
+def member_table(members: Sequence[Member], digests: Sequence[Digest]) -> str:
+    """The :data:`ANN_GROUP_FILES` value for ``members`` (in layer order) and their digests."""
+    rows = [
+        [m.path, m.offset, m.size, d.hex, m.mode] for m, d in zip(members, digests, strict=True)
+    ]
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_member_table(layer: Descriptor) -> tuple[TableRow, ...] | None:
+    """The member table of a group layer from an artifact, checked; None when it has none.
+
+    Raises :class:`~modelreg.errors.FormatError` (or ``UnsafeContentError`` for a path)
+    when the table is malformed: the layer is then refused, never half-read.
+    """
+    raw = layer.annotations.get(ANN_GROUP_FILES)
+    if raw is None:
+        return None
+    where = f"the member table of layer {layer.digest.short}"
+    try:
+        rows = json.loads(raw)
+    except ValueError as exc:
+        raise FormatError(f"{where} is not JSON: {exc}") from exc
+    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_GROUP_MEMBERS:
+        raise FormatError(f"{where} must be a list of 1 to {MAX_GROUP_MEMBERS} rows")
+    out: list[TableRow] = []
+    data_end = 0  # the first byte after the previous member's data and padding
+    limit = layer.size - len(_END)
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 5:
+            raise FormatError(f"{where}: a row is not [path, offset, size, digest, mode]")
+        raw_path, offset, size, hex_digest, mode = row
+        offset, size, mode = _int(offset), _int(size), _int(mode)
+        if not isinstance(raw_path, str) or offset is None or size is None or mode is None:
+            raise FormatError(f"{where}: a row is not [path, offset, size, digest, mode]")
+        path = safe_relpath(raw_path, f"member path in {where}")
+        if out and path <= out[-1].path:
+            raise FormatError(f"{where}: {path!r} is out of order or listed twice")
+        if not isinstance(hex_digest, str) or len(hex_digest) != 64 or not set(hex_digest) <= _HEX:
+            raise FormatError(f"{where}: {path!r} has no sha256 digest")
+        if size == 0 and hex_digest != _EMPTY_SHA256:
+            raise FormatError(f"{where}: {path!r} is empty but its digest is not")
+        if mode not in _MODES:
+            raise FormatError(f"{where}: {path!r} has mode {mode:o}, not 644 or 755")
+        if offset % _BLOCK or offset < data_end + _BLOCK or size < 0 or offset + size > limit:
+            raise FormatError(
+                f"{where}: {path!r} at offset {offset} ({size} bytes) does not follow a tar "
+                f"header inside the layer ({layer.size} bytes) after the previous member"
+            )
+        data_end = offset + size + (-size % _BLOCK)
+        out.append(TableRow(path, offset, size, Digest("sha256", hex_digest), mode))
+    return tuple(out)

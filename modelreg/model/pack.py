@@ -833,9 +833,13 @@ def _check_before_hashing(
     plan = grp.plan_groups(named, policy)
     in_group = {i for g in plan for i in g}
     raw = [rel for i, (rel, _, _) in enumerate(entries) if i not in in_group]
+    grouped = [entries[i][0] for i in in_group]
     layers = len(raw) + len(plan)
     grp.check_manifest_estimate(
-        layers, grp.estimate_manifest(raw, len(plan)), MAX_LAYERS // 2, policy
+        layers,
+        grp.estimate_manifest(raw, len(plan), grouped_paths=grouped),
+        MAX_LAYERS // 2,
+        policy,
     )
 
 
@@ -853,8 +857,10 @@ def _pack_group(items: Sequence[_Inspected]) -> tuple[PackedGroup, list[PackedFi
     members, size = grp.build_layout(entries)
     by_path = {f.rel: f for f in items}
     files: list[PackedFile] = []
+    digests: list[Digest] = []
 
     def on_file(member: grp.Member, digest: Digest) -> None:
+        digests.append(digest)
         f = by_path[member.path]
         identity = FileIdentity.of_path(f.real)
         desc = _describe(f.rel, f.real, digest, member.size, f.guess.role, f.untested, f.unsafe)
@@ -870,6 +876,8 @@ def _pack_group(items: Sequence[_Inspected]) -> tuple[PackedGroup, list[PackedFi
     # the group by it; extraction goes by member names, from the model root)
     top = grp.top_dir(members[0].path)
     annotations = {mt.ANN_FILEPATH: top} if top else {}
+    # where each member's bytes are, with its digest: lazy reads and per-file signatures
+    annotations[grp.ANN_GROUP_FILES] = grp.member_table(members, digests)
     layer = Descriptor(mt.model_layer(role, "tar"), digest, size, annotations=annotations)
     group = PackedGroup(layer, members)
     return group, files
