@@ -1,16 +1,29 @@
 """skopeo (Debian's 1.9, installed by ``.ci/install-deps``) and modelreg, both ways,
-through real registries and OCI layouts: a model modelreg pushed copies with skopeo
-(digests preserved) and pulls intact; a layout skopeo wrote pushes back and pulls; skopeo
-inspects a layout modelreg wrote. Signatures through skopeo are checked outside the
-committed suite for now (``test_skopeo_signatures.py``: skopeo 1.9 cannot copy the
-tag-schema referrers index with ``--preserve-digests``, and without it the copy does not
-verify)."""
+through real registries and OCI layouts, signatures included.
+
+A model modelreg pushed copies with skopeo (digests preserved) and pulls intact; a
+layout skopeo wrote pushes back and pulls; skopeo inspects a layout modelreg wrote.
+
+Signatures: Distribution 2.8 has no referrers API, so ``modelreg sign`` stores them
+through the tag schema, an index tagged ``sha256-<manifest hex>`` listing the bundle
+manifests. skopeo knows nothing of referrers, but copies that tag like any index
+(``--all``), and ``skopeo sync`` copies it with every other tag. skopeo 1.9 decodes
+and re-encodes the index with image-spec 1.1.0-rc2, whose descriptor has no
+``artifactType``: with ``--preserve-digests`` it refuses ("Manifest list must be
+converted ... but we cannot modify it"), without it the copied index has lost every
+entry's ``artifactType`` (the bundle manifests themselves arrive byte for byte).
+modelreg reads such entries' types from the referrer manifests
+(:mod:`modelreg.content.fallback_entries`), so the copy verifies; these tests failed
+(0 signatures, exit 7) before that.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
-from tests.interop.peers import ok, peer, tool, tree, write_tree
+from tests.interop.peers import NO_PASSWORD, key_pair, ok, peer, run, tool, tree, write_tree
 
 FILES = {
     "config.json": b'{"model_type": "llama"}',
@@ -37,29 +50,109 @@ def _copy(src: str, dst: str, *, preserve: bool = True) -> None:
     )
 
 
+def _copy_signed(src: str, dst: str, digest: str) -> None:
+    """What a user does with skopeo: the tag, then the signatures' fallback tag (which
+    skopeo 1.9 can copy only by re-encoding it: no ``--preserve-digests``)."""
+    _copy(f"{src}:v1", f"{dst}:v1")
+    sig_tag = digest.replace(":", "-")
+    _copy(f"{src}:{sig_tag}", f"{dst}:{sig_tag}", preserve=False)
+
+
+def _push_signed(model: Path, ref: str, priv: Path) -> str:
+    digest: str = ok("push", str(model), ref)["digest"]
+    ok("sign", ref, "--key", str(priv), env=NO_PASSWORD)
+    return digest
+
+
+def _verified(ref: str, pub: Path, digest: str) -> None:
+    verified = ok("verify", ref, "--key", str(pub))
+    assert verified["ok"] and verified["digest"] == digest, verified
+    assert [s["kind"] for s in verified["signatures"]] == ["key"], verified
+
+
 def test_skopeo_copies_a_signed_modelreg_model(registry_plain, registry_factory, tmp_path):
     other = registry_factory()
     model = write_tree(tmp_path / "model", FILES)
+    priv, pub = key_pair(tmp_path)
     src = f"{registry_plain.host}/interop/skopeo-src"
-    digest = ok("push", str(model), f"{src}:v1")["digest"]
+    digest = _push_signed(model, f"{src}:v1", priv)
     dst = f"{other.host}/interop/skopeo-dst"
-    _copy(f"docker://{src}:v1", f"docker://{dst}:v1")
+    _copy_signed(f"docker://{src}", f"docker://{dst}", digest)
     assert ok("inspect", f"{dst}:v1")["digest"] == digest
+    _verified(f"{dst}:v1", pub, digest)
     out = tmp_path / "out"
     ok("pull", f"{dst}@{digest}", "-o", str(out))
     assert tree(out) == tree(model)
+    # without the fallback tag the signatures stay behind: the copy does not verify
+    bare = f"{other.host}/interop/skopeo-bare"
+    _copy(f"docker://{src}:v1", f"docker://{bare}:v1")
+    assert run("verify", f"{bare}:v1", "--key", str(pub)).exit_code == 7
+
+
+def test_skopeo_sync_carries_signatures(registry_plain, registry_factory, tmp_path):
+    """``skopeo sync`` of the repository copies every tag, the fallback tag included."""
+    other = registry_factory()
+    model = write_tree(tmp_path / "model", FILES)
+    priv, pub = key_pair(tmp_path)
+    src = f"{registry_plain.host}/interop/skopeo-sync/model"
+    digest = _push_signed(model, f"{src}:v1", priv)
+    _skopeo(
+        "sync",
+        "--all",
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        src,
+        f"{other.host}/mirror",
+    )
+    _verified(f"{other.host}/mirror/model:v1", pub, digest)
+
+
+def test_what_skopeo_copied_copies_on_with_its_signatures(
+    registry_plain, registry_factory, tmp_path
+):
+    """From skopeo's copy onwards: ``modelreg cp --recursive`` writes a complete fallback
+    index again, and a second skopeo hop from there verifies too."""
+    mirror, third = registry_factory(), registry_factory()
+    model = write_tree(tmp_path / "model", FILES)
+    priv, pub = key_pair(tmp_path)
+    src = f"{registry_plain.host}/interop/skopeo-hop"
+    digest = _push_signed(model, f"{src}:v1", priv)
+    copied = f"{mirror.host}/interop/skopeo-hop"
+    _copy_signed(f"docker://{src}", f"docker://{copied}", digest)
+    back = f"{registry_plain.host}/interop/skopeo-back"
+    ok("cp", f"{copied}:v1", f"{back}:v1", "--recursive")
+    _verified(f"{back}:v1", pub, digest)
+    kinds = {r["artifactType"] for r in ok("referrers", f"{back}:v1")["referrers"]}
+    assert "application/vnd.dev.sigstore.bundle.v0.3+json" in kinds, kinds
+    sig_tag = digest.replace(":", "-")
+    done = peer(
+        tool("skopeo"), "inspect", "--raw", "--tls-verify=false", f"docker://{back}:{sig_tag}"
+    )
+    assert done.returncode == 0, done.stderr
+    entries = json.loads(done.stdout)["manifests"]
+    assert entries and all(e.get("artifactType") for e in entries), entries  # complete again
+    again = f"{third.host}/interop/skopeo-again"
+    _copy_signed(f"docker://{copied}", f"docker://{again}", digest)
+    _verified(f"{again}:v1", pub, digest)
 
 
 def test_modelreg_reads_what_skopeo_wrote_from_an_oci_layout(registry_plain, tmp_path):
-    """skopeo writes an OCI layout of a modelreg model and pushes it back; modelreg pulls it."""
+    """skopeo writes an OCI layout of a signed modelreg model (both tags) and pushes it
+    back; modelreg pulls and verifies it."""
     model = write_tree(tmp_path / "model", FILES)
+    priv, pub = key_pair(tmp_path)
     staging = f"{registry_plain.host}/interop/skopeo-staging"
-    digest = ok("push", str(model), f"{staging}:v1")["digest"]
+    digest = _push_signed(model, f"{staging}:v1", priv)
     layout = tmp_path / "layout"
-    _copy(f"docker://{staging}:v1", f"oci:{layout}:v1")
+    _copy_signed(f"docker://{staging}", f"oci:{layout}", digest)
     dst = f"{registry_plain.host}/interop/skopeo-from-layout"
-    _copy(f"oci:{layout}:v1", f"docker://{dst}:v1")
+    _copy_signed(f"oci:{layout}", f"docker://{dst}", digest)
     assert ok("inspect", f"{dst}:v1")["digest"] == digest
+    _verified(f"{dst}:v1", pub, digest)
     out = tmp_path / "out"
     ok("pull", f"{dst}:v1", "-o", str(out))
     assert tree(out) == tree(model)
