@@ -165,6 +165,51 @@ def _check_content_type(request: HttpRequest) -> None:
         raise ReviewError(415, f"content type {ctype[:80]!r} is not application/json")
 
 
+def _denial_reason(response: dict[str, Any]) -> str:
+    status = response.get("status")
+    return str(status.get("message", "")) if isinstance(status, dict) else ""
+
+
+class RepeatFilter:
+    """Says which of many identical log lines to write: the first of each reason in a
+    window, then one that carries how many were left out.
+
+    When a registry dies, every review of its models is denied with the same reason, at
+    thousands per second once the circuit is open: a line for each would cost more CPU
+    than the denial itself and drown the log. The count keeps the log honest, the
+    ``modelreg_webhook_decisions_total`` metric and the API server's audit log keep
+    every review. Bounded: at most ``max_reasons`` reasons are remembered per window.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = 1.0,
+        max_reasons: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window
+        self.max_reasons = max_reasons
+        self._clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}
+        """reason: (when it was last written, how many were left out since)."""
+
+    def admit(self, reason: str) -> int | None:
+        """None: leave this line out. Else write it, with this many left out before it."""
+        now = self._clock()
+        entry = self._seen.get(reason)
+        if entry is not None and now - entry[0] < self.window:
+            self._seen[reason] = (entry[0], entry[1] + 1)
+            return None
+        if entry is None and len(self._seen) >= self.max_reasons:
+            # forget reasons whose window is over; if all are current, write the line
+            self._seen = {r: e for r, e in self._seen.items() if now - e[0] < self.window}
+            if len(self._seen) >= self.max_reasons:
+                return 0
+        self._seen[reason] = (now, 0)
+        return entry[1] if entry is not None else 0
+
+
 class Webhook:
     """The webhook's request handling, transport-free: :meth:`handle` takes a parsed
     :class:`HttpRequest` and returns the :class:`HttpResponse` (tests call it directly).
@@ -191,6 +236,7 @@ class Webhook:
         self.reload_interval = reload_interval
         self._clock = clock
         self.pending = 0
+        self._denials = RepeatFilter(clock=clock)
         self.started = False
         """Set once the listener accepts connections."""
         self.draining = False
@@ -249,24 +295,29 @@ class Webhook:
         self.metrics.decisions.inc(endpoint=endpoint, result=result, dry_run=dry)
         self.metrics.latency.observe(elapsed, endpoint=endpoint)
         self.metrics.requests.inc(endpoint=endpoint, code="200")
-        # one line per denial at INFO; allowed reviews at DEBUG: at thousands of reviews/s
+        # a line per denial at INFO; allowed reviews at DEBUG: at thousands of reviews/s
         # the line cost a third of the cached path's CPU (issue 20 profile), and the API
         # server's audit log already records every admission
         level = logging.DEBUG if result == "allowed" else logging.INFO
         if log.isEnabledFor(level):
-            log.log(
-                level,
-                "%s %s %s %s/%s uid=%s %s in %.1f ms%s",
-                endpoint,
-                review_req.operation,
-                review_req.kind,
-                review_req.namespace,
-                review_req.name,
-                review_req.uid,
-                result,
-                elapsed * 1000,
-                " (dryRun)" if review_req.dry_run else "",
-            )
+            repeats: int | None = 0
+            if level == logging.INFO:
+                repeats = self._denials.admit(_denial_reason(response))
+            if repeats is not None:
+                log.log(
+                    level,
+                    "%s %s %s %s/%s uid=%s %s in %.1f ms%s%s",
+                    endpoint,
+                    review_req.operation,
+                    review_req.kind,
+                    review_req.namespace,
+                    review_req.name,
+                    review_req.uid,
+                    result,
+                    elapsed * 1000,
+                    " (dryRun)" if review_req.dry_run else "",
+                    f" (and {repeats} more with this reason, not logged)" if repeats else "",
+                )
         return _json(200, review_response(response))
 
     @staticmethod

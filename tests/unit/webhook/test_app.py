@@ -299,3 +299,26 @@ def test_a_review_waiting_on_a_decision_in_flight_joins_it_instead_of_being_shed
     assert len(calls) == 1  # one verification for both
     assert other["allowed"] is False and "overloaded" in other["status"]["message"]
     assert hook.metrics.shed.value(reason="overloaded") == 1
+
+
+def test_identical_denials_are_logged_once_per_window_with_a_count(
+    client: FakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [time.monotonic()]
+    engine = Engine(policies(), client, EngineConfig(budget=4.0), clock=lambda: now[0])
+    hook = started(engine, clock=lambda: now[0])
+    missing = pod(f"{REG}/models/missing:v1")
+    with caplog.at_level("INFO", logger="modelreg.webhook"):
+        for _ in range(5):
+            resp = answer(hook, request("/validate", missing, arrival=now[0]))
+            assert resp["allowed"] is False
+        other = answer(hook, request("/validate", pod(f"{REG}/models/gone:v2"), arrival=now[0]))
+        assert other["allowed"] is False
+        now[0] += 1.5
+        answer(hook, request("/validate", missing, arrival=now[0]))
+    lines = [r.getMessage() for r in caplog.records if " denied in " in r.getMessage()]
+    assert len(lines) == 3, lines  # first of each reason, then the one after the window
+    assert "more with this reason" not in lines[0] and "more with this reason" not in lines[1]
+    assert lines[2].endswith("(and 4 more with this reason, not logged)")
+    # every review is still counted
+    assert hook.metrics.decisions.value(endpoint="validate", result="denied", dry_run="false") == 7
