@@ -12,13 +12,19 @@ disabled: the message names the registry setting).
 """
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from modelreg_cli.context import Command, Remote, warn
 from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt
 from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_commands
+
+from modelreg.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from modelreg.verify import VerificationPolicy
 
 commands = typer.Typer()
 
@@ -122,6 +128,46 @@ def prune(
             help="Only delete versions created at least this long ago (90s, 12h, 30d).",
         ),
     ] = None,
+    keep_signed_by: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--keep-signed-by",
+            metavar="KEY",
+            help="Also keep versions with a signature that verifies against this public "
+            "key (PEM, as verify --key); repeatable: signed by any of them.",
+        ),
+    ] = None,
+    keep_signed_identity: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keep-signed-identity",
+            metavar="ID",
+            help="Also keep versions signed keyless by this identity (exact SAN; needs "
+            "--keep-signed-issuer); repeatable.",
+        ),
+    ] = None,
+    keep_signed_identity_regexp: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keep-signed-identity-regexp",
+            metavar="REGEX",
+            help="As --keep-signed-identity, a regular expression matched against the whole SAN.",
+        ),
+    ] = None,
+    keep_signed_issuer: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-signed-issuer", metavar="URL", help="OIDC issuer of the keyless identities."
+        ),
+    ] = None,
+    trusted_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-root",
+            metavar="FILE",
+            help="Sigstore trusted_root.json for the keyless identities (verifies offline).",
+        ),
+    ] = None,
     dry_run: DryRunOpt = False,
     json_output: JsonOpt = False,
     plain_http: PlainHttpOpt = False,
@@ -129,19 +175,35 @@ def prune(
     ca_file: CaFileOpt = None,
 ) -> None:
     """Retention for a checkpoint series: delete every version of REPOSITORY except
-    the newest --keep-last, those tagged to --keep and those younger than
-    --older-than, with their signatures, attestations and chunk indexes.
+    the newest --keep-last, those tagged to --keep, those younger than --older-than
+    and those signed by a --keep-signed-by key (or identity), with their signatures,
+    attestations and chunk indexes.
 
-    Versions without a creation time are kept. (`modelreg cache prune` is different:
-    it frees cached blobs of the local store and never deletes a tag.)
+    Versions without a creation time are kept, and so are versions whose signatures
+    could not be checked (the output says which). A signature counts only when it
+    verifies for that version's digest, as `modelreg verify` checks it. (`modelreg
+    cache prune` is different: it frees cached blobs of the local store and never
+    deletes a tag.)
     """
     from modelreg.units import parse_duration
 
     with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
         age = parse_duration(older_than, "--older-than") if older_than is not None else None
+        signed = _keep_signed_policy(
+            keep_signed_by or [],
+            keep_signed_identity or [],
+            keep_signed_identity_regexp or [],
+            keep_signed_issuer,
+            trusted_root,
+        )
         with cmd.client() as client:
             result = client.prune(
-                repository, keep_last=keep_last, keep=keep or [], older_than=age, dry_run=dry_run
+                repository,
+                keep_last=keep_last,
+                keep=keep or [],
+                older_than=age,
+                keep_signed_by=signed,
+                dry_run=dry_run,
             )
         doc = result.to_dict()
         if json_output:
@@ -156,3 +218,36 @@ def prune(
             out_console.print(f"{verb} {tags:<30} {version.created or ''}", markup=False)
         if result.deleted is not None:
             _print_removals(result.deleted.to_dict())
+        for problem in result.problems:
+            warn(problem)
+
+
+def _keep_signed_policy(
+    keys: list[Path],
+    identities: list[str],
+    regexps: list[str],
+    issuer: str | None,
+    trusted_root: Path | None,
+) -> "VerificationPolicy | None":
+    """The policy a version must verify against to be kept (None: no such rule)."""
+    from modelreg.verify import policy_from_options
+
+    if (identities or regexps) and not issuer:
+        raise InvalidInputError(
+            "--keep-signed-identity[-regexp] needs the identity's OIDC issuer",
+            hint="add --keep-signed-issuer (e.g. https://token.actions.githubusercontent.com)",
+        )
+    if (issuer or trusted_root) and not (identities or regexps):
+        raise InvalidInputError(
+            "--keep-signed-issuer and --trusted-root go with --keep-signed-identity[-regexp]"
+        )
+    if not (keys or identities or regexps):
+        return None
+    return policy_from_options(
+        keys=keys,
+        identities=identities,
+        identity_regexps=regexps,
+        issuer=issuer,
+        trusted_root=trusted_root,
+        offline=trusted_root is not None,
+    )

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from modelreg.content.registry.hosts import HostConfig, HostOverride, HostsResolver
     from modelreg.lazy.publish import IndexAnnotator
     from modelreg.prefetch import PrefetchResult
+    from modelreg.verify import VerificationPolicy
 
 __all__ = [
     "Client",
@@ -1053,17 +1054,21 @@ class Client:
         keep_last: int,
         keep: Sequence[str] = (),
         older_than: float | None = None,
+        keep_signed_by: VerificationPolicy | None = None,
         dry_run: bool = False,
     ) -> lifecycle.RetentionResult:
         """Keep the newest ``keep_last`` versions of a repository (and tags matching the
-        ``keep`` globs, and versions younger than ``older_than`` seconds); delete the
-        rest with their referrers (:func:`modelreg.lifecycle.retain`)."""
+        ``keep`` globs, versions younger than ``older_than`` seconds, and versions that
+        verify against ``keep_signed_by``, e.g. ``policy_from_options(keys=["a.pub"])``);
+        delete the rest with their referrers (:func:`modelreg.lifecycle.retain`). A
+        version whose signatures could not be checked is kept and named in ``problems``."""
         ref = Reference.parse(repository) if isinstance(repository, str) else repository
         return lifecycle.retain(
             self.target(ref, create=False),
             keep_last=keep_last,
             keep=keep,
             older_than=older_than,
+            keep_signed_by=keep_signed_by,
             dry_run=dry_run,
         )
 

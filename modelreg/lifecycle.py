@@ -18,8 +18,23 @@ the plan itself and a run does exactly what its dry run listed:
   config's ``descriptor.createdAt``, else the config's ``created``), plus every
   version with a tag matching a ``keep`` glob, plus, with ``older_than``, every
   version younger than that. A version with no creation time at all is kept and
-  reported (undated: nothing says it is old). Everything else is deleted with its
-  referrers. A version is a manifest: all its tags are kept or go together.
+  reported (undated: nothing says it is old). With ``keep_signed_by`` (a
+  :class:`~modelreg.verify.VerificationPolicy`), every version that would go is
+  first verified against it (:func:`~modelreg.verify.verify_artifact`, the code
+  ``modelreg verify`` runs), and is kept if it verifies. Everything else is deleted
+  with its referrers. A version is a manifest: all its tags are kept or go together.
+
+"Signed" means a signature that verifies for that manifest's digest: a referrer
+that merely exists (junk bytes, a bundle of another key carrying the right key
+hint, a valid bundle replayed from another digest) protects nothing, since whoever
+can push can add referrers. The check runs before anything is deleted, and fails
+safe: a version whose check could not run (registry unreachable, tampered bytes,
+more referrers than a listing may hold) is kept, and the result's ``problems``
+say which and why. Every bundle referrer the listing holds is examined
+(``max_referrers`` is raised to the listing's cap,
+:data:`modelreg.attest.storage.MAX_REFERRERS`), so a flood of forged
+bundles ranked first cannot hide the real one and turn a signed version into an
+unsigned one.
 
 Registries refuse deletes when the operator disabled them (Distribution answers 405
 UNSUPPORTED unless ``storage.delete.enabled`` is true): that error is re-raised with a
@@ -34,13 +49,14 @@ its entry. Deleting is meant for versions no one is still publishing to.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from modelreg.attest.bundle import BUNDLE_MEDIA_TYPES
 from modelreg.content import gc
@@ -51,7 +67,10 @@ from modelreg.copy import fetch_node
 from modelreg.errors import (
     FormatError,
     InvalidInputError,
+    MissingExtraError,
+    ModelRegError,
     NotFoundError,
+    PolicyError,
     SizeLimitError,
     UnsupportedError,
 )
@@ -59,6 +78,9 @@ from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Index, Manifest
+
+if TYPE_CHECKING:
+    from modelreg.verify import VerificationPolicy
 
 __all__ = [
     "DeleteResult",
@@ -144,13 +166,15 @@ class Version:
 
 @dataclass(frozen=True, slots=True)
 class RetentionResult:
-    """What :func:`retain` kept and removed; ``deleted``: each removal."""
+    """What :func:`retain` kept and removed; ``deleted``: each removal; ``problems``:
+    versions kept because their signatures could not be checked, and why."""
 
     target: str
     dry_run: bool
     kept: tuple[Version, ...] = ()
     removed: tuple[Version, ...] = ()
     deleted: DeleteResult | None = None
+    problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +184,7 @@ class RetentionResult:
             "removed": [v.to_dict() for v in self.removed],
             "removals": self.deleted.to_dict()["removed"] if self.deleted else [],
             "freed": self.deleted.to_dict()["freed"] if self.deleted else {"blobs": 0, "bytes": 0},
+            "problems": list(self.problems),
         }
 
 
@@ -402,8 +427,9 @@ def created_at(target: Target, desc: Descriptor) -> str | None:
     return None
 
 
-def _versions(target: Target) -> list[Version]:
-    """The repository's manifests and their tags (schema tags of referrers left out)."""
+def _versions(target: Target) -> tuple[list[Version], dict[str, Descriptor]]:
+    """The repository's manifests and their tags (schema tags of referrers left out),
+    and the descriptor of each manifest by digest."""
     by_digest: dict[Digest, list[str]] = {}
     descs: dict[Digest, Descriptor] = {}
     for tag in target.tags():
@@ -412,10 +438,11 @@ def _versions(target: Target) -> list[Version]:
         desc = target.resolve(tag)
         by_digest.setdefault(desc.digest, []).append(tag)
         descs[desc.digest] = desc
-    return [
+    versions = [
         Version(str(d), tuple(sorted(tags)), created_at(target, descs[d]))
         for d, tags in by_digest.items()
     ]
+    return versions, {str(d): desc for d, desc in descs.items()}
 
 
 def _decide(
@@ -445,23 +472,68 @@ def _decide(
     return out
 
 
+class _SignedCheck:
+    """Whether versions that would go verify against ``keep_signed_by`` (module notes)."""
+
+    def __init__(self, target: Target, policy: VerificationPolicy) -> None:
+        from modelreg.attest.storage import MAX_REFERRERS as LISTING_CAP
+        from modelreg.verify import prepare_policy  # only prune --keep-signed-by pays for it
+
+        prepare_policy(policy)  # a policy that cannot apply fails before any check
+        self.target = target
+        # every bundle the listing may hold: forged ones ranked first hide nothing
+        self.policy = dataclasses.replace(policy, max_referrers=LISTING_CAP)
+        self.problems: list[str] = []
+
+    def reason(self, version: Version, desc: Descriptor) -> str | None:
+        """Why ``version`` is kept after all (None: it goes)."""
+        from modelreg.verify import verify_artifact
+
+        name = ", ".join(version.tags)
+        try:
+            result = verify_artifact(self.target, desc, self.policy)
+        except (PolicyError, MissingExtraError):
+            raise  # the same for every version: nothing is deleted, the caller is told
+        except ModelRegError as exc:
+            self.problems.append(
+                f"{name} ({version.digest}): kept, its signatures could not be checked: "
+                f"{exc.message}"
+            )
+            return "signatures could not be checked (kept to be safe; see problems)"
+        if not result.ok:
+            return None
+        signers = sorted({s.authority for s in result.signatures})
+        return "signed by " + ", ".join(signers)
+
+
 def retain(
     target: Target,
     *,
     keep_last: int,
     keep: Sequence[str] = (),
     older_than: float | None = None,
+    keep_signed_by: VerificationPolicy | None = None,
     dry_run: bool = False,
     now: dt.datetime | None = None,
 ) -> RetentionResult:
     """Keep the newest ``keep_last`` versions of the repository, those with a tag
-    matching a ``keep`` glob and (``older_than`` seconds) the younger ones; delete
-    the rest with their referrers (see the module notes)."""
+    matching a ``keep`` glob, (``older_than`` seconds) the younger ones and those
+    that verify against ``keep_signed_by``; delete the rest with their referrers
+    (see the module notes)."""
     if keep_last < 0:
         raise InvalidInputError(f"--keep-last must not be negative, not {keep_last}")
-    decided = _decide(
-        _versions(target), keep_last, keep, older_than, now or dt.datetime.now(dt.UTC)
-    )
+    versions, descs = _versions(target)
+    decided = _decide(versions, keep_last, keep, older_than, now or dt.datetime.now(dt.UTC))
+    problems: list[str] = []
+    if keep_signed_by is not None:
+        check = _SignedCheck(target, keep_signed_by)
+        decided = [
+            v
+            if v.reason is not None
+            else dataclasses.replace(v, reason=check.reason(v, descs[v.digest]))
+            for v in decided
+        ]
+        problems = check.problems
     doomed = [v for v in decided if v.reason is None]
     plan = _Plan()
     for version in doomed:
@@ -477,7 +549,7 @@ def retain(
         plan.seen |= sub.seen | {digest}
     deleted = _carry_out(target, plan, dry_run) if doomed else None
     kept = tuple(v for v in decided if v.reason is not None)
-    return RetentionResult(target.name, dry_run, kept, tuple(doomed), deleted)
+    return RetentionResult(target.name, dry_run, kept, tuple(doomed), deleted, tuple(problems))
 
 
 # -------------------------------------------------------------------- listing
