@@ -23,6 +23,7 @@ import json
 import os
 from pathlib import Path
 
+from tests.integration.registry_server import RegistryFactory, RegistryServer
 from tests.interop.peers import NO_PASSWORD, key_pair, ok, peer, run, tool, tree, write_tree
 
 FILES = {
@@ -70,7 +71,9 @@ def _verified(ref: str, pub: Path, digest: str) -> None:
     assert [s["kind"] for s in verified["signatures"]] == ["key"], verified
 
 
-def test_skopeo_copies_a_signed_modelreg_model(registry_plain, registry_factory, tmp_path):
+def test_skopeo_copies_a_signed_modelreg_model(
+    registry_plain: RegistryServer, registry_factory: RegistryFactory, tmp_path: Path
+) -> None:
     other = registry_factory()
     model = write_tree(tmp_path / "model", FILES)
     priv, pub = key_pair(tmp_path)
@@ -89,7 +92,9 @@ def test_skopeo_copies_a_signed_modelreg_model(registry_plain, registry_factory,
     assert run("verify", f"{bare}:v1", "--key", str(pub)).exit_code == 7
 
 
-def test_skopeo_sync_carries_signatures(registry_plain, registry_factory, tmp_path):
+def test_skopeo_sync_carries_signatures(
+    registry_plain: RegistryServer, registry_factory: RegistryFactory, tmp_path: Path
+) -> None:
     """``skopeo sync`` of the repository copies every tag, the fallback tag included."""
     other = registry_factory()
     model = write_tree(tmp_path / "model", FILES)
@@ -112,8 +117,8 @@ def test_skopeo_sync_carries_signatures(registry_plain, registry_factory, tmp_pa
 
 
 def test_what_skopeo_copied_copies_on_with_its_signatures(
-    registry_plain, registry_factory, tmp_path
-):
+    registry_plain: RegistryServer, registry_factory: RegistryFactory, tmp_path: Path
+) -> None:
     """From skopeo's copy onwards: ``modelreg cp --recursive`` writes a complete fallback
     index again, and a second skopeo hop from there verifies too."""
     mirror, third = registry_factory(), registry_factory()
@@ -140,7 +145,9 @@ def test_what_skopeo_copied_copies_on_with_its_signatures(
     _verified(f"{again}:v1", pub, digest)
 
 
-def test_modelreg_reads_what_skopeo_wrote_from_an_oci_layout(registry_plain, tmp_path):
+def test_modelreg_reads_what_skopeo_wrote_from_an_oci_layout(
+    registry_plain: RegistryServer, tmp_path: Path
+) -> None:
     """skopeo writes an OCI layout of a signed modelreg model (both tags) and pushes it
     back; modelreg pulls and verifies it."""
     model = write_tree(tmp_path / "model", FILES)
