@@ -42,9 +42,14 @@ hint naming the setting. In the store, deleting changes ``index.json`` only; the
 blobs the deleted manifests reached are then freed by :func:`modelreg.content.gc.prune`
 restricted to them (``only``), so blobs other processes are writing are not touched.
 
-Races: the fallback index is rewritten without conditions (Distribution 2.8 ignores
-them); a signer adding a referrer to a subject at the moment it is deleted can lose
-its entry. Deleting is meant for versions no one is still publishing to.
+Races: taking one referrer out of a registry's fallback index
+(:meth:`~modelreg.content.registry.RegistryTarget.remove_referrer`) follows the
+protocol signers use to add one (re-read, conditional PUT, verify-after-write), so
+on registries that honour ``If-Match`` a concurrent signer's entry is never lost;
+Distribution 2.8 ignores conditions, which narrows the race without closing it.
+Deleting a whole version removes its fallback index with it: a signer adding a
+referrer to a subject at the moment it is deleted can lose its entry. Deleting is
+meant for versions no one is still publishing to.
 """
 
 from __future__ import annotations
@@ -345,7 +350,17 @@ class _Deleter:
 
     def _detach(self, step: Removal) -> None:
         """Rewrite the subject's fallback index without ``step.reference``."""
-        assert step.note is not None
+        assert step.note is not None and step.subject is not None
+        if isinstance(self.target, RegistryTarget):  # re-read, conditional, verified
+            try:
+                self.target.remove_referrer(
+                    Digest.parse(step.subject), Digest.parse(step.reference)
+                )
+            except UnsupportedError as exc:
+                raise UnsupportedError(
+                    exc.message, hint=_DELETES_OFF_HINT, status=exc.status, code=exc.code
+                ) from exc
+            return
         try:
             index_desc, data = self._fetch(step.note)
         except NotFoundError:

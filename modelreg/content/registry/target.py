@@ -909,6 +909,66 @@ class RegistryTarget:
             ),
         )
 
+    def remove_referrer(self, subject: Digest, referrer: Digest) -> bool:
+        """Take ``referrer`` out of the tag-schema referrers index of ``subject``;
+        the index is deleted when nothing is left in it. False: it was not listed.
+
+        The counterpart of :meth:`_add_referrer` (``rm`` of one signature), under the
+        same lock and the same protocol, so it cannot silently drop what a concurrent
+        signer adds: each attempt starts from the index as it is now and keeps every
+        other entry; the PUT is conditional (``If-Match`` with the ETag read), a 412
+        reads again and retries, and verify-after-write reads the tag back: an index
+        listing ``referrer`` again (a writer put back what it read before our PUT) is
+        corrected. Registries that ignore conditions (Distribution 2.8) keep the race
+        :meth:`_add_referrer` describes: narrowed, not closed. An empty index is
+        deleted by the digest that was read, so an index another writer put there
+        meanwhile (another digest) stays.
+        """
+        tag = referrers_tag(subject)
+        removed = False
+        with self.client.referrers_lock(f"{self.repository}:{tag}"):
+            conditional = True
+            refused: str | None = None  # the ETag a 412 answered
+            for attempt in range(1, REFERRERS_UPDATE_ATTEMPTS + 1):
+                if attempt > 1:
+                    self._referrers_backoff(attempt - 1)
+                try:
+                    found, data, etag = self._fetch_manifest_etag(tag)
+                except NotFoundError:
+                    return removed
+                existing = self._parse_referrers_index(data, tag).manifests
+                kept = tuple(d for d in existing if d.digest != referrer)
+                if len(kept) == len(existing):
+                    return removed
+                if refused is not None and refused == etag:
+                    conditional = False  # 412 for an unchanged index: conditions are broken
+                refused = None
+                if not kept:
+                    self.delete_manifest(found.digest)
+                else:
+                    index = Index(manifests=kept)
+                    conditions = {"If-Match": etag} if conditional and etag is not None else {}
+                    try:
+                        self._put_manifest(
+                            Descriptor(mt.OCI_INDEX, index.digest, len(index.raw)),
+                            index.raw,
+                            tag,
+                            conditions=conditions,
+                        )
+                    except _PreconditionFailed:
+                        refused = etag
+                        continue
+                removed = True
+                after, _, _ = self._read_referrers_index(tag)
+                if all(d.digest != referrer for d in after):
+                    return True
+                _log.debug("%s listed %s again after our write to %s", tag, referrer, self.name)
+        raise RegistryError(
+            f"the referrers index of {subject} in {self.name} (tag {tag!r}) kept listing "
+            f"{referrer} under concurrent writers after {REFERRERS_UPDATE_ATTEMPTS} attempts",
+            hint="other processes are signing the same model; retry when they are done",
+        )
+
     def _read_referrers_index(self, tag: str) -> tuple[tuple[Descriptor, ...], str | None, bool]:
         """The entries of the fallback index, its strong ETag, and whether the tag exists."""
         try:

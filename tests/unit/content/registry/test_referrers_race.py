@@ -314,3 +314,71 @@ def test_oci_subject_means_no_fallback_requests(
     repo.push_manifest(sig.descriptor(), sig.raw)
     assert not [r for r in fake.requests if tag in r.url.path]
     assert fake.puts == []
+
+
+# ====================================================================== (e) removing one entry
+
+
+def test_remove_rereads_on_412_and_keeps_a_concurrent_entry(
+    fake: ConditionalRegistry, repo: RegistryTarget
+) -> None:
+    subject = subject_of(fake)
+    tag = referrers_tag(subject.digest)
+    earlier, ours, theirs = other_entry(), other_entry(), other_entry()
+    fake.write_index(tag, (earlier, ours))
+    fired = []
+
+    def concurrent_signer(registry: ConditionalRegistry, ref: str) -> None:
+        if not fired:  # between our first GET and our PUT
+            fired.append(ref)
+            registry.write_index(ref, (*registry.entries(ref), theirs))
+
+    fake.after_get = concurrent_signer
+    assert repo.remove_referrer(subject.digest, ours.digest)
+
+    assert [d.digest for d in fake.entries(tag)] == [earlier.digest, theirs.digest]
+    assert fake.refused == 1
+    first, second = fake.puts
+    assert first.headers["if-match"] == f'"{Index(manifests=(earlier, ours)).digest}"'
+    assert second.headers["if-match"] == f'"{Index(manifests=(earlier, ours, theirs)).digest}"'
+
+
+def test_remove_corrects_a_writer_that_puts_it_back(
+    fake: ConditionalRegistry, repo: RegistryTarget
+) -> None:
+    fake.honour_conditions = False  # like Distribution 2.8
+    subject = subject_of(fake)
+    tag = referrers_tag(subject.digest)
+    earlier, ours, theirs = other_entry(), other_entry(), other_entry()
+    fake.write_index(tag, (earlier, ours))
+    fired = []
+
+    def stale_signer(registry: ConditionalRegistry, ref: str) -> None:
+        if not fired:  # read the index before our PUT, adds to it after
+            fired.append(ref)
+            registry.write_index(ref, (earlier, ours, theirs))
+
+    fake.after_put = stale_signer
+    assert repo.remove_referrer(subject.digest, ours.digest)
+
+    assert [d.digest for d in fake.entries(tag)] == [earlier.digest, theirs.digest]
+    assert len(fake.puts) == 2
+    assert tag_requests(fake, "GET", tag) == 4  # read, verify (listed again), read, verify
+
+
+def test_remove_the_last_entry_deletes_the_index(
+    fake: ConditionalRegistry, repo: RegistryTarget
+) -> None:
+    subject = subject_of(fake)
+    tag = referrers_tag(subject.digest)
+    ours, absent = other_entry(), other_entry()
+    fake.write_index(tag, (ours,))
+    assert not repo.remove_referrer(subject.digest, absent.digest)
+    assert fake.puts == []
+    assert repo.remove_referrer(subject.digest, ours.digest)
+    index = str(Index(manifests=(ours,)).digest)
+    assert index not in fake.manifests[REPO]
+    assert fake.count("DELETE", f"/manifests/{index}$") == 1
+    assert repo.referrers(subject) == []
+    assert fake.puts == []  # deleted by digest, never rewritten empty
+    assert not repo.remove_referrer(subject.digest, ours.digest)
