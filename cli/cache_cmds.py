@@ -14,15 +14,16 @@ missing or corrupt); temp files and chunks were still pruned.
 """
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from modelreg_cli.context import Command, Remote, warn
-from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
+from modelreg_cli.options import JsonOpt
 from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_group
 
-from modelreg import cache as gc  # the store's gc plus the chunk store of lazy reads
+if TYPE_CHECKING:  # imported by the commands that use it: it brings the registry client
+    from modelreg import cache as gc  # the store's gc plus the chunk store of lazy reads
 
 EXIT_DAMAGED = 8
 EXIT_CORRUPT = 5
@@ -42,6 +43,8 @@ def register(app: typer.Typer) -> None:
 
 def _chunk_limit(text: str | None) -> int | None:
     """``--chunks-max``, else ``$MODELREG_CHUNK_CACHE_MAX``, else None (no limit)."""
+    from modelreg import cache as gc
+
     if text is not None:
         return gc.parse_size_limit(text, "--chunks-max")
     return gc.chunk_cache_max()
@@ -51,7 +54,9 @@ def _row(label: str, size: int, count: str, note: str) -> str:
     return f"{label:<13} {human_size(size):>10}  {count:<14} {note}"
 
 
-def _print_usage(info: gc.Usage, limit: int | None) -> None:
+def _print_usage(info: "gc.Usage", limit: int | None) -> None:
+    from modelreg import cache as gc
+
     cap = f"limit {human_size(limit)}" if limit is not None else "no limit"
     lines = [
         f"store         {info.store}",
@@ -97,7 +102,7 @@ def _print_usage(info: gc.Usage, limit: int | None) -> None:
         out_console.print(line.rstrip(), markup=False)
 
 
-def _print_prune(result: gc.PruneResult) -> None:
+def _print_prune(result: "gc.PruneResult") -> None:
     verb = "would remove" if result.dry_run else "removed"
     out_console.print(
         f"{verb} {len(result.removed_blobs)} unreferenced blobs "
@@ -128,6 +133,7 @@ def _print_prune(result: gc.PruneResult) -> None:
 def info(json_output: JsonOpt = False) -> None:
     """Bytes used by tagged models, unreferenced cached blobs, lazy-read chunks,
     temporary leftovers and state databases (nothing is changed)."""
+    from modelreg import cache as gc
     from modelreg import settings
 
     with Command(json_output):
@@ -175,6 +181,7 @@ def prune(
 
     Exit 8 when the store is damaged so that no blob could be judged unreferenced.
     """
+    from modelreg import cache as gc
     from modelreg import settings
     from modelreg.units import parse_duration
 
@@ -213,7 +220,7 @@ def _forget_stale_copies(dry_run: bool) -> int:
         return copies.prune(dry_run=dry_run)
 
 
-def _print_verify(result: gc.VerifyResult) -> None:
+def _print_verify(result: "gc.VerifyResult") -> None:
     out_console.print(
         f"checked {plural(result.checked_blobs, 'blob')} ({human_size(result.checked_bytes)}) in "
         f"{result.store}",
@@ -234,7 +241,8 @@ def _print_verify(result: gc.VerifyResult) -> None:
         out_console.print("the store is sound", markup=False)
 
 
-def _verify(cmd: Command, sources: list[str], repair: bool) -> gc.VerifyResult:
+def _verify(cmd: Command, sources: list[str], repair: bool) -> "gc.VerifyResult":
+    from modelreg import cache as gc
     from modelreg import settings
     from modelreg.errors import InvalidInputError
 
@@ -250,6 +258,7 @@ def _verify(cmd: Command, sources: list[str], repair: bool) -> gc.VerifyResult:
         return gc.verify(settings.store_dir(), repair_from=targets)
 
 
+@registry_flags()
 def _verify_command(
     repair: Annotated[
         bool,
@@ -265,9 +274,7 @@ def _verify_command(
         ),
     ] = None,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Re-hash every blob of the local store; move damaged ones into quarantine/
     (kept for inspection, never served); with --repair, fetch them again.
@@ -276,7 +283,7 @@ def _verify_command(
     damaged blobs remain unrepaired.
     """
     result: gc.VerifyResult | None = None
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         result = _verify(cmd, sources or [], repair)
         if json_output:
             print_json(result.to_dict())

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from modelreg_cli.context import Command, Remote, print_error, warn
-from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, print_error, registry_flags, warn
+from modelreg_cli.options import JsonOpt
 from modelreg_cli.policy_cmds import UnmatchedOpt
 from modelreg_cli.render import out_console, print_json
 from modelreg_cli.wiring import add_group
@@ -60,6 +60,7 @@ def register(app: typer.Typer) -> None:
 
 
 @ci_app.command("publish")
+@registry_flags()
 def publish_cmd(
     directory: Annotated[Path, typer.Argument(help="Model directory to publish.")],
     ref: Annotated[str, typer.Argument(help="Where to: registry/repo:tag.")],
@@ -103,9 +104,7 @@ def publish_cmd(
     summary_json: SummaryOpt = None,
     dotenv: DotenvOpt = None,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Push a model, sign it, attest its provenance (and lineage), gate on policies.
 
@@ -113,7 +112,7 @@ def publish_cmd(
     """
     from modelreg.ci import CIOutputs, PublishError, SigningOptions, publish, publish_text
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         if key and keyless:
             raise InvalidInputError("choose one way to sign: --key or --keyless, not both")
         outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
@@ -164,15 +163,14 @@ def _warn_all(outputs: "CIOutputs") -> None:
 
 
 @ci_app.command("verify")
+@registry_flags()
 def verify_cmd(
     ref: Annotated[str, typer.Argument(help="Model reference to admit (tag or digest).")],
     policy: PolicyOpt = None,
     summary_json: SummaryOpt = None,
     dotenv: DotenvOpt = None,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
     unmatched: UnmatchedOpt = "deny",
 ) -> None:
     """The deploy gate: check REF against policies; deploy the pinned digest it prints.
@@ -182,7 +180,7 @@ def verify_cmd(
     from modelreg.ci import CIOutputs, verify
     from modelreg.policy import no_match_setting
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         if not policy:
             raise InvalidInputError(
                 "ci verify needs at least one --policy FILE",

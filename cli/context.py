@@ -27,21 +27,26 @@ Library code never prints; this module and :mod:`modelreg_cli.render` do.
 # runtime, and this module is imported by every command module.
 import dataclasses
 import functools
+import inspect
 import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+from modelreg_cli.options import CaFileOpt, ConcurrencyOpt, HostsDirOpt, InsecureOpt, PlainHttpOpt
 from modelreg_cli.render import ProgressRenderer, err_console
 
-from modelreg import client as client_module
-from modelreg.client import Client, RemoteOptions
-from modelreg.content.registry.hosts import HostOverride
 from modelreg.errors import InvalidInputError, ModelRegError
 from modelreg.settings import Settings
+
+if TYPE_CHECKING:  # the client (httpx, TLS, crypto) is imported when a command needs it
+    from modelreg.client import Client, RemoteOptions
+    from modelreg.content.registry.hosts import HostOverride
 
 EXIT_UNEXPECTED = 1
 EXIT_INTERRUPTED = 130
@@ -112,13 +117,15 @@ class Remote:
     concurrency: int = 4
     hosts_dir: str | None = None
     """``--hosts-dir``: ``:``-separated certs.d directories (None: the search path)."""
-    host_overrides: tuple[tuple[str, HostOverride], ...] = ()
+    host_overrides: "tuple[tuple[str, HostOverride], ...]" = ()
     """Per-host flags (``cp --from-*``/``--to-*``), by registry host."""
 
 
-def remote_options(remote: Remote, settings: Settings | None = None) -> RemoteOptions:
+def remote_options(remote: Remote, settings: Settings | None = None) -> "RemoteOptions":
     """RemoteOptions from the registry flags and the environment's :class:`Settings`
     (``$MODELREG_TIMEOUT``, ``$MODELREG_FSYNC``, ...; see :mod:`modelreg.settings`)."""
+    from modelreg.client import RemoteOptions
+
     env = settings or Settings.from_env()
     if remote.ca_file is not None and not remote.ca_file.is_file():
         raise InvalidInputError(f"--ca-file {str(remote.ca_file)!r} is not a file")
@@ -173,17 +180,75 @@ class Command:
         return Settings.from_env()
 
     @functools.cached_property
-    def options(self) -> RemoteOptions:
+    def options(self) -> "RemoteOptions":
         """The command's RemoteOptions (built on first use, then the same object)."""
         return remote_options(self.remote, self.settings)
 
-    def client(self) -> Client:
+    def client(self) -> "Client":
         """A Client on :attr:`options`; use it as a context manager."""
         # looked up when called, as the commands did before: tests put a fake Client
         # in modelreg.client
+        from modelreg import client as client_module
+
         return client_module.Client(self.options, settings=self.settings)
 
     def progress(self) -> ProgressRenderer:
         """Progress bars on a terminal (none with ``--json``), log lines on stderr that
         is not a terminal; nothing with ``--quiet``."""
         return ProgressRenderer(not (self.quiet or State.quiet), bars=not self.json_output)
+
+
+REGISTRY_FLAGS = Remote()
+"""The default of a command's ``remote`` parameter, which :func:`registry_flags` turns
+into the registry flags: ``remote: Remote = REGISTRY_FLAGS``."""
+
+# The registry flags, in the order a command's help lists them: (parameter, option, default).
+_REGISTRY_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("plain_http", PlainHttpOpt, False),
+    ("insecure", InsecureOpt, False),
+    ("ca_file", CaFileOpt, None),
+    ("hosts_dir", HostsDirOpt, None),
+)
+_CONCURRENCY_FLAG: tuple[str, Any, Any] = ("concurrency", ConcurrencyOpt, 4)
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def registry_flags(*, concurrency: bool = False) -> Callable[[_Command], _Command]:
+    """Give a command every registry flag through one parameter, ``remote``.
+
+    Where the command declares ``remote``, its help lists ``--plain-http``,
+    ``--insecure``, ``--ca-file``, ``--hosts-dir`` (and with ``concurrency=True``
+    ``--concurrency``), declared once, in :mod:`modelreg_cli.options`; the command
+    receives them as one :class:`Remote`. A flag every registry command needs is added
+    here, once, and every such command has it.
+    """
+    flags = (*_REGISTRY_FLAGS, *((_CONCURRENCY_FLAG,) if concurrency else ()))
+
+    def decorate(func: _Command) -> _Command:
+        signature = inspect.signature(func)
+        if "remote" not in signature.parameters:
+            raise TypeError(f"{func.__name__} has no parameter `remote` for the registry flags")
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name != "remote":
+                params.append(param)
+                continue
+            params.extend(
+                inspect.Parameter(name, param.kind, default=default, annotation=option)
+                for name, option, default in flags
+            )
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name, _, _ in flags}
+            return func(remote=Remote(**given), **kwargs)
+
+        # typer reads the parameters from these two, not from the wrapped function
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {
+            p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty
+        } | {"return": signature.return_annotation}
+        return command  # type: ignore[return-value]
+
+    return decorate

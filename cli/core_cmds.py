@@ -6,6 +6,7 @@ that ``modelreg --help`` lists these first.
 """
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
+import dataclasses
 import os
 import re
 import sys
@@ -13,20 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_cli.context import Command, Remote, warn
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
 from modelreg_cli.options import (
-    CaFileOpt,
     CertificateIdentityOpt,
     CertificateIdentityRegexpOpt,
     CertificateOidcIssuerOpt,
-    ConcurrencyOpt,
     FromCaFileOpt,
     FromInsecureOpt,
     FromPlainHttpOpt,
     HostsDirOpt,
-    InsecureOpt,
     JsonOpt,
-    PlainHttpOpt,
     QuietOpt,
     ToCaFileOpt,
     ToInsecureOpt,
@@ -40,8 +37,6 @@ from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_commands, add_group
 
 from modelreg.errors import InvalidInputError
-from modelreg.model.pack import ModelMetadata
-from modelreg.model.roles import layer_role
 
 commands = typer.Typer()
 META = "Model metadata (or the [descriptor] table of modelreg.toml)"
@@ -63,6 +58,7 @@ def _meta(flag: str, help_text: str) -> Any:
 
 # ------------------------------------------------------------------------- push
 @commands.command("push")
+@registry_flags(concurrency=True)
 def push(
     path: Annotated[Path, typer.Argument(metavar="DIR", help="Model directory to push.")],
     ref: Annotated[
@@ -137,15 +133,12 @@ def push(
     ] = False,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
-    concurrency: ConcurrencyOpt = 4,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Pack a model directory as a ModelPack artifact and push it."""
-    with Command(
-        json_output, Remote(plain_http, insecure, ca_file, concurrency), quiet=quiet
-    ) as cmd:
+    with Command(json_output, remote, quiet=quiet) as cmd:
+        from modelreg.model.pack import ModelMetadata
+
         annotations = parse_annotations(annotation)
         meta = ModelMetadata(
             name=name,
@@ -198,6 +191,7 @@ def _show_pushed(result: Any, json_output: bool) -> None:
 
 # ------------------------------------------------------------------------- pull
 @commands.command("pull")
+@registry_flags(concurrency=True)
 def pull(
     ref: Annotated[str, typer.Argument(metavar="REF", help="Model to pull.")],
     output: Annotated[
@@ -285,19 +279,14 @@ def pull(
     ] = None,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
-    concurrency: ConcurrencyOpt = 4,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Pull a model's files into a directory; every byte is verified before it lands.
 
     Into a directory that is not empty: files of the model already there with the same
     content are kept, different ones refused (exit 2) unless --overwrite, other files
     left alone. A failed pull leaves the directory as it was."""
-    with Command(
-        json_output, Remote(plain_http, insecure, ca_file, concurrency), quiet=quiet
-    ) as cmd:
+    with Command(json_output, remote, quiet=quiet) as cmd:
         if (output is None) == (into is None):
             raise InvalidInputError(
                 "give exactly one of -o/--output DIR or --into DIR",
@@ -498,6 +487,7 @@ def _show_pulled(result: Any, json_output: bool, signature: Path | None = None) 
 
 # ---------------------------------------------------------------------- inspect
 @commands.command("inspect")
+@registry_flags()
 def inspect(
     ref: Annotated[str, typer.Argument(help="Model to describe.")],
     tensors: Annotated[
@@ -509,12 +499,10 @@ def inspect(
         ),
     ] = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Show a model's manifest, config, files, sizes and digests (no weights are read)."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         with cmd.client() as client:
             info = client.inspect(ref, tensors=tensors)
         files = _with_roles(info.files)
@@ -547,6 +535,8 @@ def _show_summary(info: Any) -> None:
 
 def _with_roles(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each file row with ``role``: the ModelPack role its media type gives, and why."""
+    from modelreg.model.roles import layer_role
+
     return [
         {
             **f,
@@ -607,6 +597,7 @@ def _show_tensors(listing: Any) -> None:
 
 # ------------------------------------------------------------------------- diff
 @commands.command("diff")
+@registry_flags()
 def diff(
     ref_a: Annotated[str, typer.Argument(help="The older model (A).")],
     ref_b: Annotated[str, typer.Argument(help="The newer model (B).")],
@@ -618,12 +609,10 @@ def diff(
         ),
     ] = True,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Show which files and tensors differ between two models and how many bytes they share."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         with cmd.client() as client:
             result = client.diff(ref_a, ref_b, tensors=tensors)
         if json_output:
@@ -664,6 +653,7 @@ def _show_diff(result: Any) -> None:
 
 # -------------------------------------------------------------------- import hf
 @import_app.command("hf")
+@registry_flags(concurrency=True)
 def import_hf(
     path: Annotated[
         Path,
@@ -679,15 +669,10 @@ def import_hf(
     ] = None,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
-    concurrency: ConcurrencyOpt = 4,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Push a Hugging Face cache snapshot (links followed only into its blobs/; no network)."""
-    with Command(
-        json_output, Remote(plain_http, insecure, ca_file, concurrency), quiet=quiet
-    ) as cmd:
+    with Command(json_output, remote, quiet=quiet) as cmd:
         with cmd.client() as client, cmd.progress() as progress:
             result = client.import_hf(
                 path, ref, progress=progress, split=split, part_size=part_size
@@ -697,6 +682,7 @@ def import_hf(
 
 # --------------------------------------------------------------------------- cp
 @commands.command("cp")
+@registry_flags(concurrency=True)
 def cp(
     src: Annotated[str, typer.Argument(help="Source reference.")],
     dst: Annotated[str, typer.Argument(help="Destination reference.")],
@@ -706,17 +692,13 @@ def cp(
     ] = False,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
     from_plain_http: FromPlainHttpOpt = False,
     from_insecure: FromInsecureOpt = False,
     from_ca_file: FromCaFileOpt = None,
     to_plain_http: ToPlainHttpOpt = False,
     to_insecure: ToInsecureOpt = False,
     to_ca_file: ToCaFileOpt = None,
-    hosts_dir: HostsDirOpt = None,
-    concurrency: ConcurrencyOpt = 4,
 ) -> None:
     """Copy a model between registries, the local store and OCI layout directories.
 
@@ -728,14 +710,7 @@ def cp(
             (src, "--from", from_plain_http, from_insecure, from_ca_file),
             (dst, "--to", to_plain_http, to_insecure, to_ca_file),
         )
-        cmd.remote = Remote(
-            plain_http,
-            insecure,
-            ca_file,
-            concurrency,
-            hosts_dir=hosts_dir,
-            host_overrides=overrides,
-        )
+        cmd.remote = dataclasses.replace(remote, host_overrides=overrides)
         with cmd.client() as client, cmd.progress() as progress:
             result = client.copy(src, dst, recursive=recursive, progress=progress)
         if json_output:
@@ -865,6 +840,7 @@ def _endpoint_line(row: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------- tags
 @commands.command("tags")
+@registry_flags()
 def tags(
     ref: Annotated[
         str,
@@ -879,12 +855,10 @@ def tags(
         ),
     ] = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """List the tags of a repository (its versions; see --all)."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         with cmd.client() as client:
             names = client.tags(ref)
         shown = names if all_ else [n for n in names if not _FALLBACK_TAG.fullmatch(n)]
@@ -901,6 +875,7 @@ _FALLBACK_TAG = re.compile(r"sha256-[0-9a-f]{64}(\.[a-z]+)?")
 
 # --------------------------------------------------------------- login / logout
 @commands.command("login")
+@registry_flags()
 def login(
     registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
     username: Annotated[str | None, typer.Option("--username", "-u")] = None,
@@ -908,12 +883,10 @@ def login(
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Check credentials against a registry and store them in the docker config file."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         user, password = _credentials(username, password_stdin)
         with cmd.client() as client:
             where = client.login(registry, user, password)

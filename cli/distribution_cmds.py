@@ -4,14 +4,9 @@
 from typing import Annotated
 
 import typer
-from modelreg_cli.context import Command, Remote, warn
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
 from modelreg_cli.options import (
-    CaFileOpt,
-    ConcurrencyOpt,
-    HostsDirOpt,
-    InsecureOpt,
     JsonOpt,
-    PlainHttpOpt,
     QuietOpt,
 )
 from modelreg_cli.render import human_size, out_console, plural, print_json
@@ -26,6 +21,7 @@ def register(app: typer.Typer) -> None:
 
 
 @commands.command("prefetch")
+@registry_flags(concurrency=True)
 def prefetch(
     ref: Annotated[str, typer.Argument(metavar="REF", help="Model to warm the mirrors with.")],
     via: Annotated[
@@ -41,20 +37,15 @@ def prefetch(
         bool,
         typer.Option("--referrers", help="Warm signatures, attestations and the chunk index too."),
     ] = False,
-    hosts_dir: HostsDirOpt = None,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
-    concurrency: ConcurrencyOpt = 4,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Read every blob of a model through mirrors so that they cache it, keeping
     nothing: a rollout then starts warm. Every byte is verified; a mirror that fails
     is skipped for the registry, and the summary says how many bytes each host served
     (a mirror is warm when the registry served none). The registry flags are the
     registry's; a mirror's settings come from hosts.toml."""
-    remote = Remote(plain_http, insecure, ca_file, concurrency, hosts_dir=hosts_dir)
     with Command(json_output, remote, quiet=quiet) as cmd:
         with cmd.client() as client, cmd.progress() as progress:
             result = client.prefetch(

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_cli.context import Command, Remote, warn
-from modelreg_cli.options import CaFileOpt, ConcurrencyOpt, InsecureOpt, JsonOpt, PlainHttpOpt
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
+from modelreg_cli.options import JsonOpt
 from modelreg_cli.render import err_console, out_console
 from modelreg_cli.wiring import add_commands
 
@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 @commands.command("mount")
+@registry_flags(concurrency=True)
 def mount(
     ref: Annotated[str, typer.Argument(help="Model to mount (registry, store or oci:DIR).")],
     mountpoint: Annotated[Path, typer.Argument(help="Empty directory to mount it on.")],
@@ -60,10 +61,7 @@ def mount(
         bool, typer.Option("--debug-fuse", help="Log every FUSE request (libfuse debug).")
     ] = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
-    concurrency: ConcurrencyOpt = 4,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Mount a model read-only: files are fetched on first read, every chunk verified.
 
@@ -73,13 +71,13 @@ def mount(
     from modelreg.lazy import open_model
     from modelreg.lazy.fuse import mount as fuse_mount
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+    with Command(json_output, remote) as cmd:
         with (
             cmd.client() as client,
             open_model(
                 client,
                 ref,
-                concurrency=concurrency,
+                concurrency=remote.concurrency,
                 readahead=readahead_mib * 1024 * 1024,
                 memory=memory_mib * 1024 * 1024,
                 on_warning=warn,
@@ -147,6 +145,7 @@ def umount(
 
 
 @commands.command("index")
+@registry_flags(concurrency=True)
 def index(
     ref: Annotated[str, typer.Argument(help="Model to index (registry or store reference).")],
     force: Annotated[
@@ -154,10 +153,7 @@ def index(
         typer.Option("--force", help="Build and push the index referrer even if one exists."),
     ] = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
-    concurrency: ConcurrencyOpt = 4,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Add a chunk index to a model pushed without one (another tool, an older modelreg,
     `push --no-chunk-index`), so lazy opens and mounts fetch and verify chunk by chunk.
@@ -168,7 +164,7 @@ def index(
     """
     from modelreg.lazy.publish import add_chunk_index
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file, concurrency)) as cmd:
+    with Command(json_output, remote) as cmd:
         with cmd.client() as client, cmd.progress() as progress:
             result = add_chunk_index(client, ref, force=force, progress=progress)
         if json_output:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from modelreg_cli.context import Command, Remote, warn
-from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
+from modelreg_cli.options import JsonOpt
 from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_commands
 
@@ -55,6 +55,7 @@ def _print_removals(doc: dict[str, Any]) -> None:
 
 
 @commands.command("rm")
+@registry_flags()
 def rm(
     refs: Annotated[
         list[str],
@@ -73,16 +74,14 @@ def rm(
     ] = False,
     dry_run: DryRunOpt = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Delete tags or manifests from a registry or the local store.
 
     A registry that cannot delete a tag alone (Distribution 2.8) has the manifest
     deleted instead, with every tag on it; the output says so.
     """
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         results = []
         with cmd.client() as client:
             for ref in refs:
@@ -98,6 +97,7 @@ def rm(
 
 
 @commands.command("prune")
+@registry_flags()
 def prune(
     repository: Annotated[
         str, typer.Argument(help="Repository: registry/repo or NAME in the local store.")
@@ -170,9 +170,7 @@ def prune(
     ] = None,
     dry_run: DryRunOpt = False,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Retention for a checkpoint series: delete every version of REPOSITORY except
     the newest --keep-last, those tagged to --keep, those younger than --older-than
@@ -187,7 +185,7 @@ def prune(
     """
     from modelreg.units import parse_duration
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         age = parse_duration(older_than, "--older-than") if older_than is not None else None
         signed = _keep_signed_policy(
             keep_signed_by or [],

@@ -39,8 +39,8 @@ HostsDirOpt = Annotated[
     typer.Option(
         "--hosts-dir",
         metavar="DIR[:DIR...]",
-        help="certs.d-style directories of HOST/hosts.toml (mirrors, CA, plain HTTP) to use "
-        "instead of $MODELREG_HOSTS_DIR or the default search path (see `modelreg hosts`).",
+        # one line in every registry command's help: `modelreg hosts --help` says the rest
+        help="DIRs of HOST/hosts.toml (see `modelreg hosts`).",
     ),
 ]
 

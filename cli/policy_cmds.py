@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from modelreg_cli.context import Command, Remote
-from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt, PolicyOpt
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags
+from modelreg_cli.options import JsonOpt, PolicyOpt
 from modelreg_cli.render import out_console, print_json
 from modelreg_cli.wiring import add_group
 
@@ -85,13 +85,12 @@ def register(app: typer.Typer) -> None:
 
 
 @policy_app.command("check")
+@registry_flags()
 def check(
     ref: Annotated[str, typer.Argument(help="Model reference to check (tag or digest).")],
     policy: PolicyOpt,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
     unmatched: UnmatchedOpt = "deny",
 ) -> None:
     """Evaluate every policy that applies to REF and explain each rule.
@@ -102,7 +101,7 @@ def check(
     """
     from modelreg.policy import evaluate, gather_facts, load_policies, no_match_setting
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         setting = no_match_setting(unmatched, "--unmatched")
         policies = load_policies(policy)
         with cmd.client() as client:

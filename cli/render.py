@@ -16,23 +16,36 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:  # rich is imported when something is printed, not by --help
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
-from modelreg.events import Event
+    from modelreg.events import Event
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich Console made on first use: ``modelreg --help`` need not import rich."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self._console: Console | None = None
+
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._settings)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console(), name)
+
+
+_err = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
+err_console = cast("Console", _err)
+out_console = cast("Console", _LazyConsole(highlight=False, soft_wrap=True))
 
 
 class ProgressRenderer:
@@ -52,13 +65,22 @@ class ProgressRenderer:
         if self._log is not None:
             self._log.start()
         if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("{task.description}", justify="left"),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
-                console=err_console,
+                console=_err.console(),
                 transient=False,
             )
             self._progress.start()

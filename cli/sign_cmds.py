@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_cli.context import Command, Remote, warn
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
 from modelreg_cli.options import (
-    CaFileOpt,
     CertificateIdentityOpt,
     CertificateIdentityRegexpOpt,
     CertificateOidcIssuerOpt,
-    InsecureOpt,
     JsonOpt,
-    PlainHttpOpt,
 )
 from modelreg_cli.render import out_console, print_json
 from modelreg_cli.wiring import add_commands
@@ -137,6 +134,7 @@ def keygen(
 
 # ------------------------------------------------------------------------- sign
 @commands.command("sign")
+@registry_flags()
 def sign(
     ref: Annotated[str, typer.Argument(help="Model to sign (tag or digest; signed by digest).")],
     key: KeyOpt = None,
@@ -161,14 +159,12 @@ def sign(
         ),
     ] = None,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Sign a model: cosign v3 signature + model-level statement, stored as referrers."""
     from modelreg import sign as signing
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         with (
             _signer(
                 key, keyless, identity_token, identity_token_file, staging, trust_config
@@ -216,6 +212,7 @@ def _show_signed(pinned: str, result: Any, json_output: bool) -> None:
 
 # ----------------------------------------------------------------------- attest
 @commands.command("attest")
+@registry_flags()
 def attest(
     ref: Annotated[str, typer.Argument(help="Model the attestation is about.")],
     type_: Annotated[
@@ -239,14 +236,12 @@ def attest(
     staging: StagingOpt = False,
     trust_config: TrustConfigOpt = None,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Sign a predicate about a model: SLSA provenance, training lineage, scan, any file."""
     from modelreg import sign as signing
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         predicate_type = _predicate_type(type_)
         body = _read_predicate(predicate) if predicate is not None else None
         with (
@@ -314,6 +309,7 @@ def _built_in_predicate(predicate_type: str, pinned: str, target: Any, desc: Any
 
 # ----------------------------------------------------------------------- verify
 @commands.command("verify")
+@registry_flags()
 def verify(
     ref: Annotated[
         str,
@@ -370,9 +366,7 @@ def verify(
         ),
     ] = None,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Verify a model's signatures and attestations (exit 7 when it does not verify).
 
@@ -380,7 +374,7 @@ def verify(
     has no ':' or '@' and a directory of that name exists; otherwise a reference."""
     from modelreg.verify import policy_from_options, verify_reference
 
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         if signature is None:
             _refuse_directory_without_signature(ref, key or [])
         policy = policy_from_options(
@@ -494,6 +488,7 @@ def _render_verification(reference: str, result: Any) -> None:
 
 # -------------------------------------------------------------------- referrers
 @commands.command("referrers")
+@registry_flags()
 def referrers(
     ref: Annotated[str, typer.Argument(help="Model whose signatures and attestations to list.")],
     save_model_signature: Annotated[
@@ -504,12 +499,10 @@ def referrers(
         ),
     ] = None,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """List the tree of signatures and attestations of a model (not verified: use verify)."""
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         with cmd.client() as client:
             resolved, target, desc = client.resolve(ref)
             tree = referrer_tree(target, desc)

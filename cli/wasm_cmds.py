@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_cli.context import Command, Remote, print_error
-from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt, parse_annotations
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, print_error, registry_flags
+from modelreg_cli.options import JsonOpt, parse_annotations
 from modelreg_cli.render import err_console, human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_group
 
@@ -96,6 +96,7 @@ def _is_local_module(ref: str) -> bool:
 
 # ------------------------------------------------------------------------- pack
 @wasm_app.command("pack")
+@registry_flags()
 def pack(
     module: Annotated[Path, typer.Argument(help="The compiled module (.wasm, wasip1).")],
     model: Annotated[
@@ -123,16 +124,14 @@ def pack(
         ),
     ] = None,
     json_output: JsonOpt = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Bundle MODULE as a Wasm OCI artifact pinned to --model and push it to --tag.
 
     The weights do not move: pulling the bundle never pulls them. Keep the model
     tagged in its repository (a pin is not a garbage-collection root).
     """
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         from modelreg.wasm import pack as pack_bundle
 
         with cmd.client() as client:
@@ -157,6 +156,7 @@ def pack(
 
 # -------------------------------------------------------------------------- run
 @wasm_app.command("run")
+@registry_flags()
 def run(
     ref: Annotated[
         str,
@@ -217,9 +217,7 @@ def run(
         bool,
         typer.Option("--json", help="Print a JSON summary on stdout (needs --output)."),
     ] = False,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
 ) -> None:
     """Run a WebAssembly bundle on its model: weights read lazily and verified.
 
@@ -228,7 +226,7 @@ def run(
     misuses the host ABI or exits non-zero; 5 when a weight chunk does not
     match its digest; 7 when --verify-key or --policy refuses.
     """
-    with Command(json_output, Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(json_output, remote) as cmd:
         from modelreg.wasm import Limits, parse_size
 
         if json_output and output is None:

@@ -2,16 +2,18 @@
 
 # No ``from __future__ import annotations``: typer reads these annotations at runtime.
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from modelreg_cli.context import Command, Remote
-from modelreg_cli.options import CaFileOpt, InsecureOpt, JsonOpt, PlainHttpOpt, PolicyOpt
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags
+from modelreg_cli.options import JsonOpt, PolicyOpt
 from modelreg_cli.render import out_console, print_json
 from modelreg_cli.wiring import add_group
 
-from modelreg.client import Client, RemoteOptions
 from modelreg.errors import InvalidInputError
+
+if TYPE_CHECKING:  # the client is imported by the command that serves
+    from modelreg.client import RemoteOptions
 
 webhook_app = typer.Typer(
     name="webhook",
@@ -27,6 +29,7 @@ def register(app: typer.Typer) -> None:
 
 
 @webhook_app.command("serve")
+@registry_flags()
 def serve(
     policy: PolicyOpt,
     tls_cert: Annotated[
@@ -83,9 +86,7 @@ def serve(
         Path | None,
         typer.Option("--docker-config", help="Registry credentials (docker config.json)."),
     ] = None,
-    plain_http: PlainHttpOpt = False,
-    insecure: InsecureOpt = False,
-    ca_file: CaFileOpt = None,
+    remote: Remote = REGISTRY_FLAGS,
     max_pending: Annotated[
         int,
         typer.Option(
@@ -122,9 +123,10 @@ def serve(
 
     from modelreg._extras import require
 
-    with Command(remote=Remote(plain_http, insecure, ca_file)) as cmd:
+    with Command(remote=remote) as cmd:
         # inside the command: a missing extra is an error like any other (exit 15)
         require("httptools", "webhook", "the admission webhook server (webhook serve)")
+        from modelreg.client import Client
         from modelreg.policy import load_policies
         from modelreg.webhook.breaker import BreakerConfig
         from modelreg.webhook.engine import Engine, EngineConfig
@@ -197,14 +199,17 @@ def _check_serve_inputs(
 
 
 def _webhook_options(
-    base: RemoteOptions, docker_config: Path | None, budget: float
-) -> RemoteOptions:
+    base: "RemoteOptions", docker_config: Path | None, budget: float
+) -> "RemoteOptions":
     """The server's RemoteOptions: the registry flags of ``base``, warnings to the log,
     no fsync (it writes nothing that must survive), and the decision budget as timeout
     and as the total time of any document, retries included."""
     import logging
 
+    from modelreg.client import RemoteOptions
+
     return RemoteOptions(
+        hosts_dirs=base.hosts_dirs,
         plain_http=base.plain_http,
         insecure=base.insecure,
         ca_file=base.ca_file,
