@@ -45,6 +45,8 @@ from typing import Any, BinaryIO
 from modelreg._fs import AtomicFile, atomic_write
 from modelreg._json import loads_strict
 from modelreg.content.base import CHUNK, BlobSource, PushResult, VerifyingReader
+from modelreg.content.fallback_entries import complete_entries
+from modelreg.content.registry.target import referrers_tag
 from modelreg.errors import (
     CorruptCacheError,
     FormatError,
@@ -52,6 +54,7 @@ from modelreg.errors import (
     InvalidInputError,
     ModelRegError,
     NotFoundError,
+    SizeLimitError,
     local_storage,
 )
 from modelreg.oci import mediatypes as mt
@@ -59,6 +62,7 @@ from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import (
     MAX_MANIFEST_BYTES,
+    Index,
     Manifest,
     canonical_json,
     parse_manifest_or_index,
@@ -521,7 +525,51 @@ class LayoutTarget:
                     artifact_type=kind,
                 )
             )
+        for listed in self._fallback_referrers(desc):
+            wanted = not artifact_type or listed.artifact_type == artifact_type
+            if wanted and listed.digest not in {d.digest for d in out}:
+                out.append(listed)
         return out
+
+    def _fallback_referrers(self, desc: Descriptor) -> list[Descriptor]:
+        """What a tag-schema index tagged ``sha256-<hex>`` lists (skopeo copies one
+        into a layout like any tag; its entries may have lost ``artifactType``)."""
+        try:
+            tagged = self.resolve(referrers_tag(desc.digest))
+        except NotFoundError:
+            return []
+        if tagged.media_type not in mt.INDEX_TYPES:
+            return []
+        index = parse_manifest_or_index(self._verified_blob(tagged), tagged.media_type)
+        if not isinstance(index, Index):
+            return []
+        where = f"the referrers index at tag {referrers_tag(desc.digest)!r} in {self._where()}"
+        entries = complete_entries(index.manifests, desc, self._listed_manifest, where=where)
+        return [d for d in entries if d.media_type in mt.ALL_MANIFEST_TYPES]
+
+    def _listed_manifest(self, entry: Descriptor) -> bytes | None:
+        try:
+            return self._verified_blob(entry)
+        except NotFoundError:
+            return None
+
+    def _verified_blob(self, desc: Descriptor) -> bytes:
+        """A manifest-sized blob of the store, read whole and checked against its digest."""
+        if desc.size > MAX_MANIFEST_BYTES:
+            raise SizeLimitError(
+                f"{desc.digest} in {self._where()} is over {MAX_MANIFEST_BYTES} bytes",
+                hint="a referrers index or referrer manifest is never that large",
+            )
+        try:
+            data = self.store.blob_path(desc.digest).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{desc.digest} is not in {self._where()}") from exc
+        if Digest.from_bytes(data, desc.digest.algorithm) != desc.digest:
+            raise IntegrityError(
+                f"{desc.digest} in {self._where()} does not hash to its digest",
+                hint="the store is damaged; run `modelreg cache verify`",
+            )
+        return data
 
     def tags(self) -> Iterator[str]:
         names = []

@@ -148,14 +148,15 @@ def test_what_skopeo_copied_copies_on_with_its_signatures(
 def test_modelreg_reads_what_skopeo_wrote_from_an_oci_layout(
     registry_plain: RegistryServer, tmp_path: Path
 ) -> None:
-    """skopeo writes an OCI layout of a signed modelreg model (both tags) and pushes it
-    back; modelreg pulls and verifies it."""
+    """skopeo writes an OCI layout of a signed modelreg model (both tags), where modelreg
+    verifies it, and pushes it back; modelreg pulls and verifies it."""
     model = write_tree(tmp_path / "model", FILES)
     priv, pub = key_pair(tmp_path)
     staging = f"{registry_plain.host}/interop/skopeo-staging"
     digest = _push_signed(model, f"{staging}:v1", priv)
     layout = tmp_path / "layout"
     _copy_signed(f"docker://{staging}", f"oci:{layout}", digest)
+    _verified(f"oci:{layout}:v1", pub, digest)  # the fallback tag is in index.json
     dst = f"{registry_plain.host}/interop/skopeo-from-layout"
     _copy_signed(f"oci:{layout}", f"docker://{dst}", digest)
     assert ok("inspect", f"{dst}:v1")["digest"] == digest
