@@ -47,6 +47,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | Iterable[bytes] = b""
     delay: float = 0.0
+    cut: bool = False
+    """Close the connection after the body: with a ``Content-Length`` promising more,
+    a connection cut mid-body."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,8 @@ class CraftedRegistry:
                 time.sleep(reply.delay)
             h.wfile.write(chunk)
             h.wfile.flush()
+        if reply.cut:
+            h.close_connection = True
 
 
 def _error(code: str) -> bytes:

@@ -389,7 +389,7 @@ class _Failover(io.RawIOBase):
         self.served: list[Mirror | None] = []
         """Each source that delivered bytes of this blob (None: the server)."""
         self.exhausted = False
-        self._open()
+        self._open(0)
 
     def readable(self) -> bool:
         return True
@@ -398,14 +398,15 @@ class _Failover(io.RawIOBase):
         self.exhausted = True
         return self._owner._last(exc, "pull", str(self._desc.digest))
 
-    def _open(self) -> None:
+    def _open(self, offset: int) -> None:
+        """Open the next source that serves the blob from byte ``offset`` on."""
         key = str(self._desc.digest)
         while self._queue:
             mirror, target = self._queue.pop(0)
             if mirror is not None and not mirror.usable("pull"):
                 continue  # found down or lying meanwhile (by another blob)
             try:
-                self._stream = target.open_blob(self._desc, self.offset)
+                self._stream = target.open_blob(self._desc, offset)
             except InvalidInputError:
                 raise
             except ModelRegError as exc:
@@ -415,8 +416,8 @@ class _Failover(io.RawIOBase):
                 continue
             self._mirror = mirror
             host = mirror.host if mirror is not None else self._owner.client.api_host
-            if self.offset:
-                _log.info("%s: continuing at byte %d from %s", key, self.offset, host)
+            if offset:
+                _log.info("%s: continuing at byte %d from %s", key, offset, host)
             else:
                 _log.info("download %s: served by %s", key, host)
             return
@@ -424,28 +425,37 @@ class _Failover(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         key = str(self._desc.digest)
+        view = memoryview(buffer).cast("B")
+        got = 0
         while True:
-            assert self._stream is not None
+            stream = self._stream
+            assert stream is not None
+            before = stream.offset
             try:
-                n = self._stream.readinto(buffer) or 0
+                got += stream.readinto(view[got:]) or 0
             except InvalidInputError:
                 raise
             except ModelRegError as exc:
+                # what reached the buffer before the break is kept (the hash covers it)
+                got += stream.offset - before
+                self._delivered(got)
                 if self._mirror is None:
                     raise self._give_up(exc) from None
-                what = f"download {key} (broke at byte {self.offset})"
+                what = f"download {key} (broke at byte {self.offset + got})"
                 self._owner._failed(self._mirror, exc, what, key)
-                self._stream.close()
-                self._open()
-                continue
-            if n and self._mirror not in self.served:
-                self.served.append(self._mirror)
-                if self._mirror is not None:
-                    self._owner._served(self._mirror.host)
-                else:
-                    self._owner._served(self._owner.client.api_host)
-            self.offset += n
-            return n
+                stream.close()
+                self._open(self.offset + got)
+                if got < len(view):
+                    continue
+            self._delivered(got)
+            self.offset += got
+            return got
+
+    def _delivered(self, got: int) -> None:
+        if got and self._mirror not in self.served:
+            self.served.append(self._mirror)
+            host = self._mirror.host if self._mirror is not None else self._owner.client.api_host
+            self._owner._served(host)
 
     def close(self) -> None:
         try:
