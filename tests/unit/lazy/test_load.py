@@ -198,3 +198,38 @@ def test_torch_bf16_model_equals_safetensors_torch(tmp_path):
     assert set(got) == set(want)
     for name, t in want.items():
         assert got[name].dtype == t.dtype and torch.equal(got[name], t)
+
+
+def test_large_numpy_tensors_live_in_mappings_of_their_own(tmp_path):
+    """Big tensors get a private anonymous mapping (no huge-page advice, see
+    load._allocate): still right, writable, independent of each other."""
+    import mmap
+
+    root = tmp_path / "big"
+    root.mkdir()
+    rng = np.random.default_rng(7)
+    want = {
+        "big.a": rng.standard_normal((512, 1024)).astype(np.float32),  # 2 MiB
+        "big.b": rng.standard_normal((256, 1024)).astype(np.float32),  # 1 MiB
+        "small": rng.standard_normal((16,)).astype(np.float32),
+    }
+    save_file(want, str(root / "model.safetensors"))
+    (root / "config.json").write_text("{}")
+    inner = MemoryTarget()
+    publish(inner, root, index=True)
+    got = load_model(inner, "v1")
+    for name, arr in want.items():
+        assert np.array_equal(got[name], arr)
+        assert got[name].flags.writeable
+
+    def owner(arr: np.ndarray) -> object:
+        base: object = arr
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        return base.obj if isinstance(base, memoryview) else base
+
+    assert isinstance(owner(got["big.a"]), mmap.mmap)
+    assert isinstance(owner(got["big.b"]), mmap.mmap)
+    assert not isinstance(owner(got["small"]), mmap.mmap)
+    got["big.a"][0, 0] = 42.0
+    assert got["big.b"][0, 0] == want["big.b"][0, 0] and got["big.a"][0, 0] == 42.0
