@@ -14,18 +14,59 @@ and never prints; pass ``progress=`` to receive transfer events.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
+from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from modelreg._version import __version__
-from modelreg.client import Client, InspectResult, PullResult, PushResult, RemoteOptions
-from modelreg.copy import CopyResult
-from modelreg.errors import ModelRegError
-from modelreg.events import Event, ProgressCallback
-from modelreg.lazy import ModelHandle
-from modelreg.model.pack import ModelMetadata
-from modelreg.oci import Descriptor, Digest, Index, Manifest, Reference
-from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.client import Client, InspectResult, PullResult, PushResult, RemoteOptions
+    from modelreg.copy import CopyResult
+    from modelreg.errors import ModelRegError
+    from modelreg.events import Event, ProgressCallback
+    from modelreg.lazy import ModelHandle
+    from modelreg.model.pack import ModelMetadata
+    from modelreg.oci import Descriptor, Digest, Index, Manifest, Reference
+    from modelreg.settings import Settings
+
+# The public names below are imported when first asked for (PEP 562), so that
+# ``import modelreg`` (and with it every ``modelreg.x`` submodule import, and the CLI's
+# ``--help``) does not pay for the HTTP client, TLS and crypto until a name needs them.
+_LAZY: dict[str, str] = {
+    "Client": "modelreg.client",
+    "InspectResult": "modelreg.client",
+    "PullResult": "modelreg.client",
+    "PushResult": "modelreg.client",
+    "RemoteOptions": "modelreg.client",
+    "CopyResult": "modelreg.copy",
+    "ModelRegError": "modelreg.errors",
+    "Event": "modelreg.events",
+    "ProgressCallback": "modelreg.events",
+    "ModelHandle": "modelreg.lazy",
+    "ModelMetadata": "modelreg.model.pack",
+    "Descriptor": "modelreg.oci",
+    "Digest": "modelreg.oci",
+    "Index": "modelreg.oci",
+    "Manifest": "modelreg.oci",
+    "Reference": "modelreg.oci",
+    "Settings": "modelreg.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name of :data:`_LAZY`, imported from its module on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # the next lookup is an ordinary one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "Client",
@@ -67,6 +108,7 @@ def open(
 
     The handle keeps a client open; close it (or use ``with``) when done.
     """
+    from modelreg.client import Client
     from modelreg.lazy import open_model
 
     client = Client(options, settings=settings)
@@ -101,6 +143,7 @@ def load(
     ``tensor_parallel=(rank, world)``: only this rank's shards (2-D tensors split
     by rows unless ``split`` says otherwise). See :mod:`modelreg.lazy.load`.
     """
+    from modelreg.client import Client
     from modelreg.lazy.load import load_model
 
     with Client(options, settings=settings) as client:
@@ -131,6 +174,7 @@ def load_iter(
     settings: Settings | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """:func:`load` as a generator: ``(name, array)`` as each tensor is verified."""
+    from modelreg.client import Client
     from modelreg.lazy.load import iter_load
 
     with Client(options, settings=settings) as client:
@@ -156,6 +200,8 @@ def push(
     **kwargs: Any,
 ) -> PushResult:
     """Pack the model directory ``path`` and push it to ``ref``."""
+    from modelreg.client import Client
+
     with Client(options, settings=settings) as client:
         return client.push(path, ref, **kwargs)
 
@@ -169,6 +215,8 @@ def pull(
     **kwargs: Any,
 ) -> PullResult:
     """Pull the model ``ref`` into the directory ``output``, verifying every byte."""
+    from modelreg.client import Client
+
     with Client(options, settings=settings) as client:
         return client.pull(ref, output, **kwargs)
 
@@ -177,6 +225,8 @@ def inspect(
     ref: str, *, options: RemoteOptions | None = None, settings: Settings | None = None
 ) -> InspectResult:
     """Describe a model: manifest, config, files, sizes and digests."""
+    from modelreg.client import Client
+
     with Client(options, settings=settings) as client:
         return client.inspect(ref)
 
@@ -190,6 +240,8 @@ def copy(
     **kwargs: Any,
 ) -> CopyResult:
     """Copy an artifact (and with ``recursive=True`` its referrers) between targets."""
+    from modelreg.client import Client
+
     with Client(options, settings=settings) as client:
         return client.copy(src, dst, **kwargs)
 
@@ -198,5 +250,7 @@ def tags(
     ref: str, *, options: RemoteOptions | None = None, settings: Settings | None = None
 ) -> list[str]:
     """The tags of a repository."""
+    from modelreg.client import Client
+
     with Client(options, settings=settings) as client:
         return client.tags(ref)
