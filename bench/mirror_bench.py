@@ -210,6 +210,10 @@ def table(rows: list[dict[str, Any]], model_bytes: int, args: argparse.Namespace
                 f"and caused {r['prefetch_egress'] / (1 << 20):.1f} MiB of upstream egress "
                 f"({r['prefetch_egress'] / model_bytes:.2f}x the model); the cache had stored "
                 f"everything {r['stored_s']:.1f} s after it returned; warm: {r['prefetch_warm']}.",
+                "",
+                f"Whole rollout (the prefetch, then {args.nodes} pulls): "
+                f"{(r['prefetch_egress'] + r['egress']) / (1 << 20):.1f} MiB of upstream egress, "
+                f"{(r['prefetch_egress'] + r['egress']) / model_bytes:.2f}x the model.",
             ]
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,14 @@ from __future__ import annotations
 import io
 from typing import BinaryIO
 
-from modelreg.content.base import CHUNK, BlobSource, ReadOnlyTarget, Target, fetch_bytes
+from modelreg.content.base import (
+    CHUNK,
+    BlobSource,
+    ReadOnlyTarget,
+    Target,
+    VerifyingReader,
+    fetch_bytes,
+)
 from modelreg.events import ProgressCallback
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
@@ -43,11 +50,39 @@ def fetch_node(target: ReadOnlyTarget, desc: Descriptor) -> Manifest | Index:
     return parse_manifest_or_index(data, desc.media_type, f"manifest {desc.digest}")
 
 
+class _CheckedAtEnd(io.RawIOBase):
+    """A blob's verifying reader that checks the digest *before* handing out the block
+    holding the blob's last byte. An upload reads exactly the declared size and never
+    asks for EOF, where the reader would check: without this, wrong bytes from a source
+    would reach the destination's final request (which refuses them, but as the upload's
+    failure, not the source's, so the blob would not be read again from the next one)."""
+
+    def __init__(self, reader: VerifyingReader) -> None:
+        super().__init__()
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._reader.readinto(buffer)
+        if n and self._reader.bytes_read >= self._reader.descriptor.size:
+            self._reader.readinto(bytearray(1))  # at the end: raises if it does not verify
+        return n
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            super().close()
+
+
 def blob_source(src: ReadOnlyTarget, desc: Descriptor) -> BlobSource:
-    """``desc`` read from ``src``, opened at an offset (an upload resuming) by skipping."""
+    """``desc`` read from ``src``, opened at an offset (an upload resuming) by skipping;
+    the blob's last block is handed out only once the whole blob verified."""
 
     def open_at(offset: int) -> BinaryIO:
-        reader = src.fetch(desc)
+        reader = _CheckedAtEnd(src.fetch(desc))
         skip = offset
         while skip:
             block = reader.read(min(skip, CHUNK))

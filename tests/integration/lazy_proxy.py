@@ -61,11 +61,14 @@ class LazyProxy:
         *,
         flip_whole: bool = False,
         log_file: Path | None = None,
+        flip_only: str | None = None,
     ):
         self.upstream_port = upstream_port
         self.log_file = log_file
         self.mode: Mode = mode
         self.flip_whole = flip_whole
+        self.flip_only = flip_only
+        """With ``"flip"``: flip only blobs whose path contains this (a digest)."""
         self.log: list[Logged] = []
         self.flips = 0
         self._lock = threading.Lock()
@@ -108,6 +111,7 @@ class LazyProxy:
                     data
                     and is_blob
                     and proxy.mode == "flip"
+                    and (proxy.flip_only is None or proxy.flip_only in self.path)
                     and (status == 206 or (status == 200 and proxy.flip_whole))
                 ):
                     mutable = bytearray(data)
