@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from modelreg.model.unpack import unpack
 from modelreg.oci import Descriptor, Manifest
 from modelreg.oci import mediatypes as mt
 from tests.hostile.crafted import CraftedRegistry
-from tests.isolation import isolate
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 WEIGHT_TAR = "application/vnd.cncf.model.weight.v1.tar"
@@ -34,17 +32,6 @@ TITLE = "org.opencontainers.image.title"
 
 Member = tuple[str, str, str]
 """(kind, name, link target or file body): kind is file, dir, sym or hard."""
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def registry() -> Iterator[CraftedRegistry]:
-    with CraftedRegistry() as server:
-        yield server
 
 
 def _tar(members: list[Member]) -> bytes:

@@ -26,7 +26,6 @@ from modelreg.errors import CorruptCacheError, IntegrityError
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from tests.integration.registry_server import RegistryServer, start_registry
-from tests.isolation import isolate
 
 runner = CliRunner()
 WEIGHTS = b"\x01\x02\x03\x04" * 40_000
@@ -36,11 +35,6 @@ WEIGHTS = b"\x01\x02\x03\x04" * 40_000
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     with start_registry(tmp_path_factory.mktemp("corrupt-store-registry")) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture

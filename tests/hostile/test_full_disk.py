@@ -16,16 +16,10 @@ import pytest
 from modelreg import Client, RemoteOptions
 from modelreg.errors import LocalStorageError
 from tests.hostile.crafted import CraftedRegistry
-from tests.isolation import isolate
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 TITLE = "org.opencontainers.image.title"
 BIG = 2 * 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,23 +24,11 @@ from modelreg import Client, cache
 from modelreg.errors import IntegrityError
 from modelreg.model.unpack._staging import PREFIX, Owner, is_stale, sweep
 from tests.hostile.crafted import CraftedRegistry, Reply, Seen, sha256
-from tests.isolation import isolate
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 FILEPATH = "org.cncf.model.filepath"
 TITLE = "org.opencontainers.image.title"
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def registry() -> Iterator[CraftedRegistry]:
-    with CraftedRegistry() as server:
-        yield server
 
 
 def _layer(name: str, data: bytes) -> tuple[str, bytes, dict[str, str]]:

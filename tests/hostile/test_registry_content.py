@@ -11,7 +11,6 @@ import gzip
 import io
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,6 @@ WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 WEIGHT_TAR = "application/vnd.cncf.model.weight.v1.tar"
 WEIGHT_TAR_GZ = "application/vnd.cncf.model.weight.v1.tar+gzip"
 TITLE = "org.opencontainers.image.title"
-
-
-@pytest.fixture
-def registry() -> Iterator[CraftedRegistry]:
-    with CraftedRegistry() as server:
-        yield server
 
 
 def _pull(server: CraftedRegistry, tag: str, out: Path, **options: object) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,23 +18,11 @@ import pytest
 from modelreg import Client, RemoteOptions
 from modelreg.errors import TransferTooSlowError
 from tests.hostile.crafted import CraftedRegistry, Reply, Seen
-from tests.isolation import isolate
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 TITLE = "org.opencontainers.image.title"
 DRIP = 0.05
 """Seconds between two trickled bytes."""
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def registry() -> Iterator[CraftedRegistry]:
-    with CraftedRegistry() as server:
-        yield server
 
 
 def _pull(host: str, out: Path, **options: float) -> None:

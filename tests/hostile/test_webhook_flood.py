@@ -32,7 +32,6 @@ from modelreg.webhook import certs
 from modelreg.webhook.breaker import BreakerConfig
 from modelreg.webhook.engine import Engine, EngineConfig
 from modelreg.webhook.server import BackgroundServer, ServerConfig
-from tests.isolation import isolate
 from tests.unit.webhook.reviews import pod_spec, review, workload
 
 CONNECTIONS = 300
@@ -41,11 +40,6 @@ BUDGET = 1.0
 HANG_GUARD = BUDGET + 10.0
 """Seconds after which an answer counts as hung (the real bound is the budget)."""
 CAUSES = ("overloaded", "registry slow: no decision within the 1s budget", "circuit open")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture
