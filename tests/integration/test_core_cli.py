@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 from modelreg_cli.main import app
-from typer.testing import CliRunner
 
 from tests.integration.faults import CuttingProxy
+from tests.integration.helpers import ok, run, runner, same_tree
 from tests.schemas import validate_manifest, validate_model_config
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -29,24 +27,6 @@ def model(tmp_path) -> Path:
     (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
     (root / "run.sh").chmod(0o755)
     return root
-
-
-def run(*args: str) -> object:
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def same_tree(a: Path, b: Path) -> None:
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert files_a == files_b
-    for rel in files_a:
-        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
 def test_push_pull_inspect_tags_plain(registry_plain, model, tmp_path):

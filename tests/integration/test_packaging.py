@@ -13,49 +13,11 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
-from modelreg_cli.main import app
-from safetensors.numpy import save_file
-from typer.testing import CliRunner
-
+from tests.integration.helpers import checkpoint, ok, run, same_tree
 from tests.schemas import validate_manifest, validate_model_config
 
-runner = CliRunner()
 TESTDATA = Path(__file__).resolve().parents[2] / "testdata"
 PART_MEDIA_TYPE = "application/vnd.modelreg.weight.part.v1.raw"
-
-
-def run(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str) -> dict:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def checkpoint(root: Path, changed: frozenset[int] = frozenset()) -> Path:
-    """48 float32 tensors of 64 KiB (3 MiB), Llama-style names, a config and a tokenizer."""
-    root.mkdir(parents=True)
-    tensors = {}
-    for i in range(48):
-        rng = np.random.default_rng(i + (10_000 if i in changed else 0))
-        tensors[f"model.layers.{i // 4}.self_attn.p{i % 4}.weight"] = rng.standard_normal(
-            (16, 1024)
-        ).astype("f4")
-    save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
-    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}')
-    return root
-
-
-def same_tree(a: Path, b: Path) -> None:
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert files_a == files_b
-    for rel in files_a:
-        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
 def manifest_of(ref: str) -> dict:

@@ -9,10 +9,8 @@ import os
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from modelreg_cli.main import app
-from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 from modelreg import settings
@@ -22,6 +20,7 @@ from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError
 from modelreg.model.unpack._blockio import reflinks
 from modelreg.oci.digest import Digest
+from tests.integration.helpers import checkpoint
 
 runner = CliRunner()
 MIB = 1024 * 1024
@@ -188,21 +187,6 @@ def test_a_changed_first_output_is_fetched_again(registry_plain, model, tmp_path
     assert not [p for p in os.listdir(out2) if p.startswith(".modelreg")]
     # the stale entry is forgotten; the new output is remembered instead
     assert remembered(digest, size) == [str((out2 / "weights-a.bin").resolve())]
-
-
-def checkpoint(root: Path, changed: frozenset[int] = frozenset()) -> Path:
-    """48 float32 tensors of 64 KiB, a config and a tokenizer."""
-    root.mkdir(parents=True)
-    tensors = {}
-    for i in range(48):
-        rng = np.random.default_rng(i + (10_000 if i in changed else 0))
-        tensors[f"model.layers.{i // 4}.self_attn.p{i % 4}.weight"] = rng.standard_normal(
-            (16, 1024)
-        ).astype("f4")
-    save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
-    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}')
-    return root
 
 
 @pytest.mark.parametrize("mode", ["reference", "copy"])

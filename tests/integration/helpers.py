@@ -1,0 +1,53 @@
+"""Helpers the integration tests share: the CLI run in-process, a small safetensors
+checkpoint, and a byte-for-byte tree comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from click.testing import Result
+from modelreg_cli.main import app
+from safetensors.numpy import save_file
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def run(*args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def ok(*args: str) -> dict[str, Any]:
+    """The command's ``--json`` answer; fails the test when it did not exit 0."""
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def checkpoint(root: Path, changed: frozenset[int] = frozenset()) -> Path:
+    """48 float32 tensors of 64 KiB (3 MiB), Llama-style names, a config and a tokenizer;
+    the tensors whose index is in ``changed`` get other values (a fine-tune's v2)."""
+    root.mkdir(parents=True)
+    tensors = {}
+    for i in range(48):
+        rng = np.random.default_rng(i + (10_000 if i in changed else 0))
+        tensors[f"model.layers.{i // 4}.self_attn.p{i % 4}.weight"] = rng.standard_normal(
+            (16, 1024)
+        ).astype("f4")
+    save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
+    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (root / "tokenizer.json").write_text('{"version": "1.0"}')
+    return root
+
+
+def same_tree(a: Path, b: Path) -> None:
+    """The same files with the same bytes below ``a`` and ``b``."""
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
