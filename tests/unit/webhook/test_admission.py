@@ -33,6 +33,19 @@ def parsed(doc: dict) -> object:  # type: ignore[type-arg]
     return parse_review(json.dumps(doc).encode())
 
 
+def _v1_body(request: object = None, *, kind: str = "AdmissionReview") -> bytes:
+    """A v1 document of ``kind``, with ``request`` when one is given."""
+    doc: dict[str, object] = {"apiVersion": "admission.k8s.io/v1", "kind": kind}
+    if request is not None:
+        doc["request"] = request
+    return json.dumps(doc).encode()
+
+
+def _pod_create(**fields: object) -> dict[str, object]:
+    """A Pod CREATE request with ``fields`` added (the part a malformed case spoils)."""
+    return {"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", **fields}
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
@@ -46,64 +59,12 @@ def parsed(doc: dict) -> object:  # type: ignore[type-arg]
             ).encode(),
             "expected apiVersion admission.k8s.io/v1",
         ),
-        (
-            json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}).encode(),
-            "kind AdmissionReview",
-        ),
-        (
-            json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(),
-            "no request",
-        ),
-        (
-            json.dumps(
-                {
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "request": {"uid": ""},
-                }
-            ).encode(),
-            "uid",
-        ),
-        (
-            json.dumps(
-                {
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "request": {"uid": "u", "kind": "Pod"},
-                }
-            ).encode(),
-            "request.kind.kind",
-        ),
-        (
-            json.dumps(
-                {
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "request": {
-                        "uid": "u",
-                        "kind": {"kind": "Pod"},
-                        "operation": "CREATE",
-                        "object": [],
-                    },
-                }
-            ).encode(),
-            "request.object",
-        ),
-        (
-            json.dumps(
-                {
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "request": {
-                        "uid": "u",
-                        "kind": {"kind": "Pod"},
-                        "operation": "CREATE",
-                        "dryRun": "yes",
-                    },
-                }
-            ).encode(),
-            "dryRun",
-        ),
+        (_v1_body(kind="Pod"), "kind AdmissionReview"),
+        (_v1_body(), "no request"),
+        (_v1_body({"uid": ""}), "uid"),
+        (_v1_body({"uid": "u", "kind": "Pod"}), "request.kind.kind"),
+        (_v1_body(_pod_create(object=[])), "request.object"),
+        (_v1_body(_pod_create(dryRun="yes")), "dryRun"),
     ],
 )
 def test_malformed_reviews_are_400(body: bytes, fragment: str) -> None:

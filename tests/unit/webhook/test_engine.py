@@ -6,6 +6,7 @@ import json
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,15 @@ def policies(
         """
     ) + textwrap.indent(text, "    ")
     return PolicySet(tuple(parse_policies(doc, f"{name}.yaml")))
+
+
+_SIGNED_BY_RELEASE_KEY = (
+    "signatures:\n  authorities:\n    - name: k\n      key:\n        pem: |\n"
+    + textwrap.indent(
+        (Path(__file__).parents[3] / "policies/keys/example-release.pub").read_text(), "          "
+    )
+)
+"""A requirement the fake verifiers answer: signed by the shipped example release key."""
 
 
 class Clock:
@@ -186,14 +196,7 @@ def test_concurrent_cold_lookups_share_one_computation(client: FakeClient) -> No
         time.sleep(0.2)
         return Result(digest=str(desc.digest), signatures=(Sig("k"),))
 
-    pem = (
-        __import__("pathlib").Path(__file__).parents[3] / "policies/keys/example-release.pub"
-    ).read_text()
-    text = (
-        "signatures:\n  authorities:\n    - name: k\n      key:\n        pem: |\n"
-        + textwrap.indent(pem, "          ")
-    )
-    engine = Engine(policies(text), client, verifier=verifier)
+    engine = Engine(policies(_SIGNED_BY_RELEASE_KEY), client, verifier=verifier)
     refs = engine.models(request([f"{REG}/models/good:v1"]))
     results: list[Any] = []
     threads = [
@@ -214,14 +217,7 @@ def test_verification_that_cannot_run_denies(client: FakeClient) -> None:
     def verifier(target: Any, desc: Any, policy: Policy) -> StepError:
         raise RuntimeError("sigstore exploded")
 
-    pem = (
-        __import__("pathlib").Path(__file__).parents[3] / "policies/keys/example-release.pub"
-    ).read_text()
-    text = (
-        "signatures:\n  authorities:\n    - name: k\n      key:\n        pem: |\n"
-        + textwrap.indent(pem, "          ")
-    )
-    engine = Engine(policies(text), client, verifier=verifier)
+    engine = Engine(policies(_SIGNED_BY_RELEASE_KEY), client, verifier=verifier)
     resp = decide(engine, request([f"{REG}/models/good:v1"]))
     assert resp["allowed"] is False
     assert "verify could not run: RuntimeError: sigstore exploded" in resp["status"]["message"]
