@@ -138,12 +138,9 @@ def _wait_for_partial(out: Path, proc: subprocess.Popen[bytes], deadline: float)
     raise AssertionError("the pull never started writing")
 
 
-@pytest.mark.timeout(120)
-def test_kill_9_mid_pull_then_the_next_pull_cleans_up(registry, tmp_path):
-    data = os.urandom(12 * 1024 * 1024)
-    slow = {"on": True}
-    ref = _slow_blob(registry, data, slow)
-    out = tmp_path / "out"
+def _kill_9_mid_pull(ref: str, out: Path) -> Path:
+    """Runs ``modelreg pull`` in its own process and SIGKILLs it once it has written
+    into its staging directory, which it returns (left behind, as a crash leaves it)."""
     modelreg = Path(sys.executable).parent / "modelreg"
     proc = subprocess.Popen(
         [str(modelreg), "pull", ref, "-o", str(out), "--no-cache"],
@@ -155,6 +152,16 @@ def test_kill_9_mid_pull_then_the_next_pull_cleans_up(registry, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
+    return left
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_mid_pull_then_the_next_pull_cleans_up(registry, tmp_path):
+    data = os.urandom(12 * 1024 * 1024)
+    slow = {"on": True}
+    ref = _slow_blob(registry, data, slow)
+    out = tmp_path / "out"
+    left = _kill_9_mid_pull(ref, out)
     assert left.exists() and is_stale(left)
     slow["on"] = False
     with Client() as client:
@@ -169,17 +176,7 @@ def test_cache_prune_removes_a_killed_pulls_staging(registry, tmp_path):
     data = os.urandom(12 * 1024 * 1024)
     ref = _slow_blob(registry, data, {"on": True})
     out = tmp_path / "out"
-    modelreg = Path(sys.executable).parent / "modelreg"
-    proc = subprocess.Popen(
-        [str(modelreg), "pull", ref, "-o", str(out), "--no-cache"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        left = _wait_for_partial(out, proc, time.monotonic() + 60)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(30)
+    left = _kill_9_mid_pull(ref, out)
     dry = cache.prune_staging(dry_run=True)
     assert dry.dirs == (str(left),) and dry.bytes > 0 and left.exists()
     pruned = cache.prune(tmp_path / "home" / "store")

@@ -19,6 +19,7 @@ from modelreg.content.copies import Copies
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError
 from modelreg.model.unpack._blockio import reflinks
+from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from tests.integration.helpers import checkpoint
 
@@ -189,15 +190,26 @@ def test_a_changed_first_output_is_fetched_again(registry_plain, model, tmp_path
     assert remembered(digest, size) == [str((out2 / "weights-a.bin").resolve())]
 
 
+def _split_versions(host: str, tmp_path: Path, changed: frozenset[int]) -> tuple[Path, Path, str]:
+    """v1 and a v2 differing in the ``changed`` tensors, both pushed split into 64 KiB
+    parts to one new repository: (v1 tree, v2 tree, repository)."""
+    v1 = checkpoint(tmp_path / "v1")
+    v2 = checkpoint(tmp_path / "v2", changed=changed)
+    repo = push(host, v1, "v1", split=True, part_size="64KiB")
+    push(host, v2, "v2", repo=repo, split=True, part_size="64KiB")
+    return v1, v2, repo
+
+
+def _layers(c: Client, ref: str) -> dict[Digest, Descriptor]:
+    return {layer.digest: layer for layer in c.inspect(ref).manifest.layers}
+
+
 @pytest.mark.parametrize("mode", ["reference", "copy"])
 def test_split_v2_after_v1_fetches_only_the_changed_parts(registry_plain, tmp_path, mode):
-    v1 = checkpoint(tmp_path / "v1")
-    v2 = checkpoint(tmp_path / "v2", changed=frozenset({3, 20, 41}))
-    repo = push(registry_plain.host, v1, "v1", split=True, part_size="64KiB")
-    push(registry_plain.host, v2, "v2", repo=repo, split=True, part_size="64KiB")
+    v1, v2, repo = _split_versions(registry_plain.host, tmp_path, frozenset({3, 20, 41}))
     with client() as c:
-        layers1 = {layer.digest: layer for layer in c.inspect(f"{repo}:v1").manifest.layers}
-        layers2 = {layer.digest: layer for layer in c.inspect(f"{repo}:v2").manifest.layers}
+        layers1 = _layers(c, f"{repo}:v1")
+        layers2 = _layers(c, f"{repo}:v2")
         pull(c, f"{repo}:v1", tmp_path / "out-v1", cache_mode="reference")
         assert not any(store().has_blob(d) for d in layers1)
         second, received = pull(c, f"{repo}:v2", tmp_path / "out-v2", cache_mode=mode)
@@ -358,13 +370,10 @@ def test_cli_bad_cache_mode_is_a_clear_error(registry_plain, model, tmp_path, ar
 
 
 def test_a_part_edited_in_place_is_fetched_again(registry_plain, tmp_path):
-    v1 = checkpoint(tmp_path / "v1")
-    v2 = checkpoint(tmp_path / "v2", changed=frozenset({7}))
-    repo = push(registry_plain.host, v1, "v1", split=True, part_size="64KiB")
-    push(registry_plain.host, v2, "v2", repo=repo, split=True, part_size="64KiB")
+    _, v2, repo = _split_versions(registry_plain.host, tmp_path, frozenset({7}))
     with client() as c:
-        layers1 = {layer.digest: layer for layer in c.inspect(f"{repo}:v1").manifest.layers}
-        layers2 = {layer.digest: layer for layer in c.inspect(f"{repo}:v2").manifest.layers}
+        layers1 = _layers(c, f"{repo}:v1")
+        layers2 = _layers(c, f"{repo}:v2")
         pull(c, f"{repo}:v1", tmp_path / "out-v1", cache_mode="reference")
         # a part both versions share, changed in the v1 output without a trace in its mtime
         shared = [
