@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from modelreg_cli.main import app
 from modelreg_cli.sign_cmds import register
 from typer.testing import CliRunner, Result
 
-from modelreg.sign import generate_private_key, public_key_pem
+from modelreg.sign import generate_private_key
+from tests.unit.signing_fixtures import write_key_files
 
 register(app)
 _runner = CliRunner()
@@ -58,17 +58,7 @@ def model_signing(*args: str) -> subprocess.CompletedProcess[str]:
 
 def key_pair(tmp_path: Path) -> tuple[Path, Path]:
     """(unencrypted PKCS#8 private key, public key) files both modelreg and model_signing read."""
-    key = generate_private_key()
-    priv, pub = tmp_path / "signer.key", tmp_path / "signer.pub"
-    priv.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    pub.write_bytes(public_key_pem(key.public_key()))
-    return priv, pub
+    return write_key_files(generate_private_key(), tmp_path)
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:

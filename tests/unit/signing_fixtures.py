@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from modelreg.client import Client, RemoteOptions
 from modelreg.content.base import Target
@@ -83,6 +84,21 @@ def key() -> Any:
 @pytest.fixture
 def other_key() -> Any:
     return generate_private_key()
+
+
+def write_key_files(key: Any, directory: Path) -> tuple[Path, Path]:
+    """``key`` as (unencrypted PKCS#8 private key, public key) files in ``directory``: the
+    forms both modelreg and ``model_signing`` read."""
+    priv, pub = directory / "signer.key", directory / "signer.pub"
+    priv.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    pub.write_bytes(public_key_pem(key.public_key()))
+    return priv, pub
 
 
 def key_policy(

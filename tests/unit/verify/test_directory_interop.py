@@ -9,18 +9,23 @@ import sys
 
 import model_signing as _model_signing_pkg  # noqa: F401  (fail loudly if absent)
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from modelreg.sign import (
     MODEL_SIGNING_PREDICATE,
     KeylessOptions,
     KeylessSigner,
     KeySigner,
-    public_key_pem,
     sign,
 )
 from modelreg.verify import verify_directory
-from tests.unit.signing_fixtures import ALICE, ISSUER, key_policy, keyless_policy, write_model
+from tests.unit.signing_fixtures import (
+    ALICE,
+    ISSUER,
+    key_policy,
+    keyless_policy,
+    write_key_files,
+    write_model,
+)
 
 
 def model_signing(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,26 +36,23 @@ def model_signing(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def key_files(key, tmp_path):
-    priv, pub = tmp_path / "signer.key", tmp_path / "signer.pub"
-    priv.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    pub.write_bytes(public_key_pem(key.public_key()))
-    return priv, pub
+    return write_key_files(key, tmp_path)
 
 
-# ------------------------------------------------------ model_signing -> modelreg
-def test_model_signing_key_signature_verifies_with_modelreg(tmp_path, key, key_files):
+def _signed_by_model_signing(tmp_path, key_files):
+    """A model written and signed with a key by ``model_signing``: (model, signature)."""
     model = write_model(tmp_path / "model")
     sig = tmp_path / "model.sig"
     done = model_signing(
         "sign", "key", str(model), "--signature", str(sig), "--private_key", str(key_files[0])
     )
     assert done.returncode == 0, done.stderr
+    return model, sig
+
+
+# ------------------------------------------------------ model_signing -> modelreg
+def test_model_signing_key_signature_verifies_with_modelreg(tmp_path, key, key_files):
+    model, sig = _signed_by_model_signing(tmp_path, key_files)
     result = verify_directory(model, sig, key_policy(key))
     assert result.ok, result.failures
     assert result.files == 4 and result.kind == "key" and result.model_name == "model"
@@ -70,14 +72,7 @@ def test_model_signing_key_signature_verifies_with_modelreg(tmp_path, key, key_f
     ids=["changed", "added", "removed", "renamed"],
 )
 def test_case10_directory_changed_after_signing(tmp_path, key, key_files, change, expected):
-    model = write_model(tmp_path / "model")
-    sig = tmp_path / "model.sig"
-    assert (
-        model_signing(
-            "sign", "key", str(model), "--signature", str(sig), "--private_key", str(key_files[0])
-        ).returncode
-        == 0
-    )
+    model, sig = _signed_by_model_signing(tmp_path, key_files)
     change(model)
     result = verify_directory(model, sig, key_policy(key))
     assert not result.ok
@@ -204,28 +199,14 @@ def test_directory_refuses_a_non_model_statement(stored, key, tmp_path):
 
 
 def test_symlinks_are_refused_unless_the_signature_allows_them(tmp_path, key, key_files):
-    model = write_model(tmp_path / "model")
-    sig = tmp_path / "model.sig"
-    assert (
-        model_signing(
-            "sign", "key", str(model), "--signature", str(sig), "--private_key", str(key_files[0])
-        ).returncode
-        == 0
-    )
+    model, sig = _signed_by_model_signing(tmp_path, key_files)
     (model / "escape").symlink_to("/etc/hostname")
     result = verify_directory(model, sig, key_policy(key))
     assert not result.ok and "symbolic link" in result.failures[0]
 
 
 def test_git_metadata_and_user_ignores(tmp_path, key, key_files):
-    model = write_model(tmp_path / "model")
-    sig = tmp_path / "model.sig"
-    assert (
-        model_signing(
-            "sign", "key", str(model), "--signature", str(sig), "--private_key", str(key_files[0])
-        ).returncode
-        == 0
-    )
+    model, sig = _signed_by_model_signing(tmp_path, key_files)
     (model / ".git").mkdir()
     (model / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     (model / "notes.txt").write_text("local notes")
