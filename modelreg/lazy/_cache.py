@@ -1,7 +1,9 @@
 """Where verified chunks are kept: a small memory LRU and a chunk store on disk.
 
-The disk store keeps one file per chunk, named by the chunk's SHA-256
-(``<root>/sha256/<2 hex>/<64 hex>``), written to a temporary file and renamed,
+The disk store keeps one file per chunk, named by the chunk's digest in the
+algorithm of the chunk index that names it (``<root>/blake3/<2 hex>/<64 hex>``, or
+``<root>/sha256/...`` for chunks of older SHA-256 indexes), written to a temporary
+file and renamed,
 so a file under a digest name is complete. Content-addressed, so chunks shared
 by two models (or repeated inside one) are stored once. Every read from disk is
 hashed again before it is served (a corrupt cache file is evicted and fetched
@@ -18,7 +20,6 @@ keeps reading it, and one that finds it gone fetches the chunk again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 import time
@@ -30,6 +31,7 @@ from typing import Final
 
 from modelreg._fs import atomic_write
 from modelreg.errors import InvalidInputError
+from modelreg.model.digests import CHUNK_ALGORITHMS, chunk_hasher
 from modelreg.settings import Settings
 
 __all__ = [
@@ -79,7 +81,10 @@ class TrimResult:
 
 
 class MemoryLRU:
-    """Verified chunks by digest, bounded in bytes; thread-safe."""
+    """Verified chunks by digest, bounded in bytes; thread-safe.
+
+    Keys are raw digests of either chunk algorithm: a BLAKE3 digest equal to the
+    SHA-256 of other bytes is as infeasible to find as a collision of either."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
@@ -121,7 +126,8 @@ class MemoryLRU:
 
 
 class ChunkStore:
-    """Chunks on disk, content-addressed by SHA-256; at most ``max_bytes`` if given."""
+    """Chunks on disk, content-addressed by their chunk index's digest algorithm
+    (one directory per algorithm); at most ``max_bytes`` if given."""
 
     def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         if max_bytes is not None and max_bytes < 0:
@@ -146,9 +152,11 @@ class ChunkStore:
         """Where puts write before the rename; a file left here is an interrupted put."""
         return self._tmp
 
-    def path(self, digest: bytes) -> Path:
+    def path(self, digest: bytes, algorithm: str = "sha256") -> Path:
+        if algorithm not in CHUNK_ALGORITHMS:
+            raise ValueError(f"unknown chunk digest algorithm {algorithm!r}")
         hexd = digest.hex()
-        return self.root / "sha256" / hexd[:2] / hexd
+        return self.root / algorithm / hexd[:2] / hexd
 
     def _prepare(self) -> None:
         if self._ready:
@@ -157,19 +165,19 @@ class ChunkStore:
             self._tmp.mkdir(parents=True, exist_ok=True)
             self._ready = True
 
-    def has(self, digest: bytes) -> bool:
-        return self.path(digest).is_file()
+    def has(self, digest: bytes, algorithm: str = "sha256") -> bool:
+        return self.path(digest, algorithm).is_file()
 
-    def get(self, digest: bytes, length: int) -> bytes | None:
-        """The chunk's bytes if stored and still matching its digest, else None."""
-        path = self.path(digest)
+    def get(self, digest: bytes, length: int, algorithm: str = "sha256") -> bytes | None:
+        """The chunk's bytes if stored and still matching its ``algorithm`` digest, else None."""
+        path = self.path(digest, algorithm)
         try:
             with open(path, "rb") as f:
                 data = f.read(length + 1)
                 used = os.fstat(f.fileno()).st_mtime
         except OSError:
             return None
-        if len(data) != length or hashlib.sha256(data).digest() != digest:
+        if len(data) != length or chunk_hasher(algorithm)(data) != digest:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
@@ -179,10 +187,10 @@ class ChunkStore:
                 os.utime(path)
         return data
 
-    def put(self, digest: bytes, data: bytes | memoryview) -> None:
-        """Store a chunk the caller has verified. Failures (disk full) are ignored:
-        the chunk is simply not cached."""
-        path = self.path(digest)
+    def put(self, digest: bytes, data: bytes | memoryview, algorithm: str = "sha256") -> None:
+        """Store a chunk the caller has verified against its ``algorithm`` digest.
+        Failures (disk full) are ignored: the chunk is simply not cached."""
+        path = self.path(digest, algorithm)
         if (self.max_bytes is not None and len(data) > self.max_bytes) or path.is_file():
             return
         try:
@@ -222,7 +230,11 @@ class ChunkStore:
 
     def entries(self) -> Iterator[tuple[float, int, Path]]:
         """``(last use, size, path)`` of every chunk file; unreadable ones are skipped."""
-        base = self.root / "sha256"
+        for algorithm in CHUNK_ALGORITHMS:
+            yield from self._entries(self.root / algorithm)
+
+    @staticmethod
+    def _entries(base: Path) -> Iterator[tuple[float, int, Path]]:
         try:
             shards = list(os.scandir(base))
         except OSError:

@@ -68,7 +68,9 @@ fills a list of views in turn from one request. Two callers use it:
   worker completes the next one in order) and all resolve together once the
   whole blob matched its digest, so nothing of an unverified blob is released.
 
-Hashing runs on the worker threads that fetched (``hashlib`` releases the GIL),
+Chunks are hashed with the index's algorithm (:meth:`FileChunks.hash_chunk`: BLAKE3
+for new indexes, SHA-256 for older ones). Hashing runs on the worker threads that
+fetched (``blake3`` and ``hashlib`` release the GIL),
 never on the reader's thread, and never while a response is being read: a run
 is received whole, then hashed chunk by chunk. Requests go over the registry
 client's kept-alive connections (``content/registry/_bulk.py``).
@@ -78,7 +80,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 import os
 import threading
 import time
@@ -94,6 +95,7 @@ from modelreg.errors import FormatError, IntegrityError, ModelRegError, NotFound
 from modelreg.lazy._cache import ChunkStore, MemoryLRU
 from modelreg.lazy._files import ModelFile
 from modelreg.lazy.chunkindex import ChunkIndex, FileChunks
+from modelreg.model.digests import new_chunk_hash
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 
@@ -479,15 +481,16 @@ class Engine:
             def check() -> None:
                 for i in fc.span(run.start, run.stop - run.start):
                     start, stop = fc.bounds(i)
-                    hasher = hashlib.sha256()
+                    hasher = new_chunk_hash(fc.algorithm)
                     for piece in _views_in(offsets, views, start, stop):
                         hasher.update(piece)
                     if hasher.digest() != fc.digest_of(i):
                         self.stats.add(integrity_failures=1)
                         raise IntegrityError(
                             f"{file.path!r}: bytes {start}-{stop - 1} (chunk {i}) from "
-                            f"{_where(self.target)} hash to sha256:{hasher.hexdigest()}, the "
-                            f"chunk index says sha256:{fc.digest_of(i).hex()}",
+                            f"{_where(self.target)} hash to {fc.algorithm}:"
+                            f"{hasher.hexdigest()}, the chunk index says {fc.algorithm}:"
+                            f"{fc.digest_of(i).hex()}",
                             hint="the registry or something on the way serves tampered or "
                             "corrupt bytes; no tensor holding them was handed out",
                         )
@@ -810,14 +813,14 @@ class Engine:
             def check() -> None:
                 for i, piece in zip(run.indexes, views, strict=True):
                     digest = fc.digest_of(i)
-                    got = hashlib.sha256(piece).digest()
+                    got = fc.hash_chunk(piece)
                     if got != digest:
                         start, stop = fc.bounds(i)
                         self.stats.add(integrity_failures=1)
                         raise IntegrityError(
                             f"{run.file.path!r}: bytes {start}-{stop - 1} (chunk {i}) from "
-                            f"{_where(self.target)} hash to sha256:{got.hex()}, the chunk "
-                            f"index says sha256:{digest.hex()}",
+                            f"{_where(self.target)} hash to {fc.algorithm}:{got.hex()}, the "
+                            f"chunk index says {fc.algorithm}:{digest.hex()}",
                             hint="the registry or something on the way serves tampered or "
                             "corrupt bytes; nothing from this response was cached or returned",
                         )
@@ -841,7 +844,7 @@ class Engine:
         for k, i in enumerate(run.indexes):
             digest = fc.digest_of(i)
             if self.chunk_store is not None:
-                self.chunk_store.put(digest, views[k])
+                self.chunk_store.put(digest, views[k], algorithm=fc.algorithm)
             mine = own[k]
             if mine is not None:
                 self.memory.put(digest, mine)
@@ -865,7 +868,7 @@ class Engine:
                     pending.future.set_result(chunk)
 
     def _on_disk(self, file: ModelFile, fc: FileChunks, i: int, digest: bytes) -> bool:
-        if self.chunk_store is not None and self.chunk_store.has(digest):
+        if self.chunk_store is not None and self.chunk_store.has(digest, fc.algorithm):
             return True
         start, stop = fc.bounds(i)
         pieces = file.segments_for(start, stop - start)
@@ -874,7 +877,7 @@ class Engine:
     def _load_local(self, file: ModelFile, fc: FileChunks, i: int, digest: bytes) -> Chunk | None:
         start, stop = fc.bounds(i)
         if self.chunk_store is not None:
-            data = self.chunk_store.get(digest, stop - start)
+            data = self.chunk_store.get(digest, stop - start, algorithm=fc.algorithm)
             if data is not None:
                 self.stats.add(chunks_from_disk=1)
                 self.memory.put(digest, data)
@@ -886,7 +889,7 @@ class Engine:
             data = b"".join(self._pread_blob(seg.desc, boff, n) for seg, boff, n in pieces)
         except OSError:
             return None
-        if hashlib.sha256(data).digest() != digest:
+        if fc.hash_chunk(data) != digest:
             # A cached blob that no longer matches: never serve it, fetch again.
             self._warn(f"cached blob for {file.path!r} is corrupt; fetching the chunk again")
             return None

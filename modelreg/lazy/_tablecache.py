@@ -18,6 +18,7 @@ from typing import Final
 
 from modelreg._fs import atomic_write
 from modelreg.lazy.chunkindex import (
+    DEFAULT_CHUNK_ALGORITHM,
     DIGEST_SIZE,
     FileChunks,
     count_chunks,
@@ -27,7 +28,7 @@ from modelreg.oci.digest import Digest
 
 __all__ = ["TableCache"]
 
-_VERSION: Final = b"MRCT0001"
+_VERSION: Final = b"MRCT0002"  # 0001: SHA-256 tables, keyed without the algorithm
 _HEADER: Final = struct.Struct("<8s32sQQQ")  # version, file sha256, size, chunk, head
 
 
@@ -37,7 +38,9 @@ class TableCache:
     def __init__(self, root: str | os.PathLike[str] | None) -> None:
         self.root = Path(root) if root is not None else None
 
-    def _key(self, real: Path, chunk_size: int | None) -> tuple[Path, os.stat_result] | None:
+    def _key(
+        self, real: Path, chunk_size: int | None, algorithm: str
+    ) -> tuple[Path, os.stat_result] | None:
         if self.root is None:
             return None
         st = os.stat(real)
@@ -50,6 +53,7 @@ class TableCache:
                 st.st_size,
                 st.st_mtime_ns,
                 chunk_size or "auto",
+                algorithm,
             )
         )
         name = hashlib.sha256(ident.encode()).hexdigest()
@@ -62,20 +66,23 @@ class TableCache:
         *,
         chunk_size: int | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        algorithm: str = DEFAULT_CHUNK_ALGORITHM,
     ) -> FileChunks:
-        key = self._key(real, chunk_size)
+        key = self._key(real, chunk_size, algorithm)
         if key is not None:
-            cached = self._load(key[0], rel, key[1].st_size)
+            cached = self._load(key[0], rel, key[1].st_size, algorithm)
             if cached is not None:
                 return cached
-        fc = hash_file_chunks(real, rel, chunk_size=chunk_size, on_bytes=on_bytes)
+        fc = hash_file_chunks(
+            real, rel, chunk_size=chunk_size, on_bytes=on_bytes, algorithm=algorithm
+        )
         if key is not None:
             after = os.stat(real)
             if (after.st_size, after.st_mtime_ns) == (key[1].st_size, key[1].st_mtime_ns):
                 self._store(key[0], fc)
         return fc
 
-    def _load(self, path: Path, rel: str, size: int) -> FileChunks | None:
+    def _load(self, path: Path, rel: str, size: int, algorithm: str) -> FileChunks | None:
         try:
             data = path.read_bytes()
         except OSError:
@@ -95,6 +102,7 @@ class TableCache:
             chunk_size=chunk,
             head=head,
             digests=table,
+            algorithm=algorithm,
         )
 
     def _store(self, path: Path, fc: FileChunks) -> None:

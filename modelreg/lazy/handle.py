@@ -27,7 +27,6 @@ before the manifest is even read.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import os
 import posixpath
@@ -559,16 +558,12 @@ def _load_index(
         offset, length = fc.page_range(page)
         digest = fc.page_digests[page]
         if chunk_store is not None:
-            cached = chunk_store.get(digest, length)
+            cached = chunk_store.get(digest, length, algorithm=fc.algorithm)
             if cached is not None:
                 return cached
         data = target.fetch_range(desc, offset, length)
-        if (
-            chunk_store is not None
-            and len(data) == length
-            and hashlib.sha256(data).digest() == digest
-        ):
-            chunk_store.put(digest, data)
+        if chunk_store is not None and len(data) == length and fc.hash_chunk(data) == digest:
+            chunk_store.put(digest, data, algorithm=fc.algorithm)
         return data
 
     return index_from_toc(files, loader), fetched

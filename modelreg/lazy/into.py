@@ -22,7 +22,6 @@ the chunk index the manifest covers, or per blob against its digest.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -104,7 +103,7 @@ def _chunk_ok(fd: int, fc: FileChunks, i: int) -> bool:
         data = os.pread(fd, stop - start, start)
     except OSError:
         return False
-    return len(data) == stop - start and hashlib.sha256(data).digest() == fc.digest_of(i)
+    return len(data) == stop - start and fc.hash_chunk(data) == fc.digest_of(i)
 
 
 def _whole_ok(path: Path, f: ModelFile) -> bool:

@@ -68,6 +68,7 @@ from modelreg.lazy.chunkindex import (
     ANN_TOC_SIZE,
     CHUNK_INDEX_ARTIFACT_TYPE,
     CHUNK_INDEX_MEDIA_TYPE,
+    DEFAULT_CHUNK_ALGORITHM,
     MAX_INDEX_BYTES,
     PREFIX_SIZE,
     FileChunks,
@@ -122,13 +123,15 @@ def chunk_index_annotations(
     chunk_size: int | None = None,
     cache_dir: str | os.PathLike[str] | None | bool = True,
     on_bytes: Callable[[int], None] | None = None,
+    algorithm: str = DEFAULT_CHUNK_ALGORITHM,
 ) -> tuple[dict[str, str], bytes, Descriptor]:
     """Index ``files`` (``(relative path, real path)``, e.g. from ``scan_directory``).
 
     Returns the manifest annotations to add (``dev.modelreg.chunk-index``), the
     index blob, and its descriptor. ``cache_dir=True`` reuses chunk tables of
     unchanged files from ``$MODELREG_HOME/state/chunk-tables``; ``False``/``None``
-    always reads the files; a path picks another cache directory.
+    always reads the files; a path picks another cache directory. ``algorithm``
+    digests the chunks (``"sha256"`` writes the format of modelreg before BLAKE3).
     """
     if cache_dir is True:
         root: str | os.PathLike[str] | None = settings.state_dir() / "chunk-tables"
@@ -139,7 +142,9 @@ def chunk_index_annotations(
     cache = TableCache(root)
 
     def hasher(rel: str, real: Path) -> FileChunks:
-        return cache.get_or_compute(rel, real, chunk_size=chunk_size, on_bytes=on_bytes)
+        return cache.get_or_compute(
+            rel, real, chunk_size=chunk_size, on_bytes=on_bytes, algorithm=algorithm
+        )
 
     blob = build_chunk_index(files, chunk_size=chunk_size, hasher=hasher)
     desc = chunk_index_descriptor(blob)

@@ -91,8 +91,8 @@ def test_wrong_chunk_digest_fails_the_read_and_caches_nothing(model, tmp_path):
             h.read("model.safetensors", 500_000, 100)
         # chunks the index describes truly are served
         assert h.read("config.json") == (root / "config.json").read_bytes()
-    chunks = tmp_path / "store" / CHUNK_STORE_DIR / "sha256"
-    stored = {p.name for p in chunks.glob("*/*")} if chunks.exists() else set()
+    chunks = tmp_path / "store" / CHUNK_STORE_DIR  # <algorithm>/<2 hex>/<digest hex>
+    stored = {p.name for p in chunks.glob("*/*/*")} if chunks.exists() else set()
     assert table[bad * 32 : bad * 32 + 32].hex() not in stored
     # by default referrer indexes are not used: the same model reads whole blobs,
     # verified against the manifest's digests, and the forged index changes nothing

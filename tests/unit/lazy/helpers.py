@@ -48,16 +48,23 @@ def write_model(root: Path) -> Path:
 
 
 def publish(
-    target: Any, root: Path, *, chunk_size: int | None = CHUNK, tag: str = "v1", index: bool = True
+    target: Any,
+    root: Path,
+    *,
+    chunk_size: int | None = CHUNK,
+    tag: str = "v1",
+    index: bool = True,
+    algorithm: str = "blake3",
 ) -> Descriptor:
     """Pack ``root`` (with a chunk index unless ``index=False``), copy it to ``target``,
-    push the index: the integration the lead wires into Client.push."""
+    push the index: the integration the lead wires into Client.push. ``algorithm="sha256"``
+    writes the index as modelreg did before BLAKE3 chunk digests."""
     files = scan_directory(root)
     annotations: dict[str, str] = {}
     blob = desc = None
     if index:
         annotations, blob, desc = chunk_index_annotations(
-            files, chunk_size=chunk_size, cache_dir=None
+            files, chunk_size=chunk_size, cache_dir=None, algorithm=algorithm
         )
     packed = pack_directory(root, annotations=annotations)
     copy_graph(packed.as_target(), packed.descriptor, target, tag=tag)

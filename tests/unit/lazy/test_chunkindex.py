@@ -8,9 +8,16 @@ import os
 import struct
 from pathlib import Path
 
+import blake3
 import pytest
 
-from modelreg.errors import FormatError, IntegrityError, SizeLimitError, UnsafeContentError
+from modelreg.errors import (
+    FormatError,
+    IntegrityError,
+    InvalidInputError,
+    SizeLimitError,
+    UnsafeContentError,
+)
 from modelreg.lazy import chunkindex as ci
 from modelreg.lazy._tablecache import TableCache
 from modelreg.lazy.chunkindex import (
@@ -38,6 +45,14 @@ TINY_GGUF = ROOT / "testdata" / "models" / "tiny-gguf" / "model.gguf"
 def _toc(blob: bytes) -> tuple[dict, int]:
     n = read_toc_length(blob[:12], len(blob))
     return json.loads(blob[12 : 12 + n]), n
+
+
+def _reference(algorithm: str, data: bytes) -> bytes:
+    """The digest from the reference implementations, not from modelreg's helper."""
+    if algorithm == "blake3":
+        return blake3.blake3(data).digest()
+    assert algorithm == "sha256"
+    return hashlib.sha256(data).digest()
 
 
 def _rebuild(doc: dict, tables: bytes) -> bytes:
@@ -87,17 +102,21 @@ def test_choose_chunk_size_keeps_tables_bounded():
 # ----------------------------------------------------------------------- hashing
 
 
-def test_hash_file_chunks_one_pass_matches_hashlib(tmp_path):
+@pytest.mark.parametrize("algorithm", [None, "blake3", "sha256"])
+def test_hash_file_chunks_one_pass_matches_the_reference_hashes(tmp_path, algorithm):
     data = os.urandom(5 * 64 * KIB + 123)
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
     seen = []
-    fc = hash_file_chunks(path, "blob.bin", chunk_size=64 * KIB, on_bytes=seen.append)
+    extra = {} if algorithm is None else {"algorithm": algorithm}
+    fc = hash_file_chunks(path, "blob.bin", chunk_size=64 * KIB, on_bytes=seen.append, **extra)
+    # the whole-file digest is the layer's: SHA-256 whatever digests the chunks
     assert fc.digest.hex == hashlib.sha256(data).hexdigest()
     assert fc.size == len(data) and fc.head == 0 and sum(seen) == len(data)
+    assert fc.algorithm == (algorithm or "blake3")  # new indexes: BLAKE3 by default
     for i in range(fc.count):
         start, stop = fc.bounds(i)
-        assert fc.digest_of(i) == hashlib.sha256(data[start:stop]).digest()
+        assert fc.digest_of(i) == _reference(fc.algorithm, data[start:stop])
 
 
 def test_detect_head_matches_the_format_parsers():
@@ -134,14 +153,19 @@ def test_build_and_parse_roundtrip_is_deterministic():
     blob = build_chunk_index(files, chunk_size=64 * KIB)
     assert blob == build_chunk_index(files, chunk_size=64 * KIB)
     index = parse_chunk_index(blob)
+    doc, _ = _toc(blob)
+    assert doc["algorithm"] == "blake3" and index.algorithm == "blake3"
     assert set(index.files) == {name for name, _ in files}
     for name, path in files:
         data = path.read_bytes()
         fc = index.files[name]
+        assert fc.algorithm == "blake3"
         assert fc.size == len(data) and fc.digest.hex == hashlib.sha256(data).hexdigest()
         for i in range(fc.count):
             start, stop = fc.bounds(i)
-            assert fc.digest_of(i) == hashlib.sha256(data[start:stop]).digest()
+            assert fc.digest_of(i) == blake3.blake3(data[start:stop]).digest()
+        # page digests are BLAKE3 too: one algorithm per index document
+        assert fc.page_digests == (blake3.blake3(fc.table()).digest(),)
     desc = chunk_index_descriptor(blob)
     assert desc.size == len(blob)
     assert int(desc.annotations[ci.ANN_TOC_SIZE]) == 12 + read_toc_length(blob[:12], len(blob))
@@ -262,7 +286,7 @@ def test_parse_refuses_malformed_toc(small_blob, mutate, error, match):
 def test_parse_refuses_duplicate_keys_and_nan(small_blob):
     _, n = _toc(small_blob)
     toc = small_blob[12 : 12 + n].replace(
-        b'"algorithm":"sha256"', b'"algorithm":"sha256","algorithm":"sha256"', 1
+        b'"algorithm":"blake3"', b'"algorithm":"blake3","algorithm":"blake3"', 1
     )
     bad = struct.pack("<8sI", ci.MAGIC, len(toc)) + toc + small_blob[12 + n :]
     with pytest.raises(FormatError, match="more than once"):
@@ -291,3 +315,130 @@ def test_table_cache_reuses_tables_of_unchanged_files(tmp_path, monkeypatch):
     path.write_bytes(os.urandom(100 * KIB))  # new content, new mtime
     changed = cache.get_or_compute("w.bin", path, chunk_size=64 * KIB)
     assert len(calls) == 1 and changed.digest != first.digest
+
+
+# ----------------------------------------------------------------------- chunk digest algorithms
+
+
+def _old_sha256_index(files: list[tuple[str, bytes]], chunk: int) -> bytes:
+    """An index blob exactly as modelreg wrote it before BLAKE3 (algorithm "sha256":
+    SHA-256 chunk and page digests), built here with hashlib alone."""
+    tables = [
+        b"".join(hashlib.sha256(data[o : o + chunk]).digest() for o in range(0, len(data), chunk))
+        for _, data in files
+    ]
+    toc = b""
+    for _ in range(4):  # table offsets depend on the TOC's length
+        position = 12 + len(toc)
+        entries = []
+        for (path, data), table in zip(files, tables, strict=True):
+            entries.append(
+                {
+                    "chunkSize": chunk,
+                    "chunks": len(table) // 32,
+                    "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+                    "head": 0,
+                    "pages": [hashlib.sha256(table).hexdigest()],
+                    "path": path,
+                    "size": len(data),
+                    "table": position,
+                }
+            )
+            position += len(table)
+        doc = {"algorithm": "sha256", "files": entries, "pageChunks": PAGE_CHUNKS}
+        toc = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return struct.pack("<8sI", ci.MAGIC, len(toc)) + toc + b"".join(tables)
+
+
+def test_a_sha256_index_written_before_blake3_is_still_read(tmp_path):
+    data = os.urandom(3 * 64 * KIB + 5)
+    (tmp_path / "w.bin").write_bytes(data)
+    old = _old_sha256_index([("w.bin", data)], 64 * KIB)
+    index = parse_chunk_index(old)
+    fc = index.files["w.bin"]
+    assert index.algorithm == "sha256" and fc.algorithm == "sha256"
+    for i in range(fc.count):
+        start, stop = fc.bounds(i)
+        assert fc.digest_of(i) == hashlib.sha256(data[start:stop]).digest()
+        assert fc.hash_chunk(data[start:stop]) == fc.digest_of(i)
+        assert fc.hash_chunk(b"other bytes") != fc.digest_of(i)
+    # asked for, the old format is still written byte for byte
+    written = build_chunk_index(
+        [("w.bin", tmp_path / "w.bin")], chunk_size=64 * KIB, algorithm="sha256"
+    )
+    assert written == old
+    # and paged reads of it verify pages with SHA-256
+    _, toc_len = _toc(old)
+    paged = index_from_toc(
+        parse_toc(old[12 : 12 + toc_len], len(old)),
+        lambda f, p: old[f.page_range(p)[0] : sum(f.page_range(p))],
+    )
+    assert paged.files["w.bin"].table() == fc.table()
+
+
+def test_a_blake3_index_is_the_default_and_differs_from_the_sha256_one(tmp_path):
+    data = os.urandom(2 * 64 * KIB)
+    (tmp_path / "w.bin").write_bytes(data)
+    files = [("w.bin", tmp_path / "w.bin")]
+    new = build_chunk_index(files, chunk_size=64 * KIB)
+    assert _toc(new)[0]["algorithm"] == "blake3"
+    assert new == build_chunk_index(files, chunk_size=64 * KIB, algorithm="blake3")
+    assert new != build_chunk_index(files, chunk_size=64 * KIB, algorithm="sha256")
+    fc = parse_chunk_index(new).files["w.bin"]
+    assert fc.digest_of(0) == blake3.blake3(data[: 64 * KIB]).digest()
+    assert fc.digest_of(0) != hashlib.sha256(data[: 64 * KIB]).digest()
+
+
+@pytest.mark.parametrize(
+    "algorithm", ["md5", "sha512", "blake2b", "BLAKE3", "sha-256", "", None, 1]
+)
+def test_an_unknown_algorithm_is_refused_by_name(small_blob, algorithm):
+    doc, n = _toc(small_blob)
+    doc["algorithm"] = algorithm
+    if algorithm is None:
+        del doc["algorithm"]
+    bad = _rebuild(doc, small_blob[12 + n :])
+    # the TOC grew or shrank: move the table offsets with it
+    doc["files"][0]["table"] += read_toc_length(bad[:12], len(bad)) - n
+    doc["files"][1]["table"] += read_toc_length(bad[:12], len(bad)) - n
+    bad = _rebuild(doc, small_blob[12 + n :])
+    with pytest.raises(FormatError, match=f"algorithm {algorithm!r} is not supported"):
+        parse_chunk_index(bad)
+
+
+@pytest.mark.parametrize(("written", "claimed"), [("sha256", "blake3"), ("blake3", "sha256")])
+def test_an_index_relabelled_to_the_other_algorithm_fails_its_page_digests(
+    tmp_path, written, claimed
+):
+    (tmp_path / "w.bin").write_bytes(os.urandom(100 * KIB))
+    blob = build_chunk_index(
+        [("w.bin", tmp_path / "w.bin")], chunk_size=64 * KIB, algorithm=written
+    )
+    doc, n = _toc(blob)
+    doc["algorithm"] = claimed  # same length: the table offsets hold
+    with pytest.raises(FormatError, match="does not match its TOC digest"):
+        parse_chunk_index(_rebuild(doc, blob[12 + n :]))
+
+
+def test_one_index_document_has_one_algorithm(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"a" * 1000)
+    (tmp_path / "b.bin").write_bytes(b"b" * 1000)
+    a = hash_file_chunks(tmp_path / "a.bin", "a.bin", algorithm="sha256")
+    b = hash_file_chunks(tmp_path / "b.bin", "b.bin", algorithm="blake3")
+    with pytest.raises(InvalidInputError, match="different algorithms"):
+        ci.encode_chunk_index([a, b])
+    with pytest.raises(ValueError, match="md5"):
+        hash_file_chunks(tmp_path / "a.bin", "a.bin", algorithm="md5")
+
+
+def test_table_cache_keeps_algorithms_apart(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(os.urandom(100 * KIB))
+    cache = TableCache(tmp_path / "cache")
+    old = cache.get_or_compute("w.bin", path, chunk_size=64 * KIB, algorithm="sha256")
+    new = cache.get_or_compute("w.bin", path, chunk_size=64 * KIB)
+    assert (old.algorithm, new.algorithm) == ("sha256", "blake3")
+    assert new.table() != old.table()
+    assert new.digest_of(0) == blake3.blake3(path.read_bytes()[: 64 * KIB]).digest()
+    again = cache.get_or_compute("w.bin", path, chunk_size=64 * KIB, algorithm="sha256")
+    assert again.algorithm == "sha256" and again.table() == old.table()

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import blake3
 import numpy as np
 import pytest
 from safetensors import safe_open
@@ -155,7 +156,7 @@ def test_corrupt_cached_chunk_is_refetched_never_served(memory_model, tmp_path):
     cache = tmp_path / "cache"
     with open_model(target, "v1", cache=cache) as h:
         good = h.read("model.safetensors")
-    chunks = sorted((cache / CHUNK_STORE_DIR / "sha256").glob("*/*"))
+    chunks = sorted((cache / CHUNK_STORE_DIR / "blake3").glob("*/*"))
     assert chunks
     for path in chunks:
         data = bytearray(path.read_bytes())
@@ -187,7 +188,7 @@ def test_tampered_range_response_fails_and_nothing_is_cached(memory_model, tmp_p
         with pytest.raises(IntegrityError):
             h.open("config.json").read()
         assert h.stats["integrityFailures"] >= 3
-    store = cache / CHUNK_STORE_DIR / "sha256"
+    store = cache / CHUNK_STORE_DIR / "blake3"
     assert not store.exists() or not any(store.glob("*/*"))
     target.tamper = None
     with open_model(target, "v1", cache=cache) as h:  # clean source: works, then caches
@@ -518,3 +519,44 @@ def test_safetensors_bf16_and_streaming_iteration(tmp_path):
             h.tensors("config.json")
         with pytest.raises(NotFoundError):
             h.tensor("no.such.tensor")
+
+
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+def test_open_reads_and_verifies_both_chunk_digest_algorithms(model_dir, tmp_path, algorithm):
+    """New pushes write BLAKE3 chunk digests; models pushed before carry SHA-256 ones
+    ("sha256" publishes the index as modelreg wrote it then): both are read, every
+    chunk verified with its index's algorithm, and cached under that algorithm."""
+    inner = MemoryTarget()
+    publish(inner, model_dir, algorithm=algorithm)
+    target = CountingTarget(inner)
+    cache = tmp_path / "cache"
+    original = (model_dir / "model.safetensors").read_bytes()
+    with open_model(target, "v1", cache=cache) as h:
+        index = h.index
+        assert index is not None and index.algorithm == algorithm
+        assert h.read("model.safetensors") == original
+        assert h.read("model.safetensors", 70_000, 200_000) == original[70_000:270_000]
+    stored = sorted((cache / CHUNK_STORE_DIR / algorithm).glob("*/*"))
+    assert stored
+    other = "sha256" if algorithm == "blake3" else "blake3"
+    assert not list((cache / CHUNK_STORE_DIR / other).glob("*/*"))
+    reference = {"blake3": lambda b: blake3.blake3(b).digest(), "sha256": _sha256}[algorithm]
+    for path in stored:
+        assert reference(path.read_bytes()).hex() == path.name
+
+    def flip(desc: Descriptor, offset: int, data: bytes) -> bytes:
+        if desc.media_type == ci.CHUNK_INDEX_MEDIA_TYPE:
+            return data
+        mutable = bytearray(data)
+        mutable[len(mutable) // 2] ^= 0x01
+        return bytes(mutable)
+
+    target.tamper = flip
+    with open_model(target, "v1", cache=tmp_path / "cache2") as h:
+        with pytest.raises(IntegrityError, match=f"hash to {algorithm}:.*says {algorithm}:"):
+            h.read("model.safetensors", 1000, 300_000)
+        assert h.stats["integrityFailures"] >= 1
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

@@ -18,10 +18,12 @@ from tests.unit.lazy.helpers import CHUNK, CountingTarget, publish, write_model
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _published(tmp_path: Path, *, index: bool = True) -> tuple[CountingTarget, Path]:
+def _published(
+    tmp_path: Path, *, index: bool = True, algorithm: str = "blake3"
+) -> tuple[CountingTarget, Path]:
     root = write_model(tmp_path / "model")
     inner = MemoryTarget()
-    publish(inner, root, index=index)
+    publish(inner, root, index=index, algorithm=algorithm)
     return CountingTarget(inner), root
 
 
@@ -35,9 +37,14 @@ def _head(root: Path) -> int:
     return 8 + int.from_bytes(raw[:8], "little")
 
 
-@pytest.mark.parametrize("index", [True, False])
+# the index's chunk digest algorithm: BLAKE3 (what push writes now), SHA-256 (indexes
+# pushed before), or no index at all (whole-blob verification)
+INDEXES = ["blake3", "sha256", None]
+
+
+@pytest.mark.parametrize("index", INDEXES)
 def test_load_equals_safetensors_load_file(tmp_path, index):
-    target, root = _published(tmp_path, index=index)
+    target, root = _published(tmp_path, index=index is not None, algorithm=index or "blake3")
     got = load_model(target, "v1")
     want = load_file(str(root / "model.safetensors"))
     assert list(got) == sorted(want, key=list(want).index)  # file order
@@ -65,9 +72,9 @@ def test_tensor_filter_fetches_only_the_chunks_it_needs(tmp_path):
     assert load_model(target, "v1", files=["model.*"]).keys() == full.keys()
 
 
-@pytest.mark.parametrize("index", [True, False])
+@pytest.mark.parametrize("index", INDEXES)
 def test_a_tampered_chunk_is_never_handed_out(tmp_path, index):
-    target, root = _published(tmp_path, index=index)
+    target, root = _published(tmp_path, index=index is not None, algorithm=index or "blake3")
     head = _head(root)
     offsets = {}
     header = json.loads((root / "model.safetensors").read_bytes()[8:head])
@@ -85,7 +92,8 @@ def test_a_tampered_chunk_is_never_handed_out(tmp_path, index):
     target.tamper = flip
     seen: list[str] = []
     gen = iter_load(target, "v1", concurrency=1, max_request=CHUNK)
-    with pytest.raises(IntegrityError):
+    # an indexed read names the chunk digest it checked, in the index's algorithm
+    with pytest.raises(IntegrityError, match=f"hash to {index}:" if index else None):
         for name, _arr in gen:
             seen.append(name)
     assert "d.weight" not in seen
