@@ -25,6 +25,7 @@ from tests.integration.registry_server import (
     registry_binary,
     start_registry,
 )
+from tests.integration.sigstore_fixtures import FakeSigstore
 
 
 def _require_binary() -> None:
@@ -101,3 +102,9 @@ def pull_through_cache(
         return registry_factory(extra_config={"proxy": proxy})
 
     return start
+
+
+@pytest.fixture(scope="module")
+def fake() -> FakeSigstore:
+    """The tests' private Sigstore (CA, log, OIDC tokens), one per module."""
+    return FakeSigstore()

@@ -629,6 +629,17 @@ class FakeSigstore:
 
     # ------------------------------------------------------------ HTTP services
     @contextlib.contextmanager
+    def serving(self, directory: Path) -> Iterator[tuple[FakeSigstoreServer, Path, Path]]:
+        """:meth:`serve`, with the client's trust config and trusted root written into
+        ``directory``: (server, trust_config.json, trusted_root.json)."""
+        with self.serve() as server:
+            yield (
+                server,
+                server.write_trust_config(directory / "trust_config.json"),
+                server.write_trusted_root(directory / "trusted_root.json"),
+            )
+
+    @contextlib.contextmanager
     def serve(self) -> Iterator[FakeSigstoreServer]:
         """Fulcio and Rekor endpoints on 127.0.0.1 (one server, two APIs)."""
         fake = self

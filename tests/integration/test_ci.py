@@ -21,7 +21,6 @@ from modelreg.attest.keys import private_key_pem
 from modelreg.client import Client
 from modelreg.errors import NotFoundError
 from modelreg.sign import generate_private_key, public_key_pem
-from tests.integration.sigstore_fixtures import FakeSigstore
 from tests.isolation import isolate
 
 register(app)
@@ -71,18 +70,10 @@ def model(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeSigstore:
-    return FakeSigstore()
-
-
 @pytest.fixture
 def sigstore(fake, tmp_path):
-    with fake.serve() as server:
-        yield (
-            server.write_trust_config(tmp_path / "trust_config.json"),
-            server.write_trusted_root(tmp_path / "trusted_root.json"),
-        )
+    with fake.serving(tmp_path) as (_, trust_config, trusted_root):
+        yield trust_config, trusted_root
 
 
 @pytest.fixture

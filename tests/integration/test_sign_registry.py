@@ -40,7 +40,7 @@ from modelreg.verify import (
     verify_before_pull,
     verify_reference,
 )
-from tests.integration.sigstore_fixtures import FakeSigstore, block_network
+from tests.integration.sigstore_fixtures import block_network
 
 register(app)
 runner = CliRunner()
@@ -59,19 +59,10 @@ def model(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeSigstore:
-    return FakeSigstore()
-
-
 @pytest.fixture
 def sigstore(fake, tmp_path):
-    with fake.serve() as server:
-        yield (
-            server,
-            server.write_trust_config(tmp_path / "trust_config.json"),
-            server.write_trusted_root(tmp_path / "trusted_root.json"),
-        )
+    with fake.serving(tmp_path) as served:
+        yield served
 
 
 def key_policy(*keys, threshold=1, required=()):

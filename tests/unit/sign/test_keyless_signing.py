@@ -27,12 +27,8 @@ WORKFLOW = "https://github.com/acme/models/.github/workflows/release.yml@refs/ta
 
 @pytest.fixture
 def sigstore_services(fake, tmp_path):
-    with fake.serve() as server:
-        yield (
-            server,
-            server.write_trust_config(tmp_path / "trust_config.json"),
-            server.write_trusted_root(tmp_path / "trusted_root.json"),
-        )
+    with fake.serving(tmp_path) as served:
+        yield served
 
 
 def test_sign_and_attest_keyless_then_verify_offline(stored, fake, sigstore_services, no_network):
