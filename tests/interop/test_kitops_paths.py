@@ -20,6 +20,7 @@ import pytest
 import modelreg
 from tests.integration.test_producers import EXPECTED, upload
 from tests.interop.peers import ok
+from tests.unit.model.test_producers import READABLE  # the raw files of each fixture
 
 TAGS = sorted(k for k, v in EXPECTED.items() if "files" in v)
 
@@ -67,20 +68,6 @@ def test_diff_names_the_files_pull_writes(registry_plain, tmp_path, tag):
             assert by_path[f["path"]]["status"] == "unchanged", by_path[f["path"]]
     if not archives:
         assert diffed["summary"]["added"] == diffed["summary"]["removed"] == 0
-
-
-READABLE = {
-    "docker-gguf-v01": {"model.gguf", "LICENSE"},
-    "docker-safetensors-v02": {
-        "config.json",
-        "generation_config.json",
-        "model-00001-of-00002.safetensors",
-        "model-00002-of-00002.safetensors",
-    },
-    "kitops-modelkit": {"README.md"},
-    "oras-files": {"model.safetensors"},
-}
-"""The raw files of each fixture (the rest is inside archives)."""
 
 
 @pytest.mark.parametrize("tag", TAGS)
