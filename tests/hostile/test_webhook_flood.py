@@ -18,7 +18,6 @@ import asyncio
 import json
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from modelreg.webhook import certs
 from modelreg.webhook.breaker import BreakerConfig
 from modelreg.webhook.engine import Engine, EngineConfig
 from modelreg.webhook.server import BackgroundServer, ServerConfig
+from tests.listeners import silent_listener
 from tests.unit.webhook.reviews import pod_spec, review, workload
 
 CONNECTIONS = 300
@@ -45,30 +45,8 @@ CAUSES = ("overloaded", "registry slow: no decision within the 1s budget", "circ
 @pytest.fixture
 def hung_registry() -> Iterator[int]:
     """A port that accepts connections and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1024)
-    listener.settimeout(0.1)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
+    with silent_listener(backlog=1024) as port:
+        yield port
 
 
 def free_port() -> int:

@@ -3,11 +3,15 @@ checkpoint, and a byte-for-byte tree comparison."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from click.testing import Result
 from modelreg_cli.main import app
 from safetensors.numpy import save_file
@@ -51,3 +55,19 @@ def same_tree(a: Path, b: Path) -> None:
     assert files_a == files_b
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+@contextlib.contextmanager
+def module_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A new directory ``name`` whose ``home`` is ``MODELREG_HOME`` until the block ends:
+    for module-scoped fixtures, which cannot use ``monkeypatch``."""
+    tmp = tmp_path_factory.mktemp(name)
+    old = os.environ.get("MODELREG_HOME")
+    os.environ["MODELREG_HOME"] = str(tmp / "home")
+    try:
+        yield tmp
+    finally:
+        if old is None:
+            os.environ.pop("MODELREG_HOME", None)
+        else:
+            os.environ["MODELREG_HOME"] = old

@@ -16,6 +16,7 @@ import pytest
 from modelreg.client import Client, RemoteOptions
 from modelreg.model.pack import ModelMetadata
 from modelreg.policy import PolicySet, evaluate, gather_facts, parse_policies
+from tests.integration.helpers import module_home
 
 ROOT = Path(__file__).parents[2]
 
@@ -37,35 +38,34 @@ def shipped(name: str, host: str, repo: str) -> PolicySet:
 def pushed(
     registry_plain: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("artifacts")
-    old = os.environ.get("MODELREG_HOME")
-    os.environ["MODELREG_HOME"] = str(tmp / "home")
-    host, repo = registry_plain.host, f"pa{os.getpid()}"
-    models = {
-        "safe": ({"model.safetensors": safetensors_bytes(), "config.json": b"{}"}, ("Apache-2.0",)),
-        "gpl": ({"model.safetensors": safetensors_bytes()}, ("GPL-3.0-only",)),
-        "torch": ({"pytorch_model.bin": pickle.dumps({"w": [1, 2, 3]})}, ("MIT",)),
-        # a pickle under a data format's name: the packer flags it by content
-        "disguised": ({"model.safetensors": pickle.dumps([1, 2, 3], protocol=4)}, ("MIT",)),
-        # a pickle under a name the packer classifies as a document: flagged by content too
-        "doc-pickle": ({"weights.dat": pickle.dumps([1, 2, 3], protocol=4)}, ("MIT",)),
-    }
-    client = Client(RemoteOptions(store=str(tmp / "store"), fsync=False))
-    refs = {}
-    for name, (files, licenses) in models.items():
-        src = tmp / name
-        src.mkdir()
-        for f, data in files.items():
-            (src / f).write_bytes(data)
-        ref = f"{host}/{repo}/{name}:v1"
-        client.push(src, ref, metadata=ModelMetadata(name=name, version="1.0", licenses=licenses))
-        refs[name] = ref
-    yield {"client": client, "refs": refs, "host": host, "repo": repo}
-    client.close()
-    if old is None:
-        os.environ.pop("MODELREG_HOME", None)
-    else:
-        os.environ["MODELREG_HOME"] = old
+    with module_home(tmp_path_factory, "artifacts") as tmp:
+        host, repo = registry_plain.host, f"pa{os.getpid()}"
+        models = {
+            "safe": (
+                {"model.safetensors": safetensors_bytes(), "config.json": b"{}"},
+                ("Apache-2.0",),
+            ),
+            "gpl": ({"model.safetensors": safetensors_bytes()}, ("GPL-3.0-only",)),
+            "torch": ({"pytorch_model.bin": pickle.dumps({"w": [1, 2, 3]})}, ("MIT",)),
+            # a pickle under a data format's name: the packer flags it by content
+            "disguised": ({"model.safetensors": pickle.dumps([1, 2, 3], protocol=4)}, ("MIT",)),
+            # a pickle under a name the packer classifies as a document: flagged by content too
+            "doc-pickle": ({"weights.dat": pickle.dumps([1, 2, 3], protocol=4)}, ("MIT",)),
+        }
+        client = Client(RemoteOptions(store=str(tmp / "store"), fsync=False))
+        refs = {}
+        for name, (files, licenses) in models.items():
+            src = tmp / name
+            src.mkdir()
+            for f, data in files.items():
+                (src / f).write_bytes(data)
+            ref = f"{host}/{repo}/{name}:v1"
+            client.push(
+                src, ref, metadata=ModelMetadata(name=name, version="1.0", licenses=licenses)
+            )
+            refs[name] = ref
+        yield {"client": client, "refs": refs, "host": host, "repo": repo}
+        client.close()
 
 
 def decide(pushed: dict[str, Any], policy: str, model: str) -> Any:

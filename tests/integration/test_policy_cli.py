@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import modelreg.sign as sign_api
 from modelreg.client import Client, RemoteOptions
+from tests.integration.helpers import module_home
 
 
 def cli() -> typer.Typer:
@@ -40,34 +41,32 @@ def run(*args: str) -> Any:
 def setup(
     registry_plain: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("policy-cli")
-    old = os.environ.get("MODELREG_HOME")
-    os.environ["MODELREG_HOME"] = str(tmp / "home")
-    host = registry_plain.host
-    repo = f"pc{os.getpid()}"
-    key = sign_api.generate_private_key()
-    (tmp / "release.pub").write_bytes(sign_api.public_key_pem(key.public_key()))
-    client = Client(RemoteOptions(store=str(tmp / "store"), fsync=False))
-    refs = {}
-    for name, files, signed in (
-        ("good", {"model.safetensors": os.urandom(1000)}, True),
-        ("unsigned", {"model.safetensors": os.urandom(1000)}, False),
-        ("pickled", {"model.pt": os.urandom(1000)}, True),
-    ):
-        src = tmp / "src" / name
-        src.mkdir(parents=True)
-        for f, data in files.items():
-            (src / f).write_bytes(data)
-        ref = f"{host}/{repo}/{name}:v1"
-        client.push(src, ref)
-        if signed:
-            _, target, desc = client.resolve(ref)
-            sign_api.sign(target, desc, sign_api.KeySigner(key))
-        refs[name] = ref
-    client.close()
-    policy = tmp / "policy.yaml"
-    policy.write_text(
-        f"""\
+    with module_home(tmp_path_factory, "policy-cli") as tmp:
+        host = registry_plain.host
+        repo = f"pc{os.getpid()}"
+        key = sign_api.generate_private_key()
+        (tmp / "release.pub").write_bytes(sign_api.public_key_pem(key.public_key()))
+        client = Client(RemoteOptions(store=str(tmp / "store"), fsync=False))
+        refs = {}
+        for name, files, signed in (
+            ("good", {"model.safetensors": os.urandom(1000)}, True),
+            ("unsigned", {"model.safetensors": os.urandom(1000)}, False),
+            ("pickled", {"model.pt": os.urandom(1000)}, True),
+        ):
+            src = tmp / "src" / name
+            src.mkdir(parents=True)
+            for f, data in files.items():
+                (src / f).write_bytes(data)
+            ref = f"{host}/{repo}/{name}:v1"
+            client.push(src, ref)
+            if signed:
+                _, target, desc = client.resolve(ref)
+                sign_api.sign(target, desc, sign_api.KeySigner(key))
+            refs[name] = ref
+        client.close()
+        policy = tmp / "policy.yaml"
+        policy.write_text(
+            f"""\
 # test policy
 apiVersion: modelreg.dev/v1alpha1
 kind: ModelPolicy
@@ -82,12 +81,8 @@ spec:
     artifact:
       noPickle: true
 """
-    )
-    yield {"refs": refs, "policy": policy, "host": host, "repo": repo, "tmp": tmp}
-    if old is None:
-        os.environ.pop("MODELREG_HOME", None)
-    else:
-        os.environ["MODELREG_HOME"] = old
+        )
+        yield {"refs": refs, "policy": policy, "host": host, "repo": repo, "tmp": tmp}
 
 
 def test_pass_explains_every_rule(setup: dict[str, Any]) -> None:

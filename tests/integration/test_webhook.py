@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from modelreg.webhook import certs
 from modelreg.webhook.admission import MODEL_ANNOTATION
 from modelreg.webhook.engine import Engine, EngineConfig
 from modelreg.webhook.server import BackgroundServer, ServerConfig
+from tests.integration.helpers import module_home
+from tests.listeners import silent_listener
 from tests.unit.webhook.reviews import pod_spec, review, workload
 
 SLSA = "https://slsa.dev/provenance/v1"
@@ -137,78 +138,74 @@ spec:
 
 @pytest.fixture(scope="module")
 def models(registry_plain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
-    tmp = tmp_path_factory.mktemp("webhook-models")
-    old_home = os.environ.get("MODELREG_HOME")
-    os.environ["MODELREG_HOME"] = str(tmp / "home")
-    host = registry_plain.host
-    repo = f"wh{os.getpid()}"
-    key = sign_api.generate_private_key()
-    other_key = sign_api.generate_private_key()
-    key_file = tmp / "policies" / "release.pub"
-    key_file.parent.mkdir(parents=True)
-    key_file.write_bytes(sign_api.public_key_pem(key.public_key()))
-    digests: dict[str, str] = {}
-    client = Client(RemoteOptions(store=str(tmp / "store"), fsync=False))
+    with module_home(tmp_path_factory, "webhook-models") as tmp:
+        host = registry_plain.host
+        repo = f"wh{os.getpid()}"
+        key = sign_api.generate_private_key()
+        other_key = sign_api.generate_private_key()
+        key_file = tmp / "policies" / "release.pub"
+        key_file.parent.mkdir(parents=True)
+        key_file.write_bytes(sign_api.public_key_pem(key.public_key()))
+        digests: dict[str, str] = {}
+        client = Client(RemoteOptions(store=str(tmp / "store"), fsync=False))
 
-    def push(name: str, files: dict[str, bytes], signer: Any = None) -> str:
-        ref = f"{host}/{name}:v1"
-        pushed = client.push(make_model(tmp / "src" / name.replace("/", "_"), files), ref)
-        digests[ref] = pushed.digest
-        if signer is not None:
-            _, target, desc = client.resolve(ref)
-            sign_api.sign(target, desc, sign_api.KeySigner(signer))
-        return ref
+        def push(name: str, files: dict[str, bytes], signer: Any = None) -> str:
+            ref = f"{host}/{name}:v1"
+            pushed = client.push(make_model(tmp / "src" / name.replace("/", "_"), files), ref)
+            digests[ref] = pushed.digest
+            if signer is not None:
+                _, target, desc = client.resolve(ref)
+                sign_api.sign(target, desc, sign_api.KeySigner(signer))
+            return ref
 
-    weights = {"model.safetensors": os.urandom(4096), "config.json": b'{"a": 1}'}
-    signed = push(f"{repo}/signed", weights, key)
-    unsigned = push(f"{repo}/unsigned", {"model.safetensors": os.urandom(2048)})
-    wrong = push(f"{repo}/wrong-key", {"model.safetensors": os.urandom(2048)}, other_key)
-    pickled = push(f"{repo}/pickled", {"model.bin": b"\x80\x04K\x01."}, key)
-    # retagged: v1 was signed, then the tag moved to other (unsigned) content
-    retagged = push(f"{repo}/retagged", {"model.safetensors": os.urandom(1024)}, key)
-    first = digests[retagged]
-    moved = client.push(make_model(tmp / "src" / "moved", {"model.safetensors": b"x"}), retagged)
-    digests[retagged] = moved.digest
-    digests["retagged-first"] = first
-
-    def provenance(ref_name: str) -> dict[str, Any]:
-        return sign_api.slsa_provenance(
-            environ={
-                "GITHUB_ACTIONS": "true",
-                "GITHUB_REPOSITORY": "acme/models",
-                "GITHUB_REF": ref_name,
-                "GITHUB_WORKFLOW_REF": "acme/models/.github/workflows/release.yml@" + ref_name,
-                "GITHUB_SHA": "0" * 40,
-                "GITHUB_RUN_ID": "1",
-            }
+        weights = {"model.safetensors": os.urandom(4096), "config.json": b'{"a": 1}'}
+        signed = push(f"{repo}/signed", weights, key)
+        unsigned = push(f"{repo}/unsigned", {"model.safetensors": os.urandom(2048)})
+        wrong = push(f"{repo}/wrong-key", {"model.safetensors": os.urandom(2048)}, other_key)
+        pickled = push(f"{repo}/pickled", {"model.bin": b"\x80\x04K\x01."}, key)
+        # retagged: v1 was signed, then the tag moved to other (unsigned) content
+        retagged = push(f"{repo}/retagged", {"model.safetensors": os.urandom(1024)}, key)
+        first = digests[retagged]
+        moved = client.push(
+            make_model(tmp / "src" / "moved", {"model.safetensors": b"x"}), retagged
         )
+        digests[retagged] = moved.digest
+        digests["retagged-first"] = first
 
-    attested = push(f"{repo}/attested/good", {"model.safetensors": os.urandom(512)}, key)
-    bad_prov = push(f"{repo}/attested/dev", {"model.safetensors": os.urandom(512)}, key)
-    for ref, branch in ((attested, "refs/heads/main"), (bad_prov, "refs/heads/dev")):
-        _, target, desc = client.resolve(ref)
-        sign_api.attest(target, desc, sign_api.KeySigner(key), SLSA, provenance(branch))
-    push(f"staging-{repo}/m", {"model.safetensors": os.urandom(256)})
-    _policies(tmp / "policies", host, repo, key_file)
-    client.close()
-    yield Models(
-        host,
-        repo,
-        signed,
-        unsigned,
-        wrong,
-        attested,
-        bad_prov,
-        pickled,
-        retagged,
-        digests,
-        key_file,
-        tmp / "policies",
-    )
-    if old_home is None:
-        os.environ.pop("MODELREG_HOME", None)
-    else:
-        os.environ["MODELREG_HOME"] = old_home
+        def provenance(ref_name: str) -> dict[str, Any]:
+            return sign_api.slsa_provenance(
+                environ={
+                    "GITHUB_ACTIONS": "true",
+                    "GITHUB_REPOSITORY": "acme/models",
+                    "GITHUB_REF": ref_name,
+                    "GITHUB_WORKFLOW_REF": "acme/models/.github/workflows/release.yml@" + ref_name,
+                    "GITHUB_SHA": "0" * 40,
+                    "GITHUB_RUN_ID": "1",
+                }
+            )
+
+        attested = push(f"{repo}/attested/good", {"model.safetensors": os.urandom(512)}, key)
+        bad_prov = push(f"{repo}/attested/dev", {"model.safetensors": os.urandom(512)}, key)
+        for ref, branch in ((attested, "refs/heads/main"), (bad_prov, "refs/heads/dev")):
+            _, target, desc = client.resolve(ref)
+            sign_api.attest(target, desc, sign_api.KeySigner(key), SLSA, provenance(branch))
+        push(f"staging-{repo}/m", {"model.safetensors": os.urandom(256)})
+        _policies(tmp / "policies", host, repo, key_file)
+        client.close()
+        yield Models(
+            host,
+            repo,
+            signed,
+            unsigned,
+            wrong,
+            attested,
+            bad_prov,
+            pickled,
+            retagged,
+            digests,
+            key_file,
+            tmp / "policies",
+        )
 
 
 @dataclass
@@ -491,49 +488,27 @@ def test_registry_unreachable_denies_with_reason(hook: Hook, models: Models) -> 
 
 def test_slow_registry_denied_within_budget(models: Models, tmp_path: Path) -> None:
     """SECURITY 23: a registry that accepts connections and never answers: deny in budget."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                accepted.append(conn)
-            except OSError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    policy_dir = tmp_path / "p"
-    policy_dir.mkdir()
-    (policy_dir / "p.yaml").write_text(
-        f"apiVersion: modelreg.dev/v1alpha1\nkind: ModelPolicy\nmetadata: {{name: slow}}\n"
-        f"spec:\n  match: {{references: ['127.0.0.1:{port}/**']}}\n"
-        f"  require: {{artifact: {{noPickle: true}}}}\n"
-    )
-    h = start_hook(tmp_path, policy_dir, EngineConfig(budget=1.5))
-    try:
-        start = time.monotonic()
-        resp = h.validate(review(workload("Pod", pod_spec([f"127.0.0.1:{port}/m/x:v1"]))))
-        elapsed = time.monotonic() - start
-        assert resp["allowed"] is False
-        assert "no decision within the 1.5s budget" in resp["status"]["message"]
-        assert elapsed < 4.5  # well inside the API server's 10 s timeout
-        metrics = h.http.get(h.server.url + "/metrics").text
-        assert "modelreg_webhook_budget_exceeded_total" in metrics
-    finally:
-        stop.set()
-        t.join()
-        for c in accepted:
-            c.close()
-        listener.close()
-        h.http.close()
-        h.server.stop()
+    with silent_listener() as port:
+        policy_dir = tmp_path / "p"
+        policy_dir.mkdir()
+        (policy_dir / "p.yaml").write_text(
+            f"apiVersion: modelreg.dev/v1alpha1\nkind: ModelPolicy\nmetadata: {{name: slow}}\n"
+            f"spec:\n  match: {{references: ['127.0.0.1:{port}/**']}}\n"
+            f"  require: {{artifact: {{noPickle: true}}}}\n"
+        )
+        h = start_hook(tmp_path, policy_dir, EngineConfig(budget=1.5))
+        try:
+            start = time.monotonic()
+            resp = h.validate(review(workload("Pod", pod_spec([f"127.0.0.1:{port}/m/x:v1"]))))
+            elapsed = time.monotonic() - start
+            assert resp["allowed"] is False
+            assert "no decision within the 1.5s budget" in resp["status"]["message"]
+            assert elapsed < 4.5  # well inside the API server's 10 s timeout
+            metrics = h.http.get(h.server.url + "/metrics").text
+            assert "modelreg_webhook_budget_exceeded_total" in metrics
+        finally:
+            h.http.close()
+            h.server.stop()
 
 
 def test_policy_change_invalidates_cached_decisions(models: Models, tmp_path: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -11,36 +9,14 @@ import pytest
 
 from modelreg.client import Client, RemoteOptions
 from modelreg.errors import InvalidInputError, ModelRegError
+from tests.listeners import silent_listener
 
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """A loopback listener that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
+    with silent_listener() as port:
+        yield f"127.0.0.1:{port}"
 
 
 def test_timeout_bounds_a_stuck_registry(silent_server: str) -> None:
