@@ -4,6 +4,7 @@ and the cache's configuration is Distribution's proxy mode."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,54 @@ def test_the_cache_is_distribution_in_proxy_mode() -> None:
     assert config["proxy"]["remoteurl"] == f"https://{UPSTREAM}"
     assert config["http"]["addr"] == ":5000"
     assert config["storage"]["filesystem"]["rootdirectory"] == "/var/lib/registry"
+
+
+# ------------------------------------------------------------------ nginx-cache.yaml
+
+
+def _nginx_docs() -> dict[str, dict[str, Any]]:
+    text = (DEPLOY / "nginx-cache.yaml").read_text()
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(text) if doc}
+
+
+def test_nginx_cache_takes_the_place_hosts_toml_names() -> None:
+    docs = _nginx_docs()
+    assert {"Namespace", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"} <= set(docs)
+    path = DEPLOY / "hosts.toml"
+    (cache,) = parse_hosts_toml(path.read_text(), path=str(path), host=UPSTREAM).mirrors
+    service = docs["Service"]["spec"]
+    assert cache.host == f"{service['clusterIP']}:{service['ports'][0]['port']}"
+    pod = docs["Deployment"]["spec"]["template"]
+    assert service["selector"].items() <= pod["metadata"]["labels"].items()
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    claim = volumes["storage"]["persistentVolumeClaim"]["claimName"]
+    assert claim == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    (init,) = pod["spec"]["initContainers"]
+    settings = {e["name"]: e.get("value") for e in init["env"]}
+    assert settings["LISTEN"] == str(service["ports"][0]["port"])
+    assert settings["UPSTREAM_HOST"] == UPSTREAM
+
+
+def test_nginx_template_placeholders_are_exactly_what_render_sh_fills() -> None:
+    data = _nginx_docs()["ConfigMap"]["data"]
+    listed = re.search(r"envsubst '([^']*)'", data["render.sh"])
+    assert listed is not None
+    names = set(re.findall(r"\$\{([A-Z_]+)\}", listed.group(1)))
+    assert set(re.findall(r"\$\{([A-Z_]+)\}", data["nginx.conf.template"])) == names
+    (init,) = _nginx_docs()["Deployment"]["spec"]["template"]["spec"]["initContainers"]
+    assert names <= {e["name"] for e in init["env"]}
+
+
+def test_nginx_coalesces_only_content_addressed_reads() -> None:
+    template = _nginx_docs()["ConfigMap"]["data"]["nginx.conf.template"]
+    # "location MATCH {" lines and their bodies, up to the brace closing at their indent
+    found = re.finditer(r"^( *)location ([^\n]+) \{\n(.*?)\n\1\}", template, re.S | re.M)
+    locations = {m[2]: m[3] for m in found}
+    cached = {k: v for k, v in locations.items() if "proxy_cache registry;" in v}
+    assert len(cached) == 2
+    assert all("sha256:[0-9a-f]{64})$" in k for k in cached)  # blobs, manifests by digest
+    for body in cached.values():
+        assert "proxy_cache_lock on;" in body and "proxy_cache_lock_timeout" in body
+    assert "proxy_cache off;" in locations["/v2/"]  # tags, referrers: never cached
+    assert "return 200" in locations["= /v2/"]  # the API check never reaches the upstream
