@@ -28,6 +28,8 @@ order each round, each command in a fresh process so that its peak RSS is its ow
   requests, ``http.client`` into one reused buffer, nothing verified;
 * ``ranges+sha256``: the same, each thread hashing its 16 MiB in 4 MiB pieces after
   each request (what verifying costs on top: the floor of a verified read);
+* ``ranges+blake3``: the same with BLAKE3, what chunk indexes use since they left
+  SHA-256 (the floor of a verified read of a model pushed since);
 * ``lazy``: ``modelreg.open`` + 4 threads each reading a quarter of the weights
   file sequentially through ``handle.open()`` in 8 MiB reads (chunks verified);
 * ``load``: ``modelreg.load(REF)`` (NumPy, every tensor, chunks verified);
@@ -161,8 +163,9 @@ import json, resource, sys, threading, time
 mode, ref, host, blob, size, scratch = sys.argv[1:7]
 size = int(size)
 t0 = time.perf_counter()
-if mode in ("ranges", "ranges+sha256"):
+if mode in ("ranges", "ranges+sha256", "ranges+blake3"):
     import hashlib, http.client
+    import blake3
     step, nxt, lock = 16 << 20, [0], threading.Lock()
     def worker():
         conn = http.client.HTTPConnection(host)
@@ -182,6 +185,9 @@ if mode in ("ranges", "ranges+sha256"):
             if mode == "ranges+sha256":  # the floor of a verified read: hash 4 MiB pieces
                 for p in range(0, got, 4 << 20):
                     hashlib.sha256(buf[p : min(p + (4 << 20), got)]).digest()
+            elif mode == "ranges+blake3":
+                for p in range(0, got, 4 << 20):
+                    blake3.blake3(buf[p : min(p + (4 << 20), got)]).digest()
     ts = [threading.Thread(target=worker) for _ in range(4)]
     [t.start() for t in ts]; [t.join() for t in ts]
 elif mode == "lazy":
@@ -253,7 +259,7 @@ def run_child(
 def load_bench(args: argparse.Namespace, model: Path) -> int:
     reg_dir = WORK / "registry-load"
     shutil.rmtree(reg_dir, ignore_errors=True)
-    modes = ["curl", "ranges", "ranges+sha256", "lazy", "load", "pull+load"]
+    modes = ["curl", "ranges", "ranges+sha256", "ranges+blake3", "lazy", "load", "pull+load"]
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     weights = model / make_models.WEIGHTS
     size = weights.stat().st_size
@@ -305,6 +311,12 @@ def load_bench(args: argparse.Namespace, model: Path) -> int:
         (
             "(context) lazy 4 threads vs Range GETs + SHA-256",
             walls["ranges+sha256"] / walls["lazy"],
+            0.9,
+            False,
+        ),
+        (
+            "(context) lazy 4 threads vs Range GETs + BLAKE3",
+            walls["ranges+blake3"] / walls["lazy"],
             0.9,
             False,
         ),
