@@ -342,20 +342,27 @@ class Engine:
             self.tags.put(key, desc)
         return desc
 
-    def _pin_one(self, ref: ModelRef, deadline: float, dry_run: bool) -> RefOutcome:
-        static = self._static(ref)
-        if ref.reference is None or ref.pinned or (static is not None and static.error):
-            return static or RefOutcome(ref)
-        if self._clock() > deadline:
-            return self.timed_out(ref)
+    def _resolved(self, ref: ModelRef, dry_run: bool) -> Descriptor | RefOutcome:
+        """``ref``'s descriptor, or the outcome that says why it could not be had: pinning
+        and deciding must refuse in the same words."""
         try:
-            desc = self._resolve(ref, dry_run)
+            return self._resolve(ref, dry_run)
         except _CircuitOpen as exc:
             return RefOutcome(ref, error=str(exc))
         except ModelRegError as exc:
             return RefOutcome(ref, error=f"resolve could not run: {exc.message}")
         except Exception as exc:
             return RefOutcome(ref, error=f"resolve could not run: {type(exc).__name__}: {exc}")
+
+    def _pin_one(self, ref: ModelRef, deadline: float, dry_run: bool) -> RefOutcome:
+        static = self._static(ref)
+        if ref.reference is None or ref.pinned or (static is not None and static.error):
+            return static or RefOutcome(ref)
+        if self._clock() > deadline:
+            return self.timed_out(ref)
+        desc = self._resolved(ref, dry_run)
+        if isinstance(desc, RefOutcome):
+            return desc
         return RefOutcome(ref, digest=str(desc.digest))
 
     def _decide_one(self, ref: ModelRef, deadline: float, dry_run: bool) -> RefOutcome:
@@ -365,14 +372,9 @@ class Engine:
         assert ref.reference is not None
         if self._clock() > deadline:
             return self.timed_out(ref)
-        try:
-            desc = self._resolve(ref, dry_run)
-        except _CircuitOpen as exc:
-            return RefOutcome(ref, error=str(exc))
-        except ModelRegError as exc:
-            return RefOutcome(ref, error=f"resolve could not run: {exc.message}")
-        except Exception as exc:
-            return RefOutcome(ref, error=f"resolve could not run: {type(exc).__name__}: {exc}")
+        desc = self._resolved(ref, dry_run)
+        if isinstance(desc, RefOutcome):
+            return desc
         digest = str(desc.digest)
         # one lookup for both: policies and key must come from the same policy set
         matching, policies_key = self._match(ref.name)
