@@ -28,7 +28,7 @@ from typing import Final
 from modelreg.errors import FormatError, SizeLimitError
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
-from modelreg.oci.manifest import Manifest, parse_manifest_or_index
+from modelreg.oci.manifest import parse_manifest_or_index
 
 __all__ = ["MAX_UNTYPED_ENTRIES", "complete_entries"]
 
@@ -79,13 +79,12 @@ def _complete(entry: Descriptor, subject: Descriptor, fetch: FetchManifest) -> D
         node = parse_manifest_or_index(data, entry.media_type, what=f"referrer {entry.digest}")
     except (FormatError, SizeLimitError):
         return entry  # not a referrer modelreg can read: listed as it was, never matched
-    if node.subject is None or node.subject.digest != subject.digest:
+    if not node.is_referrer_of(subject.digest):
         return None
-    kind = node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
     return Descriptor(
         media_type=entry.media_type,
         digest=entry.digest,
         size=entry.size,
         annotations=dict(node.annotations),
-        artifact_type=kind,
+        artifact_type=node.effective_artifact_type,
     )

@@ -63,7 +63,6 @@ from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import (
     MAX_MANIFEST_BYTES,
     Index,
-    Manifest,
     canonical_json,
     parse_manifest_or_index,
 )
@@ -509,12 +508,7 @@ class LayoutTarget:
             except FileNotFoundError:
                 continue
             node = parse_manifest_or_index(data, entry.media_type)
-            if node.subject is None or node.subject.digest != desc.digest:
-                continue
-            kind = (
-                node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
-            )
-            if artifact_type and kind != artifact_type:
+            if not node.is_referrer_of(desc.digest, artifact_type):
                 continue
             out.append(
                 Descriptor(
@@ -522,7 +516,7 @@ class LayoutTarget:
                     entry.digest,
                     entry.size,
                     annotations=dict(node.annotations),
-                    artifact_type=kind,
+                    artifact_type=node.effective_artifact_type,
                 )
             )
         for listed in self._fallback_referrers(desc):

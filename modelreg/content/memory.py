@@ -11,7 +11,7 @@ from modelreg.errors import NotFoundError
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import Manifest, parse_manifest_or_index
+from modelreg.oci.manifest import parse_manifest_or_index
 
 __all__ = ["MemoryTarget"]
 
@@ -90,12 +90,7 @@ class MemoryTarget:
             if media_type not in mt.ALL_MANIFEST_TYPES:
                 continue
             node = parse_manifest_or_index(self._blobs[digest], media_type)
-            if node.subject is None or node.subject.digest != desc.digest:
-                continue
-            kind = (
-                node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
-            )
-            if artifact_type and kind != artifact_type:
+            if not node.is_referrer_of(desc.digest, artifact_type):
                 continue
             out.append(node.descriptor().with_annotations(dict(node.annotations)))
         return out

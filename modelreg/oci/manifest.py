@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from modelreg._json import canonical_json, loads_strict
 from modelreg.errors import FormatError, SizeLimitError
@@ -65,27 +65,41 @@ def _optional_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """An OCI image manifest (also read: Docker schema 2)."""
+class _Node:
+    """What a manifest and an index share: the exact bytes are their identity (built
+    from the fields when none are given), and the same envelope around their body."""
 
-    config: Descriptor
-    layers: tuple[Descriptor, ...]
-    media_type: str = mt.OCI_MANIFEST
-    artifact_type: str | None = None
-    subject: Descriptor | None = None
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    raw: bytes = b""
+    __slots__ = ()
+    _TYPES: ClassVar[frozenset[str]]
+    _KIND: ClassVar[str]
+    media_type: str
+    artifact_type: str | None
+    subject: Descriptor | None
+    annotations: Mapping[str, str]
+    raw: bytes
 
     def __post_init__(self) -> None:
-        if self.media_type not in mt.MANIFEST_TYPES:
-            raise FormatError(f"not an image manifest media type: {self.media_type!r}")
+        if self.media_type not in self._TYPES:
+            raise FormatError(f"not an image {self._KIND} media type: {self.media_type!r}")
         if not self.raw:
             object.__setattr__(self, "raw", canonical_json(self.to_dict()))
 
     @property
     def digest(self) -> Digest:
         return Digest.from_bytes(self.raw)
+
+    @property
+    def effective_artifact_type(self) -> str | None:
+        """The type a referrers index lists this under: ``artifactType`` (an index has
+        no config to fall back on)."""
+        return self.artifact_type
+
+    def is_referrer_of(self, subject: Digest, artifact_type: str | None = None) -> bool:
+        """Whether this names ``subject`` as its subject (and is of ``artifact_type`` when
+        one is given): what a referrers listing holds."""
+        if self.subject is None or self.subject.digest != subject:
+            return False
+        return not artifact_type or self.effective_artifact_type == artifact_type
 
     def descriptor(self, annotations: Mapping[str, str] | None = None) -> Descriptor:
         return Descriptor(
@@ -96,22 +110,43 @@ class Manifest:
             annotations=dict(annotations or {}),
         )
 
-    @property
-    def effective_artifact_type(self) -> str:
-        """``artifactType``, else the config media type (image-spec guidance)."""
-        return self.artifact_type or self.config.media_type
+    def _body(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schemaVersion": 2, "mediaType": self.media_type}
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
-        out["config"] = self.config.to_dict()
-        out["layers"] = [layer.to_dict() for layer in self.layers]
+        out.update(self._body())
         if self.subject:
             out["subject"] = self.subject.to_dict()
         if self.annotations:
             out["annotations"] = dict(self.annotations)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest(_Node):
+    """An OCI image manifest (also read: Docker schema 2)."""
+
+    _TYPES: ClassVar[frozenset[str]] = mt.MANIFEST_TYPES
+    _KIND: ClassVar[str] = "manifest"
+
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    media_type: str = mt.OCI_MANIFEST
+    artifact_type: str | None = None
+    subject: Descriptor | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes = b""
+
+    @property
+    def effective_artifact_type(self) -> str:
+        """``artifactType``, else the config media type (image-spec guidance)."""
+        return self.artifact_type or self.config.media_type
+
+    def _body(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "layers": [x.to_dict() for x in self.layers]}
 
     @classmethod
     def parse(cls, data: bytes, what: str = "manifest") -> Manifest:
@@ -138,8 +173,11 @@ class Manifest:
 
 
 @dataclass(frozen=True, slots=True)
-class Index:
+class Index(_Node):
     """An OCI image index (also read: Docker manifest list)."""
+
+    _TYPES: ClassVar[frozenset[str]] = mt.INDEX_TYPES
+    _KIND: ClassVar[str] = "index"
 
     manifests: tuple[Descriptor, ...]
     media_type: str = mt.OCI_INDEX
@@ -148,35 +186,8 @@ class Index:
     annotations: Mapping[str, str] = field(default_factory=dict)
     raw: bytes = b""
 
-    def __post_init__(self) -> None:
-        if self.media_type not in mt.INDEX_TYPES:
-            raise FormatError(f"not an image index media type: {self.media_type!r}")
-        if not self.raw:
-            object.__setattr__(self, "raw", canonical_json(self.to_dict()))
-
-    @property
-    def digest(self) -> Digest:
-        return Digest.from_bytes(self.raw)
-
-    def descriptor(self, annotations: Mapping[str, str] | None = None) -> Descriptor:
-        return Descriptor(
-            media_type=self.media_type,
-            digest=self.digest,
-            size=len(self.raw),
-            artifact_type=self.artifact_type,
-            annotations=dict(annotations or {}),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schemaVersion": 2, "mediaType": self.media_type}
-        if self.artifact_type:
-            out["artifactType"] = self.artifact_type
-        out["manifests"] = [m.to_dict() for m in self.manifests]
-        if self.subject:
-            out["subject"] = self.subject.to_dict()
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        return out
+    def _body(self) -> dict[str, Any]:
+        return {"manifests": [m.to_dict() for m in self.manifests]}
 
     @classmethod
     def parse(cls, data: bytes, what: str = "index") -> Index:

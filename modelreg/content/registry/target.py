@@ -854,14 +854,11 @@ class RegistryTarget:
         """
         subject = node.subject
         assert subject is not None
-        artifact_type = (
-            node.effective_artifact_type if isinstance(node, Manifest) else node.artifact_type
-        )
         entry = Descriptor(
             media_type=desc.media_type,
             digest=desc.digest,
             size=desc.size,
-            artifact_type=artifact_type,
+            artifact_type=node.effective_artifact_type,
             annotations=dict(node.annotations),
         )
         tag = referrers_tag(subject.digest)
