@@ -324,6 +324,17 @@ class BufferedReader:
                 hint=self._limit_hint or "raise the limit if this file is trusted",
             )
 
+    def _end(self, n: int, what: str) -> int:
+        """Where ``n`` bytes of ``what`` from here end, once checked against the file's
+        end and the cap: reading and skipping refuse the same lengths."""
+        if n < 0:
+            raise FormatError(f"{self.name}: negative length {n} for {what}")
+        end = self.pos + n
+        if end > self.size:
+            raise self._truncated(n, what)
+        self._over_limit(end)
+        return end
+
     def _truncated(self, n: int, what: str) -> FormatError:
         return FormatError(
             f"{self.name}: {what} needs {n} bytes at offset {self.pos} "
@@ -332,12 +343,7 @@ class BufferedReader:
         )
 
     def read(self, n: int, what: str = "data") -> bytes:
-        if n < 0:
-            raise FormatError(f"{self.name}: negative length {n} for {what}")
-        end = self.pos + n
-        if end > self.size:
-            raise self._truncated(n, what)
-        self._over_limit(end)
+        end = self._end(n, what)
         if self.max_scanned is not None and self.scanned + n > self.max_scanned:
             raise SizeLimitError(
                 f"{self.name}: parsing would scan more than {self.max_scanned} bytes (cap)",
@@ -378,12 +384,7 @@ class BufferedReader:
         self._chunk = min(self._chunk * 2, _MAX_CHUNK)
 
     def skip(self, n: int, what: str = "data") -> None:
-        if n < 0:
-            raise FormatError(f"{self.name}: negative length {n} for {what}")
-        end = self.pos + n
-        if end > self.size:
-            raise self._truncated(n, what)
-        self._over_limit(end)
+        end = self._end(n, what)
         buf_end = self._buf_start + len(self._buf)
         if end > buf_end + self._chunk:
             # a long jump over data we do not need: start small again at the far side
