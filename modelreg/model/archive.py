@@ -76,6 +76,11 @@ __all__ = [
     "sniff_compression",
 ]
 
+_STREAM_BLOCK: Final = 1024 * 1024
+"""Buffers and copy blocks of a tar being extracted. Not 4 MiB: several layers are
+extracted at once, each holding two buffers and a block, and blocks that large, once
+freed, make glibc serve later ones from a fragmenting heap (a pull of 20,000 small
+files in groups peaked 20 MB higher; bench/RESULTS.md, issue 18)."""
 HARD_CAP: Final = 256 * 1024**3
 """No layer expands to more than this, whatever it declares."""
 DEFAULT_EXPAND_RATIO: Final = 200
@@ -234,7 +239,7 @@ class _Bounded(io.RawIOBase):
 def _open_decompressed(
     stream: BinaryIO, label: str, limit: int, hash_it: bool
 ) -> tuple[_Bounded, io.BufferedReader[io.RawIOBase], str]:
-    buffered = io.BufferedReader(cast(io.RawIOBase, stream), buffer_size=CHUNK)
+    buffered = io.BufferedReader(cast(io.RawIOBase, stream), buffer_size=_STREAM_BLOCK)
     kind = sniff_compression(buffered.peek(4)[:4])
     inner: _Reader
     if kind == "gzip":
@@ -286,7 +291,7 @@ def _copy_no_follow(src: Path, dst: Path) -> None:
 
 def _copy_stream(src: _Reader, dst: BinaryIO, expected: int, label: str) -> Digest:
     hasher = Hasher()
-    while block := src.read(CHUNK):
+    while block := src.read(_STREAM_BLOCK):
         hasher.update(block)
         dst.write(block)
     if hasher.size != expected:
@@ -323,7 +328,7 @@ def extract_archive(
     out: list[ExtractedFile] = []
     dest = str(staging)
     try:
-        source = io.BufferedReader(bounded, buffer_size=CHUNK)
+        source = io.BufferedReader(bounded, buffer_size=_STREAM_BLOCK)
         with tarfile.open(fileobj=source, mode="r|", tarinfo=_SafeTarInfo) as tar:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_MEMBERS:
@@ -342,9 +347,9 @@ def extract_archive(
                     tree=tree,
                     out=out,
                 )
-        while source.read(CHUNK):  # what tarfile left after the end-of-archive blocks
+        while source.read(_STREAM_BLOCK):  # what tarfile left after the end-of-archive blocks
             pass
-        while buffered.read(CHUNK):  # the compressed stream to its end: verifies the layer
+        while buffered.read(_STREAM_BLOCK):  # the compressed stream to its end: verifies the layer
             pass
     except tarfile.FilterError as exc:
         raise UnsafeContentError(f"{label}: {exc}", hint="the archive is hostile; refused") from exc

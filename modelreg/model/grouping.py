@@ -288,7 +288,7 @@ def check_manifest_estimate(
 # ---------------------------------------------------------------------------- tar
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """One file inside a group layer."""
 
@@ -296,10 +296,16 @@ class Member:
     source: Path
     size: int
     mode: int
-    header: bytes
-    """The tar header block(s) before its data."""
+    header_size: int
+    """Bytes of its tar header block(s), before its data."""
     offset: int
     """Where its data starts in the layer."""
+
+    @property
+    def header(self) -> bytes:
+        """The tar header block(s) before its data: built again on each use (headers depend
+        on path, size and mode only), so 20,000 members do not keep 10 MB of them."""
+        return _header(self.path, self.size, self.mode)
 
     @property
     def padding(self) -> int:
@@ -325,7 +331,7 @@ def build_layout(entries: Sequence[tuple[str, Path, int, bool]]) -> tuple[tuple[
         mode = 0o755 if executable else 0o644
         header = _header(path, size, mode)
         offset += len(header)
-        out.append(Member(path, source, size, mode, header, offset))
+        out.append(Member(path, source, size, mode, len(header), offset))
         offset += size + (-size % _BLOCK)
     return tuple(out), offset + len(_END)
 
@@ -335,11 +341,12 @@ class GroupStream(io.RawIOBase):
 
     def __init__(self, members: Sequence[Member], size: int, start: int = 0) -> None:
         super().__init__()
-        self._segments: list[tuple[int, int, bytes | Member]] = []
+        # (start, length, what): a member's header is built when the stream reaches it
+        self._segments: list[tuple[int, int, bytes | Member | tuple[Member]]] = []
         pos = 0
         for m in members:
-            self._segments.append((pos, len(m.header), m.header))
-            pos += len(m.header)
+            self._segments.append((pos, m.header_size, (m,)))
+            pos += m.header_size
             self._segments.append((pos, m.size, m))
             pos += m.size
             if m.padding:
@@ -366,6 +373,10 @@ class GroupStream(io.RawIOBase):
             n = min(len(view), length - inner)
             if n <= 0:
                 return 0
+            if isinstance(what, tuple):
+                header = what[0].header
+                self._segments[self._index] = (begin, length, header)
+                what = header
             if isinstance(what, bytes):
                 view[:n] = what[inner : inner + n]
             else:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from modelreg.content.base import CHUNK, BlobSource
+from modelreg.content.base import BlobSource
 from modelreg.content.registry.deadlines import DocumentDeadline, TransferBound
 from modelreg.content.registry.errors import sanitize
 from modelreg.errors import (
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_RECOVERIES", "MONOLITHIC_MAX", "BlobUpload", "PendingUpload", "SourceReadError"]
 
 MONOLITHIC_MAX: Final = 64 * 1024 * 1024
+_BODY_BLOCK: Final = 1024 * 1024
 MAX_RECOVERIES: Final = 20
 OCTET_STREAM: Final = "application/octet-stream"
 _MIN_THROUGHPUT: Final = 50_000_000  # bytes/s assumed when the registry verifies at PUT
@@ -341,7 +342,11 @@ class BlobUpload:
         self.offset = size
 
     def _body(self, start: int, end: int) -> Generator[bytes, None, None]:
-        """The source's bytes ``[start, end)`` in 4 MiB blocks, counted as sent."""
+        """The source's bytes ``[start, end)`` in 1 MiB blocks, counted as sent.
+
+        Not larger: every upload in flight holds a block or two, and blocks of 4 MiB,
+        once freed, move glibc's mmap threshold so later ones fragment the heap (a push
+        of 20,000 small files peaked 25 MB higher; bench/RESULTS.md, issue 18)."""
         try:
             stream = self.source(start)
         except OSError as exc:
@@ -350,7 +355,7 @@ class BlobUpload:
             position = start
             while position < end:
                 try:
-                    block = stream.read(min(CHUNK, end - position))
+                    block = stream.read(min(_BODY_BLOCK, end - position))
                 except OSError as exc:
                     raise self._source_error(exc, position) from exc
                 if not block:
