@@ -32,6 +32,24 @@ def ok(*args: str) -> dict[str, Any]:
     return parsed
 
 
+def flip_stored_byte(root_dir: str | Path, digest: str, offset: int) -> None:
+    """Flips the byte at ``offset`` of blob ``digest`` where a Distribution registry
+    rooted at ``root_dir`` stores it: the registry then serves wrong bytes."""
+    hexd = digest.split(":")[1]
+    blob = next(Path(root_dir).rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data"))
+    raw = bytearray(blob.read_bytes())
+    raw[offset] ^= 0xFF
+    blob.write_bytes(bytes(raw))
+
+
+def refused_pull(ref: str, out: Path) -> Result:
+    """``modelreg pull`` that fails verification (exit 5) and leaves ``out`` empty."""
+    result = run("pull", ref, "-o", str(out), "--no-cache")
+    assert result.exit_code == 5, result.output
+    assert not out.exists() or os.listdir(out) == []
+    return result
+
+
 def checkpoint(root: Path, changed: frozenset[int] = frozenset()) -> Path:
     """48 float32 tensors of 64 KiB (3 MiB), Llama-style names, a config and a tokenizer;
     the tensors whose index is in ``changed`` get other values (a fine-tune's v2)."""

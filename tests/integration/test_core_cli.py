@@ -13,7 +13,7 @@ import pytest
 from modelreg_cli.main import app
 
 from tests.integration.faults import CuttingProxy
-from tests.integration.helpers import ok, run, runner, same_tree
+from tests.integration.helpers import flip_stored_byte, ok, refused_pull, run, runner, same_tree
 from tests.schemas import validate_manifest, validate_model_config
 
 
@@ -141,17 +141,9 @@ def test_tampered_blob_in_registry_fails_and_writes_nothing(registry_factory, mo
     pushed = ok("push", str(model), ref)
     info = ok("inspect", ref)
     weight = next(f for f in info["files"] if f["path"] == "model.safetensors")
-    hexd = weight["digest"].split(":")[1]
-    data = Path(server.root_dir).rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data")
-    blob_file = next(iter(data))
-    raw = bytearray(blob_file.read_bytes())
-    raw[100] ^= 0xFF
-    blob_file.write_bytes(bytes(raw))
-    out = tmp_path / "out"
-    result = run("pull", ref, "-o", str(out), "--no-cache")
-    assert result.exit_code == 5, result.output
+    flip_stored_byte(server.root_dir, weight["digest"], 100)
+    result = refused_pull(ref, tmp_path / "out")
     assert weight["digest"] in result.stderr or "hashes to" in result.stderr
-    assert not out.exists() or os.listdir(out) == []
     assert pushed["digest"]
 
 

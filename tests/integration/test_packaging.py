@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.integration.helpers import checkpoint, ok, run, same_tree
+from tests.integration.helpers import checkpoint, flip_stored_byte, ok, refused_pull, run, same_tree
 from tests.schemas import validate_manifest, validate_model_config
 
 TESTDATA = Path(__file__).resolve().parents[2] / "testdata"
@@ -96,16 +96,9 @@ def test_tampered_part_in_registry_fails_nothing_written(registry_factory, tmp_p
     info = manifest_of(ref)
     layers = info["manifest"]["layers"]
     part = [layer for layer in layers if layer["mediaType"] == PART_MEDIA_TYPE][7]
-    hexd = part["digest"].split(":")[1]
-    blob = next(Path(server.root_dir).rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data"))
-    raw = bytearray(blob.read_bytes())
-    raw[1000] ^= 0xFF
-    blob.write_bytes(bytes(raw))
-    out = tmp_path / "out"
-    result = run("pull", ref, "-o", str(out), "--no-cache")
-    assert result.exit_code == 5, result.output
+    flip_stored_byte(server.root_dir, part["digest"], 1000)
+    result = refused_pull(ref, tmp_path / "out")
     assert "part 8 of" in result.stderr and "model.safetensors" in result.stderr
-    assert not out.exists() or os.listdir(out) == []
 
 
 def test_remote_tensor_listing_reads_headers_only(registry_plain, tmp_path):
