@@ -12,29 +12,14 @@ from typing import BinaryIO
 
 import pytest
 
-from modelreg.content import LayoutStore, MemoryTarget, bytes_source
+from modelreg.content import LayoutStore, MemoryTarget
 from modelreg.content.base import CHUNK, VerifyingReader
 from modelreg.content.copies import Copies, Copy
 from modelreg.errors import IntegrityError, InvalidInputError
 from modelreg.model.unpack import _blockio as blockio
 from modelreg.model.unpack import parse_cache_mode, unpack
 from modelreg.oci import Descriptor, Manifest
-from modelreg.oci import mediatypes as mt
-from modelreg.oci.manifest import empty_config
-
-
-def source_with(files: dict[str, bytes]) -> tuple[MemoryTarget, Manifest]:
-    src = MemoryTarget()
-    layers = []
-    for path, data in files.items():
-        d = Descriptor.for_bytes(
-            mt.model_layer("weight"), data, {mt.ANN_FILEPATH: path, mt.ANN_TITLE: path}
-        )
-        src.push(d, bytes_source(data))
-        layers.append(d)
-    src.push(empty_config(), bytes_source(b"{}"))
-    return src, Manifest(config=empty_config(), layers=tuple(layers))
-
+from tests.unit.model.test_unpack import source_with
 
 # ---------------------------------------------------------------- the database
 
@@ -143,16 +128,22 @@ def test_reference_then_reuse_counts_from_cache(tmp_path):
     assert (tmp_path / "b" / "big.bin").read_bytes() == files["big.bin"]
 
 
+def _spoil_keeping_mtime(path: Path, offset: int) -> None:
+    """Zeroes the byte at ``offset`` and puts the times back: a change the remembered
+    file identity cannot see, only verification can."""
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\0")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def test_a_copy_that_fails_verification_is_refetched_and_nothing_half_written(tmp_path):
     src, m, cache, files = files_and_cache(tmp_path)
     with Copies(tmp_path / "copies.sqlite") as copies:
         unpack(src, m, tmp_path / "a", cache=cache, cache_mode="reference", copies=copies)
-        victim = tmp_path / "a" / "big.bin"
-        st = victim.stat()
-        with open(victim, "r+b") as f:
-            f.seek(CHUNK + 5)  # the second block: the first was already written when it fails
-            f.write(b"\0")
-        os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+        # the second block: the first was already written when it fails
+        _spoil_keeping_mtime(tmp_path / "a" / "big.bin", CHUNK + 5)
         events = []
         again = unpack(
             src,
@@ -176,11 +167,7 @@ def test_no_source_and_a_bad_copy_fails_without_output(tmp_path):
     src, m, cache, _ = files_and_cache(tmp_path)
     with Copies(tmp_path / "copies.sqlite") as copies:
         unpack(src, m, tmp_path / "a", cache=cache, cache_mode="reference", copies=copies)
-        victim = tmp_path / "a" / "big.bin"
-        st = victim.stat()
-        with open(victim, "r+b") as f:
-            f.write(b"\0")
-        os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+        _spoil_keeping_mtime(tmp_path / "a" / "big.bin", 0)
         src._blobs[m.layers[0].digest] = b"x" * m.layers[0].size  # and the source is bad too
         with pytest.raises(IntegrityError):
             unpack(src, m, tmp_path / "b", cache=cache, cache_mode="reference", copies=copies)

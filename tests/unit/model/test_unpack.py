@@ -130,16 +130,8 @@ def test_cached_blob_removed_after_the_check_is_fetched_again(tmp_path, monkeypa
     "is it cached?" and its open: the pull fetches it instead of failing, and a hard
     link made before the blob vanished is unlinked, never truncated."""
     data = {name: os.urandom(3000) for name in ("a.bin", "b.bin")}
-    src = MemoryTarget()
-    layers = []
-    for name, blob in data.items():
-        d = Descriptor.for_bytes(
-            mt.model_layer("weight"), blob, {mt.ANN_FILEPATH: name, mt.ANN_TITLE: name}
-        )
-        src.push(d, bytes_source(blob))
-        layers.append(d)
-    src.push(empty_config(), bytes_source(b"{}"))
-    manifest = Manifest(config=empty_config(), layers=tuple(layers))
+    src, manifest = source_with(data)
+    layers = manifest.layers
     cache = LayoutStore(tmp_path / "store", fsync=False)
     first = unpack(src, manifest, tmp_path / "one", cache=cache, fsync=False, cache_mode="copy")
     assert first.bytes_fetched == 6000
