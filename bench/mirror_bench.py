@@ -17,8 +17,21 @@ in front of the upstream:
 * ``cache-dead``: the hosts.toml names a port nobody listens on (``dial_timeout =
   "1s"``): the nodes fall back to the upstream.
 
+and, against a second upstream with basic auth over TLS (the same model pushed to it),
+with the coalescing cache deploy/mirrors/ ships (nginx ``proxy_cache_lock``, its
+configuration rendered from ``deploy/mirrors/nginx-cache.yaml`` by
+``tests/integration/nginx_cache.py``, run unprivileged with its own upstream
+credentials):
+
+* ``direct-tls``: the nodes pull from that upstream; no mirror.
+* ``nginx-cold``: the nodes pull through the empty nginx cache, all at once.
+* ``nginx-dead``: the same hosts.toml, with that nginx stopped before the nodes start
+  (its port refuses connections): the nodes fall back to the upstream. Compare its wall
+  time with ``direct-tls`` plus the mirror's ``dial_timeout`` (1 s).
+
 A node is a ``modelreg pull REF -o DIR --no-cache`` process with its own
-``MODELREG_HOME``, configured only through ``MODELREG_HOSTS_DIR``; all N start
+``MODELREG_HOME``, configured only through ``MODELREG_HOSTS_DIR`` (and, for the TLS
+upstream, ``DOCKER_CONFIG`` holding the upstream's credentials); all N start
 together; the pull verifies every byte, and the bench checks every file's size and
 SHA-256 against the model afterwards. Upstream egress is what the upstream wrote for
 blob GETs, summed from its own log (``http.response.written`` of every completed
@@ -45,11 +58,14 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-from registry_server import RegistryServer, free_port, start_registry  # noqa: E402
 
 from modelreg.client import Client, RemoteOptions  # noqa: E402
+from tests.integration.nginx_cache import NginxCache, start_nginx_cache  # noqa: E402
+from tests.integration.registry_server import (  # noqa: E402
+    RegistryServer,
+    free_port,
+    start_registry,
+)
 
 WORK = BENCH_DIR / "_work" / "mirrors"
 MODELREG = str(Path(sys.executable).with_name("modelreg"))
@@ -90,14 +106,18 @@ def egress(upstream: RegistryServer) -> int:
 def hosts_dir(root: Path, upstream: RegistryServer, mirror: str | None) -> Path:
     directory = root / upstream.host
     directory.mkdir(parents=True, exist_ok=True)
-    text = f'server = "http://{upstream.host}"\n'
+    text = f'server = "{upstream.url}"\n'
+    if upstream.ca_file is not None:
+        text += f'ca = "{upstream.ca_file}"\n'
     if mirror is not None:
         text += f'\n[host."http://{mirror}"]\n  capabilities = ["pull"]\n  dial_timeout = "1s"\n'
     (directory / "hosts.toml").write_text(text)
     return root
 
 
-def run_nodes(ref: str, nodes: int, hosts: Path, work: Path) -> tuple[float, list[Path]]:
+def run_nodes(
+    ref: str, nodes: int, hosts: Path, work: Path, docker_config: Path | None = None
+) -> tuple[float, list[Path]]:
     """``nodes`` concurrent pulls, each its own home; wall time of the slowest."""
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     start = time.monotonic()
@@ -105,6 +125,8 @@ def run_nodes(ref: str, nodes: int, hosts: Path, work: Path) -> tuple[float, lis
         home = work / f"node{n}"
         env = dict(os.environ, MODELREG_HOME=str(home / "home"), MODELREG_HOSTS_DIR=str(hosts))
         env["MODELREG_FSYNC"] = "0"
+        if docker_config is not None:
+            env["DOCKER_CONFIG"] = str(docker_config.parent)
         out = home / "out"
         cmd = [MODELREG, "pull", ref, "-o", str(out), "--no-cache", "--quiet"]
         procs.append(
@@ -147,6 +169,32 @@ def cache_for(upstream: RegistryServer, name: str) -> Iterator[RegistryServer]:
         yield cache
 
 
+@contextlib.contextmanager
+def nginx_for(upstream: RegistryServer, name: str) -> Iterator[NginxCache]:
+    """The deploy/ nginx cache (its own credentials, the Deployment's slice size)."""
+    assert upstream.ca_file is not None
+    with start_nginx_cache(
+        WORK / name,
+        upstream_addr=upstream.host,
+        upstream_host="localhost",
+        upstream_ca=upstream.ca_file,
+        credentials=upstream.basic_auth,
+        cache_max_size="64g",
+    ) as cache:
+        yield cache
+
+
+def cache_statuses(cache: NginxCache) -> dict[str, int]:
+    """How many blob requests the cache answered per ``$upstream_cache_status``."""
+    counts: dict[str, int] = {}
+    for line in cache.access_log.read_text().splitlines():
+        if "/blobs/" in line:
+            status = re.search(r"cache=(\S+)", line)
+            key = status.group(1) if status else "?"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def scenario(
     name: str,
     upstream: RegistryServer,
@@ -154,13 +202,20 @@ def scenario(
     args: argparse.Namespace,
     digests: dict[str, str],
     model_bytes: int,
+    docker_config: Path | None = None,
 ) -> dict[str, Any]:
     work = WORK / name
     shutil.rmtree(work, ignore_errors=True)
     row: dict[str, Any] = {"scenario": name}
     with contextlib.ExitStack() as stack:
         mirror: str | None = None
-        if name.startswith("cache-") and name != "cache-dead":
+        nginx: NginxCache | None = None
+        if name.startswith("nginx-"):
+            nginx = stack.enter_context(nginx_for(upstream, f"{name}-nginx"))
+            mirror = nginx.host
+            if name == "nginx-dead":
+                nginx.stop()
+        elif name.startswith("cache-") and name != "cache-dead":
             cache = stack.enter_context(cache_for(upstream, f"{name}-registry"))
             mirror = cache.host
         elif name == "cache-dead":
@@ -176,10 +231,14 @@ def scenario(
             row["prefetch_egress"] = egress(upstream) - before
             row["prefetch_warm"] = warmed.warm
         before = egress(upstream)
-        wall, outputs = run_nodes(ref, args.nodes, hosts, work)
-        time.sleep(1.0)  # the cache's background stores finish (and are counted)
+        wall, outputs = run_nodes(ref, args.nodes, hosts, work, docker_config)
+        if nginx is None:
+            time.sleep(1.0)  # Distribution's background stores finish (and are counted)
+        else:
+            row["cache_statuses"] = cache_statuses(nginx)
         row["egress"] = egress(upstream) - before
         row["wall_s"] = wall
+        row["load"] = os.getloadavg()[0]
         check(outputs, digests)
         row["ratio"] = row["egress"] / model_bytes
     shutil.rmtree(work, ignore_errors=True)
@@ -194,14 +253,30 @@ def table(rows: list[dict[str, Any]], model_bytes: int, args: argparse.Namespace
         "node's files checked by SHA-256 afterwards. Upstream egress = blob bytes the upstream "
         "Distribution wrote (its log).",
         "",
-        "| scenario | upstream egress | x model | wall, all nodes (s) |",
-        "|---|---:|---:|---:|",
+        "| scenario | upstream egress | x model | wall, all nodes (s) | load (1 min) after |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['scenario']} | {r['egress'] / (1 << 20):.1f} MiB | {r['ratio']:.2f} | "
-            f"{r['wall_s']:.1f} |"
+            f"{r['wall_s']:.1f} | {r['load']:.1f} |"
         )
+    walls = {r["scenario"]: r["wall_s"] for r in rows}
+    if "nginx-dead" in walls and "direct-tls" in walls:
+        bound = walls["direct-tls"] + 1.0
+        verdict = "within" if walls["nginx-dead"] <= bound else "NOT within"
+        lines += [
+            "",
+            f"Cache dead: the {args.nodes} pulls took {walls['nginx-dead']:.1f} s, direct "
+            f"{walls['direct-tls']:.1f} s; {verdict} the mirror's dial_timeout (1 s) + the "
+            f"direct time ({bound:.1f} s).",
+        ]
+    for r in rows:
+        if r.get("cache_statuses"):
+            lines += [
+                "",
+                f"`{r['scenario']}`: nginx blob requests by cache status: {r['cache_statuses']}.",
+            ]
     for r in rows:
         if "prefetch_s" in r:
             lines += [
@@ -223,24 +298,43 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument(
-        "--scenarios", default="direct,cache-cold,cache-prefetched,cache-dead", help="comma list"
+        "--scenarios",
+        default="direct,cache-cold,cache-prefetched,cache-dead,direct-tls,nginx-cold,nginx-dead",
+        help="comma list",
     )
     parser.add_argument("--record", type=Path, help="append the Markdown table to this file")
     args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
+    print(f"Load average at the start: {os.getloadavg()}", flush=True)
     digests = write_model(WORK / "model", args.size_mib)
     model_bytes = sum(p.stat().st_size for p in (WORK / "model").iterdir())
     rows = []
-    with start_registry(WORK / "upstream") as upstream:
-        ref = f"{upstream.host}/bench/model:v1"
-        with Client(RemoteOptions(hosts_dirs=())) as client:
-            client.push(WORK / "model", ref)
-        for name in args.scenarios.split(","):
-            rows.append(scenario(name, upstream, ref, args, digests, model_bytes))
+    names = args.scenarios.split(",")
+    tls_names = {"direct-tls", "nginx-cold", "nginx-dead"}
+    with contextlib.ExitStack() as stack:
+        if set(names) - tls_names:
+            upstream = stack.enter_context(start_registry(WORK / "upstream"))
+            ref = f"{upstream.host}/bench/model:v1"
+            with Client(RemoteOptions(hosts_dirs=())) as client:
+                client.push(WORK / "model", ref)
+        if set(names) & tls_names:
+            tls = stack.enter_context(start_registry(WORK / "upstream-tls", auth="basic", tls=True))
+            tls_ref = f"{tls.host}/bench/model:v1"
+            config = tls.docker_config(WORK)
+            push = RemoteOptions(hosts_dirs=(), ca_file=str(tls.ca_file), docker_config=str(config))
+            with Client(push) as client:
+                client.push(WORK / "model", tls_ref)
+        for name in names:
+            if name in tls_names:
+                row = scenario(name, tls, tls_ref, args, digests, model_bytes, config)
+            else:
+                row = scenario(name, upstream, ref, args, digests, model_bytes)
+            rows.append(row)
             print(rows[-1], flush=True)
     text = table(rows, model_bytes, args)
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} vCPU (shared)\n")
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} vCPU (shared)")
+    print(f"Load average at the end: {os.getloadavg()}\n")
     print(text)
     if args.record:
         with open(args.record, "a") as f:
