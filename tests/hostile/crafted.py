@@ -19,6 +19,7 @@ so tests can count what a client asked for and check which headers it sent where
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -27,12 +28,25 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import pytest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MODEL_CONFIG = "application/vnd.cncf.model.config.v1+json"
 MODEL_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
+
+
+def docker_login(monkeypatch: pytest.MonkeyPatch, directory: Path, host: str, auth: bytes) -> None:
+    """A docker config under ``directory`` holding ``auth`` (``user:password``) for ``host``,
+    the one modelreg reads for the rest of the test."""
+    config = directory / "docker"
+    config.mkdir()
+    encoded = base64.b64encode(auth).decode()
+    (config / "config.json").write_text(json.dumps({"auths": {host: {"auth": encoded}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
 
 
 def sha256(data: bytes) -> str:

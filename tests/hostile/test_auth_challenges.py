@@ -15,7 +15,7 @@ import pytest
 
 from modelreg import Client
 from modelreg.errors import AuthenticationError, ModelRegError, SizeLimitError
-from tests.hostile.crafted import CraftedRegistry, Reply, Seen
+from tests.hostile.crafted import CraftedRegistry, Reply, Seen, docker_login
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 TITLE = "org.opencontainers.image.title"
@@ -66,11 +66,8 @@ def test_malformed_token_document_is_refused(
 def test_error_messages_never_echo_the_password(
     registry: CraftedRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "docker"
-    config.mkdir()
     auth = base64.b64encode(b"alice:hunter2-s3cret").decode()
-    (config / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": auth}}}))
-    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    docker_login(monkeypatch, tmp_path, registry.host, b"alice:hunter2-s3cret")
     registry.challenge = 'Basic realm="hostile"'
 
     def echo(seen: Seen) -> Reply:  # a registry that quotes the credentials back

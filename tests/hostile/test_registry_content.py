@@ -6,7 +6,6 @@ refuses it with the error class that names it, and that nothing reached the outp
 
 from __future__ import annotations
 
-import base64
 import gzip
 import io
 import json
@@ -21,7 +20,7 @@ from modelreg.errors import (
     SizeLimitError,
     UnsafeContentError,
 )
-from tests.hostile.crafted import CraftedRegistry, Reply, Seen, sha256
+from tests.hostile.crafted import CraftedRegistry, Reply, Seen, docker_login, sha256
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 WEIGHT_TAR = "application/vnd.cncf.model.weight.v1.tar"
@@ -170,11 +169,7 @@ def test_redirect_to_another_host_does_not_forward_credentials(
     registry: CraftedRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = b"redirected weights"
-    config = tmp_path / "docker"
-    config.mkdir()
-    secret = base64.b64encode(b"alice:s3cret").decode()
-    (config / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": secret}}}))
-    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    docker_login(monkeypatch, tmp_path, registry.host, b"alice:s3cret")
     registry.challenge = 'Basic realm="hostile"'
     registry.model("m", "v1", [(WEIGHT, data, {TITLE: "w.bin"})])
     with CraftedRegistry() as elsewhere:

@@ -175,14 +175,20 @@ def test_signed_bundle_runs_lazily_and_matches_numpy(registry_factory, example, 
     print(f"\nweights file {size} bytes; fetched {written} bytes in {requests} requests")
 
 
-def test_unsigned_model_is_refused_before_any_weight_moves(
-    registry_factory, example, client, tmp_path
-):
-    server = registry_factory()
+def _published(server, client, example) -> tuple[str, str]:
+    """The example model and its module bundle pushed to ``server``: their references."""
     model_ref = f"{server.host}/models/mlp:v1"
     bundle_ref = f"{server.host}/apps/mlp-wasm:v1"
     push_model(client, example, model_ref)
     pack_bundle(example.wasm, model_ref, bundle_ref)
+    return model_ref, bundle_ref
+
+
+def test_unsigned_model_is_refused_before_any_weight_moves(
+    registry_factory, example, client, tmp_path
+):
+    server = registry_factory()
+    _, bundle_ref = _published(server, client, example)
     key, pub = write_key(tmp_path)
     _, t, d = client.resolve(bundle_ref)
     sign(t, d, KeySigner(key), name="apps/mlp-wasm")  # the bundle only
@@ -208,10 +214,7 @@ def test_unsigned_model_is_refused_before_any_weight_moves(
 
 def test_policy_gates_the_run(registry_factory, example, client, tmp_path):
     server = registry_factory()
-    model_ref = f"{server.host}/models/mlp:v1"
-    bundle_ref = f"{server.host}/apps/mlp-wasm:v1"
-    push_model(client, example, model_ref)
-    pack_bundle(example.wasm, model_ref, bundle_ref)
+    model_ref, bundle_ref = _published(server, client, example)
     key, pub = write_key(tmp_path)
     policy = tmp_path / "signed.yaml"
     policy.write_text(
@@ -244,10 +247,7 @@ def test_tampered_chunk_stops_the_run_before_the_module_sees_it(
     registry_factory, example, client, tmp_path
 ):
     server = registry_factory()
-    model_ref = f"{server.host}/models/mlp:v1"
-    bundle_ref = f"{server.host}/apps/mlp-wasm:v1"
-    push_model(client, example, model_ref)
-    pack_bundle(example.wasm, model_ref, bundle_ref)
+    _, bundle_ref = _published(server, client, example)
     # Flip one byte of fc2.weight in the registry's storage.
     blob = blob_path(server, weights_digest(example))
     data = bytearray(blob.read_bytes())

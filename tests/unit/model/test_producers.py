@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from modelreg.model.unpack import unpack
 from modelreg.oci import Descriptor, Manifest
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.manifest import empty_config, parse_manifest_or_index
+from tests.unit.model.test_unpack_oras import tar_bytes
 
 TESTDATA = Path(__file__).resolve().parents[3] / "testdata"
 PRODUCERS = TESTDATA / "producers"
@@ -101,16 +100,6 @@ def test_layer_plans():
     assert [r.path for r in plan_manifest(docker).raw] == ["model.gguf", "LICENSE"]
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def _artifact(layers: list[tuple[str, bytes, dict[str, str]]], config_type: str):
     src = MemoryTarget()
     descs = []
@@ -127,7 +116,7 @@ def test_archive_members_collide_with_file_layers(tmp_path):
     src, m = _artifact(
         [
             (mt.model_layer("weight"), b"raw", {mt.ANN_FILEPATH: "w.bin"}),
-            ("application/vnd.cncf.model.weight.v1.tar", _tar({"w.bin": b"tar"}), {}),
+            ("application/vnd.cncf.model.weight.v1.tar", tar_bytes({"w.bin": b"tar"}), {}),
         ],
         mt.MODEL_CONFIG,
     )
@@ -168,7 +157,7 @@ def test_kitops_compressed_raw_layer_and_ratio_limit(tmp_path):
 
 def test_container_image_is_not_a_model(tmp_path):
     src, m = _artifact(
-        [(mt.OCI_LAYER_TAR_GZIP, gzip.compress(_tar({"bin/sh": b"x"}), mtime=0), {})],
+        [(mt.OCI_LAYER_TAR_GZIP, gzip.compress(tar_bytes({"bin/sh": b"x"}), mtime=0), {})],
         mt.OCI_CONFIG,
     )
     with pytest.raises(errors.FormatError, match="no layer that names a file"):
@@ -313,7 +302,7 @@ def _kit_artifact(layer_type: str, data: bytes, kitfile: dict[str, object], anno
 def test_kitfile_names_archives_only_and_never_unsafely():
     from modelreg.model.layerfiles import layer_files
 
-    data = _tar({"data/train.csv": b"a,b\n"})
+    data = tar_bytes({"data/train.csv": b"a,b\n"})
     _, m, kitfile = _kit_artifact(
         "application/vnd.kitops.modelkit.dataset.v1.tar",
         data,

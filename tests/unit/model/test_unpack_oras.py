@@ -25,6 +25,11 @@ TITLE = "org.opencontainers.image.title"
 
 
 def targz(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    return gzip.compress(tar_bytes(members, links), mtime=0)
+
+
+def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """An uncompressed tar of ``members`` (name to bytes) and symbolic ``links``."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for name, data in members.items():
@@ -36,7 +41,7 @@ def targz(members: dict[str, bytes], links: dict[str, str] | None = None) -> byt
             info.type = tarfile.SYMTYPE
             info.linkname = target
             tar.addfile(info)
-    return gzip.compress(raw.getvalue(), mtime=0)
+    return raw.getvalue()
 
 
 def oras_py(blob: bytes, annotations: dict[str, str], media_type: str = TARGZ):
