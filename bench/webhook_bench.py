@@ -65,16 +65,9 @@ sys.path.insert(0, str(ROOT))
 from modelreg.client import Client, RemoteOptions  # noqa: E402
 from modelreg.webhook import certs  # noqa: E402
 from tests.integration.registry_server import start_registry  # noqa: E402
+from tests.integration.test_webhook_cli import LAUNCH  # noqa: E402  (the CLI as the tests run it)
 from tests.unit.webhook.reviews import pod_spec, review, workload  # noqa: E402
 
-LAUNCH = (
-    "import sys\n"
-    "from modelreg_cli.main import app\n"
-    "from modelreg_cli import webhook_cmds\n"
-    "if not any(g.name == 'webhook' for g in app.registered_groups):\n"
-    "    webhook_cmds.register(app)\n"
-    "app(sys.argv[1:])\n"
-)
 MODELS = ("llm-a", "llm-b", "llm-c")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
