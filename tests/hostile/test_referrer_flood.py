@@ -139,17 +139,17 @@ def _signatures(target: Target, desc: Descriptor, n: int, *, created: str) -> li
     return out
 
 
+def _the_real_signature(pushed: Pushed, *, created: str) -> Any:
+    """Signs the model with a new key (the one the policy trusts) dated ``created``."""
+    key = generate_private_key()
+    sign(pushed.target, pushed.desc, KeySigner(key), model_signature=False, created=created)
+    return key
+
+
 def test_signature_flood_examines_the_policy_key_first_and_stops(
     pushed: Pushed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = generate_private_key()
-    sign(
-        pushed.target,
-        pushed.desc,
-        KeySigner(key),
-        model_signature=False,
-        created="2026-01-01T00:00:00Z",
-    )
+    key = _the_real_signature(pushed, created="2026-01-01T00:00:00Z")
     # 199 more, all newer: newest-first alone would put the real one last, past the cap
     _signatures(pushed.target, pushed.desc, 199, created="2026-06-01T00:00:00Z")
     pushed.count(monkeypatch)
@@ -222,14 +222,7 @@ def _copy_referrer(
 def test_flood_past_the_cap_fails_closed_naming_the_cap(
     pushed: Pushed, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    key = generate_private_key()
-    sign(
-        pushed.target,
-        pushed.desc,
-        KeySigner(key),
-        model_signature=False,
-        created="2000-01-01T00:00:00Z",
-    )
+    key = _the_real_signature(pushed, created="2000-01-01T00:00:00Z")
     # The attacker copies the policy key's (public) hint and dates the junk later, so
     # every piece of junk sorts before the real signature.
     for bundle in _signatures(pushed.target, pushed.desc, 20, created="2001-01-01T00:00:00Z"):
