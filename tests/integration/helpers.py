@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,17 @@ def module_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator
             os.environ.pop("MODELREG_HOME", None)
         else:
             os.environ["MODELREG_HOME"] = old
+
+
+def oras_py(script: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``script`` (which uses oras-py) in a Python of its own; the caller checks."""
+    return subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=120
+    )
+
+
+def skopeo(*args: str, timeout: float = 120) -> bytes:
+    """``skopeo ARGS``, which must succeed: its stdout."""
+    return subprocess.run(
+        ["skopeo", *args], capture_output=True, timeout=timeout, check=True
+    ).stdout

@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from modelreg_cli.main import app
 
 from tests.integration.faults import CuttingProxy
-from tests.integration.helpers import flip_stored_byte, ok, refused_pull, run, runner, same_tree
+from tests.integration.helpers import (
+    flip_stored_byte,
+    ok,
+    oras_py,
+    refused_pull,
+    run,
+    runner,
+    same_tree,
+    skopeo,
+)
 from tests.schemas import validate_manifest, validate_model_config
 
 
@@ -163,12 +170,6 @@ def test_upload_cut_midway_still_completes(registry_factory, tmp_path):
 
 
 # ------------------------------------------------------------------ interop
-def _oras(script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=120
-    )
-
-
 def test_oras_pushes_modelreg_pulls(registry_plain, tmp_path):
     src = tmp_path / "oras-src"
     src.mkdir()
@@ -181,7 +182,7 @@ def test_oras_pushes_modelreg_pulls(registry_plain, tmp_path):
         f"c = oras.client.OrasClient(hostname={registry_plain.host!r}, insecure=True)\n"
         f"c.push(target={ref!r}, files=['weights.bin', 'notes.txt'])\n"
     )
-    done = _oras(script)
+    done = oras_py(script)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out"
     ok("pull", ref, "-o", str(out))
@@ -197,7 +198,7 @@ def test_modelreg_pushes_oras_pulls(registry_plain, model, tmp_path):
         f"c = oras.client.OrasClient(hostname={registry_plain.host!r}, insecure=True)\n"
         f"print(c.pull(target={ref!r}, outdir={str(out)!r}))\n"
     )
-    done = _oras(script)
+    done = oras_py(script)
     assert done.returncode == 0, done.stderr
     for rel in ("config.json", "tok/tokenizer.json", "model.safetensors", "run.sh"):
         assert (out / rel).read_bytes() == (model / rel).read_bytes()
@@ -206,47 +207,24 @@ def test_modelreg_pushes_oras_pulls(registry_plain, model, tmp_path):
 def test_skopeo_reads_and_copies_what_modelreg_pushes(registry_plain, model, tmp_path):
     ref = f"{registry_plain.host}/interop/skopeo:v1"
     pushed = ok("push", str(model), ref)
-    raw = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    assert (
-        raw
-        == subprocess.run(
-            ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    )
+    inspect = ("inspect", "--raw", "--tls-verify=false", f"docker://{ref}")
+    raw = skopeo(*inspect, timeout=60)
+    assert raw == skopeo(*inspect, timeout=60)
     from modelreg.oci import Digest
 
     assert str(Digest.from_bytes(raw)) == pushed["digest"]
     layout = tmp_path / "skopeo-layout"
-    subprocess.run(
-        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:copied"],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:copied")
     out = tmp_path / "out"
     ok("pull", f"oci:{layout}:copied", "-o", str(out))
     same_tree(model, out)
     dst = f"{registry_plain.host}/interop/skopeo-copy:v1"
-    subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            f"docker://{ref}",
-            f"docker://{dst}",
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
+    skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        f"docker://{ref}",
+        f"docker://{dst}",
     )
     out2 = tmp_path / "out2"
     ok("pull", dst, "-o", str(out2), "--no-cache")

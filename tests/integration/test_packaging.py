@@ -8,12 +8,19 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
-from tests.integration.helpers import checkpoint, flip_stored_byte, ok, refused_pull, run, same_tree
+from tests.integration.helpers import (
+    checkpoint,
+    flip_stored_byte,
+    ok,
+    oras_py,
+    refused_pull,
+    run,
+    same_tree,
+    skopeo,
+)
 from tests.schemas import validate_manifest, validate_model_config
 
 TESTDATA = Path(__file__).resolve().parents[2] / "testdata"
@@ -277,12 +284,6 @@ def test_import_hugging_face_snapshot(registry_plain, tmp_path):
     assert bad.exit_code == 2 and "Hugging Face" in bad.stderr
 
 
-def _oras(script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=120
-    )
-
-
 def test_what_other_tools_see_of_a_split_artifact(registry_plain, tmp_path):
     model = checkpoint(tmp_path / "m")
     ref = f"{registry_plain.host}/interop/split:v1"
@@ -290,7 +291,7 @@ def test_what_other_tools_see_of_a_split_artifact(registry_plain, tmp_path):
     # oras-py writes the named files; it names each part (no title) by its digest, so no
     # part is ever mistaken for model.safetensors
     out = tmp_path / "oras-out"
-    done = _oras(
+    done = oras_py(
         "import oras.client\n"
         f"c = oras.client.OrasClient(hostname={registry_plain.host!r}, insecure=True)\n"
         f"c.pull(target={ref!r}, outdir={str(out)!r})\n"
@@ -306,11 +307,6 @@ def test_what_other_tools_see_of_a_split_artifact(registry_plain, tmp_path):
     )
     # skopeo copies every blob; the copy pulls byte-identical
     layout = tmp_path / "skopeo-layout"
-    subprocess.run(
-        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:v1"],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:v1")
     ok("pull", f"oci:{layout}:v1", "-o", str(tmp_path / "from-skopeo"))
     same_tree(model, tmp_path / "from-skopeo")

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from modelreg_cli.main import app
@@ -22,6 +22,9 @@ from typer.testing import CliRunner, Result
 
 from modelreg.sign import generate_private_key
 from tests.unit.signing_fixtures import write_key_files
+
+if TYPE_CHECKING:
+    import oras.client
 
 register(app)
 _runner = CliRunner()
@@ -59,6 +62,13 @@ def model_signing(*args: str) -> subprocess.CompletedProcess[str]:
 def key_pair(tmp_path: Path) -> tuple[Path, Path]:
     """(unencrypted PKCS#8 private key, public key) files both modelreg and model_signing read."""
     return write_key_files(generate_private_key(), tmp_path)
+
+
+def oras_client(host: str) -> oras.client.OrasClient:
+    """An oras-py client for the plain-HTTP loopback registry ``host``."""
+    import oras.client  # here, not at the top: only the oras-py tests need the package
+
+    return oras.client.OrasClient(hostname=host, insecure=True)
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:

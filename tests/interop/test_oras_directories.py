@@ -5,9 +5,7 @@ directories (that direction passes today and is also in ``test_oras_py.py``)."""
 
 from __future__ import annotations
 
-import oras.client
-
-from tests.interop.peers import ok, tree, write_tree
+from tests.interop.peers import ok, oras_client, tree, write_tree
 
 FILES = {
     "1_Pooling/config.json": b'{"word_embedding_dimension": 384}',
@@ -16,18 +14,14 @@ FILES = {
 }
 
 
-def _oras(host: str) -> oras.client.OrasClient:
-    return oras.client.OrasClient(hostname=host, insecure=True)
-
-
 def test_modelreg_pulls_an_oras_py_directory(registry_plain, tmp_path, monkeypatch):
     src = write_tree(tmp_path / "src", FILES)
     ref = f"{registry_plain.host}/interop/oras-py-dir:v1"
     monkeypatch.chdir(src)
-    _oras(registry_plain.host).push(target=ref, files=["1_Pooling", "config.json"])
+    oras_client(registry_plain.host).push(target=ref, files=["1_Pooling", "config.json"])
     # oras-py itself extracts its directory layer
     theirs = tmp_path / "theirs"
-    _oras(registry_plain.host).pull(target=ref, outdir=str(theirs))
+    oras_client(registry_plain.host).pull(target=ref, outdir=str(theirs))
     assert tree(theirs) == tree(src)
     out = tmp_path / "out"
     ok("pull", ref, "-o", str(out))
@@ -42,5 +36,5 @@ def test_oras_py_pulls_modelreg_nested_directories(registry_plain, tmp_path):
     ref = f"{registry_plain.host}/interop/oras-py-reads-dirs:v1"
     ok("push", str(src), ref)
     out = tmp_path / "out"
-    _oras(registry_plain.host).pull(target=ref, outdir=str(out))
+    oras_client(registry_plain.host).pull(target=ref, outdir=str(out))
     assert tree(out) == tree(src)

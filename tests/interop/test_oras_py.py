@@ -13,11 +13,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import oras.client
-import oras.provider
 from safetensors.numpy import save
 
-from tests.interop.peers import ok, tree, write_tree
+from tests.interop.peers import ok, oras_client, tree, write_tree
 
 FILES = {
     "config.json": b'{"model_type": "llama"}',
@@ -26,15 +24,11 @@ FILES = {
 }
 
 
-def _oras(host: str) -> oras.client.OrasClient:
-    return oras.client.OrasClient(hostname=host, insecure=True)
-
-
 def test_modelreg_reads_what_oras_py_pushed(registry_plain, tmp_path, monkeypatch):
     src = write_tree(tmp_path / "src", FILES)
     ref = f"{registry_plain.host}/interop/oras-py-files:v1"
     monkeypatch.chdir(src)  # oras-py titles a file with the path it was given
-    _oras(registry_plain.host).push(target=ref, files=sorted(FILES))
+    oras_client(registry_plain.host).push(target=ref, files=sorted(FILES))
     out = tmp_path / "out"
     pulled = ok("pull", ref, "-o", str(out))
     assert pulled["producer"] == "oras"
@@ -51,6 +45,6 @@ def test_oras_py_reads_what_modelreg_pushed(registry_plain, tmp_path):
     ref = f"{registry_plain.host}/interop/oras-py-reads:v1"
     ok("push", str(src), ref)
     out = tmp_path / "out"
-    written = _oras(registry_plain.host).pull(target=ref, outdir=str(out))
+    written = oras_client(registry_plain.host).pull(target=ref, outdir=str(out))
     assert sorted(Path(p).relative_to(out).as_posix() for p in written) == sorted(files)
     assert tree(out) == tree(src)
