@@ -136,6 +136,18 @@ def touch(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
 
 
+def _push_touched(
+    client: Client, model: Path, ref: str, lockstep: Lockstep
+) -> tuple[PushResult, int]:
+    """Pushes ``model`` after touching its big file (so it is hashed while sent): the
+    result and the bytes that went to ``ref``'s registry."""
+    touch(model / BIG)
+    host = ref.split("/", 1)[0]
+    before = sent_by(client, host)
+    pushed = client.push(model, ref, progress=lockstep.progress)
+    return pushed, sent_by(client, host) - before
+
+
 def test_cold_push_sends_while_hashing_like_a_warm_push(registry_factory, runs, tmp_path):
     cold_server, warm_server = registry_factory(), registry_factory()
     model = make_model(tmp_path / "m")
@@ -183,10 +195,7 @@ def test_pending_push_stops_to_mount_from_another_repository_or_skip(
 
         # same content, new mtime: hashed again while sent, and known to the registry
         lockstep = Lockstep(monkeypatch, model / BIG)
-        touch(model / BIG)
-        before = sent_by(client, server.host)
-        mounted = client.push(model, f"{server.host}/pend/two:v1", progress=lockstep.progress)
-        on_wire = sent_by(client, server.host) - before
+        mounted, on_wire = _push_touched(client, model, f"{server.host}/pend/two:v1", lockstep)
         assert runs.started == 2
         _, sent, existed, was_mounted = runs.ended[1]
         assert was_mounted and not existed
@@ -197,10 +206,7 @@ def test_pending_push_stops_to_mount_from_another_repository_or_skip(
         assert t.bytes_sent == on_wire == sent
 
         lockstep.reset()
-        touch(model / BIG)
-        before = sent_by(client, server.host)
-        again = client.push(model, f"{server.host}/pend/one:v2", progress=lockstep.progress)
-        on_wire = sent_by(client, server.host) - before
+        again, on_wire = _push_touched(client, model, f"{server.host}/pend/one:v2", lockstep)
         assert runs.started == 3
         _, sent, existed, was_mounted = runs.ended[2]
         assert existed and not was_mounted

@@ -33,6 +33,7 @@ from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Index, Manifest, empty_config
 from tests.integration.registry_server import RegistryServer, free_port
+from tests.unit.content.registry.fakes import round_trip_in_threads
 
 MiB = 1024 * 1024
 FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05)
@@ -415,26 +416,8 @@ def test_token_auth_wrong_password(registry_token: RegistryServer) -> None:
 
 def test_concurrent_pushes_and_pulls(registry_token: RegistryServer) -> None:
     blobs = [random_blob(MiB + i * 1000, seed=100 + i) for i in range(8)]
-    errors: list[BaseException] = []
     with client_for(registry_token) as client:
-        repo = client.repository(unique())
-
-        def work(data: bytes) -> None:
-            try:
-                repo.push(desc_of(data), bytes_source(data))
-                with repo.fetch(desc_of(data)) as reader:
-                    assert reader.read() == data
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work, args=(b,)) for b in blobs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
-        total = sum(len(b) for b in blobs)
-        assert client.stats.bytes_sent == total and client.stats.bytes_received == total
+        round_trip_in_threads(client, client.repository(unique()), blobs, desc_of)
 
 
 def test_stats_count_requests(registry_plain: RegistryServer) -> None:

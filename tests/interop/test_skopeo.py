@@ -59,10 +59,14 @@ def _copy_signed(src: str, dst: str, digest: str) -> None:
     _copy(f"{src}:{sig_tag}", f"{dst}:{sig_tag}", preserve=False)
 
 
-def _push_signed(model: Path, ref: str, priv: Path) -> str:
+def _signed_model(tmp_path: Path, ref: str) -> tuple[Path, Path, str]:
+    """A model written, pushed to ``ref`` and signed with a new key: (model directory,
+    public key file, digest)."""
+    model = write_tree(tmp_path / "model", FILES)
+    priv, pub = key_pair(tmp_path)
     digest: str = ok("push", str(model), ref)["digest"]
     ok("sign", ref, "--key", str(priv), env=NO_PASSWORD)
-    return digest
+    return model, pub, digest
 
 
 def _verified(ref: str, pub: Path, digest: str) -> None:
@@ -75,10 +79,8 @@ def test_skopeo_copies_a_signed_modelreg_model(
     registry_plain: RegistryServer, registry_factory: RegistryFactory, tmp_path: Path
 ) -> None:
     other = registry_factory()
-    model = write_tree(tmp_path / "model", FILES)
-    priv, pub = key_pair(tmp_path)
     src = f"{registry_plain.host}/interop/skopeo-src"
-    digest = _push_signed(model, f"{src}:v1", priv)
+    model, pub, digest = _signed_model(tmp_path, f"{src}:v1")
     dst = f"{other.host}/interop/skopeo-dst"
     _copy_signed(f"docker://{src}", f"docker://{dst}", digest)
     assert ok("inspect", f"{dst}:v1")["digest"] == digest
@@ -97,10 +99,8 @@ def test_skopeo_sync_carries_signatures(
 ) -> None:
     """``skopeo sync`` of the repository copies every tag, the fallback tag included."""
     other = registry_factory()
-    model = write_tree(tmp_path / "model", FILES)
-    priv, pub = key_pair(tmp_path)
     src = f"{registry_plain.host}/interop/skopeo-sync/model"
-    digest = _push_signed(model, f"{src}:v1", priv)
+    _, pub, digest = _signed_model(tmp_path, f"{src}:v1")
     _skopeo(
         "sync",
         "--all",
@@ -122,10 +122,8 @@ def test_what_skopeo_copied_copies_on_with_its_signatures(
     """From skopeo's copy onwards: ``modelreg cp --recursive`` writes a complete fallback
     index again, and a second skopeo hop from there verifies too."""
     mirror, third = registry_factory(), registry_factory()
-    model = write_tree(tmp_path / "model", FILES)
-    priv, pub = key_pair(tmp_path)
     src = f"{registry_plain.host}/interop/skopeo-hop"
-    digest = _push_signed(model, f"{src}:v1", priv)
+    _, pub, digest = _signed_model(tmp_path, f"{src}:v1")
     copied = f"{mirror.host}/interop/skopeo-hop"
     _copy_signed(f"docker://{src}", f"docker://{copied}", digest)
     back = f"{registry_plain.host}/interop/skopeo-back"
@@ -150,10 +148,8 @@ def test_modelreg_reads_what_skopeo_wrote_from_an_oci_layout(
 ) -> None:
     """skopeo writes an OCI layout of a signed modelreg model (both tags), where modelreg
     verifies it, and pushes it back; modelreg pulls and verifies it."""
-    model = write_tree(tmp_path / "model", FILES)
-    priv, pub = key_pair(tmp_path)
     staging = f"{registry_plain.host}/interop/skopeo-staging"
-    digest = _push_signed(model, f"{staging}:v1", priv)
+    model, pub, digest = _signed_model(tmp_path, f"{staging}:v1")
     layout = tmp_path / "layout"
     _copy_signed(f"docker://{staging}", f"oci:{layout}", digest)
     _verified(f"oci:{layout}:v1", pub, digest)  # the fallback tag is in index.json

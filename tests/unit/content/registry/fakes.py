@@ -18,15 +18,49 @@ import hashlib
 import itertools
 import json
 import re
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
 
+from modelreg.content.base import bytes_source
+from modelreg.content.registry import RegistryClient, RegistryTarget
+from modelreg.oci.descriptor import Descriptor
+
 Interceptor = Callable[[httpx.Request], "httpx.Response | None"]
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def round_trip_in_threads(
+    client: RegistryClient,
+    repo: RegistryTarget,
+    blobs: list[bytes],
+    describe: Callable[[bytes], Descriptor],
+) -> None:
+    """Pushes each blob and reads it back, each from a thread of its own: no thread
+    fails, and the client's counters add up to exactly the bytes moved each way."""
+    errors: list[BaseException] = []
+
+    def work(data: bytes) -> None:
+        try:
+            desc = describe(data)
+            repo.push(desc, bytes_source(data))
+            with repo.fetch(desc) as reader:
+                assert reader.read() == data
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in blobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    total = sum(len(b) for b in blobs)
+    assert client.stats.bytes_sent == total and client.stats.bytes_received == total
 
 
 def sha256(data: bytes) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 from typing import BinaryIO
 
 import httpx
@@ -31,6 +30,7 @@ from tests.unit.content.registry.fakes import (
     FakeRegistry,
     TrackingStream,
     error_body,
+    round_trip_in_threads,
     sha256,
 )
 
@@ -630,25 +630,7 @@ def test_concurrent_use_from_threads(fake: FakeRegistry, make_client: MakeClient
     client = make_client(login=True)
     repo = client.repository(REPO)
     datas = [bytes([i]) * (50_000 + i) for i in range(16)]
-    errors: list[BaseException] = []
-
-    def work(data: bytes) -> None:
-        try:
-            desc = blob(data)
-            repo.push(desc, bytes_source(data))
-            with repo.fetch(desc) as reader:
-                assert reader.read() == data
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(d,)) for d in datas]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    total = sum(len(d) for d in datas)
-    assert client.stats.bytes_sent == total and client.stats.bytes_received == total
+    round_trip_in_threads(client, repo, datas, blob)
     assert len(fake.token_requests) <= 2 * len(datas)
 
 
