@@ -29,7 +29,6 @@ from modelreg.errors import InvalidInputError
 from modelreg.model import grouping
 from modelreg.model.paths import safe_relpath
 from modelreg.model.producers import layer_path
-from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Manifest
 
 __all__ = [
@@ -78,15 +77,6 @@ def _is_raw_file_layer(media_type: str) -> bool:
     return not any(token in lowered for token in ("tar", "gzip", "zstd", "+zip"))
 
 
-def _group_rows(layer: Descriptor) -> tuple[grouping.TableRow, ...] | None:
-    """The members of a small-file group layer (uncompressed tar with a member table)."""
-    if grouping.ANN_GROUP_FILES not in layer.annotations:
-        return None
-    if not layer.media_type.endswith(".tar"):
-        return None
-    return grouping.parse_member_table(layer)
-
-
 def model_resources(manifest: Manifest, coverage: Coverage | None = None) -> ModelResources:
     """Per-file digests of the covered files of a manifest whose layers are one raw file
     each, or small-file groups whose member table lists each file's digest.
@@ -99,7 +89,7 @@ def model_resources(manifest: Manifest, coverage: Coverage | None = None) -> Mod
     covered = coverage if coverage is not None else Coverage.of()
     files: dict[str, str] = {}
     for layer in manifest.layers:
-        rows = _group_rows(layer)
+        rows = grouping.group_rows(layer)
         if rows is not None:
             # a small-file group: one resource per member, from its member table
             for row in rows:

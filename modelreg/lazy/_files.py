@@ -118,13 +118,9 @@ def _model_file(f: LayerFile) -> ModelFile:
 
 def _members(f: LayerFile) -> list[ModelFile] | None:
     """The files of a small-file group layer, from its member table; None when the layer
-    has no table or is compressed (offsets in a table are offsets in the tar itself)."""
+    is no group (:func:`~modelreg.model.grouping.group_rows`)."""
     layer = f.blobs[0]
-    if grouping.ANN_GROUP_FILES not in layer.annotations:
-        return None
-    if not layer.media_type.endswith(".tar"):
-        return None
-    rows = grouping.parse_member_table(layer)
+    rows = grouping.group_rows(layer)
     if rows is None:
         return None
     return [

@@ -92,6 +92,7 @@ from typing import Final
 
 from modelreg.errors import FormatError, InvalidInputError, SizeLimitError
 from modelreg.model.paths import safe_relpath
+from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.units import parse_size
@@ -111,6 +112,7 @@ __all__ = [
     "build_layout",
     "check_manifest_estimate",
     "estimate_manifest",
+    "group_rows",
     "grouping_policy",
     "hash_group",
     "member_table",
@@ -484,6 +486,20 @@ def member_table(members: Sequence[Member], digests: Sequence[Digest]) -> str:
 
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def group_rows(layer: Descriptor) -> tuple[TableRow, ...] | None:
+    """The members of a small-file group layer: an uncompressed ModelPack tar layer
+    carrying a member table (checked, :func:`parse_member_table`); else None.
+
+    Tables on other layers are ignored: offsets are offsets in the tar itself, and only
+    ModelPack tar layers are extracted at the model root, where the rows name files."""
+    if ANN_GROUP_FILES not in layer.annotations:
+        return None
+    media_type = layer.media_type
+    if not (media_type.startswith(mt.MODEL_LAYER_PREFIX) and media_type.endswith(".v1.tar")):
+        return None
+    return parse_member_table(layer)
 
 
 def parse_member_table(layer: Descriptor) -> tuple[TableRow, ...] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import tarfile
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelreg.errors import InvalidInputError, SizeLimitError
+from modelreg.errors import FormatError, InvalidInputError, SizeLimitError, UnsafeContentError
 from modelreg.model import grouping as grp
 from modelreg.model import pack as pack_mod
 from modelreg.model.digests import DigestCache
@@ -237,3 +238,53 @@ def test_a_file_that_shrinks_after_layout_fails_the_upload(tmp_path):
     (root / group.members[-1].path).write_bytes(b"")
     with pytest.raises(InvalidInputError, match="shorter than when it was packed"):
         packed.as_target().fetch(group.descriptor).read()
+
+
+def _tar_of(packed_group: pack_mod.PackedGroup) -> bytes:
+    with grp.GroupStream(packed_group.members, packed_group.descriptor.size) as stream:
+        return io.BufferedReader(stream).read()
+
+
+def test_member_table_gives_each_files_place_and_digest_in_the_tar(tmp_path):
+    root = write_tree(tmp_path / "m", 60)
+    packed = pack_directory(root, grouping=POLICY, analyzer=None)
+    assert packed.groups
+    digests = {f.path: f.descriptor.digest for f in packed.files if f.grouped}
+    seen = set()
+    for group in packed.groups:
+        rows = grp.parse_member_table(group.descriptor)
+        assert rows is not None
+        tar = _tar_of(group)
+        with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+            offsets = {m.name: (m.offset_data, m.size, m.mode) for m in tf.getmembers()}
+        for row in rows:
+            assert offsets[row.path] == (row.offset, row.size, row.mode)
+            assert row.digest == digests[row.path]
+            data = tar[row.offset : row.offset + row.size]
+            assert data == (root / row.path).read_bytes()
+            seen.add(row.path)
+    assert seen == set(digests)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda rows, size: rows[1].__setitem__(1, rows[0][1]), "does not follow"),
+        (lambda rows, size: rows[-1].__setitem__(1, size - 512), "does not follow"),
+        (lambda rows, size: rows[0].__setitem__(1, rows[0][1] + 1), "does not follow"),
+        (lambda rows, size: rows[2].__setitem__(3, "ab" * 16), "no sha256"),
+        (lambda rows, size: rows[2].__setitem__(4, 0o120777), "mode"),
+        (lambda rows, size: rows[2].__setitem__(2, True), "not \\[path"),
+        (lambda rows, size: rows.insert(1, list(rows[0])), "out of order"),
+        (lambda rows, size: rows[0].__setitem__(0, "/etc/passwd"), "absolute"),
+        (lambda rows, size: rows[0].__setitem__(0, "a/../../x"), "\\.\\."),
+    ],
+)
+def test_a_hostile_member_table_is_refused(tmp_path, change, match):
+    packed = pack_directory(write_tree(tmp_path / "m", 60), grouping=POLICY, analyzer=None)
+    layer = packed.groups[0].descriptor
+    rows = json.loads(layer.annotations[grp.ANN_GROUP_FILES])
+    change(rows, layer.size)
+    forged = layer.with_annotations({**layer.annotations, grp.ANN_GROUP_FILES: json.dumps(rows)})
+    with pytest.raises((FormatError, UnsafeContentError), match=match):
+        grp.parse_member_table(forged)
