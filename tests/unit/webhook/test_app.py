@@ -68,14 +68,6 @@ def started(engine: Engine, **kw: Any) -> Webhook:
     return hook
 
 
-@pytest.fixture
-def client() -> FakeClient:
-    c = FakeClient()
-    c.push_model(f"{REG}/models/good", "v1", {"model.safetensors": b"weights"})
-    c.push_model(f"{REG}/models/other", "v1", {"model.safetensors": b"more weights"})
-    return c
-
-
 class Exploding(Engine):
     def models(self, request: Any) -> Any:
         raise RuntimeError("boom")

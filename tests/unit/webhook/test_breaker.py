@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from modelreg.webhook.admission import parse_review, validation_response
 from modelreg.webhook.breaker import BreakerConfig, Breakers
 from modelreg.webhook.engine import Engine, EngineConfig
@@ -95,14 +93,6 @@ def test_zero_failures_never_opens() -> None:
 def refs_of(engine: Engine, *images: str) -> Any:
     doc = review(workload("Pod", pod_spec(list(images))))
     return engine.models(parse_review(json.dumps(doc).encode()))
-
-
-@pytest.fixture
-def client() -> FakeClient:
-    c = FakeClient()
-    c.push_model(f"{REG}/models/good", "v1", {"model.safetensors": b"weights"})
-    c.push_model(f"{REG}/models/other", "v1", {"model.safetensors": b"other weights"})
-    return c
 
 
 def test_engine_denies_fast_without_contacting_a_dead_registry(client: FakeClient) -> None:

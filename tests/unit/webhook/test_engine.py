@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from modelreg.policy import Policy, PolicySet, StepError, parse_policies
 from modelreg.webhook.admission import MODEL_ANNOTATION, parse_review, validation_response
 from modelreg.webhook.cache import TTLCache, decision_key
@@ -54,14 +52,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def client() -> FakeClient:
-    c = FakeClient()
-    c.push_model(f"{REG}/models/good", "v1", {"model.safetensors": b"weights"})
-    c.push_model(f"{REG}/models/pickled", "v1", {"model.bin": b"pickle"})
-    return c
 
 
 def request(images: list[str], **kw: Any) -> Any:
