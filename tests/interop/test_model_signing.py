@@ -62,17 +62,24 @@ def _verify_with_both(directory: Path, sig: Path, pub: Path) -> None:
     assert verified.exit_code == 0, verified.output
 
 
+def _push_and_sign(model: Path, ref: str, tmp_path: Path) -> tuple[Path, Path]:
+    """Pushes ``model`` and signs it with a new key, the model-level bundle also written
+    to a file: (that signature file, the public key file)."""
+    priv, pub = key_pair(tmp_path)
+    ok("push", str(model), ref)
+    sig = tmp_path / "model.sig"
+    ok("sign", ref, "--key", str(priv), "--output-signature", str(sig), env=NO_PASSWORD)
+    return sig, pub
+
+
 def test_issue15_repro_gitattributes(registry_plain, tmp_path):
     """The issue's repro, step by step with the CLI."""
     model = write_tree(
         tmp_path / "model",
         {"config.json": b'{"model_type": "llama"}', ".gitattributes": b"* text=auto\n"},
     )
-    priv, pub = key_pair(tmp_path)
     ref = f"{registry_plain.host}/interop/ms-repro:v1"
-    ok("push", str(model), ref)
-    out_sig = tmp_path / "model.sig"
-    ok("sign", ref, "--key", str(priv), "--output-signature", str(out_sig), env=NO_PASSWORD)
+    out_sig, pub = _push_and_sign(model, ref, tmp_path)
     saved = tmp_path / "saved.sig"
     ok("referrers", ref, "--save-model-signature", str(saved))
     assert saved.read_bytes() == out_sig.read_bytes()
@@ -86,11 +93,8 @@ def test_issue15_repro_gitattributes(registry_plain, tmp_path):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_modelreg_signs_model_signing_verifies(registry_plain, tmp_path, name):
     model = write_tree(tmp_path / name, MODELS[name])
-    priv, pub = key_pair(tmp_path)
     ref = f"{registry_plain.host}/interop/ms-{name}:v1"
-    ok("push", str(model), ref)
-    sig = tmp_path / "model.sig"
-    ok("sign", ref, "--key", str(priv), "--output-signature", str(sig), env=NO_PASSWORD)
+    sig, pub = _push_and_sign(model, ref, tmp_path)
     out = tmp_path / "out"
     ok("pull", ref, "-o", str(out))
     assert tree(out) == tree(model)
