@@ -31,12 +31,14 @@ __all__ = [
     "PushResult",
     "RangeReader",
     "ReadOnlyTarget",
+    "ReadsInto",
     "Target",
     "VerifyingReader",
     "bytes_source",
     "fetch_bytes",
     "file_source",
     "iter_chunks",
+    "read_into",
 ]
 
 CHUNK = 4 * 1024 * 1024
@@ -124,6 +126,25 @@ class VerifyingReader(io.RawIOBase):
             self._stream.close()
         finally:
             super().close()
+
+
+class ReadsInto(Protocol):
+    """A stream that reads into a caller's buffer (a raw file, a verifying reader)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def read_into(stream: ReadsInto, buffer: bytearray | memoryview) -> int:
+    """Read into ``buffer`` until it is full or the stream ends; the bytes read (a raw
+    stream may return fewer bytes than asked at any call, not only at its end)."""
+    view = memoryview(buffer)
+    total = 0
+    while total < len(view):
+        n = stream.readinto(view[total:])
+        if not n:
+            break
+        total += n
+    return total
 
 
 def iter_chunks(stream: BinaryIO | io.RawIOBase, size: int = CHUNK) -> Iterator[bytes]:

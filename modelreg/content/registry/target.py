@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from modelreg.content.base import BlobSource, PushResult, ReadOnlyTarget, VerifyingReader
+from modelreg.content.base import (
+    BlobSource,
+    PushResult,
+    ReadOnlyTarget,
+    VerifyingReader,
+    read_into,
+)
 from modelreg.content.fallback_entries import complete_entries
 from modelreg.content.registry.auth import repository_scope
 from modelreg.content.registry.client import BULK_MIN
@@ -410,12 +416,7 @@ class RegistryTarget:
             bound=bound,
         ) as reader:
             for view in views:
-                filled = 0
-                while filled < len(view):
-                    n = reader.readinto(view[filled:])
-                    if not n:
-                        break
-                    filled += n
+                filled = read_into(reader, view)
                 got += filled
                 if filled < len(view):
                     break

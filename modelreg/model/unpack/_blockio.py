@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from modelreg.content.base import CHUNK
+from modelreg.content.base import CHUNK, read_into
 from modelreg.content.layout import BlobWriter, LayoutStore
 
 FICLONE = 0x40049409
@@ -204,18 +204,6 @@ def fd_sink(fd: int) -> Sink:
     return write
 
 
-def fill(stream: io.RawIOBase, buf: bytearray) -> int:
-    """Read into ``buf`` until it is full or the stream ends; the bytes read."""
-    view = memoryview(buf)
-    total = 0
-    while total < len(buf):
-        n = stream.readinto(view[total:])
-        if not n:
-            break
-        total += n
-    return total
-
-
 def pump(
     stream: io.RawIOBase,
     sinks: Sequence[Sink],
@@ -235,7 +223,7 @@ def pump(
         while True:
             buf = pool.get()
             try:
-                n = fill(stream, buf)
+                n = read_into(stream, buf)
             except BaseException:
                 pool.put(buf)
                 raise
@@ -255,7 +243,7 @@ def _pump_inline(
 ) -> None:
     buf = pool.get()
     try:
-        while n := fill(stream, buf):
+        while n := read_into(stream, buf):
             view = memoryview(buf)[:n]
             for sink in sinks:
                 sink(view)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from modelreg.content.base import read_into
 from modelreg.content.registry import _bulk
 from modelreg.content.registry.deadlines import DocumentDeadline, active
 
@@ -77,13 +78,7 @@ def _get(srv: _Server, pool: _bulk.BulkPool, start: int, n: int, read: int | Non
     stream = response.stream
     assert isinstance(stream, _bulk.BulkStream)
     out = bytearray(n if read is None else read)
-    view = memoryview(out)
-    got = 0
-    while got < len(out):
-        k = stream.readinto(view[got:])
-        if not k:
-            break
-        got += k
+    got = read_into(stream, out)
     response.close()
     return bytes(out[:got])
 
