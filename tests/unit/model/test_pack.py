@@ -9,7 +9,6 @@ import pytest
 from modelreg.errors import InvalidInputError, UnsafeContentError
 from modelreg.model.digests import DigestCache
 from modelreg.model.pack import ModelMetadata, pack_directory
-from modelreg.model.roles import guess_role
 from modelreg.oci import mediatypes as mt
 from tests.schemas import validate_manifest, validate_model_config
 
@@ -174,20 +173,3 @@ def test_a_file_unreadable_while_hashed_is_an_input_error(tmp_path, monkeypatch)
     monkeypatch.setattr(digests, "hash_file", fail)
     with pytest.raises(InvalidInputError, match=r"cannot read .*Permission denied"):
         pack_directory(root)
-
-
-@pytest.mark.parametrize(
-    ("path", "role", "untested"),
-    [
-        ("model-00001-of-00002.safetensors", "weight", False),
-        ("model.safetensors.index.json", "weight.config", False),
-        ("tokenizer.model", "weight.config", False),
-        ("LICENSE", "doc", False),
-        ("requirements.txt", "code", False),
-        ("data/train.jsonl", "dataset", False),
-        ("weird.xyz", "doc", True),
-    ],
-)
-def test_role_guesses(path, role, untested):
-    guess = guess_role(path)
-    assert (guess.role, guess.untested) == (role, untested)

@@ -29,6 +29,13 @@ from modelreg.oci import mediatypes as mt
         ("weights", "doc", True),
         ("model.safetensors", "weight", False),
         ("config.json", "weight.config", False),
+        ("model-00001-of-00002.safetensors", "weight", False),
+        ("model.safetensors.index.json", "weight.config", False),
+        ("tokenizer.model", "weight.config", False),
+        ("LICENSE", "doc", False),
+        ("requirements.txt", "code", False),
+        ("data/train.jsonl", "dataset", False),
+        ("weird.xyz", "doc", True),
     ],
 )
 def test_names(path, role, untested):
