@@ -117,6 +117,12 @@ def subject_of(fake: FakeRegistry) -> Descriptor:
     return manifest.descriptor()
 
 
+def subject_and_tag(fake: FakeRegistry) -> tuple[Descriptor, str]:
+    """A subject in the registry and the fallback tag its referrers index goes under."""
+    subject = subject_of(fake)
+    return subject, referrers_tag(subject.digest)
+
+
 def referrer(subject: Descriptor, note: str) -> Manifest:
     return Manifest(
         config=empty_config(),
@@ -125,6 +131,34 @@ def referrer(subject: Descriptor, note: str) -> Manifest:
         subject=subject,
         annotations={"note": note},
     )
+
+
+def another_writer_adds_once(fake: ConditionalRegistry, entry: Descriptor) -> None:
+    """Another writer adds ``entry`` to a fallback index between our first GET of it and
+    our PUT, once."""
+    fired: list[str] = []
+
+    def concurrent_writer(registry: ConditionalRegistry, ref: str) -> None:
+        if not fired:  # between our first GET and our PUT
+            fired.append(ref)
+            registry.write_index(ref, (*registry.entries(ref), entry))
+
+    fake.after_get = concurrent_writer
+
+
+def another_writer_puts_back_once(
+    fake: ConditionalRegistry, entries: tuple[Descriptor, ...]
+) -> None:
+    """Another writer, which read the index before our PUT, writes it back as ``entries``
+    after our PUT, once (what conditional requests would have refused)."""
+    fired: list[str] = []
+
+    def late_writer(registry: ConditionalRegistry, ref: str) -> None:
+        if not fired:
+            fired.append(ref)
+            registry.write_index(ref, entries)
+
+    fake.after_put = late_writer
 
 
 def tag_requests(fake: FakeRegistry, method: str, tag: str) -> int:
@@ -138,20 +172,12 @@ def tag_requests(fake: FakeRegistry, method: str, tag: str) -> int:
 def test_lost_conditional_put_rereads_and_keeps_both(
     fake: ConditionalRegistry, repo: RegistryTarget, tag_existed: bool
 ) -> None:
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     earlier = other_entry()
     if tag_existed:
         fake.write_index(tag, (earlier,))
     theirs = other_entry()
-    fired = []
-
-    def concurrent_writer(registry: ConditionalRegistry, ref: str) -> None:
-        if not fired:  # between our first GET and our PUT
-            fired.append(ref)
-            registry.write_index(ref, (*registry.entries(ref), theirs))
-
-    fake.after_get = concurrent_writer
+    another_writer_adds_once(fake, theirs)
     sig = referrer(subject, "ours")
     repo.push_manifest(sig.descriptor(), sig.raw)
 
@@ -181,19 +207,11 @@ def test_replaced_index_is_noticed_by_verify_after_write(
     fake: ConditionalRegistry, repo: RegistryTarget
 ) -> None:
     fake.honour_conditions = False  # like Distribution 2.8
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     earlier = other_entry()
     fake.write_index(tag, (earlier,))
     theirs = other_entry()
-    fired = []
-
-    def late_writer(registry: ConditionalRegistry, ref: str) -> None:
-        if not fired:  # read the index before our PUT, writes it back after
-            fired.append(ref)
-            registry.write_index(ref, (earlier, theirs))
-
-    fake.after_put = late_writer
+    another_writer_puts_back_once(fake, (earlier, theirs))
     sig = referrer(subject, "ours")
     repo.push_manifest(sig.descriptor(), sig.raw)
 
@@ -211,8 +229,7 @@ def test_gives_up_after_the_bound(
     fake: ConditionalRegistry, repo: RegistryTarget, clock: FakeClock, honour_conditions: bool
 ) -> None:
     fake.honour_conditions = honour_conditions
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
 
     def always_changing(registry: ConditionalRegistry, ref: str) -> None:
         registry.write_index(ref, (*registry.entries(ref)[:1], other_entry()))
@@ -240,8 +257,7 @@ def test_a_412_for_nothing_changed_turns_conditions_off(
     fake: ConditionalRegistry, repo: RegistryTarget, tag_exists: bool
 ) -> None:
     fake.always_refuse_conditions = True
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     earlier = other_entry()
     if tag_exists:
         fake.write_index(tag, (earlier,))
@@ -259,8 +275,7 @@ def test_a_412_for_nothing_changed_turns_conditions_off(
 
 
 def test_condition_headers(fake: ConditionalRegistry, repo: RegistryTarget) -> None:
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     sig = referrer(subject, "one")
     att = referrer(subject, "two")
 
@@ -292,8 +307,7 @@ def test_no_if_match_without_a_usable_etag(
     fake: ConditionalRegistry, repo: RegistryTarget, etag_format: str | None
 ) -> None:
     fake.etag_format = etag_format
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     sig = referrer(subject, "one")
     att = referrer(subject, "two")
     repo.push_manifest(sig.descriptor(), sig.raw)
@@ -308,8 +322,7 @@ def test_oci_subject_means_no_fallback_requests(
     fake: ConditionalRegistry, repo: RegistryTarget
 ) -> None:
     fake.oci_subject = True
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     sig = referrer(subject, "one")
     repo.push_manifest(sig.descriptor(), sig.raw)
     assert not [r for r in fake.requests if tag in r.url.path]
@@ -322,18 +335,10 @@ def test_oci_subject_means_no_fallback_requests(
 def test_remove_rereads_on_412_and_keeps_a_concurrent_entry(
     fake: ConditionalRegistry, repo: RegistryTarget
 ) -> None:
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     earlier, ours, theirs = other_entry(), other_entry(), other_entry()
     fake.write_index(tag, (earlier, ours))
-    fired = []
-
-    def concurrent_signer(registry: ConditionalRegistry, ref: str) -> None:
-        if not fired:  # between our first GET and our PUT
-            fired.append(ref)
-            registry.write_index(ref, (*registry.entries(ref), theirs))
-
-    fake.after_get = concurrent_signer
+    another_writer_adds_once(fake, theirs)
     assert repo.remove_referrer(subject.digest, ours.digest)
 
     assert [d.digest for d in fake.entries(tag)] == [earlier.digest, theirs.digest]
@@ -347,18 +352,10 @@ def test_remove_corrects_a_writer_that_puts_it_back(
     fake: ConditionalRegistry, repo: RegistryTarget
 ) -> None:
     fake.honour_conditions = False  # like Distribution 2.8
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     earlier, ours, theirs = other_entry(), other_entry(), other_entry()
     fake.write_index(tag, (earlier, ours))
-    fired = []
-
-    def stale_signer(registry: ConditionalRegistry, ref: str) -> None:
-        if not fired:  # read the index before our PUT, adds to it after
-            fired.append(ref)
-            registry.write_index(ref, (earlier, ours, theirs))
-
-    fake.after_put = stale_signer
+    another_writer_puts_back_once(fake, (earlier, ours, theirs))
     assert repo.remove_referrer(subject.digest, ours.digest)
 
     assert [d.digest for d in fake.entries(tag)] == [earlier.digest, theirs.digest]
@@ -369,8 +366,7 @@ def test_remove_corrects_a_writer_that_puts_it_back(
 def test_remove_the_last_entry_deletes_the_index(
     fake: ConditionalRegistry, repo: RegistryTarget
 ) -> None:
-    subject = subject_of(fake)
-    tag = referrers_tag(subject.digest)
+    subject, tag = subject_and_tag(fake)
     ours, absent = other_entry(), other_entry()
     fake.write_index(tag, (ours,))
     assert not repo.remove_referrer(subject.digest, absent.digest)
