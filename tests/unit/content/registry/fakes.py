@@ -28,6 +28,7 @@ import httpx
 from modelreg.content.base import bytes_source
 from modelreg.content.registry import RegistryClient, RegistryTarget
 from modelreg.oci.descriptor import Descriptor
+from modelreg.oci.manifest import Manifest, empty_config
 
 Interceptor = Callable[[httpx.Request], "httpx.Response | None"]
 
@@ -61,6 +62,18 @@ def round_trip_in_threads(
     assert errors == []
     total = sum(len(b) for b in blobs)
     assert client.stats.bytes_sent == total and client.stats.bytes_received == total
+
+
+def referrer_manifest(subject: Descriptor, artifact_type: str, note: str) -> Manifest:
+    """An empty manifest of ``artifact_type`` referring to ``subject``, told apart from
+    its siblings by a ``note`` annotation."""
+    return Manifest(
+        config=empty_config(),
+        layers=(),
+        artifact_type=artifact_type,
+        subject=subject,
+        annotations={"note": note},
+    )
 
 
 def sha256(data: bytes) -> str:

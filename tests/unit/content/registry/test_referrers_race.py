@@ -24,7 +24,7 @@ from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Index, Manifest, empty_config
 from tests.unit.content.registry.conftest import FakeClock, MakeClient
-from tests.unit.content.registry.fakes import FakeRegistry
+from tests.unit.content.registry.fakes import FakeRegistry, referrer_manifest
 
 REPO = "team/llm"
 SIG = "application/vnd.test.sig"
@@ -124,13 +124,7 @@ def subject_and_tag(fake: FakeRegistry) -> tuple[Descriptor, str]:
 
 
 def referrer(subject: Descriptor, note: str) -> Manifest:
-    return Manifest(
-        config=empty_config(),
-        layers=(),
-        artifact_type=SIG,
-        subject=subject,
-        annotations={"note": note},
-    )
+    return referrer_manifest(subject, SIG, note)
 
 
 def another_writer_adds_once(fake: ConditionalRegistry, entry: Descriptor) -> None:

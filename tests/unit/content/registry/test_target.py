@@ -30,6 +30,7 @@ from tests.unit.content.registry.fakes import (
     FakeRegistry,
     TrackingStream,
     error_body,
+    referrer_manifest,
     round_trip_in_threads,
     sha256,
 )
@@ -482,20 +483,10 @@ def test_push_manifest_too_large(fake: FakeRegistry, repo: RegistryTarget) -> No
         repo.push_manifest(manifest.descriptor(), manifest.raw)
 
 
-def _referrer(subject: Descriptor, artifact_type: str, note: str) -> Manifest:
-    return Manifest(
-        config=empty_config(),
-        layers=(),
-        artifact_type=artifact_type,
-        subject=subject,
-        annotations={"note": note},
-    )
-
-
 def test_referrers_fallback_index_maintained(fake: FakeRegistry, repo: RegistryTarget) -> None:
     subject, _ = _manifest(fake)
-    sig = _referrer(subject, "application/vnd.test.sig", "one")
-    att = _referrer(subject, "application/vnd.test.att", "two")
+    sig = referrer_manifest(subject, "application/vnd.test.sig", "one")
+    att = referrer_manifest(subject, "application/vnd.test.att", "two")
     repo.push_manifest(sig.descriptor(), sig.raw)
     repo.push_manifest(att.descriptor(), att.raw)
     repo.push_manifest(sig.descriptor(), sig.raw)  # again: no duplicate
@@ -515,8 +506,8 @@ def test_referrers_api_used_when_present(fake: FakeRegistry, repo: RegistryTarge
     fake.referrers_api = True
     fake.oci_subject = True
     subject, _ = _manifest(fake)
-    sig = _referrer(subject, "application/vnd.test.sig", "one")
-    att = _referrer(subject, "application/vnd.test.att", "two")
+    sig = referrer_manifest(subject, "application/vnd.test.sig", "one")
+    att = referrer_manifest(subject, "application/vnd.test.att", "two")
     repo.push_manifest(sig.descriptor(), sig.raw)
     repo.push_manifest(att.descriptor(), att.raw)
     assert referrers_tag(subject.digest) not in fake.tags.get(REPO, {})  # OCI-Subject honoured
