@@ -130,34 +130,34 @@ class PathClaims:
                     f"{path!r} is both a file and a directory in the artifact "
                     f"({owner}, {self._dirs[key]})"
                 )
-            parent = posixpath.dirname(key)
-            while parent:
-                if parent in self._files:
-                    raise UnsafeContentError(
-                        f"{parent!r} is both a file and a directory in the artifact "
-                        f"({self._files[parent]}, {owner})"
-                    )
-                parent = posixpath.dirname(parent)
+            self._refuse_files_at_or_above(posixpath.dirname(key), owner)
             self._files[key] = owner
-            parent = posixpath.dirname(key)
-            while parent and parent not in self._dirs:
-                self._dirs[parent] = owner
-                parent = posixpath.dirname(parent)
+            self._mark_dirs(posixpath.dirname(key), owner)
 
     def claim_dir(self, path: str, owner: str) -> None:
         key = path.casefold()
         with self._lock:
-            probe = key
-            while probe:
-                if probe in self._files:
-                    raise UnsafeContentError(
-                        f"{probe!r} is both a file and a directory in the artifact "
-                        f"({self._files[probe]}, {owner})"
-                    )
-                probe = posixpath.dirname(probe)
-            while key and key not in self._dirs:
-                self._dirs[key] = owner
-                key = posixpath.dirname(key)
+            self._refuse_files_at_or_above(key, owner)
+            self._mark_dirs(key, owner)
+
+    # the two walks up a path that claiming a file and claiming a directory share (the
+    # caller holds the lock)
+    def _refuse_files_at_or_above(self, key: str, owner: str) -> None:
+        """Refuses when ``key`` or a directory above it is claimed as a file."""
+        while key:
+            if key in self._files:
+                raise UnsafeContentError(
+                    f"{key!r} is both a file and a directory in the artifact "
+                    f"({self._files[key]}, {owner})"
+                )
+            key = posixpath.dirname(key)
+
+    def _mark_dirs(self, key: str, owner: str) -> None:
+        """Claims ``key`` and the directories above it as directories, up to the first
+        one already claimed (its own ancestors were claimed with it)."""
+        while key and key not in self._dirs:
+            self._dirs[key] = owner
+            key = posixpath.dirname(key)
 
 
 def expansion_limit(compressed: int, declared: int | None, ratio: int) -> int:
