@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -33,7 +31,7 @@ from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Index, Manifest, empty_config
 from tests.integration.registry_server import RegistryServer, free_port
-from tests.unit.content.registry.fakes import round_trip_in_threads
+from tests.unit.content.registry.fakes import CountingSource, round_trip_in_threads
 
 MiB = 1024 * 1024
 FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05)
@@ -240,37 +238,9 @@ def test_missing_things(registry_plain: RegistryServer) -> None:
 # ----------------------------------------------------------------------- uploads that break
 
 
-class BreakingSource:
-    """Raises once, the first time a read would cross ``break_at``; records reopen offsets."""
-
-    def __init__(self, data: bytes, break_at: int) -> None:
-        self.data = data
-        self.break_at: int | None = break_at
-        self.opened: list[int] = []
-
-    def __call__(self, offset: int) -> BinaryIO:
-        self.opened.append(offset)
-        owner = self
-
-        class Stream(io.BytesIO):
-            def read(self, n: int | None = -1) -> bytes:
-                limit = owner.break_at
-                position = self.tell()
-                if limit is not None and n is not None and n > 0 and position + n > limit:
-                    if position < limit:
-                        return super().read(limit - position)
-                    owner.break_at = None
-                    raise OSError(5, "Input/output error (simulated)")
-                return super().read(n)
-
-        stream = Stream(self.data)
-        stream.seek(offset)
-        return stream
-
-
 def test_upload_cut_between_chunks_resumes_exactly(registry_plain: RegistryServer) -> None:
     data = random_blob(6 * MiB, seed=7)
-    source = BreakingSource(data, break_at=4 * MiB)  # the start of the 3rd chunk
+    source = CountingSource(data, fail_at=4 * MiB)  # the start of the 3rd chunk
     with client_for(registry_plain, upload_chunk_size=2 * MiB) as client:
         repo = client.repository(unique())
         result = repo.push(desc_of(data), source)
@@ -284,7 +254,7 @@ def test_upload_cut_mid_stream_recovers(registry_plain: RegistryServer) -> None:
     # Distribution 2.8 cannot resume a PATCH that was cut after some bytes arrived
     # (its upload state no longer matches): the client starts a new session.
     data = random_blob(80 * MiB, seed=8)
-    source = BreakingSource(data, break_at=10 * MiB + 4321)
+    source = CountingSource(data, fail_at=10 * MiB + 4321)
     with client_for(registry_plain) as client:
         repo = client.repository(unique())
         result = repo.push(desc_of(data), source)
@@ -440,6 +410,24 @@ class _Recorded:
             self.requests.append((method, path, {k.lower(): v for k, v in headers.items()}))
 
 
+class _QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1, no access log on stderr, and one way to answer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+
 def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -458,41 +446,20 @@ def redirecting_registry() -> Iterator[tuple[str, _Recorded, _Recorded, dict[str
     expected = "Basic " + base64.b64encode(b"alice:redirect-Secret").decode()
     storage_port: list[int] = []
 
-    class Storage(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+    class Storage(_QuietHandler):
         def do_GET(self) -> None:
             storage_log.add("GET", self.path, dict(self.headers.items()))
-            data = blobs[self.path.rsplit("/", 1)[1]]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.reply(200, blobs[self.path.rsplit("/", 1)[1]])
 
-    class Front(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+    class Front(_QuietHandler):
         def do_GET(self) -> None:
             registry_log.add("GET", self.path, dict(self.headers.items()))
             if self.headers.get("Authorization") != expected:
                 body = b'{"errors":[{"code":"UNAUTHORIZED","message":"auth required"}]}'
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="front"')
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(401, body, {"WWW-Authenticate": 'Basic realm="front"'})
                 return
             digest = self.path.rsplit("/", 1)[1]
-            self.send_response(307)
-            self.send_header("Location", f"http://127.0.0.1:{storage_port[0]}/obj/{digest}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(307, b"", {"Location": f"http://127.0.0.1:{storage_port[0]}/obj/{digest}"})
 
     storage, storage_thread = _serve(Storage)
     storage_port.append(storage.server_address[1])

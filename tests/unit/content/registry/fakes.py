@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import itertools
 import json
 import re
@@ -22,6 +23,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import httpx
 
@@ -33,6 +35,36 @@ from modelreg.oci.manifest import Manifest, empty_config
 Interceptor = Callable[[httpx.Request], "httpx.Response | None"]
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+class CountingSource:
+    """A BlobSource that records the offsets it was opened at and can fail once: the
+    first read that would cross ``fail_at`` returns the bytes up to it, the next raises
+    ``EIO`` (a disk or network read failing mid-upload)."""
+
+    def __init__(self, data: bytes, fail_at: int | None = None) -> None:
+        self.data = data
+        self.fail_at = fail_at
+        self.opened: list[int] = []
+
+    def __call__(self, offset: int) -> BinaryIO:
+        self.opened.append(offset)
+        source = self
+
+        class Stream(io.BytesIO):
+            def read(self, n: int | None = -1) -> bytes:
+                limit = source.fail_at
+                position = self.tell()
+                if limit is not None and n is not None and n > 0 and position + n > limit:
+                    if position < limit:
+                        return super().read(limit - position)
+                    source.fail_at = None
+                    raise OSError(5, "Input/output error (simulated)")
+                return super().read(n)
+
+        stream = Stream(self.data)
+        stream.seek(offset)
+        return stream
 
 
 def round_trip_in_threads(

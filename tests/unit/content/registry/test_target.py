@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-from typing import BinaryIO
-
 import httpx
 import pytest
 
@@ -26,6 +23,7 @@ from modelreg.oci.digest import Digest
 from modelreg.oci.manifest import Index, Manifest, empty_config
 from tests.unit.content.registry.conftest import MakeClient
 from tests.unit.content.registry.fakes import (
+    CountingSource,
     FailingStream,
     FakeRegistry,
     TrackingStream,
@@ -46,33 +44,6 @@ def blob(data: bytes = DATA) -> Descriptor:
 @pytest.fixture
 def repo(make_client: MakeClient) -> RegistryTarget:
     return make_client().repository(REPO)
-
-
-class CountingSource:
-    """A BlobSource that records the offsets it was opened at; can fail once mid-read."""
-
-    def __init__(self, data: bytes, fail_at: int | None = None) -> None:
-        self.data = data
-        self.fail_at = fail_at
-        self.opened: list[int] = []
-
-    def __call__(self, offset: int) -> BinaryIO:
-        self.opened.append(offset)
-        source = self
-
-        class Stream(io.BytesIO):
-            def read(self, n: int | None = -1) -> bytes:
-                position = self.tell()
-                if source.fail_at is not None and position + (n or 0) > source.fail_at:
-                    if position < source.fail_at:
-                        return super().read(source.fail_at - position)
-                    source.fail_at = None
-                    raise OSError(5, "Input/output error")
-                return super().read(n)
-
-        stream = Stream(self.data)
-        stream.seek(offset)
-        return stream
 
 
 # ======================================================================= reads
