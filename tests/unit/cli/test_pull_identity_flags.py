@@ -23,6 +23,11 @@ def run(*args: str, env: dict[str, str] | None = None) -> Any:
     return runner.invoke(app, list(args), env=env)
 
 
+def _pull_to(tmp_path: Path, *flags: str) -> Any:
+    """``modelreg pull team/llm:v1 -o TMP/out FLAGS...``."""
+    return run("pull", "team/llm:v1", "-o", str(tmp_path / "out"), *flags)
+
+
 @pytest.fixture
 def policy_args(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """What pull asks of policy_from_options; the pull then stops (exit 2)."""
@@ -48,7 +53,7 @@ def policy_args(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def test_both_spellings_make_the_same_policy(
     flags: list[str], policy_args: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    done = run("pull", "team/llm:v1", "-o", str(tmp_path / "out"), *flags)
+    done = _pull_to(tmp_path, *flags)
     assert done.exit_code == 2 and "stopped by the test" in done.stderr
     [kwargs] = policy_args
     assert kwargs["identities"] == [ALICE] and kwargs["issuer"] == ISSUER
@@ -61,7 +66,7 @@ def test_both_spellings_make_the_same_policy(
 def test_every_spelling_of_the_regexp(
     flag: str, policy_args: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    done = run("pull", "team/llm:v1", "-o", str(tmp_path / "out"), flag, "^alice@")
+    done = _pull_to(tmp_path, flag, "^alice@")
     assert done.exit_code == 2
     assert policy_args[0]["identity_regexps"] == ["^alice@"]
 
@@ -69,27 +74,15 @@ def test_every_spelling_of_the_regexp(
 def test_identities_from_both_spellings_add_up(
     policy_args: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    run(
-        "pull",
-        "team/llm:v1",
-        "-o",
-        str(tmp_path / "out"),
-        "--certificate-identity",
-        ALICE,
-        "--verify-identity",
-        "bob@example.com",
-    )
+    _pull_to(tmp_path, "--certificate-identity", ALICE, "--verify-identity", "bob@example.com")
     assert policy_args[0]["identities"] == [ALICE, "bob@example.com"]
 
 
 def test_two_different_issuers_are_refused(
     policy_args: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    done = run(
-        "pull",
-        "team/llm:v1",
-        "-o",
-        str(tmp_path / "out"),
+    done = _pull_to(
+        tmp_path,
         "--certificate-identity",
         ALICE,
         "--certificate-oidc-issuer",
