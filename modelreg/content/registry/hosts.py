@@ -378,16 +378,22 @@ def _endpoint(
     )
 
 
+def _toml(text: str, path: str) -> dict[str, Any]:
+    """The TOML document ``text`` (read from ``path``), refused in the same words
+    whichever of the two configuration files it is."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(path, "", f"not valid TOML: {exc}") from exc
+
+
 def parse_hosts_toml(text: str, *, path: str, host: str) -> HostConfig:
     """The configuration of ``host`` from the text of its ``hosts.toml`` at ``path``.
 
     ``host`` is the registry the reference names (for ``_default``: any host).
     Relative certificate paths are relative to the file's directory.
     """
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail(path, "", f"not valid TOML: {exc}") from exc
+    doc = _toml(text, path)
     unknown = sorted(set(doc) - _HOST_KEYS - {"server", "host"})
     if unknown:
         raise _fail(
@@ -485,10 +491,7 @@ def _conf_mirror(table: object, *, path: str, key: str, digest_only: bool) -> En
 
 def parse_registries_conf(text: str, *, path: str) -> list[_ConfEntry]:
     """The ``[[registry]]`` entries of a containers-registries.conf (v2 format)."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail(path, "", f"not valid TOML: {exc}") from exc
+    doc = _toml(text, path)
     unknown = sorted(set(doc) - _CONF_OTHER_KEYS - {"registry", "registries"})
     if unknown:
         raise _fail(path, unknown[0], "unknown key")
