@@ -41,6 +41,7 @@ from modelreg.verify import (
     verify_reference,
 )
 from tests.integration.sigstore_fixtures import block_network
+from tests.unit.signing_fixtures import keyless_trust_flags
 
 register(app)
 runner = CliRunner()
@@ -198,28 +199,9 @@ def test_cli_keyless_sign_and_verify(registry_plain, model, fake, sigstore):
     ok("push", str(model), ref)
     env = {"SIGSTORE_ID_TOKEN": fake.identity_token(ALICE, ISSUER, email=ALICE)}
     ok("sign", ref, "--keyless", "--trust-config", str(trust_config), env=env)
-    verified = ok(
-        "verify",
-        ref,
-        "--certificate-identity",
-        ALICE,
-        "--certificate-oidc-issuer",
-        ISSUER,
-        "--trusted-root",
-        str(trusted_root),
-        "--offline",
-    )
+    verified = ok("verify", ref, *keyless_trust_flags(trusted_root, ALICE, ISSUER), "--offline")
     assert verified["ok"]
-    wrong = run(
-        "verify",
-        ref,
-        "--certificate-identity",
-        "mallory@example.com",
-        "--certificate-oidc-issuer",
-        ISSUER,
-        "--trusted-root",
-        str(trusted_root),
-    )
+    wrong = run("verify", ref, *keyless_trust_flags(trusted_root, "mallory@example.com", ISSUER))
     assert wrong.exit_code == 7
 
 

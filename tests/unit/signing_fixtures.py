@@ -11,7 +11,7 @@ isolation every test needs (home, XDG dirs, secrets cleared) is the root
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,41 @@ def write_key_files(key: Any, directory: Path) -> tuple[Path, Path]:
     )
     pub.write_bytes(public_key_pem(key.public_key()))
     return priv, pub
+
+
+def sign_keyless_with_cli(
+    run: Callable[..., Any], fake: FakeSigstore, directory: Path, ref: str, *flags: str
+) -> tuple[Any, str, Path]:
+    """``sign REF --keyless`` through the CLI runner ``run``, as ALICE of ISSUER, with the
+    private Sigstore serving: (the result, the OIDC token, the trusted root to verify
+    against offline)."""
+    with fake.serving(directory) as (_, trust_config, trusted_root):
+        token = fake.identity_token(ALICE, ISSUER, email=ALICE)
+        signed = run(
+            "sign",
+            ref,
+            "--keyless",
+            "--trust-config",
+            str(trust_config),
+            *flags,
+            env={"SIGSTORE_ID_TOKEN": token},
+        )
+    return signed, token, trusted_root
+
+
+def keyless_trust_flags(
+    trusted_root: Path, identity: str = ALICE, issuer: str = ISSUER
+) -> list[str]:
+    """The CLI flags that trust ``identity`` from ``issuer``, offline against the
+    ``trusted_root`` of the tests' private Sigstore."""
+    return [
+        "--certificate-identity",
+        identity,
+        "--certificate-oidc-issuer",
+        issuer,
+        "--trusted-root",
+        str(trusted_root),
+    ]
 
 
 def key_policy(

@@ -14,7 +14,13 @@ from typer.testing import CliRunner
 
 import modelreg.verify
 from modelreg.errors import InvalidInputError
-from tests.unit.signing_fixtures import ALICE, ISSUER, fake, write_model  # noqa: F401
+from tests.unit.signing_fixtures import (  # noqa: F401
+    ALICE,
+    ISSUER,
+    fake,
+    sign_keyless_with_cli,
+    write_model,
+)
 
 runner = CliRunner()
 
@@ -112,19 +118,8 @@ def test_help_shows_only_verifys_names() -> None:
 def test_keyless_pull_with_either_spelling(fake: Any, tmp_path: Path) -> None:  # noqa: F811
     model = write_model(tmp_path / "tiny-llm")
     assert run("push", str(model), "team/tiny-llm:v1").exit_code == 0
-    with fake.serve() as server:
-        trust_config = server.write_trust_config(tmp_path / "trust_config.json")
-        trusted_root = server.write_trusted_root(tmp_path / "trusted_root.json")
-        token = fake.identity_token(ALICE, ISSUER, email=ALICE)
-        signed = run(
-            "sign",
-            "team/tiny-llm:v1",
-            "--keyless",
-            "--trust-config",
-            str(trust_config),
-            env={"SIGSTORE_ID_TOKEN": token},
-        )
-        assert signed.exit_code == 0, signed.output
+    signed, _, trusted_root = sign_keyless_with_cli(run, fake, tmp_path, "team/tiny-llm:v1")
+    assert signed.exit_code == 0, signed.output
     root = ["--trusted-root", str(trusted_root), "--json"]
     for name, identity, issuer in [
         ("shown", "--certificate-identity", "--certificate-oidc-issuer"),

@@ -11,7 +11,13 @@ from modelreg_cli.main import app
 from modelreg_cli.sign_cmds import register
 from typer.testing import CliRunner
 
-from tests.unit.signing_fixtures import ALICE, ISSUER, write_model
+from tests.unit.signing_fixtures import (
+    ALICE,
+    ISSUER,
+    keyless_trust_flags,
+    sign_keyless_with_cli,
+    write_model,
+)
 
 register(app)  # what main.py does (idempotent)
 runner = CliRunner()
@@ -169,34 +175,13 @@ def test_usage_errors(keys, pushed, args, code, message):
 
 
 def test_keyless_sign_and_verify_from_the_cli(pushed, fake, tmp_path):
-    with fake.serve() as server:
-        trust_config = server.write_trust_config(tmp_path / "trust_config.json")
-        trusted_root = server.write_trusted_root(tmp_path / "trusted_root.json")
-        token = fake.identity_token(ALICE, ISSUER, email=ALICE)
-        env = {"SIGSTORE_ID_TOKEN": token}
-        signed = run(
-            "sign",
-            "team/tiny-llm:v1",
-            "--keyless",
-            "--trust-config",
-            str(trust_config),
-            "--json",
-            env=env,
-        )
-        assert signed.exit_code == 0, signed.output
-        assert token not in signed.output
-        assert json.loads(signed.stdout)["signer"] == ALICE
-    verified = run(
-        "verify",
-        "team/tiny-llm:v1",
-        "--certificate-identity",
-        ALICE,
-        "--certificate-oidc-issuer",
-        ISSUER,
-        "--trusted-root",
-        str(trusted_root),
-        "--json",
+    signed, token, trusted_root = sign_keyless_with_cli(
+        run, fake, tmp_path, "team/tiny-llm:v1", "--json"
     )
+    assert signed.exit_code == 0, signed.output
+    assert token not in signed.output
+    assert json.loads(signed.stdout)["signer"] == ALICE
+    verified = run("verify", "team/tiny-llm:v1", *keyless_trust_flags(trusted_root), "--json")
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.stdout)["signatures"][0]["signer"] == ALICE
     regexp = run(
