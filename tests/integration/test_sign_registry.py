@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +39,7 @@ from modelreg.verify import (
     verify_reference,
 )
 from tests.integration.sigstore_fixtures import block_network
+from tests.interop.peers import model_signing
 from tests.unit.signing_fixtures import keyless_trust_flags
 
 register(app)
@@ -253,7 +252,7 @@ def test_pull_with_verification(registry_plain, model, tmp_path):
 def test_model_signing_verifies_what_modelreg_signed_in_the_registry(
     registry_plain, model, tmp_path
 ):
-    import model_signing  # noqa: F401
+    import model_signing as _installed  # noqa: F401  (fail loudly if absent)
 
     ref = f"{registry_plain.host}/sign/interop:v1"
     key_file = tmp_path / "cosign.key"
@@ -263,42 +262,20 @@ def test_model_signing_verifies_what_modelreg_signed_in_the_registry(
     out = tmp_path / "pulled"
     ok("pull", ref, "-o", str(out))
     ok("referrers", ref, "--save-model-signature", str(out / "model.sig"))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "model_signing",
-            "verify",
-            "key",
-            str(out),
-            "--signature",
-            str(out / "model.sig"),
-            "--public_key",
-            str(tmp_path / "cosign.pub"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = model_signing(
+        "verify",
+        "key",
+        str(out),
+        "--signature",
+        str(out / "model.sig"),
+        "--public_key",
+        str(tmp_path / "cosign.pub"),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     # and modelreg verifies the directory signed by model_signing
     theirs = tmp_path / "theirs.sig"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "model_signing",
-            "sign",
-            "key",
-            str(model),
-            "--signature",
-            str(theirs),
-            "--private_key",
-            str(key_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = model_signing(
+        "sign", "key", str(model), "--signature", str(theirs), "--private_key", str(key_file)
     )
     assert done.returncode == 0, done.stderr
     ok("verify", str(model), "--signature", str(theirs), "--key", str(tmp_path / "cosign.pub"))
