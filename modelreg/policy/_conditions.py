@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Any, ClassVar, Final, Literal, Protocol
 
 from modelreg.policy._rego import RegoError, RegoModule
 
@@ -103,40 +103,47 @@ class FieldCondition:
 
 
 @dataclass(frozen=True)
-class AllOfConditions:
+class _Combined:
+    """Conditions combined: checked in order until one settles the outcome (a failure for
+    allOf, a success for anyOf), the reasons of the others joined otherwise."""
+
     conditions: tuple[Condition, ...]
     line: int | None = None
+    _NAME: ClassVar[str]
+    _SETTLES: ClassVar[bool]
 
     def __post_init__(self) -> None:
         if not self.conditions:
-            raise ValueError("allOf needs at least one condition")
+            raise ValueError(f"{self._NAME} needs at least one condition")
 
     def check(self, document: Mapping[str, Any]) -> tuple[bool, str]:
         whys = []
         for cond in self.conditions:
             ok, why = cond.check(document)
-            if not ok:
-                return False, why
+            if bool(ok) is self._SETTLES:
+                return self._SETTLES, why
             whys.append(why)
+        return self._unsettled(whys)
+
+    def _unsettled(self, whys: list[str]) -> tuple[bool, str]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AllOfConditions(_Combined):
+    _NAME: ClassVar[str] = "allOf"
+    _SETTLES: ClassVar[bool] = False
+
+    def _unsettled(self, whys: list[str]) -> tuple[bool, str]:
         return True, "; ".join(whys)
 
 
 @dataclass(frozen=True)
-class AnyOfConditions:
-    conditions: tuple[Condition, ...]
-    line: int | None = None
+class AnyOfConditions(_Combined):
+    _NAME: ClassVar[str] = "anyOf"
+    _SETTLES: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        if not self.conditions:
-            raise ValueError("anyOf needs at least one condition")
-
-    def check(self, document: Mapping[str, Any]) -> tuple[bool, str]:
-        whys = []
-        for cond in self.conditions:
-            ok, why = cond.check(document)
-            if ok:
-                return True, why
-            whys.append(why)
+    def _unsettled(self, whys: list[str]) -> tuple[bool, str]:
         return False, "none of: " + " | ".join(whys)
 
 
