@@ -75,6 +75,17 @@ def _verified(ref: str, pub: Path, digest: str) -> None:
     assert [s["kind"] for s in verified["signatures"]] == ["key"], verified
 
 
+def _arrived_intact(
+    dst: str, pull_ref: str, pub: Path, digest: str, model: Path, out: Path
+) -> None:
+    """``dst:v1`` is the signed model: its digest, a signature that verifies, and
+    ``pull_ref`` pulls its files into ``out`` byte for byte."""
+    assert ok("inspect", f"{dst}:v1")["digest"] == digest
+    _verified(f"{dst}:v1", pub, digest)
+    ok("pull", pull_ref, "-o", str(out))
+    assert tree(out) == tree(model)
+
+
 def test_skopeo_copies_a_signed_modelreg_model(
     registry_plain: RegistryServer, registry_factory: RegistryFactory, tmp_path: Path
 ) -> None:
@@ -83,11 +94,7 @@ def test_skopeo_copies_a_signed_modelreg_model(
     model, pub, digest = _signed_model(tmp_path, f"{src}:v1")
     dst = f"{other.host}/interop/skopeo-dst"
     _copy_signed(f"docker://{src}", f"docker://{dst}", digest)
-    assert ok("inspect", f"{dst}:v1")["digest"] == digest
-    _verified(f"{dst}:v1", pub, digest)
-    out = tmp_path / "out"
-    ok("pull", f"{dst}@{digest}", "-o", str(out))
-    assert tree(out) == tree(model)
+    _arrived_intact(dst, f"{dst}@{digest}", pub, digest, model, tmp_path / "out")
     # without the fallback tag the signatures stay behind: the copy does not verify
     bare = f"{other.host}/interop/skopeo-bare"
     _copy(f"docker://{src}:v1", f"docker://{bare}:v1")
@@ -155,11 +162,7 @@ def test_modelreg_reads_what_skopeo_wrote_from_an_oci_layout(
     _verified(f"oci:{layout}:v1", pub, digest)  # the fallback tag is in index.json
     dst = f"{registry_plain.host}/interop/skopeo-from-layout"
     _copy_signed(f"oci:{layout}", f"docker://{dst}", digest)
-    assert ok("inspect", f"{dst}:v1")["digest"] == digest
-    _verified(f"{dst}:v1", pub, digest)
-    out = tmp_path / "out"
-    ok("pull", f"{dst}:v1", "-o", str(out))
-    assert tree(out) == tree(model)
+    _arrived_intact(dst, f"{dst}:v1", pub, digest, model, tmp_path / "out")
     # and skopeo reads what modelreg copied into a layout of its own
     mine = tmp_path / "mine"
     ok("cp", f"{staging}:v1", f"oci:{mine}:v1")
