@@ -26,6 +26,7 @@ package's ``GGML_QUANT_SIZES``, v0.19).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Final
 
 from modelreg.errors import FormatError, SizeLimitError
@@ -123,34 +124,16 @@ SMALL_ARRAY: Final = 16
 _HINT_CORRUPT: Final = "the file is not a valid GGUF file; re-convert or re-download it"
 
 
+@dataclass(slots=True, kw_only=True)
 class GGUFLimits:
     """Caps applied while parsing (all remote-controlled counts and lengths)."""
 
-    __slots__ = (
-        "max_array_len",
-        "max_header_bytes",
-        "max_key_len",
-        "max_kv",
-        "max_string_len",
-        "max_tensors",
-    )
-
-    def __init__(
-        self,
-        *,
-        max_header_bytes: int = 256 * 1024 * 1024,
-        max_tensors: int = 1 << 20,
-        max_kv: int = 1 << 16,
-        max_key_len: int = 1 << 16,
-        max_string_len: int = 1 << 24,
-        max_array_len: int = 1 << 24,
-    ) -> None:
-        self.max_header_bytes = max_header_bytes
-        self.max_tensors = max_tensors
-        self.max_kv = max_kv
-        self.max_key_len = max_key_len
-        self.max_string_len = max_string_len
-        self.max_array_len = max_array_len
+    max_header_bytes: int = 256 * 1024 * 1024
+    max_tensors: int = 1 << 20
+    max_kv: int = 1 << 16
+    max_key_len: int = 1 << 16
+    max_string_len: int = 1 << 24
+    max_array_len: int = 1 << 24
 
 
 class _Parser:
