@@ -153,22 +153,15 @@ class _Counting(io.RawIOBase):
             super().close()
 
 
+@dataclass(frozen=True, slots=True)
 class _Observed:
     """A :data:`BlobSource` whose streams report the bytes read as "advance" events."""
 
-    def __init__(
-        self,
-        source: BlobSource,
-        progress: ProgressCallback,
-        name: str,
-        desc: Descriptor | None,
-        total: int,
-    ) -> None:
-        self._source = source
-        self._progress = progress
-        self._name = name
-        self._desc = desc
-        self._total = total
+    _source: BlobSource
+    _progress: ProgressCallback
+    _name: str
+    _desc: Descriptor | None
+    _total: int
 
     def __call__(self, offset: int) -> BinaryIO:
         raw = _Counting(self._source(offset), self._advance)
