@@ -52,12 +52,14 @@ class BreakerConfig:
     """Seconds after which a probe that never reported is replaced by another."""
 
 
+@dataclass
 class _Breaker:
-    def __init__(self) -> None:
-        self.state: State = "closed"
-        self.failures = 0
-        self.opened_at = 0.0
-        self.probe_started = 0.0
+    """One registry's circuit (changed under the lock of :class:`Breakers`)."""
+
+    state: State = "closed"
+    failures: int = 0
+    opened_at: float = 0.0
+    probe_started: float = 0.0
 
 
 class Breakers:
