@@ -132,18 +132,25 @@ def test_tls_verification_failure_not_retried(fake: FakeRegistry, make_client: M
     assert "--ca-file" in (info.value.hint or "") and "--insecure" in (info.value.hint or "")
 
 
+def _fail_first_request(fake: FakeRegistry, exc: Exception) -> dict[str, int]:
+    """The first request to ``fake`` raises ``exc``; the others reach it. The returned
+    ``{"n": ...}`` counts the requests seen."""
+    calls = {"n": 0}
+
+    def fail_once(request: httpx.Request) -> httpx.Response | None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise exc
+        return None
+
+    fake.interceptors.append(fail_once)
+    return calls
+
+
 def test_read_timeout_retried_for_get_not_for_post(
     fake: FakeRegistry, make_client: MakeClient
 ) -> None:
-    calls = {"n": 0}
-
-    def timeout_once(request: httpx.Request) -> httpx.Response | None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise httpx.ReadTimeout("slow")
-        return None
-
-    fake.interceptors.append(timeout_once)
+    calls = _fail_first_request(fake, httpx.ReadTimeout("slow"))
     make_client().ping()
     assert calls["n"] == 2
 
@@ -158,15 +165,7 @@ def test_read_timeout_retried_for_get_not_for_post(
 def test_post_retried_when_nothing_reached_the_server(
     fake: FakeRegistry, make_client: MakeClient
 ) -> None:
-    calls = {"n": 0}
-
-    def refuse_once(request: httpx.Request) -> httpx.Response | None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise httpx.ConnectError("connection refused")
-        return None
-
-    fake.interceptors.append(refuse_once)
+    calls = _fail_first_request(fake, httpx.ConnectError("connection refused"))
     response = make_client().request(
         "POST", "/v2/x/blobs/uploads/", scopes=(), what="start", ok=(202,)
     )
