@@ -10,6 +10,7 @@ from typing import Final
 
 from modelreg.content.base import ReadOnlyTarget, fetch_bytes
 from modelreg.errors import FormatError, ModelRegError, SizeLimitError
+from modelreg.model.tensors import BlobSource
 from modelreg.model.unpack import layer_path
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Manifest
@@ -20,23 +21,18 @@ __all__ = ["scan_manifest"]
 PREFIX: Final = 64 * 1024
 
 
-class _BlobSource:
-    """A RangeSource over a remote blob."""
+class _BlobSource(BlobSource):
+    """A remote blob whose first bytes, already fetched, are served from memory."""
 
     def __init__(self, target: ReadOnlyTarget, desc: Descriptor, prefix: bytes) -> None:
-        self._target = target
-        self._desc = desc
+        super().__init__(target, desc)
         self._prefix = prefix
 
-    @property
-    def size(self) -> int:
-        return self._desc.size
-
     def read_at(self, offset: int, length: int) -> bytes:
-        end = min(offset + length, self._desc.size)
+        end = min(offset + length, self.size)
         if end <= len(self._prefix):
             return self._prefix[offset:end]
-        return self._target.fetch_range(self._desc, offset, end - offset)
+        return super().read_at(offset, length)
 
 
 def _first_bytes(target: ReadOnlyTarget, desc: Descriptor) -> bytes:
