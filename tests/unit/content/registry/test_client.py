@@ -11,6 +11,7 @@ import pytest
 import modelreg.content.registry as registry
 from modelreg.content.registry import RegistryClient, RetryPolicy, is_loopback
 from modelreg.errors import InvalidInputError, NetworkError
+from tests.integration.registry_server import CertificateAuthority
 from tests.unit.content.registry.conftest import MakeClient
 from tests.unit.content.registry.fakes import FakeRegistry
 
@@ -82,35 +83,10 @@ def test_scheme_rule(retry: RetryPolicy) -> None:
     assert log == ["https /v2/", "http /v2/", "http /v2/"]
 
 
-def _self_signed_ca() -> bytes:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unit test CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def test_loopback_with_ca_file_never_falls_back(tmp_path: Path, retry: RetryPolicy) -> None:
     log: list[str] = []
     ca = tmp_path / "ca.pem"
-    ca.write_bytes(_self_signed_ca())
+    ca.write_bytes(CertificateAuthority("unit test CA").cert_pem)
     with RegistryClient(
         "localhost:5000", ca_file=str(ca), transport=_tls_refusing_transport(log), retry=retry
     ) as client:
