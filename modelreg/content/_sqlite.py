@@ -15,8 +15,9 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LazyDatabase", "open_db"]
 
@@ -72,6 +73,24 @@ class LazyDatabase:
             if self._conn is None:
                 self._path = None  # an unusable cache is no cache, never an error
         return self._conn
+
+    def select(self, sql: str, args: Sequence[object]) -> list[Any]:
+        """The rows one query returns; none when there is no usable database or the
+        query fails: a cache that cannot answer knows nothing, it is never an error."""
+        with self.lock, contextlib.suppress(sqlite3.Error):
+            db = self.connection()
+            if db is None:
+                return []
+            return db.execute(sql, args).fetchall()
+        return []
+
+    def execute(self, sql: str, args: Sequence[object]) -> None:
+        """Run one statement, when there is a usable database; a failure is ignored as
+        :meth:`select` ignores it (the cache then holds a little more than it should)."""
+        with self.lock, contextlib.suppress(sqlite3.Error):
+            db = self.connection()
+            if db is not None:
+                db.execute(sql, args)
 
     def close(self) -> None:
         """Close the connection (a later :meth:`connection` opens it again)."""

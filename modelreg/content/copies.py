@@ -196,20 +196,15 @@ class Copies:
 
     def candidates(self, digest: str, length: int) -> list[Copy]:
         """Remembered ranges holding ``digest`` (``length`` bytes), most recent first."""
-        with self._db.lock, contextlib.suppress(sqlite3.Error):
-            db = self._db.connection()
-            if db is None:
-                return []
-            rows = db.execute(
-                "SELECT path, offset, dev, ino, size, mtime_ns FROM copies "
-                "WHERE digest = ? AND length = ? ORDER BY seen DESC LIMIT ?",
-                (digest, length, _MAX_CANDIDATES),
-            ).fetchall()
-            return [
-                Copy(digest, os.fsdecode(p), off, length, FileIdentity(dev, ino, size, mt))
-                for p, off, dev, ino, size, mt in rows
-            ]
-        return []
+        rows = self._db.select(
+            "SELECT path, offset, dev, ino, size, mtime_ns FROM copies "
+            "WHERE digest = ? AND length = ? ORDER BY seen DESC LIMIT ?",
+            (digest, length, _MAX_CANDIDATES),
+        )
+        return [
+            Copy(digest, os.fsdecode(p), off, length, FileIdentity(dev, ino, size, mt))
+            for p, off, dev, ino, size, mt in rows
+        ]
 
     def usable(self, digest: str, length: int) -> Iterator[tuple[Copy, io.RawIOBase]]:
         """Open each remembered range in turn (the caller closes it); entries whose file
@@ -223,26 +218,20 @@ class Copies:
 
     def forget(self, copy: Copy) -> None:
         """Drop one entry (its bytes did not verify)."""
-        with self._db.lock, contextlib.suppress(sqlite3.Error):
-            db = self._db.connection()
-            if db is not None:
-                db.execute(
-                    "DELETE FROM copies WHERE digest = ? AND path = ? AND offset = ?",
-                    (copy.digest, os.fsencode(copy.path), copy.offset),
-                )
+        self._db.execute(
+            "DELETE FROM copies WHERE digest = ? AND path = ? AND offset = ?",
+            (copy.digest, os.fsencode(copy.path), copy.offset),
+        )
 
     def forget_file(self, copy: Copy) -> None:
         """Drop every entry recorded for ``copy``'s file with ``copy``'s identity (the file
         is gone or changed, so none of them can hold)."""
         i = copy.identity
-        with self._db.lock, contextlib.suppress(sqlite3.Error):
-            db = self._db.connection()
-            if db is not None:
-                db.execute(
-                    "DELETE FROM copies WHERE path = ? AND dev = ? AND ino = ? AND size = ? "
-                    "AND mtime_ns = ?",
-                    (os.fsencode(copy.path), i.dev, i.ino, i.size, i.mtime_ns),
-                )
+        self._db.execute(
+            "DELETE FROM copies WHERE path = ? AND dev = ? AND ino = ? AND size = ? "
+            "AND mtime_ns = ?",
+            (os.fsencode(copy.path), i.dev, i.ino, i.size, i.mtime_ns),
+        )
 
     def prune(self, *, dry_run: bool = False) -> int:
         """Forget every entry whose file is gone or changed; how many (would) go."""

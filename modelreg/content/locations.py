@@ -43,14 +43,9 @@ class BlobLocations:
                 db.executemany("INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?)", rows)
 
     def candidates(self, registry: str, digest: str, exclude: str | None = None) -> list[str]:
-        with self._db.lock, contextlib.suppress(sqlite3.Error):
-            db = self._db.connection()
-            if db is None:
-                return []
-            rows = db.execute(
-                "SELECT repository FROM locations WHERE registry = ? AND digest = ? "
-                "ORDER BY seen DESC LIMIT ?",
-                (registry, digest, _MAX_CANDIDATES + 1),
-            ).fetchall()
-            return [r[0] for r in rows if r[0] != exclude][:_MAX_CANDIDATES]
-        return []
+        rows = self._db.select(
+            "SELECT repository FROM locations WHERE registry = ? AND digest = ? "
+            "ORDER BY seen DESC LIMIT ?",
+            (registry, digest, _MAX_CANDIDATES + 1),
+        )
+        return [r[0] for r in rows if r[0] != exclude][:_MAX_CANDIDATES]
