@@ -62,15 +62,18 @@ import datetime as _dt
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from modelreg.errors import InvalidInputError
 
 __all__ = ["Settings", "ci_environ", "home", "state_dir", "store_dir"]
 
 DEFAULT_MAX_SIGNATURE_REFERRERS = 64
+
+_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,32 +187,37 @@ def _bad(name: str, text: str, form: str, example: str) -> InvalidInputError:
     )
 
 
-def _positive(env: Mapping[str, str], name: str, unit: str) -> float | None:
-    """A positive finite number; None when unset."""
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    parse: Callable[[str], _N],
+    valid: Callable[[_N], bool],
+    form: str,
+    example: str,
+) -> _N | None:
+    """``name`` parsed and checked, refused as not ``form``; None when unset."""
     text = _text(env, name)
     if not text:
         return None
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise _bad(name, text, f"a positive number of {unit}", "30")
+        raise _bad(name, text, form, example) from None
+    if not valid(value):
+        raise _bad(name, text, form, example)
     return value
+
+
+def _positive(env: Mapping[str, str], name: str, unit: str) -> float | None:
+    """A positive finite number; None when unset."""
+    return _number(
+        env, name, float, lambda v: v > 0 and math.isfinite(v), f"a positive number of {unit}", "30"
+    )
 
 
 def _whole(env: Mapping[str, str], name: str) -> int | None:
     """A whole number of at least 1; None when unset."""
-    text = _text(env, name)
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise _bad(name, text, "a whole number of at least 1", "64")
-    return value
+    return _number(env, name, int, lambda v: v >= 1, "a whole number of at least 1", "64")
 
 
 def _size(env: Mapping[str, str], name: str) -> int | None:
