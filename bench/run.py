@@ -159,6 +159,16 @@ class Bench:
     def model_size(self, version: str) -> int:
         return sum(int(f["size"]) for f in self.files[version].values())
 
+    def with_digest_cache_of(self, home: Path, name: str) -> Path:
+        """A fresh home ``name`` holding only ``home``'s digest cache: a warm push then
+        skips hashing, but knows nothing of where blobs were seen (that would turn the
+        next "fresh" push into a mount)."""
+        warm = self.fresh_dir(name)
+        (warm / "state").mkdir(parents=True)
+        for f in (home / "state").glob("digests.sqlite*"):
+            shutil.copy2(f, warm / "state" / f.name)
+        return warm
+
     def fresh_dir(self, name: str) -> Path:
         path = self.scratch / name
         rmtree(path)
@@ -398,10 +408,7 @@ class Bench:
             self.record_modelreg_push(sc, "modelreg (cold digests)", rnd, proc, doc)
             # keep only the digest cache for the warm variant (not where blobs were seen:
             # that would turn the next "fresh" push into a mount)
-            warm = self.fresh_dir(f"home-fresh-warm-{rnd}")
-            (warm / "state").mkdir(parents=True)
-            for f in (home / "state").glob("digests.sqlite*"):
-                shutil.copy2(f, warm / "state" / f.name)
+            self.with_digest_cache_of(home, f"home-fresh-warm-{rnd}")
             rmtree(home)
 
         def modelreg_warm() -> None:
@@ -439,33 +446,27 @@ class Bench:
 
         # the warm variant needs the cold one's digest cache: keep them in that order
         def modelreg_split() -> None:
+            def split_push(variant: str, home: Path, row: str) -> int:
+                proc, doc = self.modelreg_push(
+                    "v1",
+                    self.ref(f"bench/fresh-modelreg-{variant}-{rnd}"),
+                    home,
+                    label=f"{sc}-modelreg-{variant}-{rnd}",
+                    split=True,
+                )
+                self.record_modelreg_push(sc, row, rnd, proc, doc)
+                return proc.rc
+
             home = self.fresh_dir(f"home-fresh-split-{rnd}")
-            proc, doc = self.modelreg_push(
-                "v1",
-                self.ref(f"bench/fresh-modelreg-split-{rnd}"),
-                home,
-                label=f"{sc}-modelreg-split-{rnd}",
-                split=True,
-            )
-            self.record_modelreg_push(sc, SPLIT_COLD, rnd, proc, doc)
+            rc = split_push("split", home, SPLIT_COLD)
             # the same split push with only the digest cache kept (hashing excluded, as
             # curl's SHA-256 is precomputed and not counted)
-            warm = self.fresh_dir(f"home-fresh-split-warm-{rnd}")
-            (warm / "state").mkdir(parents=True)
-            for f in (home / "state").glob("digests.sqlite*"):
-                shutil.copy2(f, warm / "state" / f.name)
+            warm = self.with_digest_cache_of(home, f"home-fresh-split-warm-{rnd}")
             rmtree(home)
-            if proc.rc != 0:
+            if rc != 0:
                 self.record(sc, SPLIT_WARM, rnd, None, error="cold split push failed")
                 return
-            proc, doc = self.modelreg_push(
-                "v1",
-                self.ref(f"bench/fresh-modelreg-split-warm-{rnd}"),
-                warm,
-                label=f"{sc}-modelreg-split-warm-{rnd}",
-                split=True,
-            )
-            self.record_modelreg_push(sc, SPLIT_WARM, rnd, proc, doc)
+            split_push("split-warm", warm, SPLIT_WARM)
             rmtree(warm)
 
         tools: list[Callable[[], None]] = [curl, oras, modelreg_cold]
