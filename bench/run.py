@@ -397,15 +397,23 @@ class Bench:
             proc = self.oras_push("v1", self.ref(repo), f"{sc}-oras-{rnd}")
             self.record(sc, "oras-py", rnd, proc, sent=sent)
 
-        def modelreg_cold() -> None:
-            home = self.fresh_dir(f"home-fresh-cold-{rnd}")
+        def timed_push(variant: str, home: Path, row: str, split: bool = False) -> int:
+            """Push v1 to a new repository as one timed run recorded as ``row``; the
+            exit code. The cold push's repository has never carried its variant in its
+            name, its label has ("cold-"): both kept as the earlier runs named them."""
             proc, doc = self.modelreg_push(
                 "v1",
-                self.ref(f"bench/fresh-modelreg-{rnd}"),
+                self.ref(f"bench/fresh-modelreg-{variant}{rnd}"),
                 home,
-                label=f"{sc}-modelreg-cold-{rnd}",
+                label=f"{sc}-modelreg-{variant or 'cold-'}{rnd}",
+                split=split,
             )
-            self.record_modelreg_push(sc, "modelreg (cold digests)", rnd, proc, doc)
+            self.record_modelreg_push(sc, row, rnd, proc, doc)
+            return proc.rc
+
+        def modelreg_cold() -> None:
+            home = self.fresh_dir(f"home-fresh-cold-{rnd}")
+            timed_push("", home, "modelreg (cold digests)")
             # keep only the digest cache for the warm variant (not where blobs were seen:
             # that would turn the next "fresh" push into a mount)
             self.with_digest_cache_of(home, f"home-fresh-warm-{rnd}")
@@ -435,30 +443,13 @@ class Bench:
                         error=f"warm-up push failed: {tail(proc.stderr)}",
                     )
                     return
-            proc, doc = self.modelreg_push(
-                "v1",
-                self.ref(f"bench/fresh-modelreg-warm-{rnd}"),
-                home,
-                label=f"{sc}-modelreg-warm-{rnd}",
-            )
-            self.record_modelreg_push(sc, "modelreg (warm digests)", rnd, proc, doc)
+            timed_push("warm-", home, "modelreg (warm digests)")
             rmtree(home)
 
         # the warm variant needs the cold one's digest cache: keep them in that order
         def modelreg_split() -> None:
-            def split_push(variant: str, home: Path, row: str) -> int:
-                proc, doc = self.modelreg_push(
-                    "v1",
-                    self.ref(f"bench/fresh-modelreg-{variant}-{rnd}"),
-                    home,
-                    label=f"{sc}-modelreg-{variant}-{rnd}",
-                    split=True,
-                )
-                self.record_modelreg_push(sc, row, rnd, proc, doc)
-                return proc.rc
-
             home = self.fresh_dir(f"home-fresh-split-{rnd}")
-            rc = split_push("split", home, SPLIT_COLD)
+            rc = timed_push("split-", home, SPLIT_COLD, split=True)
             # the same split push with only the digest cache kept (hashing excluded, as
             # curl's SHA-256 is precomputed and not counted)
             warm = self.with_digest_cache_of(home, f"home-fresh-split-warm-{rnd}")
@@ -466,7 +457,7 @@ class Bench:
             if rc != 0:
                 self.record(sc, SPLIT_WARM, rnd, None, error="cold split push failed")
                 return
-            split_push("split-warm", warm, SPLIT_WARM)
+            timed_push("split-warm-", warm, SPLIT_WARM, split=True)
             rmtree(warm)
 
         tools: list[Callable[[], None]] = [curl, oras, modelreg_cold]
