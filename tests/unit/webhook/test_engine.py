@@ -14,6 +14,7 @@ from modelreg.webhook.admission import MODEL_ANNOTATION, parse_review, validatio
 from modelreg.webhook.cache import TTLCache, decision_key
 from modelreg.webhook.engine import Engine, EngineConfig
 from tests.unit.policy.fakes import Result, Sig
+from tests.unit.policy.test_evaluate import policy
 from tests.unit.webhook.fakeregistry import FakeClient
 from tests.unit.webhook.reviews import pod_spec, review, workload
 
@@ -23,17 +24,8 @@ REG = "reg.example.com"
 def policies(
     text: str = "artifact: {noPickle: true}\n", *, name: str = "p", mode: str = "enforce"
 ) -> PolicySet:
-    doc = textwrap.dedent(
-        f"""\
-        apiVersion: modelreg.dev/v1alpha1
-        kind: ModelPolicy
-        metadata: {{name: {name}}}
-        spec:
-          mode: {mode}
-          match: {{references: ["{REG}/models/**"]}}
-          require:
-        """
-    ) + textwrap.indent(text, "    ")
+    """One policy over ``REG/models/**`` requiring ``text``, as the engine loads it."""
+    doc = policy(text, name=name, mode=mode, match=f"{REG}/models/**")
     return PolicySet(tuple(parse_policies(doc, f"{name}.yaml")))
 
 
