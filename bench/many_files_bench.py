@@ -17,10 +17,15 @@ machine is shared), each in a separate process, cold (fresh ``MODELREG_HOME``):
 * ``modelreg pull`` of the model pushed with the first threshold;
 * with ``--store``: ``modelreg push`` into the embedded store (no registry).
 
+With ``--mixed``: a model of 4 GiB of weights (one file) and 5,000 small files;
+``modelreg push`` of it (cold: the weights are hashed while they are sent) against
+one curl PUT of the weights file alone (digest and upload URL prepared untimed), in
+alternating order. The model is deleted afterwards (``--files ''`` runs only this).
+
 Then, once per N on the first threshold: ``modelreg inspect`` against one curl GET
 of the manifest + one of the config, and a push after changing one file (bytes
-sent / model bytes). Wall and client CPU (user + system, from ``wait4``) are
-medians; peak RSS is the maximum of the client process (Linux counts the forking
+sent, blobs and manifest / model bytes). Wall and client CPU (user + system, from
+``wait4``) are medians; peak RSS is the maximum of the client process (Linux counts the forking
 bench process's own peak, about 60-90 MB, as a floor: it is never below that).
 """
 
@@ -41,13 +46,14 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT))
 
-from registry_server import start_registry  # noqa: E402
+from registry_server import start_registry  # type: ignore[import-not-found]  # noqa: E402
 
 from modelreg.units import parse_size  # noqa: E402
 
@@ -98,7 +104,7 @@ def make_dir(count: int, high: int = 64 * KIB) -> Path:
     return root
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, shell: bool = False) -> dict:
+def run(cmd: list[str], env: dict[str, str] | None = None, shell: bool = False) -> dict[str, Any]:
     """Wall, CPU (user + system) and peak RSS (MiB) of one process; its stdout."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -133,7 +139,7 @@ def home_env() -> tuple[dict[str, str], Path]:
     return {**os.environ, "MODELREG_HOME": str(home)}, home
 
 
-def tar_put(model: Path, base: str, tag: str) -> dict:
+def tar_put(model: Path, base: str, tag: str) -> dict[str, Any]:
     tar = WORK / f"{tag}.tar"
     packed = run(["tar", "-cf", str(tar), "-C", str(model), "."])
     with open(tar, "rb") as f:  # streamed: children inherit this process's peak RSS
@@ -149,7 +155,7 @@ def tar_put(model: Path, base: str, tag: str) -> dict:
     }
 
 
-def get_untar(base: str, tag: str, digest: str) -> dict:
+def get_untar(base: str, tag: str, digest: str) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(dir=WORK, prefix="untar-"))
     url = f"{base}/v2/bench/tar-{tag}/blobs/{digest}"
     res = run([f"curl -sS -f {url} | tar -x -C {out}"], shell=True)
@@ -157,7 +163,7 @@ def get_untar(base: str, tag: str, digest: str) -> dict:
     return res
 
 
-def modelreg_push(model: Path, ref: str, threshold: str) -> dict:
+def modelreg_push(model: Path, ref: str, threshold: str) -> dict[str, Any]:
     env, home = home_env()
     res = run([MODELREG, "push", str(model), ref, "--json", "--pack-small", threshold], env=env)
     shutil.rmtree(home, ignore_errors=True)
@@ -165,7 +171,7 @@ def modelreg_push(model: Path, ref: str, threshold: str) -> dict:
     return res
 
 
-def modelreg_pull(ref: str) -> dict:
+def modelreg_pull(ref: str) -> dict[str, Any]:
     env, home = home_env()
     out = Path(tempfile.mkdtemp(dir=WORK, prefix="pull-"))
     res = run([MODELREG, "pull", ref, "-o", str(out / "m"), "--json", "--quiet"], env=env)
@@ -174,7 +180,7 @@ def modelreg_pull(ref: str) -> dict:
     return res
 
 
-def once_per_size(model: Path, host: str, base: str, threshold: str, count: int) -> dict:
+def once_per_size(model: Path, host: str, base: str, threshold: str, count: int) -> dict[str, Any]:
     """inspect vs manifest + config GETs; bytes sent after changing one file."""
     ref = f"{host}/bench/many-{count}:once"
     first = modelreg_push(model, ref, threshold)["result"]
@@ -189,7 +195,9 @@ def once_per_size(model: Path, host: str, base: str, threshold: str, count: int)
     try:
         victim.write_bytes(bytes([original[0] ^ 1]) + original[1:])
         changed = modelreg_push(model, f"{host}/bench/many-{count}:changed", threshold)
-        sent = changed["result"]["bytesSent"]
+        # blobs (bytesSent) and the manifest, which is sent again whole (it holds the
+        # member tables of the groups)
+        sent = changed["result"]["bytesSent"] + changed["result"]["size"]
     finally:
         victim.write_bytes(original)
         pass
@@ -210,7 +218,7 @@ def bench_size(args: argparse.Namespace, count: int, host: str, base: str) -> li
     tools = ["tar + curl PUT", *(f"push {t}" for t in thresholds), "curl GET + untar", "pull"]
     if args.store:
         tools.append("push (store)")
-    stats: dict[str, list[dict]] = {t: [] for t in tools}
+    stats: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
     for rnd in range(args.rounds):
         order = tools[rnd % len(tools) :] + tools[: rnd % len(tools)]
         tag = f"{count}-{rnd}"
@@ -257,10 +265,66 @@ def bench_size(args: argparse.Namespace, count: int, host: str, base: str) -> li
         f"{once['inspect'] / once['gets']:.1f}x manifest+config GET ({once['gets']:.3f} s) | | | |"
     )
     rows.append(
-        f"| {count:,} | push after changing one file | {once['changed_sent']:,} B sent | "
+        f"| {count:,} | push after changing one file | "
+        f"{once['changed_sent']:,} B sent (blobs + manifest) | "
         f"{100 * once['changed_sent'] / once['total']:.2f}% of {once['total']:,} B | | | |"
     )
     return rows
+
+
+MIXED_WEIGHTS = 4 * 1024**3
+
+
+def make_mixed() -> Path:
+    """4 GiB of weights and the 5,000-file set (hard links), under ``WORK/mixed``."""
+    root = WORK / "mixed"
+    shutil.rmtree(root, ignore_errors=True)
+    small = make_dir(5000)
+    for src in small.rglob("*.json"):
+        dst = root / src.relative_to(small)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, dst)
+    block = os.urandom(64 * 1024 * 1024)
+    with open(root / "model.bin", "wb") as f:
+        for i in range(MIXED_WEIGHTS // len(block)):
+            f.write(i.to_bytes(8, "big") + block[8:])
+    return root
+
+
+def bench_mixed(rounds: int, host: str, base: str) -> list[str]:
+    root = make_mixed()
+    weights = root / "model.bin"
+    try:
+        with open(weights, "rb") as f:
+            digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+        curl: list[dict[str, Any]] = []
+        push: list[dict[str, Any]] = []
+        sent = 0
+        for rnd in range(rounds):
+            order = ["curl", "push"] if rnd % 2 == 0 else ["push", "curl"]
+            for tool in order:
+                if tool == "curl":
+                    url = upload_url(base, f"bench/weights-{rnd}", digest)
+                    curl.append(
+                        run(["curl", "-sS", "-f", "-T", str(weights), "-o", "/dev/null", url])
+                    )
+                else:
+                    res = modelreg_push(root, f"{host}/bench/mixed-{rnd}:v1", "1MiB")
+                    sent = res["result"]["bytesSent"]
+                    push.append(res)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    floor = statistics.median(r["wall"] for r in curl)
+    wall = statistics.median(r["wall"] for r in push)
+    layers = push[0]["result"]["layers"]
+    return [
+        f"| mixed | curl PUT of the 4 GiB weights alone | {floor:.2f} s | 1.00x | "
+        f"{statistics.median(r['cpu'] for r in curl):.2f} s | "
+        f"{max(r['rss'] for r in curl):.0f} MB | |",
+        f"| mixed | push 4 GiB weights + 5,000 files ({sent:,} B sent) | {wall:.2f} s | "
+        f"{wall / floor:.2f}x | {statistics.median(r['cpu'] for r in push):.2f} s | "
+        f"{max(r['rss'] for r in push):.0f} MB | {layers} |",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--store", action="store_true", help="also push into the embedded store")
     ap.add_argument("--record", type=Path, default=None, help="append the table to this file")
+    ap.add_argument(
+        "--mixed", action="store_true", help="also 4 GiB of weights + 5,000 small files"
+    )
     args = ap.parse_args(argv)
     args.thresholds = args.thresholds.split(",")
     args.max_size = parse_size(args.max_size)
@@ -290,9 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     with start_registry(reg_dir) as server:
         host = server.host
         base = f"http://{host}"
-        for count in (int(c) for c in args.files.split(",")):
+        for count in (int(c) for c in args.files.split(",") if c):
             lines += bench_size(args, count, host, base)
             print("\n".join(lines), flush=True)
+        if args.mixed:
+            lines += bench_mixed(args.rounds, host, base)
     table = "\n".join(lines)
     print(table)
     if args.record is not None:
