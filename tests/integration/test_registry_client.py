@@ -152,21 +152,26 @@ def test_large_blob_goes_through_patch_and_back(
         assert client.stats.bytes_received == size
 
 
+def _pushed_blob(client: RegistryClient, data: bytes) -> tuple[RegistryTarget, Descriptor]:
+    """``data`` pushed as a blob to a new repository: the repository and its descriptor."""
+    repo = client.repository(unique())
+    desc = desc_of(data)
+    repo.push(desc, bytes_source(data))
+    return repo, desc
+
+
 def test_chunked_upload(registry_plain: RegistryServer) -> None:
     data = random_blob(5 * MiB + 123, seed=4)
     with client_for(registry_plain, upload_chunk_size=MiB) as client:
-        repo = client.repository(unique())
-        repo.push(desc_of(data), bytes_source(data))
-        with repo.fetch(desc_of(data)) as reader:
+        repo, desc = _pushed_blob(client, data)
+        with repo.fetch(desc) as reader:
             assert reader.read() == data
 
 
 def test_range_reads(registry_plain: RegistryServer) -> None:
     data = random_blob(3 * MiB, seed=5)
-    desc = desc_of(data)
     with client_for(registry_plain) as client:
-        repo = client.repository(unique())
-        repo.push(desc, bytes_source(data))
+        repo, desc = _pushed_blob(client, data)
         assert client.supports_range is None
         assert repo.fetch_range(desc, 12345, 100) == data[12345:12445]
         assert client.supports_range is True
@@ -175,10 +180,8 @@ def test_range_reads(registry_plain: RegistryServer) -> None:
 
 def test_tampered_blob_in_storage_is_detected(registry_plain: RegistryServer) -> None:
     data = random_blob(2 * MiB, seed=6)
-    desc = desc_of(data)
     with client_for(registry_plain) as client:
-        repo = client.repository(unique())
-        repo.push(desc, bytes_source(data))
+        repo, desc = _pushed_blob(client, data)
         stored = (
             registry_plain.root_dir
             / "docker/registry/v2/blobs/sha256"
