@@ -79,17 +79,25 @@ def _refused(server: CraftedRegistry, tmp_path: Path) -> UnsafeContentError:
     return caught.value
 
 
+def _archive_refused(
+    server: CraftedRegistry, tmp_path: Path, members: list[Member]
+) -> UnsafeContentError:
+    """A model of one archive layer of ``members``, whose pull must be refused."""
+    server.model("m", "v1", [(WEIGHT_TAR, _tar(members), {TITLE: "w"})])
+    return _refused(server, tmp_path)
+
+
 def test_symlink_chain_escapes_output(registry: CraftedRegistry, tmp_path: Path) -> None:
     """The issue's repro: a link through a link climbs out to /etc/passwd."""
-    layer = _tar(
+    error = _archive_refused(
+        registry,
+        tmp_path,
         [
             ("file", "p/q/f", "data"),
             ("sym", "p/q/r", "../.."),
             ("sym", "pw", "p/q/r/../../../etc/passwd"),
-        ]
+        ],
     )
-    registry.model("m", "v1", [(WEIGHT_TAR, layer, {TITLE: "w"})])
-    error = _refused(registry, tmp_path)
     assert "'pw'" in error.message and "'p/q/r'" in error.message
     assert error.hint
 
@@ -98,42 +106,32 @@ def test_link_through_link_to_sibling_of_output(registry: CraftedRegistry, tmp_p
     """``e -> p/q/r/../x/secret`` reaches a file beside the output directory."""
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "secret").write_text("s3cret")
-    layer = _tar(
-        [
-            ("file", "p/q/f", "data"),
-            ("sym", "p/q/r", "../.."),
-            ("sym", "e", "p/q/r/../x/secret"),
-        ]
+    error = _archive_refused(
+        registry,
+        tmp_path,
+        [("file", "p/q/f", "data"), ("sym", "p/q/r", "../.."), ("sym", "e", "p/q/r/../x/secret")],
     )
-    registry.model("m", "v1", [(WEIGHT_TAR, layer, {TITLE: "w"})])
-    error = _refused(registry, tmp_path)
     assert "'e'" in error.message
 
 
 def test_link_chain_in_any_member_order(registry: CraftedRegistry, tmp_path: Path) -> None:
     """The link that escapes comes before the link it goes through."""
-    layer = _tar(
+    _archive_refused(
+        registry,
+        tmp_path,
         [
             ("sym", "pw", "a/b/up/../../../etc/passwd"),
             ("dir", "a/b", ""),
             ("sym", "a/b/up", "../.."),
-        ]
+        ],
     )
-    registry.model("m", "v1", [(WEIGHT_TAR, layer, {TITLE: "w"})])
-    _refused(registry, tmp_path)
 
 
 def test_hardlink_through_symlink(registry: CraftedRegistry, tmp_path: Path) -> None:
     """A hard link's source is named through a symbolic link: refused, whatever it names."""
-    layer = _tar(
-        [
-            ("file", "x", "data"),
-            ("sym", "d/a", ".."),
-            ("hard", "h", "d/a/x"),
-        ]
+    error = _archive_refused(
+        registry, tmp_path, [("file", "x", "data"), ("sym", "d/a", ".."), ("hard", "h", "d/a/x")]
     )
-    registry.model("m", "v1", [(WEIGHT_TAR, layer, {TITLE: "w"})])
-    error = _refused(registry, tmp_path)
     assert "through the symbolic link 'd/a'" in error.message
 
 
@@ -161,9 +159,9 @@ def test_file_layer_written_through_archive_link(registry: CraftedRegistry, tmp_
 
 def test_link_loop_is_refused(registry: CraftedRegistry, tmp_path: Path) -> None:
     """Links that never end are refused like the kernel's ELOOP, not followed forever."""
-    layer = _tar([("sym", "a", "b"), ("sym", "b", "a"), ("sym", "c", "a/x")])
-    registry.model("m", "v1", [(WEIGHT_TAR, layer, {TITLE: "w"})])
-    error = _refused(registry, tmp_path)
+    error = _archive_refused(
+        registry, tmp_path, [("sym", "a", "b"), ("sym", "b", "a"), ("sym", "c", "a/x")]
+    )
     assert "more than 40 links" in error.message
 
 
