@@ -809,52 +809,41 @@ class RegistryClient:
         # the token service's own deadline: its retries and body included
         deadline = DocumentDeadline(self.document_deadline, host, what, httpx.URL(url))
         with active(deadline):
-            return self._token_attempts(
-                method, url, params=params, data=data, headers=headers, what=what, host=host
-            )
-
-    def _token_attempts(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: list[tuple[str, str]] | None,
-        data: dict[str, str] | None,
-        headers: dict[str, str],
-        what: str,
-        host: str,
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        state = self.retry.start()
-        while True:
-            state.begin()
-            try:
-                request = self._http.build_request(
-                    method,
-                    url,
-                    params=httpx.QueryParams(tuple(params)) if params else None,
-                    data=data,
-                    headers=headers,
-                )
-                response = self._http.send(request, stream=True, follow_redirects=True)
-            except httpx.TransportError as exc:
-                final = isinstance(exc, BoundExceeded) or is_permanent(exc)
-                if not final and state.wait():
-                    continue
-                raise network_error(
-                    exc, host=host, what=what, attempts=state.attempts, scheme=httpx.URL(url).scheme
-                ) from exc
-            status = response.status_code
-            if status in RETRY_STATUSES and state.can_retry():
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                self._discard(response)
-                if state.wait(retry_after):
-                    continue
-                return status, response.headers, b""
-            try:
-                body = read_capped(response, MAX_TOKEN_RESPONSE, what=f"the answer to {what}")
-            except httpx.TransportError as exc:
-                raise network_error(exc, host=host, what=what) from exc
-            return status, response.headers, body
+            state = self.retry.start()
+            while True:
+                state.begin()
+                try:
+                    request = self._http.build_request(
+                        method,
+                        url,
+                        params=httpx.QueryParams(tuple(params)) if params else None,
+                        data=data,
+                        headers=headers,
+                    )
+                    response = self._http.send(request, stream=True, follow_redirects=True)
+                except httpx.TransportError as exc:
+                    final = isinstance(exc, BoundExceeded) or is_permanent(exc)
+                    if not final and state.wait():
+                        continue
+                    raise network_error(
+                        exc,
+                        host=host,
+                        what=what,
+                        attempts=state.attempts,
+                        scheme=httpx.URL(url).scheme,
+                    ) from exc
+                status = response.status_code
+                if status in RETRY_STATUSES and state.can_retry():
+                    retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    self._discard(response)
+                    if state.wait(retry_after):
+                        continue
+                    return status, response.headers, b""
+                try:
+                    body = read_capped(response, MAX_TOKEN_RESPONSE, what=f"the answer to {what}")
+                except httpx.TransportError as exc:
+                    raise network_error(exc, host=host, what=what) from exc
+                return status, response.headers, body
 
     # ------------------------------------------------------------------ public API
     def ping(self) -> None:
