@@ -561,6 +561,8 @@ def _show_files(files: list[dict[str, Any]]) -> None:
             role = f"{f['parts']} parts"
         elif kind in ("archive", "skipped"):
             role = f"{kind} {role}"
+        elif kind == "grouped":
+            role = f"in group {str(f['group'])[:19]}"
         flag = "  UNSAFE (pickle: loading it runs code)" if f.get("unsafe") else ""
         decided = f.get("role") or {}
         said = f"  [{decided.get('role') or 'no role'}: {decided.get('reason')}]" if decided else ""

@@ -47,7 +47,13 @@ from modelreg.model.digests import DigestCache
 from modelreg.model.formats import UNSAFE_EXTENSIONS
 from modelreg.model.grouping import GroupPolicy, grouping_policy
 from modelreg.model.hf import require_snapshot
-from modelreg.model.layerfiles import LayerFile, layer_files, read_config
+from modelreg.model.layerfiles import (
+    GroupedFile,
+    LayerFile,
+    group_members,
+    layer_files,
+    read_config,
+)
 from modelreg.model.pack import (
     DEFAULT_IGNORE,
     ModelMetadata,
@@ -233,6 +239,7 @@ def _file_rows(manifest: Manifest, config: dict[str, Any] | None) -> list[dict[s
     A manifest pull would refuse is shown layer by layer, with the paths it declares."""
     try:
         files = layer_files(manifest, config)
+        groups = group_members(files)
     except ModelRegError:
         return [
             {
@@ -246,7 +253,28 @@ def _file_rows(manifest: Manifest, config: dict[str, Any] | None) -> list[dict[s
             }
             for layer in manifest.layers
         ]
-    return [_file_row(f) for f in files]
+    rows: list[dict[str, Any]] = []
+    for i, f in enumerate(files):
+        members = groups.get(i)
+        if members is None:
+            rows.append(_file_row(f))
+        else:
+            rows.extend(_grouped_row(m) for m in members)
+    return rows
+
+
+def _grouped_row(m: GroupedFile) -> dict[str, Any]:
+    """A file of a small-file group: listed like a file, with the group it rides in."""
+    return {
+        "path": m.path,
+        "kind": "grouped",
+        "mediaType": m.group.media_type,
+        "size": m.size,
+        "digest": str(m.digest),
+        "group": str(m.group.digest),
+        "untested": False,
+        "unsafe": Path(m.path).suffix.lower() in _PICKLE_ONLY,
+    }
 
 
 def _file_row(f: LayerFile) -> dict[str, Any]:

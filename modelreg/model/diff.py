@@ -32,7 +32,7 @@ from typing import Any
 
 from modelreg.content.base import ReadOnlyTarget
 from modelreg.model.formats import ModelFileInfo
-from modelreg.model.layerfiles import layer_files
+from modelreg.model.layerfiles import group_members, layer_files
 from modelreg.model.producers import SplitFile
 from modelreg.model.tensors import BlobSource, FetchCounter, SplitSource, describe_file
 from modelreg.oci.descriptor import Descriptor
@@ -55,7 +55,8 @@ class LogicalFile:
     blobs: tuple[Descriptor, ...]
     split: SplitFile | None = None
     kind: str = "file"
-    """``file``, ``compressed``, ``split`` or ``archive`` (:data:`LayerKind`)."""
+    """``file``, ``compressed``, ``split``, ``archive`` (:data:`LayerKind`) or ``grouped``
+    (a file of a small-file group, named by the group's member table)."""
 
 
 def logical_files(manifest: Manifest, config: Mapping[str, Any] | None = None) -> list[LogicalFile]:
@@ -63,8 +64,17 @@ def logical_files(manifest: Manifest, config: Mapping[str, Any] | None = None) -
     grouped into their file, archives named by what they hold; skipped layers left out.
     An archive whose name is already taken is told apart by its digest."""
     out: dict[str, LogicalFile] = {}
-    for f in layer_files(manifest, config):
+    files = layer_files(manifest, config)
+    groups = group_members(files)
+    for i, f in enumerate(files):
         if f.path is None:
+            continue
+        members = groups.get(i)
+        if members is not None:
+            # a small-file group: each member by its own digest; its bytes are the
+            # group's (one blob, counted once however many members changed)
+            for m in members:
+                out[m.path] = LogicalFile(m.path, str(m.digest), m.size, f.blobs, None, "grouped")
             continue
         name = f.path
         if name in out:

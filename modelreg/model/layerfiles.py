@@ -60,6 +60,7 @@ from typing import Any, Final, Literal
 from modelreg.content.base import ReadOnlyTarget, fetch_bytes
 from modelreg.errors import UnsafeContentError
 from modelreg.model import annotations as ann
+from modelreg.model import grouping
 from modelreg.model.archive import PathClaims
 from modelreg.model.paths import safe_relpath
 from modelreg.model.producers import (
@@ -77,9 +78,11 @@ from modelreg.oci.manifest import Manifest
 
 __all__ = [
     "ROOT",
+    "GroupedFile",
     "LayerFile",
     "LayerKind",
     "config_names_paths",
+    "group_members",
     "kitfile_paths",
     "layer_files",
     "read_config",
@@ -125,6 +128,43 @@ class LayerFile:
     def descriptor(self) -> Descriptor:
         """The file as one blob (its layer; a split file's whole-file descriptor)."""
         return self.split.descriptor if self.split is not None else self.blobs[0]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedFile:
+    """One file inside a small-file group layer, as the layer's member table (covered by
+    the manifest digest) describes it: what ``inspect`` and ``diff`` list instead of the
+    group, and what ``pull`` writes at that path."""
+
+    path: str
+    size: int
+    digest: Digest
+    mode: int
+    group: LayerFile
+    """The group layer holding it (kind ``archive``)."""
+
+
+def group_members(files: list[LayerFile]) -> dict[int, list[GroupedFile]]:
+    """The files of every small-file group among ``files``, by the group's position in
+    ``files``. Members are claimed with every other file, so a table naming a path that
+    another layer already writes (or a directory of one) is refused, as pull refuses it.
+    Raises what :func:`~modelreg.model.grouping.group_rows` raises on a malformed table."""
+    out: dict[int, list[GroupedFile]] = {}
+    for i, f in enumerate(files):
+        if f.kind != "archive":
+            continue
+        rows = grouping.group_rows(f.blobs[0])
+        if rows is not None:
+            out[i] = [GroupedFile(r.path, r.size, r.digest, r.mode, f) for r in rows]
+    if out:
+        claims = PathClaims()
+        for f in files:
+            if f.kind in ("file", "compressed", "split") and f.path is not None:
+                claims.claim_file(f.path, f"file {f.path!r}")
+        for members in out.values():
+            for m in members:
+                claims.claim_file(m.path, f"group member {m.path!r}")
+    return out
 
 
 def config_names_paths(manifest: Manifest) -> bool:

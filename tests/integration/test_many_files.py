@@ -106,3 +106,33 @@ def test_pull_include_extracts_only_matching_members(registry_plain, tmp_path):
     pulled = tree(out)
     assert pulled and all(p.startswith("part1/") for p in pulled)
     assert pulled == {p: v for p, v in tree(src).items() if p.startswith("part1/")}
+
+
+def test_inspect_and_diff_name_every_grouped_file(registry_plain, tmp_path):
+    """Issue 18 item 2: grouped files are listed one by one with size and digest (from the
+    member table the manifest digest covers), and diff names the one file that changed."""
+    import hashlib
+
+    src = many_files(tmp_path / "src", 300)
+    ref_a = f"{registry_plain.host}/many/listed:v1"
+    ref_b = f"{registry_plain.host}/many/listed:v2"
+    ok("push", str(src), ref_a)
+    changed = src / "part3" / "sub0" / "f00003.json"
+    changed.write_bytes(b"changed")
+    ok("push", str(src), ref_b)
+    files = ok("inspect", ref_b)["files"]
+    listed = {f["path"]: f for f in files}
+    want = tree(src)
+    assert set(listed) == set(want)
+    for path, (data, _exec) in want.items():
+        row = listed[path]
+        assert row["size"] == len(data)
+        assert row["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    grouped = [f for f in files if f["kind"] == "grouped"]
+    assert {f["path"] for f in grouped} == {p for p in want if p.endswith(".json")}
+    assert all(f["group"].startswith("sha256:") for f in grouped)
+    assert listed["big.bin"]["kind"] == "file"
+    diff = ok("diff", ref_a, ref_b)
+    moved = {f["path"]: f["status"] for f in diff["files"] if f["status"] != "unchanged"}
+    assert moved == {"part3/sub0/f00003.json": "changed"}
+    assert len(diff["files"]) == len(want)
