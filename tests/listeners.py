@@ -1,5 +1,5 @@
-"""A loopback port that accepts connections and never says a word: a hung registry, for
-tests of timeouts and budgets (unit, integration and hostile alike)."""
+"""Loopback servers for tests: a port that accepts connections and never says a word (a
+hung registry, for tests of timeouts and budgets), and an HTTP server run from a thread."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 
 @contextlib.contextmanager
@@ -37,3 +39,27 @@ def silent_listener(backlog: int = 16) -> Iterator[int]:
         for conn in held:
             conn.close()
         listener.close()
+
+
+class ServedInThread:
+    """An HTTP server on a loopback port, served from a thread while the ``with`` block
+    runs; a subclass passes its request handler class."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -27,12 +27,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
+
+from tests.listeners import ServedInThread
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MODEL_CONFIG = "application/vnd.cncf.model.config.v1+json"
@@ -82,7 +83,7 @@ class _Object:
     media_type: str
 
 
-class CraftedRegistry:
+class CraftedRegistry(ServedInThread):
     """A loopback registry serving crafted content; use as a context manager."""
 
     def __init__(self) -> None:
@@ -116,25 +117,7 @@ class CraftedRegistry:
             def do_PATCH(self) -> None:
                 registry._handle(self, "PATCH")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> CraftedRegistry:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
     # -- what the test stores -------------------------------------------------------
 

@@ -18,6 +18,7 @@ import pytest
 from modelreg import Client, RemoteOptions
 from modelreg.errors import TransferTooSlowError
 from tests.hostile.crafted import CraftedRegistry, Reply, Seen
+from tests.listeners import ServedInThread
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 TITLE = "org.opencontainers.image.title"
@@ -144,11 +145,11 @@ def test_trickling_token_realm_hits_the_document_deadline(
     assert "token" in info.value.message
 
 
-class _SlowReader:
+class _SlowReader(ServedInThread):
     """A loopback registry that accepts uploads but reads their bodies at a trickle."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.bytes_read = 0
         owner = self
@@ -189,20 +190,7 @@ class _SlowReader:
             do_PUT = _drain_slowly
             do_PATCH = _drain_slowly
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.host = f"127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> _SlowReader:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.mark.timeout(30)
