@@ -95,6 +95,16 @@ def _check_range(meta: TensorMeta, offset: int, length: int) -> None:
         )
 
 
+def _check_tensor(
+    by_name: Mapping[str, TensorSpec], owner: object, name: str, offset: int, length: int
+) -> None:
+    """Refuses a tensor ``owner`` does not have, or a range outside it."""
+    spec = by_name.get(name)
+    if spec is None:
+        raise NotFoundError(f"{owner} has no tensor {name!r}")
+    _check_range(spec, offset, length)
+
+
 class InMemoryTensorSource:
     """Tensors given as ``{name: (dtype, shape, data)}`` (tests, small fixtures)."""
 
@@ -163,10 +173,7 @@ class SafetensorsFileSource:
         return list(self._specs)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
-        spec = self._by_name.get(name)
-        if spec is None:
-            raise NotFoundError(f"{self.path} has no tensor {name!r}")
-        _check_range(spec, offset, length)
+        _check_tensor(self._by_name, self.path, name, offset, length)
         data = self._file.read_at(self._offsets[name] + offset, length)
         if len(data) != length:
             raise IntegrityError(f"{self.path} shrank while it was read")
@@ -218,10 +225,7 @@ class LazyModelSource:
         return list(self._specs)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
-        spec = self._by_name.get(name)
-        if spec is None:
-            raise NotFoundError(f"{self.handle.reference} has no tensor {name!r}")
-        _check_range(spec, offset, length)
+        _check_tensor(self._by_name, self.handle.reference, name, offset, length)
         path, start, _ = self._where[name]
         if length == 0:
             return b""
