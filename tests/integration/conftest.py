@@ -104,6 +104,15 @@ def pull_through_cache(
     return start
 
 
+@pytest.fixture
+def behind_cache(
+    registry_factory: RegistryFactory, pull_through_cache: Any
+) -> tuple[RegistryServer, RegistryServer]:
+    """(a plain upstream, a pull-through cache in front of it)."""
+    upstream = registry_factory()
+    return upstream, pull_through_cache(upstream)
+
+
 @pytest.fixture(scope="module")
 def fake() -> FakeSigstore:
     """The tests' private Sigstore (CA, log, OIDC tokens), one per module."""

@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from modelreg import Client, RemoteOptions
 from modelreg.errors import NetworkError
 from tests.hostile.crafted import CraftedRegistry
 from tests.integration.registry_server import RegistryServer, _stop_process, free_port
+from tests.listeners import silent_listener
 
 StartCache = Callable[[RegistryServer], RegistryServer]
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB: read through the bulk path
@@ -64,27 +66,34 @@ def _pull(ref: str, out: Path, hosts: Path, warnings: list[str] | None = None) -
         return client.pull(ref, out, cache=False)
 
 
-def test_pull_goes_through_the_pull_through_cache(
-    registry_factory: Callable[..., RegistryServer],
-    pull_through_cache: StartCache,
-    tmp_path: Path,
-) -> None:
-    upstream = registry_factory()
-    cache = pull_through_cache(upstream)
-    ref = _push(upstream, tmp_path)
+def _pull_via(
+    cache: RegistryServer, upstream: RegistryServer, ref: str, tmp_path: Path, capabilities: str
+) -> tuple[Any, int, int]:
+    """Pull ``ref`` with ``cache`` as the upstream's mirror (its ``capabilities``), check
+    the copy; (the result, bytes from the cache, bytes from the upstream)."""
     hosts = _hosts_dir(
         tmp_path,
         upstream.host,
         f'server = "http://{upstream.host}"\n\n'
-        f'[host."http://{cache.host}"]\n  capabilities = ["pull", "resolve"]\n',
+        f'[host."http://{cache.host}"]\n  capabilities = [{capabilities}]\n',
     )
     with Client(RemoteOptions(hosts_dirs=(str(hosts),))) as client:
         result = client.pull(ref, tmp_path / "out", cache=False)
         registry = client.registry(upstream.host)
         (mirror,) = registry.mirrors
-        served_by_mirror = mirror.client.stats.bytes_received
-        served_by_upstream = registry.stats.bytes_received
+        counts = mirror.client.stats.bytes_received, registry.stats.bytes_received
     assert (tmp_path / "out" / "weights.bin").read_bytes() == WEIGHTS
+    return result, *counts
+
+
+def test_pull_goes_through_the_pull_through_cache(
+    behind_cache: tuple[RegistryServer, RegistryServer], tmp_path: Path
+) -> None:
+    upstream, cache = behind_cache
+    ref = _push(upstream, tmp_path)
+    result, served_by_mirror, served_by_upstream = _pull_via(
+        cache, upstream, ref, tmp_path, '"pull", "resolve"'
+    )
     assert result.digest in result.reference
     assert _blob_gets(cache) >= 3  # config and layers came through the cache
     assert served_by_mirror >= len(WEIGHTS)
@@ -111,13 +120,47 @@ def test_dead_mirror_falls_back_to_the_upstream(
     assert len([w for w in warnings if dead in w]) == 1, warnings
 
 
-def test_upstream_down_digest_from_the_cache_tag_fails_clearly(
-    registry_factory: Callable[..., RegistryServer],
-    pull_through_cache: StartCache,
-    tmp_path: Path,
+def test_a_hung_mirror_costs_the_timeout_once_then_the_upstream_serves(
+    registry_factory: Callable[..., RegistryServer], tmp_path: Path
 ) -> None:
     upstream = registry_factory()
-    cache = pull_through_cache(upstream)
+    ref = _push(upstream, tmp_path)
+    warnings: list[str] = []
+    with silent_listener() as port:
+        hung = f"127.0.0.1:{port}"
+        hosts = _hosts_dir(
+            tmp_path, upstream.host, f'server = "http://{upstream.host}"\n[host."http://{hung}"]\n'
+        )
+        options = RemoteOptions(hosts_dirs=(str(hosts),), timeout=1.0, on_warning=warnings.append)
+        with Client(options) as client:
+            client.pull(ref, tmp_path / "out", cache=False)
+    assert (tmp_path / "out" / "weights.bin").read_bytes() == WEIGHTS
+    # reported once, then skipped for the rest of the pull: one timeout, not one per blob
+    assert len([w for w in warnings if hung in w]) == 1, warnings
+
+
+def _asked(server: RegistryServer, what: str) -> list[str]:
+    """The paths of the GET/HEAD requests for ``what`` (manifests, blobs) it answered."""
+    pattern = re.compile(r'"(?:GET|HEAD) (/v2/[^ ?"]*/' + what + r'/[^ ?"]*)[^ "]* HTTP/')
+    return [m.group(1) for line in server.log_text().splitlines() if (m := pattern.search(line))]
+
+
+def test_a_mirror_without_resolve_serves_blobs_while_tags_resolve_upstream(
+    behind_cache: tuple[RegistryServer, RegistryServer], tmp_path: Path
+) -> None:
+    upstream, cache = behind_cache
+    ref = _push(upstream, tmp_path)
+    _, from_mirror, _ = _pull_via(cache, upstream, ref, tmp_path, '"pull"')
+    tag = "/manifests/" + ref.rsplit(":", 1)[1]
+    assert not [u for u in _asked(cache, "manifests") if u.endswith(tag)]
+    assert [u for u in _asked(upstream, "manifests") if u.endswith(tag)]
+    assert _asked(cache, "blobs") and from_mirror >= len(WEIGHTS)
+
+
+def test_upstream_down_digest_from_the_cache_tag_fails_clearly(
+    behind_cache: tuple[RegistryServer, RegistryServer], tmp_path: Path
+) -> None:
+    upstream, cache = behind_cache
     ref = _push(upstream, tmp_path)
     warm = _hosts_dir(
         tmp_path,

@@ -17,7 +17,13 @@ from modelreg.errors import InvalidInputError
 from modelreg.events import Event
 from tests.hostile.crafted import CraftedRegistry, sha256
 from tests.integration.registry_server import RegistryServer, _stop_process
-from tests.integration.test_mirrors import WEIGHTS, _blob_gets, _hosts_dir, _pull, _push
+from tests.integration.test_mirrors import (
+    WEIGHTS,
+    _blob_gets,
+    _hosts_dir,
+    _pull,
+    _push,
+)
 
 StartCache = Callable[[RegistryServer], RegistryServer]
 
@@ -33,12 +39,9 @@ def _wait_stored(cache: RegistryServer, count: int, timeout: float = 30.0) -> No
 
 
 def test_prefetch_warms_the_cache_so_pulls_survive_the_upstream(
-    registry_factory: Callable[..., RegistryServer],
-    pull_through_cache: StartCache,
-    tmp_path: Path,
+    behind_cache: tuple[RegistryServer, RegistryServer], tmp_path: Path
 ) -> None:
-    upstream = registry_factory()
-    cache = pull_through_cache(upstream)
+    upstream, cache = behind_cache
     ref = _push(upstream, tmp_path)
     events: list[Event] = []
     # no configuration at all: the cache is named on the command line
@@ -120,16 +123,14 @@ def test_prefetch_through_a_lying_mirror_reads_the_blob_again_from_upstream(
 
 
 def test_prefetch_cli(
-    registry_factory: Callable[..., RegistryServer],
-    pull_through_cache: StartCache,
+    behind_cache: tuple[RegistryServer, RegistryServer],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from modelreg_cli.main import app
     from typer.testing import CliRunner
 
-    upstream = registry_factory()
-    cache = pull_through_cache(upstream)
+    upstream, cache = behind_cache
     ref = _push(upstream, tmp_path)
     monkeypatch.setenv("MODELREG_HOSTS_DIR", "")
     runner = CliRunner()
