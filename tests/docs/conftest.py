@@ -1,6 +1,10 @@
 """Documentation blocks that name ``localhost:5000`` run against the integration
-suite's loopback Distribution registry: its fixture, imported from there."""
+suite's loopback Distribution registry, those that name ``localhost:5443`` against a
+fresh basic-auth TLS one: their fixtures, imported from there."""
 
 from __future__ import annotations
 
-from tests.integration.conftest import registry_plain  # noqa: F401  (fixture)
+from tests.integration.conftest import (  # noqa: F401  (fixtures)
+    registry_factory,
+    registry_plain,
+)

@@ -16,6 +16,12 @@ ones, as a reader's shell would.
 * A block that names ``localhost:5000`` runs against the suite's loopback
   Distribution registry (``registry_plain``), each file under a repository prefix
   of its own; ``/tmp/`` in a block is a ``tmp`` directory in the working directory.
+* A file that names ``localhost:5443`` gets a fresh registry with htpasswd basic
+  auth over TLS: user ``ci-bot``, the password in ``REGISTRY_PASSWORD``, and its CA
+  trusted through a ``hosts.toml`` in ``MODELREG_HOSTS_DIR`` (as a registry with a
+  public CA needs nothing).
+* The working directory also holds a copy of ``examples/wasm-mlp`` (its sources).
+* A FUSE mount a block leaves under the working directory is detached at the end.
 * ``console`` blocks: the lines after a ``$ `` command must each appear in what it
   printed (stdout and stderr, runs of spaces as one; ``...`` stands for anything).
 
@@ -29,10 +35,12 @@ import contextlib
 import io
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -58,6 +66,8 @@ from tests.docs.blocks import (
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 REGISTRY_NAME = "localhost:5000"
+AUTH_REGISTRY_NAME = "localhost:5443"
+AUTH_USER = "ci-bot"
 UNQUOTED_SPECIAL = re.compile(r"[$`*?~\[]")
 BIN = Path(sys.executable).parent
 
@@ -154,6 +164,7 @@ class DocRunner:
         self.cwd = work
         self.monkeypatch = monkeypatch
         self.registry: str | None = None
+        self.auth_registry: str | None = None
         self.runner = CliRunner()
         self.app = application().app
 
@@ -161,6 +172,8 @@ class DocRunner:
         text = text.replace("/tmp/", f"{self.work}/tmp/")
         if self.registry is not None:
             text = text.replace(REGISTRY_NAME, self.registry)
+        if self.auth_registry is not None:
+            text = text.replace(AUTH_REGISTRY_NAME, self.auth_registry)
         return text
 
     def fail(self, where: str, what: str, code: int | str, output: str) -> None:
@@ -215,16 +228,21 @@ class DocRunner:
             HTTPS_PROXY="http://127.0.0.1:9",
             NO_PROXY="127.0.0.1,localhost",
         )
-        done = subprocess.run(
-            ["bash", "-e", "-o", "pipefail", "-c", script],
-            cwd=self.cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        output = done.stdout + done.stderr
+        # output to a file, not a pipe: a command a block starts in the background
+        # (``modelreg mount ... &``) would hold a pipe open until it ends
+        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+            done = subprocess.run(
+                ["bash", "-e", "-o", "pipefail", "-c", script],
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                check=False,
+            )
+            log.seek(0)
+            output = log.read()
         if done.returncode != 0:
             self.fail(where, script, done.returncode, output)
         return output
@@ -278,6 +296,31 @@ def _runnable(path: Path) -> bool:
     return any(block.runs for block in read_markdown(path)[0])
 
 
+def _start_auth_registry(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh basic-auth TLS registry for ``localhost:5443``: its host. The password
+    goes to ``REGISTRY_PASSWORD``, its CA into a ``hosts.toml`` modelreg reads."""
+    server = request.getfixturevalue("registry_factory")(
+        auth="basic", tls=True, username=AUTH_USER, password=secrets.token_urlsafe(16)
+    )
+    monkeypatch.setenv("REGISTRY_PASSWORD", server.password)
+    hosts = Path(os.environ["MODELREG_HOSTS_DIR"]) / server.host
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "{server.url}"\nca = "{server.ca_file}"\n', encoding="utf-8"
+    )
+    return str(server.host)
+
+
+def _detach_mounts(work: Path) -> None:
+    """Detach any mount left under ``work`` (a block that failed between mount and
+    umount): its ``modelreg mount`` process then ends by itself."""
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in points:
+        if point.startswith(f"{work}/"):
+            subprocess.run(["fusermount3", "-u", "-z", point], capture_output=True, check=False)
+
+
 @pytest.mark.parametrize("path", [p for p in DOCS if _runnable(p)], ids=doc_id)
 def test_blocks_run(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
@@ -286,16 +329,27 @@ def test_blocks_run(
     work = tmp_path / "work"
     (work / "tmp").mkdir(parents=True)
     shutil.copytree(ROOT / "testdata" / "models", work / "testdata" / "models")
+    shutil.copytree(
+        ROOT / "examples" / "wasm-mlp",
+        work / "examples" / "wasm-mlp",
+        ignore=shutil.ignore_patterns("build", "__pycache__"),
+    )
     runner = DocRunner(path, work, monkeypatch)
-    if any(REGISTRY_NAME in "\n".join(block.body) for block in blocks):
+    text = "\n".join("\n".join(block.body) for block in blocks)
+    if REGISTRY_NAME in text:
         server = request.getfixturevalue("registry_plain")
         runner.registry = f"{server.host}/docs-{path.stem.lower()}"
-    for block in blocks:
-        if block.lang == "python":
-            runner.run_python(block)
-        else:
-            for command in commands_of(block):
-                runner.run_command(block, command)
+    if AUTH_REGISTRY_NAME in text:
+        runner.auth_registry = _start_auth_registry(request, monkeypatch)
+    try:
+        for block in blocks:
+            if block.lang == "python":
+                runner.run_python(block)
+            else:
+                for command in commands_of(block):
+                    runner.run_command(block, command)
+    finally:
+        _detach_mounts(work)
 
 
 # ------------------------------------------------------------ the two set-ups
