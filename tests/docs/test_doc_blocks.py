@@ -43,7 +43,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from typer.testing import CliRunner
@@ -176,7 +176,7 @@ class DocRunner:
             text = text.replace(AUTH_REGISTRY_NAME, self.auth_registry)
         return text
 
-    def fail(self, where: str, what: str, code: int | str, output: str) -> None:
+    def fail(self, where: str, what: str, code: int | str, output: str) -> NoReturn:
         pytest.fail(f"{where}: `{what}` exited {code}\n{output}", pytrace=False)
 
     # -------------------------------------------------------------- shell lines
@@ -231,16 +231,20 @@ class DocRunner:
         # output to a file, not a pipe: a command a block starts in the background
         # (``modelreg mount ... &``) would hold a pipe open until it ends
         with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-            done = subprocess.run(
-                ["bash", "-e", "-o", "pipefail", "-c", script],
-                cwd=self.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=120,
-                check=False,
-            )
+            try:
+                done = subprocess.run(
+                    ["bash", "-e", "-o", "pipefail", "-c", script],
+                    cwd=self.cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=120,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                log.seek(0)
+                self.fail(where, script, "nothing: still running after 120 s", log.read())
             log.seek(0)
             output = log.read()
         if done.returncode != 0:
