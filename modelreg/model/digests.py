@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -348,16 +347,11 @@ class DigestCache:
         self, real: str, algorithm: str, ident: tuple[int, int, int, int]
     ) -> Digest | None:
         """The recorded digest of ``real`` if it was recorded for this very file state."""
-        with self._db.lock:
-            db = self._db.connection()
-            row = None
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    row = db.execute(
-                        "SELECT dev, ino, size, mtime_ns, digest FROM digests "
-                        "WHERE path = ? AND algorithm = ?",
-                        (real, algorithm),
-                    ).fetchone()
+        rows = self._db.select(
+            "SELECT dev, ino, size, mtime_ns, digest FROM digests WHERE path = ? AND algorithm = ?",
+            (real, algorithm),
+        )
+        row = rows[0] if rows else None
         if row is None or tuple(row[:4]) != ident:
             return None
         return Digest.parse(row[4])
@@ -365,28 +359,19 @@ class DigestCache:
     def _store_digest(
         self, real: str, algorithm: str, ident: tuple[int, int, int, int], digest: Digest
     ) -> None:
-        with self._db.lock:
-            db = self._db.connection()
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute(
-                        "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (real, *ident, algorithm, str(digest)),
-                    )
+        self._db.execute(
+            "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (real, *ident, algorithm, str(digest)),
+        )
 
     def _cached_table(
         self, real: str, geometry: ChunkGeometry, ident: tuple[int, int, int, int]
     ) -> ChunkTable | None:
-        with self._db.lock:
-            db = self._db.connection()
-            row = None
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    row = db.execute(
-                        "SELECT dev, ino, size, mtime_ns, digests FROM chunks "
-                        "WHERE path = ? AND geometry = ?",
-                        (real, geometry.key),
-                    ).fetchone()
+        rows = self._db.select(
+            "SELECT dev, ino, size, mtime_ns, digests FROM chunks WHERE path = ? AND geometry = ?",
+            (real, geometry.key),
+        )
+        row = rows[0] if rows else None
         if row is None or tuple(row[:4]) != ident or not isinstance(row[4], bytes):
             return None
         table = ChunkTable(geometry, ident[2], row[4])
@@ -395,14 +380,10 @@ class DigestCache:
         return table
 
     def _store_table(self, real: str, ident: tuple[int, int, int, int], table: ChunkTable) -> None:
-        with self._db.lock:
-            db = self._db.connection()
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute(
-                        "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (real, table.geometry.key, *ident, table.digests),
-                    )
+        self._db.execute(
+            "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (real, table.geometry.key, *ident, table.digests),
+        )
 
     def split_digests(
         self,
@@ -432,16 +413,12 @@ class DigestCache:
         st = os.stat(real)
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         key = split.spans_key(spans)
-        with self._db.lock:
-            db = self._db.connection()
-            row = None
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    row = db.execute(
-                        "SELECT dev, ino, size, mtime_ns, whole, digests FROM parts "
-                        "WHERE path = ? AND algorithm = ? AND spans = ?",
-                        (real, algorithm, key),
-                    ).fetchone()
+        rows = self._db.select(
+            "SELECT dev, ino, size, mtime_ns, whole, digests FROM parts "
+            "WHERE path = ? AND algorithm = ? AND spans = ?",
+            (real, algorithm, key),
+        )
+        row = rows[0] if rows else None
         table = self._cached_table(real, geometry, ident) if geometry is not None else None
         if row is not None and tuple(row[:4]) == ident and (geometry is None or table is not None):
             cached: list[Digest] = []
@@ -463,20 +440,14 @@ class DigestCache:
         table = chunks.finish() if chunks is not None else None
         after = os.stat(real)
         unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-        with self._db.lock:
-            db = self._db.connection()
-            if db is not None and unchanged:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute(
-                        "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (real, algorithm, key, *ident, str(whole), ",".join(map(str, parts))),
-                    )
-                    db.execute(
-                        "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (real, *ident, algorithm, str(whole)),
-                    )
-        if table is not None and unchanged:
-            self._store_table(real, ident, table)
+        if unchanged:
+            self._db.execute(
+                "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (real, algorithm, key, *ident, str(whole), ",".join(map(str, parts))),
+            )
+            self._store_digest(real, algorithm, ident, whole)
+            if table is not None:
+                self._store_table(real, ident, table)
         return whole, parts, table
 
     def _reference(
@@ -484,17 +455,11 @@ class DigestCache:
     ) -> tuple[str, list[Digest], tuple[int, int, int, int]] | None:
         """Another file hashed with the same spans and unchanged since (a previous
         checkpoint): its span digests let :func:`split.hash_spans` skip equal spans."""
-        with self._db.lock:
-            db = self._db.connection()
-            rows: list[tuple[str, int, int, int, int, str]] = []
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    rows = db.execute(
-                        "SELECT path, dev, ino, size, mtime_ns, digests FROM parts "
-                        "WHERE algorithm = ? AND spans = ? AND path != ? ORDER BY rowid DESC "
-                        "LIMIT 8",
-                        (algorithm, key, real),
-                    ).fetchall()
+        rows = self._db.select(
+            "SELECT path, dev, ino, size, mtime_ns, digests FROM parts "
+            "WHERE algorithm = ? AND spans = ? AND path != ? ORDER BY rowid DESC LIMIT 8",
+            (algorithm, key, real),
+        )
         for path, *ident, joined in rows:
             identity = (ident[0], ident[1], ident[2], ident[3])
             if not self._still(path, identity):
