@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import os
 import re
 import shutil
@@ -30,12 +29,11 @@ from pathlib import Path
 
 import yaml
 
-from tests.integration.registry_server import free_port
+from tests.integration.registry_server import _probe, _stop_process, free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mirrors" / "nginx-cache.yaml"
 NGINX_BIN_ENV = "MODELREG_TEST_NGINX_BIN"
 STARTUP_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
 _PORT_ATTEMPTS = 5
 _ENVSUBST = re.compile(r"envsubst '([^']*)'")
 
@@ -120,7 +118,7 @@ class NginxCache:
         return f"http://{self.host}"
 
     def stop(self) -> None:
-        _stop(self.process)
+        _stop_process(self.process)
 
     def entries(self, digest: str) -> list[Path]:
         """Cache files holding (a slice of) the blob ``digest``."""
@@ -130,29 +128,6 @@ class NginxCache:
             for path in self.cache_dir.rglob("*")
             if path.is_file() and needle in path.read_bytes()[:4096]
         )
-
-
-def _probe(port: int) -> int | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", "/v2/")
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()  # nginx: fast shutdown
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait()
 
 
 def _launch(binary: Path, prefix: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -214,11 +189,11 @@ def start_nginx_cache(
         try:
             ready = _wait_ready(process, port)
         except BaseException:
-            _stop(process)
+            _stop_process(process)
             raise
         if ready:
             break
-        _stop(process)
+        _stop_process(process)
         log = error_log.read_text(errors="replace")[log_start:]
         if "Address already in use" not in log:
             raise RuntimeError(f"nginx exited with {process.returncode}:\n{log}")
@@ -230,7 +205,7 @@ def start_nginx_cache(
     try:
         yield cache
     finally:
-        _stop(process)
+        _stop_process(process)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int) -> bool:
@@ -239,7 +214,7 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int) -> bool:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
-        if _probe(port) == 200:
+        if _probe("127.0.0.1", port, None) == 200:
             return True
         time.sleep(0.02)
     raise RuntimeError(f"nginx did not answer on 127.0.0.1:{port} within {STARTUP_TIMEOUT}s")
