@@ -37,8 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT))
 
 import make_models  # noqa: E402
+from _common import publish, upload_url  # noqa: E402
 from lazy_bench import write_v1  # noqa: E402
 from registry_server import start_registry  # noqa: E402
 
@@ -98,15 +97,6 @@ def modelreg_cmd() -> list[str]:
         f"import sys; sys.path.insert(0, {str(SRC)!r}); from modelreg_cli.main import run; run()"
     )
     return [sys.executable, "-c", runner]
-
-
-def upload_url(base: str, repo: str, digest: str) -> str:
-    req = urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", data=b"", method="POST")
-    with urllib.request.urlopen(req) as resp:
-        location = resp.headers["Location"]
-    url = urllib.parse.urljoin(base + "/", location)
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}digest={urllib.parse.quote(digest, safe='')}"
 
 
 def run_tool(
@@ -230,11 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- {'PASS' if read['all_get_bytes'] <= bound else 'FAIL'}: one tensor ≤ 1.1x its size "
         f"+ 1 MiB: {read['all_get_bytes']:,} ≤ {bound:,.0f}",
     ]
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if args.record is not None:
-        with open(args.record, "a", encoding="utf-8") as f:
-            f.write("\n" + section)
+    publish("\n".join(lines) + "\n", args.record)
     return 0
 
 

@@ -64,6 +64,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import make_models  # noqa: E402
+from _common import publish  # noqa: E402
 from registry_server import start_registry  # noqa: E402
 
 from modelreg.client import Client, RemoteOptions  # noqa: E402
@@ -330,11 +331,7 @@ def load_bench(args: argparse.Namespace, model: Path) -> int:
         f"- {'PASS' if over <= 300 else 'FAIL'}: load peak RSS ≤ model + 300 MB: "
         f"model + {over:.0f} MB"
     )
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if args.record is not None:
-        with open(args.record, "a", encoding="utf-8") as f:
-            f.write("\n" + section)
+    publish("\n".join(lines) + "\n", args.record)
     return 0
 
 
@@ -456,11 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("")
     for text, ok, value in checks:
         lines.append(f"- {'PASS' if ok else 'FAIL'}: {text}: {value}")
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if args.record is not None:
-        with open(args.record, "a", encoding="utf-8") as f:
-            f.write("\n" + section)
+    publish("\n".join(lines) + "\n", args.record)
     return 0
 
 

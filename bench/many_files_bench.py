@@ -43,8 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +50,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH_DIR))
 
+from _common import upload_url  # noqa: E402
 from registry_server import start_registry  # type: ignore[import-not-found]  # noqa: E402
 
 from modelreg.units import parse_size  # noqa: E402
@@ -123,15 +123,6 @@ def run(cmd: list[str], env: dict[str, str] | None = None, shell: bool = False) 
         "rss": usage.ru_maxrss / 1024,
         "stdout": stdout,
     }
-
-
-def upload_url(base: str, repo: str, digest: str) -> str:
-    req = urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", data=b"", method="POST")
-    with urllib.request.urlopen(req) as resp:
-        location = resp.headers["Location"]
-    url = urllib.parse.urljoin(base + "/", location)
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}digest={urllib.parse.quote(digest, safe='')}"
 
 
 def home_env() -> tuple[dict[str, str], Path]:
