@@ -63,3 +63,21 @@ class ServedInThread:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class ForwardingHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 request handler that hands every method to :meth:`forward`
+    (the tests' proxies)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def forward(self) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self.forward()
+
+    do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = do_GET

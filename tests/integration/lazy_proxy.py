@@ -26,10 +26,12 @@ import subprocess
 import sys
 import threading
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
+
+from tests.listeners import ForwardingHandler
 
 Mode = Literal["pass", "flip", "strip-range"]
 _HOP = {
@@ -74,13 +76,8 @@ class LazyProxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _forward(self) -> None:
+        class Handler(ForwardingHandler):
+            def forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {
@@ -135,13 +132,6 @@ class LazyProxy:
                     if proxy.log_file is not None:
                         with open(proxy.log_file, "a", encoding="utf-8") as f:
                             f.write(json.dumps(asdict(entry)) + "\n")
-
-            do_GET = _forward
-            do_HEAD = _forward
-            do_PUT = _forward
-            do_POST = _forward
-            do_PATCH = _forward
-            do_DELETE = _forward
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

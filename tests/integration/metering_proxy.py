@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 
+from tests.listeners import ForwardingHandler
+
 _BLOB = re.compile(r"/blobs/(sha256:[0-9a-f]{64})")
 _HOP = {
     "connection",
@@ -62,21 +64,9 @@ class MeteringProxy:
         self._cond = threading.Condition()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _forward(self) -> None:
+        class Handler(ForwardingHandler):
+            def forward(self) -> None:
                 proxy._handle(self)
-
-            do_GET = _forward
-            do_HEAD = _forward
-            do_PUT = _forward
-            do_POST = _forward
-            do_PATCH = _forward
-            do_DELETE = _forward
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
