@@ -20,6 +20,11 @@ ones, as a reader's shell would.
   auth over TLS: user ``ci-bot``, the password in ``REGISTRY_PASSWORD``, and its CA
   trusted through a ``hosts.toml`` in ``MODELREG_HOSTS_DIR`` (as a registry with a
   public CA needs nothing).
+* A file that names ``trust_config.json`` gets the suite's private sigstore
+  (:class:`tests.integration.sigstore_fixtures.FakeSigstore`: Fulcio- and Rekor-like
+  services on loopback): ``trust_config.json`` and ``trusted_root.json`` in the
+  working directory, and in ``TOKEN`` an OIDC token for a GitHub Actions workflow of
+  ``github.com/acme``.
 * The working directory also holds a copy of ``examples/wasm-mlp`` (its sources).
 * A FUSE mount a block leaves under the working directory is detached at the end.
 * ``console`` blocks: the lines after a ``$ `` command must each appear in what it
@@ -62,12 +67,16 @@ from tests.docs.blocks import (
     segments,
     tokens,
 )
+from tests.integration.sigstore_fixtures import FakeSigstore
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 REGISTRY_NAME = "localhost:5000"
 AUTH_REGISTRY_NAME = "localhost:5443"
 AUTH_USER = "ci-bot"
+SIGSTORE_FILE = "trust_config.json"
+SIGSTORE_IDENTITY = "https://github.com/acme/models/.github/workflows/release.yml@refs/heads/main"
+SIGSTORE_ISSUER = "https://token.actions.githubusercontent.com"
 UNQUOTED_SPECIAL = re.compile(r"[$`*?~\[]")
 BIN = Path(sys.executable).parent
 
@@ -315,6 +324,16 @@ def _start_auth_registry(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
     return str(server.host)
 
 
+def _start_sigstore(
+    stack: contextlib.ExitStack, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The suite's private sigstore on loopback, its client trust config and trusted
+    root in ``work``, an identity token in ``TOKEN``."""
+    fake = FakeSigstore()
+    stack.enter_context(fake.serving(work))
+    monkeypatch.setenv("TOKEN", fake.identity_token(SIGSTORE_IDENTITY, SIGSTORE_ISSUER))
+
+
 def _detach_mounts(work: Path) -> None:
     """Detach any mount left under ``work`` (a block that failed between mount and
     umount): its ``modelreg mount`` process then ends by itself."""
@@ -345,15 +364,16 @@ def test_blocks_run(
         runner.registry = f"{server.host}/docs-{path.stem.lower()}"
     if AUTH_REGISTRY_NAME in text:
         runner.auth_registry = _start_auth_registry(request, monkeypatch)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(_detach_mounts, work)
+        if SIGSTORE_FILE in text:
+            _start_sigstore(stack, work, monkeypatch)
         for block in blocks:
             if block.lang == "python":
                 runner.run_python(block)
             else:
                 for command in commands_of(block):
                     runner.run_command(block, command)
-    finally:
-        _detach_mounts(work)
 
 
 # ------------------------------------------------------------ the two set-ups
