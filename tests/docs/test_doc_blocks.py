@@ -253,7 +253,7 @@ class DocRunner:
                 )
             except subprocess.TimeoutExpired:
                 log.seek(0)
-                self.fail(where, script, "nothing: still running after 120 s", log.read())
+                self.fail(where, script, "not: killed after 120 s", log.read())
             log.seek(0)
             output = log.read()
         if done.returncode != 0:
