@@ -307,11 +307,25 @@ def pull(
             )
         if save_signature is not None:
             _check_signature_path(save_signature, output)
+        policy = None
+        if verifying:
+            from modelreg.verify import policy_from_options
+
+            policy = policy_from_options(
+                keys=verify_key or [],
+                identities=identities,
+                identity_regexps=identity_regexps,
+                issuer=issuer,
+                required_attestations=require_attestation or [],
+                trusted_root=trusted_root,
+                offline=trusted_root is not None,
+            )
         bundle: bytes | None = None
         with cmd.client() as client, cmd.progress() as progress:
             if save_signature is not None:
-                # before any file is written: a model without one fails here (exit 3)
-                ref, bundle = _model_signature(client, ref)
+                # before any file is written: a model without one fails here (exit 3);
+                # when verifying, the signature saved is one the same keys accept
+                ref, bundle = _model_signature(client, ref, policy)
             if into is not None:
                 _pull_into(cmd, client, ref, into, include, progress)
                 return
@@ -324,18 +338,9 @@ def pull(
                 "cache_mode": _cache_mode(cache_mode, link),
                 "overwrite": overwrite,
             }
-            if verifying:
-                from modelreg.verify import policy_from_options, verify_before_pull
+            if policy is not None:
+                from modelreg.verify import verify_before_pull
 
-                policy = policy_from_options(
-                    keys=verify_key or [],
-                    identities=identities,
-                    identity_regexps=identity_regexps,
-                    issuer=issuer,
-                    required_attestations=require_attestation or [],
-                    trusted_root=trusted_root,
-                    offline=trusted_root is not None,
-                )
                 _, result = verify_before_pull(client, ref, output, policy, **kwargs)
             else:
                 result = client.pull(ref, output, **kwargs)
@@ -372,12 +377,13 @@ def _check_signature_path(path: Path, output: Path | None) -> None:
         )
 
 
-def _model_signature(client: Any, ref: str) -> tuple[str, bytes]:
-    """The pull's reference pinned to its digest, and that digest's model signature."""
+def _model_signature(client: Any, ref: str, policy: Any = None) -> tuple[str, bytes]:
+    """The pull's reference pinned to its digest, and that digest's model signature
+    (with ``policy``: the newest one it accepts)."""
     from modelreg.verify import model_signature_bundle
 
     resolved, target, desc = client.resolve(ref)
-    return str(resolved.with_digest(desc.digest)), model_signature_bundle(target, desc)
+    return str(resolved.with_digest(desc.digest)), model_signature_bundle(target, desc, policy)
 
 
 def _save_signature(path: Path, bundle: bytes, result: Any) -> None:

@@ -50,7 +50,14 @@ from modelreg.content.base import ReadOnlyTarget
 from modelreg.errors import VerificationError
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.reference import Reference
-from modelreg.verify._artifact import max_matching, prepare_policy, verify_artifact
+from modelreg.verify._artifact import (
+    Checked,
+    VerifyContext,
+    check_bundle,
+    max_matching,
+    prepare_policy,
+    verify_artifact,
+)
 from modelreg.verify._directory import DirectoryVerificationResult, verify_directory
 from modelreg.verify._types import (
     Authority,
@@ -200,24 +207,43 @@ def directory_argument(arg: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def model_signature_bundle(target: ReadOnlyTarget, desc: Descriptor) -> bytes:
+def model_signature_bundle(
+    target: ReadOnlyTarget, desc: Descriptor, policy: VerificationPolicy | None = None
+) -> bytes:
     """The newest model-level signature bundle (model-transparency, what
     ``model_signing verify`` and :func:`verify_directory` read) among the
     referrers of ``desc``.
 
-    Not verified here (the annotation that picks it is unauthenticated): the
-    bundle is checked when a directory is verified against it.
-    Raises :class:`~modelreg.errors.NotFoundError` when there is none.
+    Without ``policy`` it is not verified here (the annotation that picks it is
+    unauthenticated): the bundle is checked when a directory is verified against it.
+    With ``policy``, the newest one whose signature verifies under it: a model signed
+    both keyless and with a key gives the signature the caller will verify with, not
+    whichever is newest. Raises :class:`~modelreg.errors.NotFoundError` when there is
+    none (with ``policy``: none that the policy accepts).
     """
+    import hashlib
+
     from modelreg.attest.model_transparency import MODEL_SIGNING_PREDICATE
     from modelreg.attest.storage import iter_bundles
     from modelreg.errors import NotFoundError
 
+    context = VerifyContext(prepare_policy(policy)) if policy is not None else None
+    rejected = 0
     for item in iter_bundles(target, desc):
-        if isinstance(item, tuple):
+        if isinstance(item, tuple) or item.predicate_type_hint != MODEL_SIGNING_PREDICATE:
             continue
-        if item.predicate_type_hint == MODEL_SIGNING_PREDICATE:
+        if context is None:
             return item.data
+        digest = "sha256:" + hashlib.sha256(item.data).hexdigest()
+        if isinstance(check_bundle(item.data, digest, context), Checked):
+            return item.data
+        rejected += 1
+    if rejected:
+        raise NotFoundError(
+            f"{desc.digest} has {rejected} model-level signature(s), none by the keys or "
+            "identities given",
+            hint="pass the key or identity that signed the model",
+        )
     raise NotFoundError(
         f"{desc.digest} has no model-level signature",
         hint="sign it with `modelreg sign REF --key KEY` (without --no-model-signature)",

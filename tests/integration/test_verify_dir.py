@@ -121,3 +121,32 @@ def test_verify_dir_without_signature_says_what_to_pass(signed, tmp_path, monkey
     flat = " ".join(run("verify", "llm", "--key", str(pub)).output.split())
     assert f"--signature {Path('llm') / 'model.sig'}" in flat
     assert run("verify", "llm", "--key", str(pub), "--signature", "llm/model.sig").exit_code == 0
+
+
+def test_save_signature_with_verify_key_saves_the_signature_that_key_made(signed, tmp_path) -> None:
+    """A model signed by two keys, the other one newest: pulling with --verify-key A
+    saves A's model signature (the one a later `verify DIR --key A` accepts), not the
+    newest; a key that signed nothing gets no signature and no files."""
+    ref, pub_a = signed
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    priv_b, _pub_b = key_pair(tmp_path / "b")
+    ok("sign", ref, "--key", str(priv_b), env=NO_PASSWORD)
+    out = tmp_path / "out"
+    sig = tmp_path / "model.sig"
+    ok("pull", ref, "-o", str(out), "--verify-key", str(pub_a), "--save-signature", str(sig))
+    verified = run("verify", str(out), "--key", str(pub_a), "--signature", str(sig))
+    assert verified.exit_code == 0, verified.output
+    _priv_c, pub_c = key_pair(tmp_path / "c")
+    refused = run(
+        "pull",
+        ref,
+        "-o",
+        str(tmp_path / "c-out"),
+        "--verify-key",
+        str(pub_c),
+        "--save-signature",
+        str(tmp_path / "c.sig"),
+    )
+    assert refused.exit_code != 0
+    assert not (tmp_path / "c-out").exists() and not (tmp_path / "c.sig").exists()
