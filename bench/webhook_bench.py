@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures as cf
 import contextlib
 import http.client
@@ -310,6 +311,8 @@ async def _run_level(level: Level) -> dict[str, Any]:
     server's latency."""
     handshakes: list[float] = []
     counts = {"allowed": 0, "denied": 0, "shed": 0, "breaker": 0, "budget": 0, "errors": 0}
+    kinds: collections.Counter[str] = collections.Counter()
+    """Which connection errors, and whether before or in the measured window."""
     go = asyncio.Event()
     warm = [0]
     started = 0.0
@@ -330,8 +333,9 @@ async def _run_level(level: Level) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 if not level.warm_until or level.warm_until in answer:
                     break
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             counts["errors"] += 1
+            kinds[f"warm-up: {type(exc).__name__}"] += 1
             return
         warm[0] += 1
         await go.wait()
@@ -350,8 +354,9 @@ async def _run_level(level: Level) -> dict[str, Any]:
                     counts["breaker"] += 1
                 elif b"budget" in answer:
                     counts["budget"] += 1
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             counts["errors"] += 1
+            kinds[f"measured: {type(exc).__name__}"] += 1
         finally:
             writer.close()
 
@@ -371,6 +376,7 @@ async def _run_level(level: Level) -> dict[str, Any]:
         "first": first,
         "handshakes": handshakes,
         "counts": counts,
+        "error_kinds": dict(kinds),
         "wall": wall,
         "connect_s": connect_s,
         "client_cpu": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
@@ -453,6 +459,7 @@ def summarise(
         "over_budget": over_budget,
         "over_timeout": over_timeout,
         **result["counts"],
+        "error_kinds": result["error_kinds"],
         "connect_s": result["connect_s"],
         "client_cpu_s": result["client_cpu"],
         **server,
@@ -499,7 +506,7 @@ def run(
         f"max {row['max_ms']:7.1f} (first {row['first_max_ms']:.0f}, handshake p99 "
         f"{row['handshake_p99_ms']:.0f}) ms; "
         f">budget+0.5 {row['over_budget']} shed {row['shed']} "
-        f"circuit {row['breaker']} errors {row['errors']}; cpu server "
+        f"circuit {row['breaker']} errors {row['errors']} {row['error_kinds'] or ''}; cpu server "
         f"{row['server_cpu_s']:.1f}s client {row['client_cpu_s']:.1f}s; rss {peak:.0f} MB",
         flush=True,
     )
