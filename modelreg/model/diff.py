@@ -74,7 +74,7 @@ def logical_files(manifest: Manifest, config: Mapping[str, Any] | None = None) -
             # a small-file group: each member by its own digest; its bytes are the
             # group's (one blob, counted once however many members changed)
             for m in members:
-                out[m.path] = LogicalFile(m.path, str(m.digest), m.size, f.blobs, None, "grouped")
+                out[m.path] = LogicalFile(m.path, m.digest, m.size, f.blobs, None, "grouped")
             continue
         name = f.path
         if name in out:

@@ -138,10 +138,15 @@ class GroupedFile:
 
     path: str
     size: int
-    digest: Digest
+    sha256: str
+    """Its digest's hex, from the table."""
     mode: int
     group: LayerFile
     """The group layer holding it (kind ``archive``)."""
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.sha256}"
 
 
 def group_members(files: list[LayerFile]) -> dict[int, list[GroupedFile]]:
@@ -155,7 +160,7 @@ def group_members(files: list[LayerFile]) -> dict[int, list[GroupedFile]]:
             continue
         rows = grouping.group_rows(f.blobs[0])
         if rows is not None:
-            out[i] = [GroupedFile(r.path, r.size, r.digest, r.mode, f) for r in rows]
+            out[i] = [GroupedFile(r.path, r.size, r.sha256, r.mode, f) for r in rows]
     if out:
         claims = PathClaims()
         for f in files:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import posixpath
+import re
 import unicodedata
 
 from modelreg.errors import UnsafeContentError
 
 __all__ = ["safe_relpath"]
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
+"""NUL and the other control characters."""
 
 
 def safe_relpath(raw: str, what: str = "path") -> str:
@@ -17,7 +21,7 @@ def safe_relpath(raw: str, what: str = "path") -> str:
     (``/x``, ``C:``), any ``..`` component, and names that normalise to the
     directory itself.
     """
-    if not raw or "\x00" in raw or any(ord(c) < 0x20 for c in raw):
+    if not raw or _CONTROL.search(raw):
         raise UnsafeContentError(f"{what} {raw!r} is empty or contains control characters")
     if "\\" in raw:
         raise UnsafeContentError(f"{what} {raw!r} contains a backslash", hint="refused as unsafe")
@@ -26,9 +30,10 @@ def safe_relpath(raw: str, what: str = "path") -> str:
             f"{what} {raw!r} is absolute", hint="artifact paths must be relative"
         )
     parts = raw.split("/")
-    if any(p == ".." for p in parts):
+    if ".." in parts:
         raise UnsafeContentError(f"{what} {raw!r} escapes the output directory with '..'")
-    norm = posixpath.normpath(unicodedata.normalize("NFC", raw))
+    # an ASCII name is its own NFC form: skip the Unicode tables (a path per file)
+    norm = posixpath.normpath(raw if raw.isascii() else unicodedata.normalize("NFC", raw))
     if norm in (".", "") or norm.startswith("../"):
         raise UnsafeContentError(f"{what} {raw!r} does not name a file inside the directory")
     return norm
