@@ -136,3 +136,55 @@ def test_inspect_and_diff_name_every_grouped_file(registry_plain, tmp_path):
     moved = {f["path"]: f["status"] for f in diff["files"] if f["status"] != "unchanged"}
     assert moved == {"part3/sub0/f00003.json": "changed"}
     assert len(diff["files"]) == len(want)
+
+
+def test_groups_go_out_while_a_big_file_is_still_being_hashed(tmp_path):
+    """pack_directory announces each small-file group as soon as it is hashed, before a
+    big file's hash is done, so a push can send the groups beside the weights (issue 18:
+    the mixed model). The big file's hashing is held until every group was announced:
+    without the early announcement this would wait for ever (bounded here)."""
+    import threading
+
+    from modelreg.model.pack import pack_directory
+
+    src = many_files(tmp_path / "src", 400)
+    (src / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    announced: list[str] = []
+    all_groups = threading.Event()
+    expected: list[int] = []
+
+    def on_group(group) -> None:
+        announced.append(str(group.descriptor.digest))
+        if expected and len(announced) == expected[0]:
+            all_groups.set()
+
+    def on_hash(rel: str, path: Path, size: int) -> None:
+        if rel == "big.bin":
+            assert all_groups.wait(30), f"only {len(announced)} groups announced"
+
+    probe = pack_directory(src)  # how many groups this directory makes
+    expected.append(len(probe.groups))
+    assert expected[0] >= 2
+    packed = pack_directory(src, on_group=on_group, on_hash=on_hash)
+    assert sorted(announced) == sorted(str(g.descriptor.digest) for g in packed.groups)
+
+
+def test_a_mixed_model_sends_every_blob_once(registry_plain, tmp_path):
+    src = many_files(tmp_path / "src", 400)
+    (src / "weights.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    ref = f"{registry_plain.host}/many/mixed:v1"
+    pushed = ok("push", str(src), ref)
+    manifest = ok("inspect", ref)["manifest"]
+    import hashlib
+
+    from modelreg.lazy.chunkindex import ANN_CHUNK_INDEX
+
+    index = json.loads(manifest["annotations"][ANN_CHUNK_INDEX])  # the weights' chunk index
+    sizes = {layer["digest"]: layer["size"] for layer in manifest["layers"]}
+    sizes[manifest["config"]["digest"]] = manifest["config"]["size"]
+    sizes[index["digest"]] = index["size"]
+    sizes["sha256:" + hashlib.sha256(b"{}").hexdigest()] = 2  # the index's empty config
+    assert pushed["bytesSent"] == sum(sizes.values())  # each blob once, groups included
+    assert pushed["blobsSent"] == len(sizes)
+    ok("pull", ref, "-o", str(tmp_path / "out"))
+    assert tree(tmp_path / "out") == tree(src)
