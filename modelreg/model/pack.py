@@ -102,14 +102,12 @@ __all__ = [
     "Annotator",
     "BlobReady",
     "Chunking",
-    "GroupReady",
     "HashStarting",
     "ModelMetadata",
     "PackedFile",
     "PackedGroup",
     "PackedModel",
     "PackedPart",
-    "group_source",
     "pack_directory",
     "scan_directory",
     "slice_source",
@@ -490,9 +488,6 @@ HashStarting = Callable[[str, Path, int], None]
 """Told a file's relative path, real path and size just before it is hashed whole
 (its digest was not cached)."""
 
-GroupReady = Callable[["PackedGroup"], None]
-"""Told a small-file group as soon as it is laid out and hashed."""
-
 
 def _inspect_local(rel: str, real: Path) -> tuple[RoleGuess, ModelFileInfo | None, bool, str]:
     """(role, parsed header or None, pickle-based?, warning) for one file; reads headers only.
@@ -604,7 +599,6 @@ def pack_directory(
     workers: int = 2,
     on_blob: BlobReady | None = None,
     on_hash: HashStarting | None = None,
-    on_group: GroupReady | None = None,
     chunking: Chunking | None = None,
     annotator: Annotator | None = None,
     grouping: grp.GroupPolicy | None = None,
@@ -618,10 +612,8 @@ def pack_directory(
     digest is known, while other files (or later parts) are still being hashed.
     ``on_hash(relative_path, path, size)`` is called just before a file that is not
     split is read to be hashed (never when its digest is cached); ``on_blob``
-    follows once its digest is known, on the same thread. ``on_group(group)`` is
-    called for each small-file group once it is hashed, on the thread that hashed it:
-    groups are hashed first, so a push can send them while the big files are still
-    being hashed. None of these changes what is returned.
+    follows once its digest is known, on the same thread. Neither changes what is
+    returned.
 
     ``chunking`` asks for every file's chunk table (:attr:`PackedFile.chunks`),
     computed in the same read as its digest (or taken from the digest cache);
@@ -690,8 +682,7 @@ def pack_directory(
         plan = _final_groups(inspected, policy)
         in_group = {i for g in plan for i in g}
         singles = [item for i, item in enumerate(inspected) if i not in in_group]
-        pack_group = _pack_group if on_group is None else functools.partial(_announced, on_group)
-        group_jobs = pool.map(pack_group, ([inspected[i] for i in g] for g in plan))
+        group_jobs = pool.map(_pack_group, ([inspected[i] for i in g] for g in plan))
         packed = list(_bounded_map(pool, hashing.digest, singles, window))
         groups: list[PackedGroup] = []
         for group, members in group_jobs:
@@ -881,26 +872,6 @@ def _final_groups(inspected: Sequence[_Inspected], policy: grp.GroupPolicy) -> l
     """Groups by the files' real roles; pickle-based files keep their own (annotated) layer."""
     rows = [(f.rel, policy.threshold if f.unsafe else f.size, f.guess.role) for f in inspected]
     return grp.plan_groups(rows, policy)
-
-
-def _announced(
-    on_group: GroupReady, items: Sequence[_Inspected]
-) -> tuple[PackedGroup, list[PackedFile]]:
-    """:func:`_pack_group`, then ``on_group`` on the same worker (its failure fails the
-    pack, as an ``on_blob`` failure does)."""
-    group, files = _pack_group(items)
-    on_group(group)
-    return group, files
-
-
-def group_source(group: PackedGroup) -> BlobSource:
-    """A BlobSource streaming ``group``'s tar from its members' files (for uploads)."""
-
-    def open_at(offset: int) -> BinaryIO:
-        stream = grp.GroupStream(group.members, group.descriptor.size, offset)
-        return io.BufferedReader(stream, 64 * 1024)
-
-    return open_at
 
 
 def _pack_group(items: Sequence[_Inspected]) -> tuple[PackedGroup, list[PackedFile]]:

@@ -138,37 +138,6 @@ def test_inspect_and_diff_name_every_grouped_file(registry_plain, tmp_path):
     assert len(diff["files"]) == len(want)
 
 
-def test_groups_go_out_while_a_big_file_is_still_being_hashed(tmp_path):
-    """pack_directory announces each small-file group as soon as it is hashed, before a
-    big file's hash is done, so a push can send the groups beside the weights (issue 18:
-    the mixed model). The big file's hashing is held until every group was announced:
-    without the early announcement this would wait for ever (bounded here)."""
-    import threading
-
-    from modelreg.model.pack import pack_directory
-
-    src = many_files(tmp_path / "src", 400)
-    (src / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
-    announced: list[str] = []
-    all_groups = threading.Event()
-    expected: list[int] = []
-
-    def on_group(group) -> None:
-        announced.append(str(group.descriptor.digest))
-        if expected and len(announced) == expected[0]:
-            all_groups.set()
-
-    def on_hash(rel: str, path: Path, size: int) -> None:
-        if rel == "big.bin":
-            assert all_groups.wait(30), f"only {len(announced)} groups announced"
-
-    probe = pack_directory(src)  # how many groups this directory makes
-    expected.append(len(probe.groups))
-    assert expected[0] >= 2
-    packed = pack_directory(src, on_group=on_group, on_hash=on_hash)
-    assert sorted(announced) == sorted(str(g.descriptor.digest) for g in packed.groups)
-
-
 def test_a_mixed_model_sends_every_blob_once(registry_plain, tmp_path):
     src = many_files(tmp_path / "src", 400)
     (src / "weights.bin").write_bytes(os.urandom(8 * 1024 * 1024))
