@@ -227,43 +227,14 @@ class RegistryTarget:
     # ================================================================== reads
     def fetch(self, desc: Descriptor) -> VerifyingReader:
         """Open a blob (or manifest) for reading; every byte is checked against ``desc``."""
-        is_manifest = self._is_manifest(desc)
-        kind = "manifest" if is_manifest else "blob"
-        if not is_manifest:
+        if not self._is_manifest(desc):
             return self._verifying(
                 self.open_blob(desc), desc, f"blob {desc.digest} from {self.name}"
             )
         path = self._path("manifests", str(desc.digest))
         headers = {"Accept-Encoding": "identity", "Accept": f"{desc.media_type}, {MANIFEST_ACCEPT}"}
-        what = f"download {kind} {desc.digest} from {self.name}"
-        bound = self._bound(True, what, path)
-        response = self.client.request(
-            "GET",
-            path,
-            scopes=self._pull,
-            what=what,
-            headers=headers,
-            follow_redirects=True,
-            bulk=False,
-            repository=self.repository,
-            subject=f"{kind} {desc.digest}",
-            bound=bound,
-        )
-        self._check_length(response, desc, kind)
-
-        def reopen(delivered: int, attempt: int) -> tuple[httpx.Response, int]:
-            self.client.retry.sleep(self.client.retry.backoff(attempt))
-            return self._open_from(path, headers, desc, delivered, desc.size - 1, False, what)
-
-        reader = ResponseReader(
-            response,
-            on_bytes=self.client.stats.add_received,
-            translate=lambda exc, n: self.client.network_error(exc, what=what, attempts=n),
-            reopen=reopen,
-            max_resumes=self.client.retry.max_attempts - 1,
-            bound=bound,
-        )
-        return self._verifying(reader, desc, f"{kind} {desc.digest} from {self.name}")
+        reader = self._open_body(desc, "manifest", path, headers, bulk=False, small=True)
+        return self._verifying(reader, desc, f"manifest {desc.digest} from {self.name}")
 
     def open_blob(self, desc: Descriptor, offset: int = 0) -> ResponseReader:
         """The body of blob ``desc`` from byte ``offset`` on, *unverified* (:meth:`fetch`
@@ -273,8 +244,24 @@ class RegistryTarget:
         path = self._path("blobs", str(desc.digest))
         headers = {"Accept-Encoding": "identity"}
         bulk = desc.size - offset >= BULK_MIN
-        what = f"download blob {desc.digest} from {self.name}"
         small = desc.size <= SMALL_BODY
+        return self._open_body(desc, "blob", path, headers, offset, bulk=bulk, small=small)
+
+    def _open_body(
+        self,
+        desc: Descriptor,
+        kind: str,
+        path: str,
+        headers: dict[str, str],
+        offset: int = 0,
+        *,
+        bulk: bool,
+        small: bool,
+    ) -> ResponseReader:
+        """GET ``path`` (a manifest or blob) from byte ``offset``, unverified, resumed after
+        a cut a bounded number of times; read whole under a document deadline when
+        ``small``, else under the throughput floor."""
+        what = f"download {kind} {desc.digest} from {self.name}"
         bound = self._bound(small, what, path)
         skip = 0
         if offset == 0:
@@ -287,10 +274,10 @@ class RegistryTarget:
                 follow_redirects=True,
                 bulk=bulk,
                 repository=self.repository,
-                subject=f"blob {desc.digest}",
+                subject=f"{kind} {desc.digest}",
                 bound=bound if small else None,
             )
-            self._check_length(response, desc, "blob")
+            self._check_length(response, desc, kind)
         else:
             response, skip = self._open_from(path, headers, desc, offset, desc.size - 1, bulk, what)
 
