@@ -177,7 +177,8 @@ def test_writer_trusting_a_reader_commits_only_after_it_verified(tmp_path):
     assert not store.has_blob(d.digest)
     # tampered bytes: the reader raises at EOF, nothing is stored
     with (
-        pytest.raises(IntegrityError), VerifyingReader(io.BytesIO(b"0123456780"), d) as reader,
+        pytest.raises(IntegrityError),
+        VerifyingReader(io.BytesIO(b"0123456780"), d) as reader,
         store.ingest(d, verified_by=reader) as writer,
     ):
         while block := reader.read(3):
