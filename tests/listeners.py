@@ -65,6 +65,21 @@ class ServedInThread:
         self._server.server_close()
 
 
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers a proxy must not forward (RFC 9110 7.6.1)."""
+
+
 class ForwardingHandler(BaseHTTPRequestHandler):
     """A quiet HTTP/1.1 request handler that hands every method to :meth:`forward`
     (the tests' proxies)."""

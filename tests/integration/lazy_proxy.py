@@ -31,19 +31,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from tests.listeners import HOP_BY_HOP as _HOP
 from tests.listeners import ForwardingHandler
 
 Mode = Literal["pass", "flip", "strip-range"]
-_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-}
 
 
 @dataclass(frozen=True)

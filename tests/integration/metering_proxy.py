@@ -27,19 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 
+from tests.listeners import HOP_BY_HOP as _HOP
 from tests.listeners import ForwardingHandler
 
 _BLOB = re.compile(r"/blobs/(sha256:[0-9a-f]{64})")
-_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-}
 WAIT_LIMIT = 60.0
 """Longest a held request waits (a safety net: a broken test fails, it does not hang)."""
 

@@ -43,6 +43,15 @@ def chunk_bytes_for(fc: ci.FileChunks, offset: int, length: int) -> int:
     return sum(fc.bounds(i)[1] - fc.bounds(i)[0] for i in fc.span(offset, length))
 
 
+def flip_data_bytes(desc: Descriptor, offset: int, data: bytes) -> bytes:
+    """A tamper: one bit flipped in the middle of every range but the chunk index's."""
+    if desc.media_type == ci.CHUNK_INDEX_MEDIA_TYPE:
+        return data
+    mutable = bytearray(data)
+    mutable[len(mutable) // 2] ^= 0x01
+    return bytes(mutable)
+
+
 def test_files_and_byte_identical_reads(memory_model, model_dir, tmp_path):
     target, _ = memory_model
     with open_model(target, "v1", cache=tmp_path / "cache") as h:
@@ -171,14 +180,7 @@ def test_corrupt_cached_chunk_is_refetched_never_served(memory_model, tmp_path):
 def test_tampered_range_response_fails_and_nothing_is_cached(memory_model, tmp_path):
     target, _ = memory_model
 
-    def flip(desc: Descriptor, offset: int, data: bytes) -> bytes:
-        if desc.media_type == ci.CHUNK_INDEX_MEDIA_TYPE:
-            return data
-        mutable = bytearray(data)
-        mutable[len(mutable) // 2] ^= 0x01
-        return bytes(mutable)
-
-    target.tamper = flip
+    target.tamper = flip_data_bytes
     cache = tmp_path / "cache"
     with open_model(target, "v1", cache=cache) as h:
         with pytest.raises(IntegrityError, match="chunk index says"):
@@ -544,14 +546,7 @@ def test_open_reads_and_verifies_both_chunk_digest_algorithms(model_dir, tmp_pat
     for path in stored:
         assert reference(path.read_bytes()).hex() == path.name
 
-    def flip(desc: Descriptor, offset: int, data: bytes) -> bytes:
-        if desc.media_type == ci.CHUNK_INDEX_MEDIA_TYPE:
-            return data
-        mutable = bytearray(data)
-        mutable[len(mutable) // 2] ^= 0x01
-        return bytes(mutable)
-
-    target.tamper = flip
+    target.tamper = flip_data_bytes
     with open_model(target, "v1", cache=tmp_path / "cache2") as h:
         with pytest.raises(IntegrityError, match=f"hash to {algorithm}:.*says {algorithm}:"):
             h.read("model.safetensors", 1000, 300_000)
