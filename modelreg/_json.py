@@ -20,6 +20,12 @@ field order of the specification) or sorted with ``sort_keys``. The same value
 always gives the same bytes, which is what digests over it need. It is not RFC 8785
 (JCS): that also fixes number formatting and sorts keys by UTF-16 code units; no
 format modelreg writes asks for it.
+
+Result types (:func:`camel_fields`). Every ``to_dict`` writes its JSON keys in
+camelCase and its attributes are snake_case; one function derives the key from the
+attribute's name, so the two cannot drift apart and a ``to_dict`` lists only the
+names (in the order the JSON shows them), spelling out by hand just the keys that
+are not a plain copy of one attribute.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 from modelreg.errors import FormatError, SizeLimitError
 
-__all__ = ["canonical_json", "loads_strict"]
+__all__ = ["camel_fields", "canonical_json", "loads_strict"]
 
 
 class _DuplicateKeyError(ValueError):
@@ -86,3 +92,15 @@ def canonical_json(obj: Any, *, sort_keys: bool = False) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys).encode(
         "utf-8"
     )
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def camel_fields(obj: object, *names: str) -> dict[str, Any]:
+    """``{"bundleDigest": obj.bundle_digest, ...}`` for each attribute ``names``, in order.
+
+    A value is copied as it is: a tuple or a nested result is the caller's to convert."""
+    return {_camel(name): getattr(obj, name) for name in names}

@@ -63,6 +63,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from modelreg._json import camel_fields
 from modelreg.attest.bundle import BUNDLE_MEDIA_TYPES
 from modelreg.content import gc
 from modelreg.content.base import Target, fetch_bytes
@@ -122,12 +123,7 @@ class Removal:
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "reference": self.reference,
-            "subject": self.subject,
-            "note": self.note,
-        }
+        return camel_fields(self, "kind", "reference", "subject", "note")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +139,7 @@ class DeleteResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "target": self.target,
-            "dryRun": self.dry_run,
+            **camel_fields(self, "target", "dry_run"),
             "removed": [r.to_dict() for r in self.removals],
             "freed": {"blobs": self.freed_blobs, "bytes": self.freed_bytes},
             "problems": list(self.problems),
@@ -183,8 +178,7 @@ class RetentionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "target": self.target,
-            "dryRun": self.dry_run,
+            **camel_fields(self, "target", "dry_run"),
             "kept": [v.to_dict() for v in self.kept],
             "removed": [v.to_dict() for v in self.removed],
             "removals": self.deleted.to_dict()["removed"] if self.deleted else [],

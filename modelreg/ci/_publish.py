@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from modelreg._json import camel_fields
 from modelreg.ci._env import CIEnvironment, detect_ci, provenance
 from modelreg.ci._outputs import CIOutputs
 from modelreg.ci._signing import PreparedSigning, SigningOptions, prepare_signing
@@ -77,10 +78,7 @@ class StepRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "stage": self.stage,
-            "status": self.status,
-            "detail": self.detail,
+            **camel_fields(self, "name", "stage", "status", "detail"),
             "seconds": round(self.seconds, 3),
         }
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelreg._json import loads_strict
+from modelreg._json import camel_fields, loads_strict
 from modelreg.content.base import CHUNK, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import FormatError, ModelRegError, NotFoundError
@@ -62,13 +62,9 @@ class Damage:
     repair_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "digest": self.digest,
-            "problem": self.problem,
-            "quarantined": self.quarantined,
-            "repairedFrom": self.repaired_from,
-            "repairError": self.repair_error,
-        }
+        return camel_fields(
+            self, "digest", "problem", "quarantined", "repaired_from", "repair_error"
+        )
 
 
 @dataclass(frozen=True, slots=True)

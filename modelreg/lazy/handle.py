@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from modelreg import settings
+from modelreg._json import camel_fields
 from modelreg.content.base import ReadOnlyTarget, fetch_bytes
 from modelreg.content.layout import LayoutStore, LayoutTarget
 from modelreg.errors import (
@@ -117,12 +118,9 @@ class FileInfo:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "path": self.path,
-            "size": self.size,
+            **camel_fields(self, "path", "size"),
             "digest": str(self.digest),
-            "mediaType": self.media_type,
-            "indexed": self.indexed,
-            "parts": self.parts,
+            **camel_fields(self, "media_type", "indexed", "parts"),
         }
         if self.grouped:
             out["grouped"] = True
@@ -144,13 +142,9 @@ class TensorRef:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "file": self.file,
-            "format": self.format,
-            "dtype": self.dtype,
+            **camel_fields(self, "name", "file", "format", "dtype"),
             "shape": list(self.shape),
-            "offset": self.offset,
-            "nbytes": self.nbytes,
+            **camel_fields(self, "offset", "nbytes"),
         }
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from modelreg._fs import atomic_write
+from modelreg._json import camel_fields
 from modelreg.content.base import CHUNK, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import InvalidInputError, UnsafeContentError
@@ -62,14 +63,9 @@ class PullIntoResult:
     """Bytes already present in DIR (complete files, verified chunks of partial files)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "reference": self.reference,
-            "digest": self.digest,
-            "output": self.output,
-            "files": self.files,
-            "bytesFetched": self.bytes_fetched,
-            "bytesReused": self.bytes_reused,
-        }
+        return camel_fields(
+            self, "reference", "digest", "output", "files", "bytes_fetched", "bytes_reused"
+        )
 
 
 def _order(files: Sequence[ModelFile]) -> list[ModelFile]:

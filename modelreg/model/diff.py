@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from modelreg._json import camel_fields
 from modelreg.content.base import ReadOnlyTarget
 from modelreg.model.formats import ModelFileInfo
 from modelreg.model.layerfiles import group_members, layer_files
@@ -100,15 +101,9 @@ class FileDiff:
     holds: its files are not listed, their bytes are compared as one layer)."""
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "path": self.path,
-            "status": self.status,
-            "sizeA": self.size_a,
-            "sizeB": self.size_b,
-            "digestA": self.digest_a,
-            "digestB": self.digest_b,
-            "sharedBytes": self.shared_bytes,
-        }
+        out = camel_fields(
+            self, "path", "status", "size_a", "size_b", "digest_a", "digest_b", "shared_bytes"
+        )
         if self.kind != "file":
             out["kind"] = self.kind
         if self.tensor_summary:
@@ -139,13 +134,7 @@ class DiffResult:
                 status: self.count(status)
                 for status in ("added", "removed", "changed", "unchanged")
             },
-            "bytes": {
-                "totalA": self.total_a,
-                "totalB": self.total_b,
-                "shared": self.shared,
-                "onlyA": self.only_a,
-                "onlyB": self.only_b,
-            },
+            "bytes": camel_fields(self, "total_a", "total_b", "shared", "only_a", "only_b"),
             "bytesFetched": self.bytes_fetched,
         }
 

@@ -51,6 +51,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from modelreg._json import camel_fields
 from modelreg._version import __version__
 from modelreg.errors import InvalidInputError
 from modelreg.settings import ci_environ
@@ -335,13 +336,7 @@ class ScanFinding:
     imports: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "path": self.path,
-            "digest": self.digest,
-            "format": self.format,
-            "severity": self.severity,
-            "reason": self.reason,
-        }
+        out = camel_fields(self, "path", "digest", "format", "severity", "reason")
         if self.imports:
             out["imports"] = list(self.imports)
         return out

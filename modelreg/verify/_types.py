@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from modelreg._json import camel_fields
+
 __all__ = [
     "Authority",
     "KeyAuthority",
@@ -71,13 +73,7 @@ class VerifiedSignature:
     bundle_digest: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "authority": self.authority,
-            "kind": self.kind,
-            "signer": self.signer,
-            "issuer": self.issuer,
-            "bundleDigest": self.bundle_digest,
-        }
+        return camel_fields(self, "authority", "kind", "signer", "issuer", "bundle_digest")
 
 
 @dataclass(frozen=True)
@@ -88,12 +84,7 @@ class VerifiedAttestation:
     bundle_digest: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "predicateType": self.predicate_type,
-            "signer": self.signer,
-            "bundleDigest": self.bundle_digest,
-            "predicate": self.predicate,
-        }
+        return camel_fields(self, "predicate_type", "signer", "bundle_digest", "predicate")
 
 
 @dataclass(frozen=True)
@@ -113,10 +104,7 @@ class VerificationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "digest": self.digest,
-            "ok": self.ok,
-            "threshold": self.threshold,
-            "authoritiesSatisfied": self.authorities_satisfied,
+            **camel_fields(self, "digest", "ok", "threshold", "authorities_satisfied"),
             "signatures": [s.to_dict() for s in self.signatures],
             "attestations": [a.to_dict() for a in self.attestations],
             "failures": list(self.failures),

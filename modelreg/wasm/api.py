@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from modelreg._json import camel_fields
 from modelreg.copy import CopyResult, copy_graph, fetch_node
 from modelreg.errors import FormatError, InvalidInputError, InvalidReferenceError
 from modelreg.oci.manifest import Manifest
@@ -49,10 +50,7 @@ class PackResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "reference": self.reference,
-            "digest": self.digest,
-            "model": self.model,
-            "moduleDigest": self.module_digest,
+            **camel_fields(self, "reference", "digest", "model", "module_digest"),
             "abiImports": list(self.imports),
             "bytesSent": self.transfer.bytes_sent,
             "bytesSkipped": self.transfer.bytes_skipped,
