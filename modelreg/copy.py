@@ -26,13 +26,14 @@ from modelreg.content.base import (
     VerifyingReader,
     fetch_bytes,
 )
+from modelreg.errors import FormatError, ModelRegError
 from modelreg.events import ProgressCallback
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import MAX_MANIFEST_BYTES, Index, Manifest, parse_manifest_or_index
 from modelreg.transfer import READ_BUFFER, CopyResult, MountHint, Transfer
 
-__all__ = ["CopyResult", "MountHint", "copy_graph", "fetch_node", "walk_graph"]
+__all__ = ["CopyResult", "MountHint", "copy_graph", "fetch_manifest", "fetch_node", "walk_graph"]
 
 MAX_REFERRER_DEPTH = 4
 
@@ -48,6 +49,25 @@ def _name(desc: Descriptor) -> str:
 def fetch_node(target: ReadOnlyTarget, desc: Descriptor) -> Manifest | Index:
     data = fetch_bytes(target, desc, limit=MAX_MANIFEST_BYTES, what=f"manifest {desc.digest}")
     return parse_manifest_or_index(data, desc.media_type, f"manifest {desc.digest}")
+
+
+def fetch_manifest(
+    target: ReadOnlyTarget,
+    desc: Descriptor,
+    *,
+    expected: str,
+    hint: str | None = None,
+    name: str | None = None,
+    error: type[ModelRegError] = FormatError,
+) -> Manifest:
+    """:func:`fetch_node` where only an image manifest will do (a model, a bundle).
+
+    An index raises ``error`` saying ``{name} is an image index, not {expected}`` (``name``
+    defaults to the digest): the caller names what it wanted and what to do instead."""
+    node = fetch_node(target, desc)
+    if not isinstance(node, Manifest):
+        raise error(f"{name or desc.digest} is an image index, not {expected}", hint=hint)
+    return node
 
 
 class _CheckedAtEnd(io.RawIOBase):

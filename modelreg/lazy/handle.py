@@ -40,6 +40,7 @@ from modelreg import settings
 from modelreg._json import camel_fields
 from modelreg.content.base import ReadOnlyTarget, fetch_bytes
 from modelreg.content.layout import LayoutStore, LayoutTarget
+from modelreg.copy import fetch_manifest
 from modelreg.errors import (
     FormatError,
     IntegrityError,
@@ -78,7 +79,7 @@ from modelreg.model.formats.gguf import QUANTIZED_TYPES
 from modelreg.model.layerfiles import LayerFile, read_config
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest_or_index
+from modelreg.oci.manifest import Manifest
 
 if TYPE_CHECKING:
     from modelreg.client import Client
@@ -656,14 +657,12 @@ def _check_index(index: ChunkIndex, files: list[ModelFile]) -> None:
 
 
 def _fetch_manifest(target: ReadOnlyTarget, desc: Descriptor) -> Manifest:
-    data = fetch_bytes(target, desc, limit=MAX_MANIFEST_BYTES, what=f"manifest {desc.digest}")
-    node = parse_manifest_or_index(data, desc.media_type, f"manifest {desc.digest}")
-    if not isinstance(node, Manifest):
-        raise FormatError(
-            f"{desc.digest} is an image index, not a model manifest",
-            hint="open one of its manifests by digest (see `modelreg inspect`)",
-        )
-    return node
+    return fetch_manifest(
+        target,
+        desc,
+        expected="a model manifest",
+        hint="open one of its manifests by digest (see `modelreg inspect`)",
+    )
 
 
 def open_model(

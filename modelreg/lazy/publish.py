@@ -51,8 +51,8 @@ from modelreg.content.base import (
     Target,
     VerifyingReader,
     bytes_source,
-    fetch_bytes,
 )
+from modelreg.copy import fetch_manifest
 from modelreg.errors import (
     FormatError,
     IntegrityError,
@@ -83,12 +83,7 @@ from modelreg.model.digests import ChunkGeometry, ChunkHasher
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import (
-    MAX_MANIFEST_BYTES,
-    Manifest,
-    empty_config,
-    parse_manifest_or_index,
-)
+from modelreg.oci.manifest import Manifest, empty_config
 
 if TYPE_CHECKING:
     from modelreg.client import Client
@@ -241,11 +236,7 @@ def publish_chunk_index(
 
 
 def _fetch_manifest(target: ReadOnlyTarget, desc: Descriptor) -> Manifest:
-    data = fetch_bytes(target, desc, limit=MAX_MANIFEST_BYTES, what=f"manifest {desc.digest}")
-    node = parse_manifest_or_index(data, desc.media_type, f"manifest {desc.digest}")
-    if not isinstance(node, Manifest):
-        raise NotFoundError(f"{desc.digest} is an image index, not a model manifest")
-    return node
+    return fetch_manifest(target, desc, expected="a model manifest", error=NotFoundError)
 
 
 # --------------------------------------------------------------------------- push

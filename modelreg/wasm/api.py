@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from modelreg._json import camel_fields
-from modelreg.copy import CopyResult, copy_graph, fetch_node
-from modelreg.errors import FormatError, InvalidInputError, InvalidReferenceError
-from modelreg.oci.manifest import Manifest
+from modelreg.copy import CopyResult, copy_graph, fetch_manifest
+from modelreg.errors import InvalidInputError, InvalidReferenceError
 from modelreg.oci.reference import Reference
 from modelreg.wasm.abi import ReadRecord, check_imports
 from modelreg.wasm.bundle import MAX_MODULE_BYTES, Bundle, build_bundle, module_kind, read_bundle
@@ -132,12 +131,13 @@ def pack(
         )
     tag = dst.tag or "latest"
     model_ref, model_target, model_desc = client.resolve(model)
-    node = fetch_node(model_target, model_desc)
-    if not isinstance(node, Manifest):
-        raise FormatError(
-            f"{model} is an image index, not a model manifest",
-            hint="pin one model manifest (by its digest)",
-        )
+    fetch_manifest(  # checked only: a bundle pins one model manifest, never an index
+        model_target,
+        model_desc,
+        expected="a model manifest",
+        hint="pin one model manifest (by its digest)",
+        name=model,
+    )
     if subject and (dst.kind, dst.name) != (model_ref.kind, model_ref.name):
         raise InvalidInputError(
             f"--subject needs the bundle in the model's repository ({model_ref.name}), "

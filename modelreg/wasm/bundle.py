@@ -46,16 +46,12 @@ from typing import Any, Final
 
 from modelreg._json import loads_strict
 from modelreg.content.base import ReadOnlyTarget, fetch_bytes
+from modelreg.copy import fetch_manifest
 from modelreg.errors import FormatError, InvalidInputError, InvalidReferenceError
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import (
-    MAX_MANIFEST_BYTES,
-    Manifest,
-    canonical_json,
-    parse_manifest_or_index,
-)
+from modelreg.oci.manifest import Manifest, canonical_json
 from modelreg.oci.reference import Reference
 from modelreg.settings import Settings
 
@@ -309,13 +305,9 @@ def read_bundle(
     target: ReadOnlyTarget, desc: Descriptor, *, max_module_bytes: int = MAX_MODULE_BYTES
 ) -> Bundle:
     """Fetch and check a bundle's manifest, config and module (all verified)."""
-    raw = fetch_bytes(target, desc, limit=MAX_MANIFEST_BYTES, what=f"manifest {desc.digest}")
-    node = parse_manifest_or_index(raw, desc.media_type, f"manifest {desc.digest}")
-    if not isinstance(node, Manifest):
-        raise FormatError(
-            f"{desc.digest} is an image index, not a WebAssembly bundle",
-            hint="run one of its manifests by digest",
-        )
+    node = fetch_manifest(
+        target, desc, expected="a WebAssembly bundle", hint="run one of its manifests by digest"
+    )
     if node.config.media_type != WASM_CONFIG_MEDIA_TYPE:
         raise FormatError(
             f"{desc.digest} is not a WebAssembly bundle: its config is "
