@@ -42,7 +42,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -533,6 +533,46 @@ def _date_time(value: Any, where: str) -> str:
     raise _bad(where, "expected an RFC 3339 date-time such as 2025-01-02T03:04:05Z")
 
 
+def _descriptor_value(attr: str, value: Any, where: str) -> Any:
+    if attr in _LIST_FIELDS:
+        return _str_list(value, where)
+    if attr == "created_at":
+        return _date_time(value, where)
+    if isinstance(value, str):
+        return value
+    raise _bad(where, "expected a string")
+
+
+def _config_value(name: str, value: Any, where: str) -> Any:
+    if name == "capabilities":
+        return _capabilities(value, where)
+    if isinstance(value, str):
+        return value
+    raise _bad(where, "expected a string")
+
+
+def _table(
+    doc: dict[str, Any],
+    table: str,
+    keys: Mapping[str, str],
+    read: Callable[[str, Any, str], Any],
+    path: Path,
+    text: str,
+) -> dict[str, Any]:
+    """``[descriptor]`` or ``[config]`` of a modelreg.toml: each key known (an unknown one
+    is refused naming the valid ones) and renamed to its field, its value checked by
+    ``read(field, value, where)`` (``where`` names the file, table and key for errors)."""
+    raw = doc.get(table, {})
+    if not isinstance(raw, dict):
+        raise _bad(f"{path} [{table}]", "expected a table")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in keys:
+            raise _unknown(path, text, table, key, keys)
+        out[keys[key]] = read(keys[key], value, f"{path} [{table}] {key}")
+    return out
+
+
 def _parse_modelreg_toml(path: Path) -> PackagingFile:
     where = str(path)
     try:
@@ -548,36 +588,8 @@ def _parse_modelreg_toml(path: Path) -> PackagingFile:
     for table in doc:
         if table not in _TABLES:
             raise _unknown(path, text, None, table, _TABLES)
-    values: dict[str, Any] = {}
-    descriptor = doc.get("descriptor", {})
-    if not isinstance(descriptor, dict):
-        raise _bad(f"{where} [descriptor]", "expected a table")
-    for key, value in descriptor.items():
-        if key not in _DESCRIPTOR_KEYS:
-            raise _unknown(path, text, "descriptor", key, _DESCRIPTOR_KEYS)
-        attr = _DESCRIPTOR_KEYS[key]
-        if attr in _LIST_FIELDS:
-            values[attr] = _str_list(value, f"{where} [descriptor] {key}")
-        elif attr == "created_at":
-            values[attr] = _date_time(value, f"{where} [descriptor] {key}")
-        elif isinstance(value, str):
-            values[attr] = value
-        else:
-            raise _bad(f"{where} [descriptor] {key}", "expected a string")
-    config: dict[str, Any] = {}
-    raw_config = doc.get("config", {})
-    if not isinstance(raw_config, dict):
-        raise _bad(f"{where} [config]", "expected a table")
-    for key, value in raw_config.items():
-        if key not in _CONFIG_KEYS:
-            raise _unknown(path, text, "config", key, _CONFIG_KEYS)
-        name = _CONFIG_KEYS[key]
-        if name == "capabilities":
-            config[name] = _capabilities(value, f"{where} [config] capabilities")
-        elif isinstance(value, str):
-            config[name] = value
-        else:
-            raise _bad(f"{where} [config] {key}", "expected a string")
+    values = _table(doc, "descriptor", _DESCRIPTOR_KEYS, _descriptor_value, path, text)
+    config = _table(doc, "config", _CONFIG_KEYS, _config_value, path, text)
     pack = doc.get("pack", {})
     if not isinstance(pack, dict):
         raise _bad(f"{where} [pack]", f"expected a table with {', '.join(sorted(_PACK_KEYS))}")

@@ -10,7 +10,7 @@ listed. Anything that does not parse is not allowed.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 __all__ = ["expression_allowed"]
 
@@ -45,21 +45,23 @@ class _Parser:
         self.i += 1
         return tok
 
-    def expr(self) -> bool:  # or-expression
-        value = self.and_expr()
-        while (self.peek() or "").upper() == "OR":
+    def _chain(
+        self, op: str, operand: Callable[[], bool], combine: Callable[[list[bool]], bool]
+    ) -> bool:
+        """``operand (op operand)*``: every operand is parsed (one that does not parse
+        fails the whole expression, even past a side that already decides) before
+        ``combine`` decides."""
+        values = [operand()]
+        while (self.peek() or "").upper() == op:
             self.take()
-            right = self.and_expr()
-            value = value or right
-        return value
+            values.append(operand())
+        return combine(values)
 
-    def and_expr(self) -> bool:
-        value = self.atom()
-        while (self.peek() or "").upper() == "AND":
-            self.take()
-            right = self.atom()
-            value = value and right
-        return value
+    def expr(self) -> bool:  # OR binds loosest: one side allowed is enough
+        return self._chain("OR", self.and_expr, any)
+
+    def and_expr(self) -> bool:  # AND needs every side allowed
+        return self._chain("AND", self.atom, all)
 
     def atom(self) -> bool:
         tok = self.peek()
