@@ -34,6 +34,7 @@ from modelreg.model.formats import (
     is_pickle_based,
     parse_sharded_index,
 )
+from modelreg.model.formats._base import check_range
 from modelreg.model.formats.safetensors import DEFAULT_MAX_INDEX_SIZE
 from modelreg.model.metadata import modelpack_dtype
 from modelreg.model.paths import safe_relpath
@@ -87,8 +88,7 @@ class BlobSource:
         return self._desc.size
 
     def read_at(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise ValueError(f"read_at needs offset >= 0 and length >= 0, got {offset}, {length}")
+        check_range(offset, length)
         length = max(0, min(length, self._desc.size - offset))
         if length == 0:
             return b""
@@ -112,8 +112,7 @@ class SplitSource:
         return self._split.size
 
     def read_at(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise ValueError(f"read_at needs offset >= 0 and length >= 0, got {offset}, {length}")
+        check_range(offset, length)
         end = min(offset + length, self._split.size)
         chunks = []
         for start, source in self._parts:

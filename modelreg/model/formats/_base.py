@@ -24,6 +24,7 @@ __all__ = [
     "ModelFileInfo",
     "RangeSource",
     "TensorInfo",
+    "check_range",
 ]
 
 #: Scalar or short list value kept in :attr:`ModelFileInfo.metadata`.
@@ -45,7 +46,9 @@ class RangeSource(Protocol):
     def read_at(self, offset: int, length: int) -> bytes: ...
 
 
-def _check_range(offset: int, length: int) -> None:
+def check_range(offset: int, length: int) -> None:
+    """What every :class:`RangeSource` refuses first (here and in remote sources):
+    a negative offset or length, which slicing would silently read from the end."""
     if offset < 0 or length < 0:
         raise ValueError(f"read_at needs offset >= 0 and length >= 0, got {offset}, {length}")
 
@@ -61,7 +64,7 @@ class BytesSource:
         return len(self._data)
 
     def read_at(self, offset: int, length: int) -> bytes:
-        _check_range(offset, length)
+        check_range(offset, length)
         return bytes(self._data[offset : offset + length])
 
 
@@ -83,7 +86,7 @@ class FileSource:
         return self._size
 
     def read_at(self, offset: int, length: int) -> bytes:
-        _check_range(offset, length)
+        check_range(offset, length)
         if self._fd is None:
             raise ValueError(f"read_at on closed FileSource({self.path!r})")
         length = max(0, min(length, self._size - offset))
@@ -148,7 +151,7 @@ class CachedSource:
             self._chunks.append((offset, data))
 
     def read_at(self, offset: int, length: int) -> bytes:
-        _check_range(offset, length)
+        check_range(offset, length)
         end = min(offset + length, self.size)
         for start, data in self._chunks:
             if start <= offset and end <= start + len(data):
