@@ -320,34 +320,27 @@ class ModelMetadata:
     config: Mapping[str, Any] = field(default_factory=dict)
 
     def descriptor_dict(self, default_name: str) -> dict[str, Any]:
+        # One table in the order the keys have always been written (the config's bytes,
+        # and so its digest, depend on it): an unset field is left out, except the name,
+        # which falls back to ``default_name``; lists are written as JSON arrays.
         out: dict[str, Any] = {}
-        if self.created_at:
-            out["createdAt"] = self.created_at
-        if self.authors:
-            out["authors"] = list(self.authors)
-        if self.family:
-            out["family"] = self.family
-        out["name"] = self.name or default_name
         for key, value in (
+            ("createdAt", self.created_at),
+            ("authors", self.authors),
+            ("family", self.family),
+            ("name", self.name or default_name),
             ("docURL", self.doc_url),
             ("sourceURL", self.source_url),
-        ):
-            if value:
-                out[key] = value
-        if self.datasets_url:
-            out["datasetsURL"] = list(self.datasets_url)
-        for key, value in (
+            ("datasetsURL", self.datasets_url),
             ("version", self.version),
             ("revision", self.revision),
             ("vendor", self.vendor),
+            ("licenses", self.licenses),
+            ("title", self.title),
+            ("description", self.description),
         ):
-            if value:
-                out[key] = value
-        if self.licenses:
-            out["licenses"] = list(self.licenses)
-        for key, value in (("title", self.title), ("description", self.description)):
-            if value:
-                out[key] = value
+            if value or key == "name":
+                out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
     def merged_over(self, base: ModelMetadata) -> ModelMetadata:
