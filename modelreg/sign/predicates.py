@@ -86,6 +86,37 @@ def _now() -> str:
 # -------------------------------------------------------------- SLSA provenance
 
 
+def _predicate(
+    build_type: str,
+    external: dict[str, Any],
+    internal: dict[str, Any],
+    dependencies: list[dict[str, Any]],
+    builder: str,
+    invocation: str,
+    started: str,
+    finished: str,
+) -> dict[str, Any]:
+    """The SLSA v1 provenance predicate every builder below fills in (keys in the order
+    the specification lists them)."""
+    return {
+        "buildDefinition": {
+            "buildType": build_type,
+            "externalParameters": external,
+            "internalParameters": internal,
+            "resolvedDependencies": dependencies,
+        },
+        "runDetails": {
+            "builder": {"id": builder},
+            "metadata": {"invocationId": invocation, "startedOn": started, "finishedOn": finished},
+        },
+    }
+
+
+def _git_source(repository: str, ref: str, commit: str) -> list[dict[str, Any]]:
+    """The checked-out repository, the one resolved dependency of a CI build."""
+    return [{"uri": f"git+{repository}@{ref}", "digest": {"gitCommit": commit}}]
+
+
 def _github(env: Mapping[str, str], started: str, finished: str) -> dict[str, Any]:
     server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
     repo = env["GITHUB_REPOSITORY"]
@@ -96,36 +127,23 @@ def _github(env: Mapping[str, str], started: str, finished: str) -> dict[str, An
     ref = env.get("GITHUB_REF", "")
     hosted = env.get("RUNNER_ENVIRONMENT", "github-hosted")
     run = f"{server}/{repo}/actions/runs/{env.get('GITHUB_RUN_ID', '')}"
-    return {
-        "buildDefinition": {
-            "buildType": GITHUB_BUILD_TYPE,
-            "externalParameters": {
-                "workflow": {"ref": ref, "repository": f"{server}/{repo}", "path": path}
-            },
-            "internalParameters": {
-                "github": {
-                    "event_name": env.get("GITHUB_EVENT_NAME", ""),
-                    "repository_id": env.get("GITHUB_REPOSITORY_ID", ""),
-                    "repository_owner_id": env.get("GITHUB_REPOSITORY_OWNER_ID", ""),
-                    "runner_environment": hosted,
-                }
-            },
-            "resolvedDependencies": [
-                {
-                    "uri": f"git+{server}/{repo}@{ref}",
-                    "digest": {"gitCommit": env.get("GITHUB_SHA", "")},
-                }
-            ],
+    return _predicate(
+        GITHUB_BUILD_TYPE,
+        {"workflow": {"ref": ref, "repository": f"{server}/{repo}", "path": path}},
+        {
+            "github": {
+                "event_name": env.get("GITHUB_EVENT_NAME", ""),
+                "repository_id": env.get("GITHUB_REPOSITORY_ID", ""),
+                "repository_owner_id": env.get("GITHUB_REPOSITORY_OWNER_ID", ""),
+                "runner_environment": hosted,
+            }
         },
-        "runDetails": {
-            "builder": {"id": f"https://github.com/actions/runner/{hosted}"},
-            "metadata": {
-                "invocationId": f"{run}/attempts/{env.get('GITHUB_RUN_ATTEMPT', '1')}",
-                "startedOn": started,
-                "finishedOn": finished,
-            },
-        },
-    }
+        _git_source(f"{server}/{repo}", ref, env.get("GITHUB_SHA", "")),
+        f"https://github.com/actions/runner/{hosted}",
+        f"{run}/attempts/{env.get('GITHUB_RUN_ATTEMPT', '1')}",
+        started,
+        finished,
+    )
 
 
 def _gitlab(env: Mapping[str, str], started: str, finished: str) -> dict[str, Any]:
@@ -134,38 +152,27 @@ def _gitlab(env: Mapping[str, str], started: str, finished: str) -> dict[str, An
     project_url = env.get("CI_PROJECT_URL", f"{server}/{project}")
     job_url = env.get("CI_JOB_URL", f"{project_url}/-/jobs/{env.get('CI_JOB_ID', '')}")
     ref = env.get("CI_COMMIT_REF_NAME", "")
-    return {
-        "buildDefinition": {
-            "buildType": GITLAB_BUILD_TYPE,
-            "externalParameters": {
-                "source": project_url,
-                "ref": ref,
-                "entryPoint": env.get("CI_JOB_NAME", ""),
-                "pipelineSource": env.get("CI_PIPELINE_SOURCE", ""),
-            },
-            "internalParameters": {
-                "gitlab": {
-                    "project_id": env.get("CI_PROJECT_ID", ""),
-                    "runner_version": env.get("CI_RUNNER_VERSION", ""),
-                    "runner_description": env.get("CI_RUNNER_DESCRIPTION", ""),
-                }
-            },
-            "resolvedDependencies": [
-                {
-                    "uri": f"git+{project_url}@{ref}",
-                    "digest": {"gitCommit": env.get("CI_COMMIT_SHA", "")},
-                }
-            ],
+    return _predicate(
+        GITLAB_BUILD_TYPE,
+        {
+            "source": project_url,
+            "ref": ref,
+            "entryPoint": env.get("CI_JOB_NAME", ""),
+            "pipelineSource": env.get("CI_PIPELINE_SOURCE", ""),
         },
-        "runDetails": {
-            "builder": {"id": f"{server}/{project}/-/runners/{env.get('CI_RUNNER_ID', '')}"},
-            "metadata": {
-                "invocationId": job_url,
-                "startedOn": env.get("CI_JOB_STARTED_AT", started),
-                "finishedOn": finished,
-            },
+        {
+            "gitlab": {
+                "project_id": env.get("CI_PROJECT_ID", ""),
+                "runner_version": env.get("CI_RUNNER_VERSION", ""),
+                "runner_description": env.get("CI_RUNNER_DESCRIPTION", ""),
+            }
         },
-    }
+        _git_source(project_url, ref, env.get("CI_COMMIT_SHA", "")),
+        f"{server}/{project}/-/runners/{env.get('CI_RUNNER_ID', '')}",
+        job_url,
+        env.get("CI_JOB_STARTED_AT", started),
+        finished,
+    )
 
 
 def _local(started: str, finished: str, source: str | None) -> dict[str, Any]:
@@ -177,26 +184,20 @@ def _local(started: str, finished: str, source: str | None) -> dict[str, Any]:
     external: dict[str, Any] = {}
     if source:
         external["source"] = source
-    return {
-        "buildDefinition": {
-            "buildType": LOCAL_BUILD_TYPE,
-            "externalParameters": external,
-            "internalParameters": {
-                "tool": f"modelreg/{__version__}",
-                "platform": f"{platform.system().lower()}/{platform.machine()}",
-                "python": platform.python_version(),
-            },
-            "resolvedDependencies": [],
+    return _predicate(
+        LOCAL_BUILD_TYPE,
+        external,
+        {
+            "tool": f"modelreg/{__version__}",
+            "platform": f"{platform.system().lower()}/{platform.machine()}",
+            "python": platform.python_version(),
         },
-        "runDetails": {
-            "builder": {"id": f"https://modelreg.dev/builders/local/{user}@{host}"},
-            "metadata": {
-                "invocationId": f"urn:uuid:{uuid.uuid4()}",
-                "startedOn": started,
-                "finishedOn": finished,
-            },
-        },
-    }
+        [],
+        f"https://modelreg.dev/builders/local/{user}@{host}",
+        f"urn:uuid:{uuid.uuid4()}",
+        started,
+        finished,
+    )
 
 
 def slsa_provenance(
