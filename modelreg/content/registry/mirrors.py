@@ -347,25 +347,28 @@ class MirroredTarget(RegistryTarget):
             str(desc.digest),
         )
 
-    def resolve(self, reference: str) -> Descriptor:
+    def _by_reference(
+        self, reference: str, what: str, method: Callable[[RegistryTarget, str], T]
+    ) -> T:
+        """A read by tag or digest: a tag needs a mirror trusted to ``resolve``, a digest
+        one trusted to ``pull``. ``method`` is RegistryTarget's own, called on each mirror
+        and, for the server, on this target (as ``super()`` would, past the override)."""
         capability = "resolve" if self._check_reference(reference) is None else "pull"
         return self._through(
             capability,
-            f"resolve {reference!r} in {self.repository}",
-            lambda t: t.resolve(reference),
-            lambda: super(MirroredTarget, self).resolve(reference),
+            what,
+            lambda t: method(t, reference),
+            lambda: method(self, reference),
             reference,
         )
 
+    def resolve(self, reference: str) -> Descriptor:
+        what = f"resolve {reference!r} in {self.repository}"
+        return self._by_reference(reference, what, RegistryTarget.resolve)
+
     def fetch_manifest(self, reference: str) -> tuple[Descriptor, bytes]:
-        capability = "resolve" if self._check_reference(reference) is None else "pull"
-        return self._through(
-            capability,
-            f"fetch manifest {reference!r} of {self.repository}",
-            lambda t: t.fetch_manifest(reference),
-            lambda: super(MirroredTarget, self).fetch_manifest(reference),
-            reference,
-        )
+        what = f"fetch manifest {reference!r} of {self.repository}"
+        return self._by_reference(reference, what, RegistryTarget.fetch_manifest)
 
 
 class _Failover(io.RawIOBase):
