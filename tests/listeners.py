@@ -41,28 +41,82 @@ def silent_listener(backlog: int = 16) -> Iterator[int]:
         listener.close()
 
 
-class ServedInThread:
-    """An HTTP server on a loopback port, served from a thread while the ``with`` block
-    runs; a subclass passes its request handler class."""
+def close_quietly(*socks: socket.socket) -> None:
+    """Shut down and close each socket (the relay's other thread then sees the end),
+    whatever state the peer already left it in."""
+    for s in socks:
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            s.close()
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
 
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+class _RunsInThread:
+    """Runs ``self._thread`` while the ``with`` block runs; :meth:`_close` ends it."""
+
+    _thread: threading.Thread
 
     def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+class ServedInThread(_RunsInThread):
+    """An HTTP server on a loopback port, served from a thread while the ``with`` block
+    runs; a subclass passes its request handler class."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._thread.join(5)
+
+
+class AcceptingInThread(_RunsInThread):
+    """A raw TCP listener on a loopback port (for faults no HTTP server makes): while the
+    ``with`` block runs, a thread hands every connection to :meth:`connected`."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def connected(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed: the block ended
+                return
+            self.connected(conn)
+
+    def _close(self) -> None:
+        self._stop.set()
+        self._listener.close()
 
 
 HOP_BY_HOP = frozenset(

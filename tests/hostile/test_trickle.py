@@ -18,7 +18,7 @@ import pytest
 from modelreg import Client, RemoteOptions
 from modelreg.errors import TransferTooSlowError
 from tests.hostile.crafted import CraftedRegistry, Reply, Seen
-from tests.listeners import ServedInThread
+from tests.listeners import AcceptingInThread, ServedInThread
 
 WEIGHT = "application/vnd.cncf.model.weight.v1.raw"
 TITLE = "org.opencontainers.image.title"
@@ -55,30 +55,11 @@ def test_trickled_manifest_hits_the_document_deadline(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-class _HeaderTrickler:
+class _HeaderTrickler(AcceptingInThread):
     """A raw loopback server that answers every request with headers, one byte at a time."""
 
-    def __init__(self) -> None:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
-
-    def __enter__(self) -> _HeaderTrickler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+    def connected(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:

@@ -26,13 +26,11 @@ import subprocess
 import sys
 import threading
 from dataclasses import asdict, dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from tests.listeners import HOP_BY_HOP as _HOP
-from tests.listeners import ForwardingHandler
+from tests.listeners import ForwardingHandler, ServedInThread
 
 Mode = Literal["pass", "flip", "strip-range"]
 
@@ -46,7 +44,7 @@ class Logged:
     body_bytes: int
 
 
-class LazyProxy:
+class LazyProxy(ServedInThread):
     def __init__(
         self,
         upstream_port: int,
@@ -124,14 +122,7 @@ class LazyProxy:
                         with open(proxy.log_file, "a", encoding="utf-8") as f:
                             f.write(json.dumps(asdict(entry)) + "\n")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        super().__init__(Handler)
 
     def blob_bytes(self) -> int:
         """Body bytes of blob GETs sent to the client so far."""
@@ -146,17 +137,6 @@ class LazyProxy:
         with self._lock:
             self.log.clear()
             self.flips = 0
-
-    def __enter__(self) -> LazyProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 def die_with_parent() -> None:

@@ -23,19 +23,18 @@ import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 
 from tests.listeners import HOP_BY_HOP as _HOP
-from tests.listeners import ForwardingHandler
+from tests.listeners import ForwardingHandler, ServedInThread
 
 _BLOB = re.compile(r"/blobs/(sha256:[0-9a-f]{64})")
 WAIT_LIMIT = 60.0
 """Longest a held request waits (a safety net: a broken test fails, it does not hang)."""
 
 
-class MeteringProxy:
+class MeteringProxy(ServedInThread):
     def __init__(
         self,
         target_port: int,
@@ -59,18 +58,11 @@ class MeteringProxy:
             def forward(self) -> None:
                 proxy._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        super().__init__(Handler)
         if serve_cert is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*serve_cert)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def total_blob_bytes(self) -> int:
         with self._cond:
@@ -141,17 +133,9 @@ class MeteringProxy:
             with self._cond:
                 self.blob_bytes[digest] += len(chunk)
 
-    def __enter__(self) -> MeteringProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        with self._cond:
+    def _close(self) -> None:
+        with self._cond:  # held requests go on: the server can then shut down
             self.parties = 0
             self._cond.notify_all()
         self.hold = None
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        super()._close()

@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     same_tree,
     skopeo,
 )
+from tests.listeners import AcceptingInThread, close_quietly
 from tests.schemas import validate_manifest, validate_model_config
 
 TESTDATA = Path(__file__).resolve().parents[2] / "testdata"
@@ -145,34 +146,19 @@ def test_remote_listing_of_a_big_split_file_costs_little(registry_plain, tmp_pat
     assert listing["bytesFetched"] <= 64 * 1024 + 8192
 
 
-class RangeStrippingProxy:
+class RangeStrippingProxy(AcceptingInThread):
     """Forwards to the registry but removes ``Range`` from requests (a registry that
     ignores Range and answers 200 with the whole blob)."""
 
     def __init__(self, upstream_port: int) -> None:
+        super().__init__()
         self.upstream_port = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.stripped = 0
-        self._stop = False
 
-    def __enter__(self) -> RangeStrippingProxy:
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop = True
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+    def connected(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        threading.Thread(target=self._requests, args=(conn, upstream), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, conn), daemon=True).start()
 
     def _requests(self, src: socket.socket, dst: socket.socket) -> None:
         buf = b""
@@ -211,9 +197,7 @@ class RangeStrippingProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
+            close_quietly(src, dst)
 
 
 def test_tensor_listing_when_the_registry_ignores_range(registry_plain):
