@@ -4,6 +4,7 @@ checkpoint, and a byte-for-byte tree comparison."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -32,6 +33,27 @@ def ok(*args: str) -> dict[str, Any]:
     assert result.exit_code == 0, result.output
     parsed: dict[str, Any] = json.loads(result.stdout)
     return parsed
+
+
+def llm_dir(root: Path, weights: int, tokenizer_dir: str = "tokenizer") -> Path:
+    """A Llama-like model directory at ``root``: config.json, a tokenizer.json under
+    ``tokenizer_dir`` and ``weights`` random bytes of model.safetensors."""
+    (root / tokenizer_dir).mkdir(parents=True)
+    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (root / tokenizer_dir / "tokenizer.json").write_text('{"version": "1.0"}')
+    (root / "model.safetensors").write_bytes(os.urandom(weights))
+    return root
+
+
+def random_blob(size: int, seed: object = 0) -> bytes:
+    """``size`` bytes that differ by ``seed`` and are the same on every run (so a
+    failure can be reproduced), without a random generator's state to share."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest() * 128
+        counter += 1
+    return bytes(out[:size])
 
 
 def flip_stored_byte(root_dir: str | Path, digest: str, offset: int) -> None:

@@ -13,6 +13,7 @@ from modelreg_cli.main import app
 from tests.integration.faults import CuttingProxy
 from tests.integration.helpers import (
     flip_stored_byte,
+    llm_dir,
     ok,
     oras_py,
     refused_pull,
@@ -26,11 +27,7 @@ from tests.schemas import validate_manifest, validate_model_config
 
 @pytest.fixture
 def model(tmp_path) -> Path:
-    root = tmp_path / "my-model"
-    (root / "tok").mkdir(parents=True)
-    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (root / "tok" / "tokenizer.json").write_text('{"version": "1.0"}')
-    (root / "model.safetensors").write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    root = llm_dir(tmp_path / "my-model", 3 * 1024 * 1024 + 7, tokenizer_dir="tok")
     (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
     (root / "run.sh").chmod(0o755)
     return root

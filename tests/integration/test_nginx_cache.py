@@ -35,6 +35,7 @@ import pytest
 
 from modelreg import Client, RemoteOptions
 from modelreg.settings import Settings
+from tests.integration.helpers import random_blob
 from tests.integration.metering_proxy import MeteringProxy
 from tests.integration.nginx_cache import NginxCache, NginxMissing, nginx_binary, start_nginx_cache
 from tests.integration.registry_server import RegistryServer
@@ -49,15 +50,6 @@ def _nginx_installed() -> None:
         nginx_binary()
     except NginxMissing as exc:
         pytest.fail(str(exc), pytrace=False)
-
-
-def _weights(seed: str, size: int) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}/{counter}".encode()).digest() * 64
-        counter += 1
-    return bytes(out[:size])
 
 
 @dataclass
@@ -83,8 +75,8 @@ def _setup(upstream: RegistryServer, tmp_path: Path) -> Iterator[Setup]:
     pki = upstream.ca_file.parent
     files = {
         "config.json": b'{"model_type": "llama"}',
-        "weights.bin": _weights(uuid.uuid4().hex, 3 << 20),  # three 1 MiB slices
-        "tokenizer.json": _weights(uuid.uuid4().hex, 200_000),
+        "weights.bin": random_blob(3 << 20, uuid.uuid4().hex),  # three 1 MiB slices
+        "tokenizer.json": random_blob(200_000, uuid.uuid4().hex),
     }
     model = tmp_path / "model"
     model.mkdir()

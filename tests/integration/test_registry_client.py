@@ -30,6 +30,7 @@ from modelreg.errors import (
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.manifest import Index, Manifest, empty_config
+from tests.integration.helpers import random_blob
 from tests.integration.registry_server import RegistryServer, free_port
 from tests.unit.content.registry.fakes import CountingSource, round_trip_in_threads
 
@@ -39,15 +40,6 @@ FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05)
 
 def unique(prefix: str = "it") -> str:
     return f"{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def random_blob(size: int, seed: int = 0) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest() * 128
-        counter += 1
-    return bytes(out[:size])
 
 
 def desc_of(data: bytes, media_type: str = "application/octet-stream") -> Descriptor:

@@ -5,7 +5,6 @@ tests' private Sigstore on loopback), with the network blocked except loopback."
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,7 @@ from modelreg.verify import (
     verify_before_pull,
     verify_reference,
 )
+from tests.integration.helpers import llm_dir
 from tests.integration.sigstore_fixtures import block_network
 from tests.interop.peers import model_signing
 from tests.unit.signing_fixtures import keyless_trust_flags
@@ -51,12 +51,7 @@ PASSWORD = {"MODELREG_KEY_PASSWORD": "integration passphrase"}
 
 @pytest.fixture
 def model(tmp_path) -> Path:
-    root = tmp_path / "tiny-llm"
-    (root / "tokenizer").mkdir(parents=True)
-    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    (root / "tokenizer" / "tokenizer.json").write_text('{"version": "1.0"}')
-    (root / "model.safetensors").write_bytes(os.urandom(256 * 1024 + 3))
-    return root
+    return llm_dir(tmp_path / "tiny-llm", 256 * 1024 + 3)
 
 
 @pytest.fixture
