@@ -46,6 +46,16 @@ def model(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def pushed(model: Path, registry: RegistryServer) -> str:
+    """A repository of its own on the registry, holding ``model`` as v1 (the source a
+    damaged blob is fetched from again)."""
+    repo = f"{registry.host}/pushed/{uuid.uuid4().hex[:8]}"
+    with client() as c:
+        c.push(model, f"{repo}:v1")
+    return repo
+
+
 def client() -> Client:
     return Client(RemoteOptions(plain_http=True, fsync=False))
 
@@ -112,11 +122,10 @@ def test_a_good_copy_written_meanwhile_is_not_quarantined(model: Path) -> None:
 
 # ----------------------------------------------------------------- cache verify
 def test_cache_verify_finds_flipped_bytes_and_repairs_from_the_registry(
-    model: Path, registry: RegistryServer, tmp_path: Path
+    pushed: str, tmp_path: Path
 ) -> None:
-    repo = f"{registry.host}/corrupt/{uuid.uuid4().hex[:8]}"
+    repo = pushed
     with client() as c:
-        c.push(model, f"{repo}:v1")
         c.copy(f"{repo}:v1", "fixme/m:v1")
     digest = weights_digest()
     flip_a_byte(store().blob_path(digest))
@@ -154,13 +163,10 @@ def test_cache_verify_without_a_source_says_what_to_do(model: Path) -> None:
     assert code == 2 and "--from" in err
 
 
-def test_an_edit_through_a_link_pull_is_found_by_cache_verify(
-    model: Path, registry: RegistryServer, tmp_path: Path
-) -> None:
-    repo = f"{registry.host}/linked/{uuid.uuid4().hex[:8]}"
+def test_an_edit_through_a_link_pull_is_found_by_cache_verify(pushed: str, tmp_path: Path) -> None:
+    repo = pushed
     out_dir = tmp_path / "linked"
     with client() as c:
-        c.push(model, f"{repo}:v1")
         c.pull(f"{repo}:v1", tmp_path / "fills-the-cache", link=True)
         c.pull(f"{repo}:v1", out_dir, link=True)
     pulled = out_dir / "weights.bin"
@@ -180,12 +186,9 @@ def test_an_edit_through_a_link_pull_is_found_by_cache_verify(
 # ------------------------------------------------------- pulls (unpack's side)
 
 
-def test_a_pull_from_the_registry_heals_a_damaged_cached_blob(
-    model: Path, registry: RegistryServer, tmp_path: Path
-) -> None:
-    repo = f"{registry.host}/heal/{uuid.uuid4().hex[:8]}"
+def test_a_pull_from_the_registry_heals_a_damaged_cached_blob(pushed: str, tmp_path: Path) -> None:
+    repo = pushed
     with client() as c:
-        c.push(model, f"{repo}:v1")
         # the cache keeps its own copy (not only a reference to the first output)
         c.pull(f"{repo}:v1", tmp_path / "first", cache_mode="copy")
         flip_a_byte(store().blob_path(weights_digest()))

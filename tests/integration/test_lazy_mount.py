@@ -130,35 +130,43 @@ def pushed(registry_plain, tmp_path):
     return push_model(registry_plain.host, root, tmp_path), root
 
 
-def test_mount_plain_open_and_umount(registry_plain, pushed, tmp_path):
+@pytest.fixture
+def mounted(pushed, tmp_path):
+    """The pushed model mounted on tmp_path/mnt: (the mount, the mountpoint, the model
+    directory); the mount process is killed when the test ends, whatever happened."""
     repo, root = pushed
     mp = tmp_path / "mnt"
     mp.mkdir()
     m = Mounted(f"{repo}:v1", mp)
     try:
-        assert m.ready["event"] == "mounted"
-        assert sorted(os.listdir(mp)) == [
-            "config.json",
-            "model.safetensors",
-            "sub",
-            "tokenizer.json",
-        ]
-        for rel in ("config.json", "tokenizer.json", "sub/run.sh", "model.safetensors"):
-            with open(mp / rel, "rb") as f:
-                assert f.read() == (root / rel).read_bytes(), rel
-        assert os.stat(mp / "sub" / "run.sh").st_mode & 0o777 == 0o555
-        with pytest.raises(OSError):
-            open(mp / "config.json", "wb")  # noqa: SIM115
-        digest = os.getxattr(mp / "config.json", "user.modelreg.digest").decode()
-        assert digest.startswith("sha256:")
-        done = cli("umount", str(mp))
-        assert done.returncode == 0, done.stderr
-        code, out, _ = m.wait()
-        assert code == 0
-        assert json.loads(out.strip().splitlines()[-1])["event"] == "unmounted"
-        assert str(mp) not in mounted_paths()
+        yield m, mp, root
     finally:
         m.kill()
+
+
+def test_mount_plain_open_and_umount(mounted):
+    m, mp, root = mounted
+    assert m.ready["event"] == "mounted"
+    assert sorted(os.listdir(mp)) == [
+        "config.json",
+        "model.safetensors",
+        "sub",
+        "tokenizer.json",
+    ]
+    for rel in ("config.json", "tokenizer.json", "sub/run.sh", "model.safetensors"):
+        with open(mp / rel, "rb") as f:
+            assert f.read() == (root / rel).read_bytes(), rel
+    assert os.stat(mp / "sub" / "run.sh").st_mode & 0o777 == 0o555
+    with pytest.raises(OSError):
+        open(mp / "config.json", "wb")  # noqa: SIM115
+    digest = os.getxattr(mp / "config.json", "user.modelreg.digest").decode()
+    assert digest.startswith("sha256:")
+    done = cli("umount", str(mp))
+    assert done.returncode == 0, done.stderr
+    code, out, _ = m.wait()
+    assert code == 0
+    assert json.loads(out.strip().splitlines()[-1])["event"] == "unmounted"
+    assert str(mp) not in mounted_paths()
 
 
 def test_mount_under_safe_open_fetches_only_the_tensors_chunks(registry_plain, pushed, tmp_path):
@@ -203,22 +211,16 @@ def test_mount_under_safe_open_fetches_only_the_tensors_chunks(registry_plain, p
             m.kill()
 
 
-def test_sigterm_unmounts_cleanly(registry_plain, pushed, tmp_path):
-    repo, root = pushed
-    mp = tmp_path / "mnt"
-    mp.mkdir()
-    m = Mounted(f"{repo}:v1", mp)
-    try:
-        assert (mp / "config.json").read_bytes() == (root / "config.json").read_bytes()
-        m.proc.send_signal(signal.SIGTERM)
-        code, _, err = m.wait()
-        assert code == 0, err
-        deadline = time.monotonic() + 5
-        while str(mp) in mounted_paths() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert str(mp) not in mounted_paths()
-    finally:
-        m.kill()
+def test_sigterm_unmounts_cleanly(mounted):
+    m, mp, root = mounted
+    assert (mp / "config.json").read_bytes() == (root / "config.json").read_bytes()
+    m.proc.send_signal(signal.SIGTERM)
+    code, _, err = m.wait()
+    assert code == 0, err
+    deadline = time.monotonic() + 5
+    while str(mp) in mounted_paths() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert str(mp) not in mounted_paths()
 
 
 def test_umount_of_something_else_is_refused(tmp_path):

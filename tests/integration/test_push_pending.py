@@ -113,6 +113,12 @@ def make_model(root: Path, big_files: tuple[str, ...] = (BIG,)) -> Path:
     return root
 
 
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    """The model of most tests here (one big file, :data:`BIG`), under tmp_path/m."""
+    return make_model(tmp_path / "m")
+
+
 def sent_by(client: Client, host: str) -> int:
     return int(client.registry(host).stats.bytes_sent)
 
@@ -256,10 +262,9 @@ def test_at_most_pending_max_uploads_at_once(registry_factory, runs, tmp_path, m
 
 
 def test_file_changed_after_hashing_is_refused_by_the_registry(
-    registry_factory, runs, tmp_path, monkeypatch
+    registry_factory, runs, model, monkeypatch
 ):
     server = registry_factory()
-    model = make_model(tmp_path / "m")
     big = model / BIG
     size = big.stat().st_size
     old_digest = Digest.from_bytes(big.read_bytes())
@@ -288,10 +293,9 @@ def test_file_changed_after_hashing_is_refused_by_the_registry(
 
 
 def test_file_changed_while_hashed_fails_before_anything_is_tagged(
-    registry_factory, runs, tmp_path, monkeypatch
+    registry_factory, runs, model, monkeypatch
 ):
     server = registry_factory()
-    model = make_model(tmp_path / "m")
     big = model / BIG
     size = big.stat().st_size
     real_hash = digests.hash_file_with_chunks
@@ -317,9 +321,8 @@ def test_file_changed_while_hashed_fails_before_anything_is_tagged(
         assert not client.target(ref).exists(layer)
 
 
-def test_hashing_failure_cancels_the_pending_upload(registry_factory, runs, tmp_path, monkeypatch):
+def test_hashing_failure_cancels_the_pending_upload(registry_factory, runs, model, monkeypatch):
     server = registry_factory()
-    model = make_model(tmp_path / "m")
     big = model / BIG
     real_hash = digests.hash_file_with_chunks
     started = threading.Event()

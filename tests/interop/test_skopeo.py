@@ -23,6 +23,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.integration.registry_server import RegistryFactory, RegistryServer
 from tests.interop.peers import NO_PASSWORD, key_pair, ok, peer, run, tool, tree, write_tree
 
@@ -86,10 +88,15 @@ def _arrived_intact(
     assert tree(out) == tree(model)
 
 
+@pytest.fixture
+def other(registry_factory: RegistryFactory) -> RegistryServer:
+    """A second registry, the one skopeo copies to."""
+    return registry_factory()
+
+
 def test_skopeo_copies_a_signed_modelreg_model(
-    registry_plain: RegistryServer, registry_factory: RegistryFactory, tmp_path: Path
+    registry_plain: RegistryServer, other: RegistryServer, tmp_path: Path
 ) -> None:
-    other = registry_factory()
     src = f"{registry_plain.host}/interop/skopeo-src"
     model, pub, digest = _signed_model(tmp_path, f"{src}:v1")
     dst = f"{other.host}/interop/skopeo-dst"
@@ -102,10 +109,9 @@ def test_skopeo_copies_a_signed_modelreg_model(
 
 
 def test_skopeo_sync_carries_signatures(
-    registry_plain: RegistryServer, registry_factory: RegistryFactory, tmp_path: Path
+    registry_plain: RegistryServer, other: RegistryServer, tmp_path: Path
 ) -> None:
     """``skopeo sync`` of the repository copies every tag, the fallback tag included."""
-    other = registry_factory()
     src = f"{registry_plain.host}/interop/skopeo-sync/model"
     _, pub, digest = _signed_model(tmp_path, f"{src}:v1")
     _skopeo(

@@ -46,12 +46,19 @@ def test_annotation_is_deterministic_and_covered_by_the_manifest_digest(model_di
     assert c.manifest.digest != a.manifest.digest
 
 
-def test_referrer_layout_and_push(model_dir, tmp_path):
+def _pushed_with_index(model_dir):
+    """The model packed with its chunk index named in the manifest and copied to a
+    MemoryTarget as v1; the index blob and its descriptor are not pushed."""
     files = scan_directory(model_dir)
     ann, blob, desc = chunk_index_annotations(files, chunk_size=CHUNK, cache_dir=None)
     packed = pack_directory(model_dir, annotations=ann)
     target = MemoryTarget()
     copy_graph(packed.as_target(), packed.descriptor, target, tag="v1")
+    return files, packed, target, blob, desc
+
+
+def test_referrer_layout_and_push(model_dir, tmp_path):
+    _, packed, target, blob, desc = _pushed_with_index(model_dir)
     ref_desc = push_chunk_index(target, packed.descriptor, blob, desc)
     assert push_chunk_index(target, packed.descriptor, blob, desc) == ref_desc  # idempotent
     found = target.referrers(packed.descriptor, ci.CHUNK_INDEX_ARTIFACT_TYPE)
@@ -71,11 +78,7 @@ def test_referrer_layout_and_push(model_dir, tmp_path):
 
 
 def test_referrer_survives_a_recursive_copy_to_a_layout(model_dir, tmp_path):
-    files = scan_directory(model_dir)
-    ann, blob, desc = chunk_index_annotations(files, chunk_size=CHUNK, cache_dir=None)
-    packed = pack_directory(model_dir, annotations=ann)
-    src = MemoryTarget()
-    copy_graph(packed.as_target(), packed.descriptor, src, tag="v1")
+    _, packed, src, blob, desc = _pushed_with_index(model_dir)
     push_chunk_index(src, packed.descriptor, blob, desc)
     dst = LayoutStore(tmp_path / "layout").target(None)
     copy_graph(src, packed.descriptor, dst, tag="v1", recursive=True)
@@ -84,11 +87,7 @@ def test_referrer_survives_a_recursive_copy_to_a_layout(model_dir, tmp_path):
 
 
 def test_publish_for_an_annotated_manifest_checks_the_files(model_dir):
-    files = scan_directory(model_dir)
-    ann, _, desc = chunk_index_annotations(files, chunk_size=CHUNK, cache_dir=None)
-    packed = pack_directory(model_dir, annotations=ann)
-    target = MemoryTarget()
-    copy_graph(packed.as_target(), packed.descriptor, target, tag="v1")
+    files, packed, target, _, desc = _pushed_with_index(model_dir)
     assert not target.exists(desc)
     publish_chunk_index(target, packed.descriptor, files, chunk_size=CHUNK, cache_dir=None)
     assert target.exists(desc)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from modelreg.content.registry.hosts import parse_hosts_toml
@@ -16,8 +17,8 @@ DEPLOY = Path(__file__).resolve().parents[4] / "deploy" / "mirrors"
 UPSTREAM = "registry.example.com"
 
 
-def _docs() -> dict[str, dict[str, Any]]:
-    text = (DEPLOY / "pull-through-cache.yaml").read_text()
+def _docs(manifest: str = "pull-through-cache.yaml") -> dict[str, dict[str, Any]]:
+    text = (DEPLOY / manifest).read_text()
     return {doc["kind"]: doc for doc in yaml.safe_load_all(text) if doc}
 
 
@@ -30,8 +31,10 @@ def test_hosts_toml_parses_and_the_cache_may_only_pull() -> None:
     assert cache.plain_http and cache.dial_timeout == 1.0
 
 
-def test_manifests_are_the_kinds_promised_and_agree_with_hosts_toml() -> None:
-    docs = _docs()
+# either cache takes the place hosts.toml names: the one Service, Deployment and volumes
+@pytest.mark.parametrize("manifest", ["pull-through-cache.yaml", "nginx-cache.yaml"])
+def test_manifests_are_the_kinds_promised_and_agree_with_hosts_toml(manifest: str) -> None:
+    docs = _docs(manifest)
     assert {"Namespace", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"} <= set(docs)
     path = DEPLOY / "hosts.toml"
     (cache,) = parse_hosts_toml(path.read_text(), path=str(path), host=UPSTREAM).mirrors
@@ -56,42 +59,27 @@ def test_the_cache_is_distribution_in_proxy_mode() -> None:
 # ------------------------------------------------------------------ nginx-cache.yaml
 
 
-def _nginx_docs() -> dict[str, dict[str, Any]]:
-    text = (DEPLOY / "nginx-cache.yaml").read_text()
-    return {doc["kind"]: doc for doc in yaml.safe_load_all(text) if doc}
-
-
-def test_nginx_cache_takes_the_place_hosts_toml_names() -> None:
-    docs = _nginx_docs()
-    assert {"Namespace", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"} <= set(docs)
-    path = DEPLOY / "hosts.toml"
-    (cache,) = parse_hosts_toml(path.read_text(), path=str(path), host=UPSTREAM).mirrors
+def test_nginx_cache_listens_where_the_service_points_and_fetches_the_upstream() -> None:
+    docs = _docs("nginx-cache.yaml")
     service = docs["Service"]["spec"]
-    assert cache.host == f"{service['clusterIP']}:{service['ports'][0]['port']}"
-    pod = docs["Deployment"]["spec"]["template"]
-    assert service["selector"].items() <= pod["metadata"]["labels"].items()
-    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    assert volumes["config"]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
-    claim = volumes["storage"]["persistentVolumeClaim"]["claimName"]
-    assert claim == docs["PersistentVolumeClaim"]["metadata"]["name"]
-    (init,) = pod["spec"]["initContainers"]
+    (init,) = docs["Deployment"]["spec"]["template"]["spec"]["initContainers"]
     settings = {e["name"]: e.get("value") for e in init["env"]}
     assert settings["LISTEN"] == str(service["ports"][0]["port"])
     assert settings["UPSTREAM_HOST"] == UPSTREAM
 
 
 def test_nginx_template_placeholders_are_exactly_what_render_sh_fills() -> None:
-    data = _nginx_docs()["ConfigMap"]["data"]
+    data = _docs("nginx-cache.yaml")["ConfigMap"]["data"]
     listed = re.search(r"envsubst '([^']*)'", data["render.sh"])
     assert listed is not None
     names = set(re.findall(r"\$\{([A-Z_]+)\}", listed.group(1)))
     assert set(re.findall(r"\$\{([A-Z_]+)\}", data["nginx.conf.template"])) == names
-    (init,) = _nginx_docs()["Deployment"]["spec"]["template"]["spec"]["initContainers"]
+    (init,) = _docs("nginx-cache.yaml")["Deployment"]["spec"]["template"]["spec"]["initContainers"]
     assert names <= {e["name"] for e in init["env"]}
 
 
 def test_nginx_coalesces_only_content_addressed_reads() -> None:
-    template = _nginx_docs()["ConfigMap"]["data"]["nginx.conf.template"]
+    template = _docs("nginx-cache.yaml")["ConfigMap"]["data"]["nginx.conf.template"]
     # "location MATCH {" lines and their bodies, up to the brace closing at their indent
     found = re.finditer(r"^( *)location ([^\n]+) \{\n(.*?)\n\1\}", template, re.S | re.M)
     locations = {m[2]: m[3] for m in found}
