@@ -121,28 +121,40 @@ class IssuedCert:
         key_path.chmod(0o600)
 
 
+def _certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public: ec.EllipticCurvePublicKey,
+    *,
+    ca: bool,
+    days: int,
+) -> x509.CertificateBuilder:
+    """What the CA's and the leaves' certificates share: valid from an hour ago for
+    ``days`` (an hour's leeway for clock skew), a CA's or an end entity's constraints
+    and key usage, and the subject key identifier."""
+    now = _utcnow()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(key_usage(sign=True, issue=ca), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    )
+
+
 class CertificateAuthority:
     """A throw-away CA (ECDSA P-256) issuing server and signing certificates."""
 
     def __init__(self, common_name: str = "modelreg test CA") -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
-        public = self.key.public_key()
-        now = _utcnow()
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(_name(common_name))
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                key_usage(sign=True, issue=True),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(self.key, hashes.SHA256())
+        name = _name(common_name)
+        self.cert = _certificate(name, name, self.key.public_key(), ca=True, days=2).sign(
+            self.key, hashes.SHA256()
         )
 
     @property
@@ -156,26 +168,10 @@ class CertificateAuthority:
         sans: list[x509.GeneralName] | None = None,
     ) -> IssuedCert:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = _utcnow()
         ca_ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                key_usage(sign=True, issue=False),
-                critical=True,
-            )
+            _certificate(_name(common_name), self.cert.subject, key.public_key(), ca=False, days=1)
             .add_extension(x509.ExtendedKeyUsage(extended_usage), critical=False)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                critical=False,
-            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
                 critical=False,

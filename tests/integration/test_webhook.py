@@ -66,42 +66,55 @@ class Models:
     policy_dir: Path
 
 
-def _policies(directory: Path, host: str, repo: str, key_file: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    key = key_file.name
-    (directory / "signed.yaml").write_text(
+def _policy(
+    directory: Path, name: str, about: str, key_file: Path, spec: str, require: str = ""
+) -> None:
+    """``NAME.yaml``: a ModelPolicy (``about`` its comment) that requires a signature by
+    the release key ``key_file`` and ``require`` (YAML at that level), with the spec's
+    ``mode`` and ``match`` in ``spec``."""
+    (directory / f"{name}.yaml").write_text(
         f"""\
-# test: every model under {repo}/ is signed by the release key and holds no pickle
+# test: {about}
 apiVersion: modelreg.dev/v1alpha1
 kind: ModelPolicy
-metadata: {{name: signed, description: test}}
+metadata: {{name: {name}, description: test}}
 spec:
+{spec}  require:
+    signatures:
+      authorities:
+        - name: release
+          key: {{path: {key_file.name}}}
+{require}"""
+    )
+
+
+def _policies(directory: Path, host: str, repo: str, key_file: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    _policy(
+        directory,
+        "signed",
+        f"every model under {repo}/ is signed by the release key and holds no pickle",
+        key_file,
+        f"""\
   mode: enforce
   match:
     references: ["{host}/{repo}/**"]
-  require:
-    signatures:
-      authorities:
-        - name: release
-          key: {{path: {key}}}
+""",
+        """\
     artifact:
       noPickle: true
-"""
+""",
     )
-    (directory / "provenance.yaml").write_text(
+    _policy(
+        directory,
+        "provenance",
+        f"models under {repo}/attested/ carry SLSA provenance from acme/models on main",
+        key_file,
         f"""\
-# test: models under {repo}/attested/ carry SLSA provenance from acme/models on main
-apiVersion: modelreg.dev/v1alpha1
-kind: ModelPolicy
-metadata: {{name: provenance, description: test}}
-spec:
   match:
     references: ["{host}/{repo}/attested/**"]
-  require:
-    signatures:
-      authorities:
-        - name: release
-          key: {{path: {key}}}
+""",
+        f"""\
     attestations:
       - predicateType: {SLSA}
         conditions:
@@ -115,24 +128,18 @@ spec:
             not startswith(ref, "refs/heads/main")
             msg := sprintf("built from %s", [ref])
           }}
-"""
+""",
     )
-    (directory / "staging-warn.yaml").write_text(
+    _policy(
+        directory,
+        "staging-warn",
+        "staging models only warn",
+        key_file,
         f"""\
-# test: staging models only warn
-apiVersion: modelreg.dev/v1alpha1
-kind: ModelPolicy
-metadata: {{name: staging-warn, description: test}}
-spec:
   mode: warn
   match:
     references: ["{host}/staging-{repo}/**"]
-  require:
-    signatures:
-      authorities:
-        - name: release
-          key: {{path: {key}}}
-"""
+""",
     )
 
 

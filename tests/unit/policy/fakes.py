@@ -1,7 +1,9 @@
-"""Test stand-ins shaped like ``modelreg.verify`` results, and fact builders."""
+"""Test stand-ins shaped like ``modelreg.verify`` results, fact builders, and the
+policy document the tests vary."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +13,32 @@ DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64
 MODEL_TYPE = "application/vnd.cncf.model.manifest.v1+json"
 WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"
+
+
+def policy_doc(
+    require: str,
+    *,
+    name: str = "p",
+    mode: str = "enforce",
+    match: str = '["registry.example.com/models/**"]',
+    match_extra: str = "",
+) -> str:
+    """A ModelPolicy document: ``require`` (YAML, any indentation) under spec.require,
+    ``match`` the references list, ``match_extra`` more lines of spec.match (indented
+    four spaces). Without ``match_extra`` its lines do not move: tests count them."""
+    head = textwrap.dedent(
+        f"""\
+        apiVersion: modelreg.dev/v1alpha1
+        kind: ModelPolicy
+        metadata:
+          name: {name}
+        spec:
+          mode: {mode}
+          match:
+            references: {match}
+        """
+    )
+    return head + match_extra + "  require:\n" + textwrap.indent(textwrap.dedent(require), "    ")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from modelreg.policy import (
@@ -26,6 +24,7 @@ from tests.unit.policy.fakes import (
     artifact,
     facts,
     modelpack_config,
+    policy_doc,
 )
 
 NAME = "reg.example.com/models/llm"
@@ -33,26 +32,11 @@ ISSUER = "https://token.actions.githubusercontent.com"
 
 
 def policy(
-    require: str,
-    *,
-    name: str = "p",
-    mode: str = "enforce",
-    match: str = "reg.example.com/models/**",
-    types: str = "",
+    require: str, *, match: str = "reg.example.com/models/**", types: str = "", **fields: str
 ) -> str:
-    return textwrap.dedent(
-        f"""\
-        apiVersion: modelreg.dev/v1alpha1
-        kind: ModelPolicy
-        metadata: {{name: {name}}}
-        spec:
-          mode: {mode}
-          match:
-            references: ["{match}"]
-        {types}
-          require:
-        """
-    ) + textwrap.indent(textwrap.dedent(require), "    ")
+    """:func:`policy_doc` matching the one pattern ``match``; ``types`` a line of match."""
+    extra = types + "\n" if types else ""
+    return policy_doc(require, match=f'["{match}"]', match_extra=extra, **fields)
 
 
 KEYLESS = """\

@@ -9,30 +9,9 @@ import pytest
 
 from modelreg.errors import PolicyError
 from modelreg.policy import PolicyLoadError, load_policies, load_policy_file, parse_policies
+from tests.unit.policy.fakes import policy_doc as doc
 
 PUB = (Path(__file__).parents[3] / "policies" / "keys" / "example-release.pub").read_text()
-
-
-def doc(
-    require: str,
-    *,
-    match: str = '["registry.example.com/models/**"]',
-    mode: str = "enforce",
-    name: str = "p",
-) -> str:
-    return textwrap.dedent(
-        f"""\
-        apiVersion: modelreg.dev/v1alpha1
-        kind: ModelPolicy
-        metadata:
-          name: {name}
-        spec:
-          mode: {mode}
-          match:
-            references: {match}
-          require:
-        """
-    ) + textwrap.indent(textwrap.dedent(require), "    ")
 
 
 ARTIFACT = "artifact:\n  noPickle: true\n"
