@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelreg import lifecycle
 from modelreg.content.base import (
+    ManifestFetcher,
     PendingPusher,
     ReadOnlyTarget,
     Target,
@@ -67,7 +68,7 @@ from modelreg.model.unpack import CacheMode, UnpackResult, layer_path, parse_cac
 from modelreg.oci import mediatypes as mt
 from modelreg.oci.descriptor import Descriptor
 from modelreg.oci.digest import Digest
-from modelreg.oci.manifest import Index, Manifest, empty_config
+from modelreg.oci.manifest import Index, Manifest, empty_config, parse_manifest_or_index
 from modelreg.oci.reference import Reference
 from modelreg.settings import Settings
 from modelreg.transfer import Transfer
@@ -628,6 +629,23 @@ class Client:
             raise NotFoundError(f"{ref} resolved to {desc.digest}, not the digest asked for")
         return ref, target, desc
 
+    def _resolve_node(
+        self, ref: Reference | str
+    ) -> tuple[Reference, Target, Descriptor, Manifest | Index]:
+        """:meth:`resolve`, and the manifest or index it names: one GET where the target
+        can (:class:`~modelreg.content.base.ManifestFetcher`), for the commands that read
+        the manifest anyway; else resolve, then fetch by digest."""
+        ref = Reference.parse(ref) if isinstance(ref, str) else ref
+        target = self.target(ref, create=False)
+        if not isinstance(target, ManifestFetcher):
+            ref, target, desc = self.resolve(ref)
+            return ref, target, desc, fetch_node(target, desc)
+        desc, data = target.fetch_manifest(ref.reference or "latest")
+        if ref.digest is not None and desc.digest != ref.digest:
+            raise NotFoundError(f"{ref} resolved to {desc.digest}, not the digest asked for")
+        node = parse_manifest_or_index(data, desc.media_type, f"manifest {desc.digest}")
+        return ref, target, desc, node
+
     # -------------------------------------------------------------------- push
     def pack(
         self,
@@ -904,20 +922,18 @@ class Client:
         )
 
     def _manifest(self, target: ReadOnlyTarget, desc: Descriptor) -> Manifest:
-        node = fetch_node(target, desc)
-        if isinstance(node, Index):
-            raise FormatError(
-                f"{desc.digest} is an image index, not a model manifest",
-                hint="pull one of its manifests by digest (see `modelreg inspect`)",
-            )
-        return node
+        return _model_manifest(fetch_node(target, desc), desc)
+
+    def _resolve_manifest(self, ref: Reference | str) -> tuple[ReadOnlyTarget, Manifest]:
+        """The model manifest ``ref`` names, in one GET where the target can."""
+        _, target, desc, node = self._resolve_node(ref)
+        return target, _model_manifest(node, desc)
 
     # ----------------------------------------------------------------- inspect
     def inspect(self, ref: Reference | str, *, tensors: bool = False) -> InspectResult:
         """Manifest, config and files of an artifact; with ``tensors=True`` also every
         tensor of its weight files, read from their headers with range requests."""
-        ref, target, desc = self.resolve(ref)
-        node = fetch_node(target, desc)
+        ref, target, desc, node = self._resolve_node(ref)
         config: dict[str, Any] | None = None
         files: list[dict[str, Any]] = []
         producer = None
@@ -961,10 +977,8 @@ class Client:
         self, ref_a: Reference | str, ref_b: Reference | str, *, tensors: bool = True
     ) -> DiffResult:
         """Which files and tensors differ between two models, and how many bytes they share."""
-        _, target_a, desc_a = self.resolve(ref_a)
-        _, target_b, desc_b = self.resolve(ref_b)
-        manifest_a = self._manifest(target_a, desc_a)
-        manifest_b = self._manifest(target_b, desc_b)
+        target_a, manifest_a = self._resolve_manifest(ref_a)
+        target_b, manifest_b = self._resolve_manifest(ref_b)
         return diff_manifests(
             target_a,
             manifest_a,
@@ -1117,3 +1131,13 @@ def _check_host(host: str) -> str:
             f"invalid registry host {host!r}", hint="give a host such as registry.example.com:5000"
         ) from exc
     return host
+
+
+def _model_manifest(node: Manifest | Index, desc: Descriptor) -> Manifest:
+    """``node`` when it is a model manifest; an index is refused with what to do."""
+    if isinstance(node, Index):
+        raise FormatError(
+            f"{desc.digest} is an image index, not a model manifest",
+            hint="pull one of its manifests by digest (see `modelreg inspect`)",
+        )
+    return node

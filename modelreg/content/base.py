@@ -26,6 +26,7 @@ from modelreg.oci.digest import Digest, Hasher
 __all__ = [
     "CHUNK",
     "BlobSource",
+    "ManifestFetcher",
     "Mounter",
     "PendingPusher",
     "PushResult",
@@ -297,6 +298,23 @@ class RangeReader(Protocol):
     def supports_range(self) -> bool | None: ...
 
     def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes: ...
+
+
+@runtime_checkable
+class ManifestFetcher(Protocol):
+    """A target that resolves a tag and reads the manifest it names in one request.
+
+    For callers that need the manifest anyway (``inspect``, ``diff``): one GET instead
+    of :meth:`ReadOnlyTarget.resolve`'s HEAD and then a GET by digest. Resolving alone
+    stays a HEAD, because registries such as Docker Hub count manifest GETs against
+    rate limits and HEADs not. The bytes are verified against the digest they are
+    fetched by, or else the one the registry declares.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def fetch_manifest(self, reference: str) -> tuple[Descriptor, bytes]: ...
 
 
 def bytes_source(data: bytes) -> BlobSource:
