@@ -143,8 +143,13 @@ class PathClaims:
     # the two walks up a path that claiming a file and claiming a directory share (the
     # caller holds the lock)
     def _refuse_files_at_or_above(self, key: str, owner: str) -> None:
-        """Refuses when ``key`` or a directory above it is claimed as a file."""
-        while key:
+        """Refuses when ``key`` or a directory above it is claimed as a file.
+
+        The walk stops at the first directory already claimed: nothing is ever both
+        (each claim refuses that), and a claimed directory's ancestors were claimed as
+        directories with it, so none of them is a file. Without the stop, claiming the
+        files of one deep directory walked the whole path for each."""
+        while key and key not in self._dirs:
             if key in self._files:
                 raise UnsafeContentError(
                     f"{key!r} is both a file and a directory in the artifact "

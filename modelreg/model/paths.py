@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 import unicodedata
+from typing import Final
 
 from modelreg.errors import UnsafeContentError
 
@@ -14,6 +15,14 @@ _CONTROL = re.compile(r"[\x00-\x1f]")
 """NUL and the other control characters."""
 
 
+_SEGMENT = r"[^./\x00-\x1f\\][^/\x00-\x1f\\]*"
+_PLAIN: Final = re.compile(rf"(?!.:)(?:{_SEGMENT}/)*{_SEGMENT}")
+"""A path that is already safe and normal, checked in one match: no control character
+or backslash, segments neither empty nor starting with a dot (so no ``.``/``..``),
+no colon as the second character (``C:``), no trailing slash. Most names of
+a model are like this; the others take the full check below."""
+
+
 def safe_relpath(raw: str, what: str = "path") -> str:
     """Validate a path from an artifact; return its normalised relative POSIX form.
 
@@ -21,6 +30,8 @@ def safe_relpath(raw: str, what: str = "path") -> str:
     (``/x``, ``C:``), any ``..`` component, and names that normalise to the
     directory itself.
     """
+    if raw.isascii() and _PLAIN.fullmatch(raw):
+        return raw
     if not raw or _CONTROL.search(raw):
         raise UnsafeContentError(f"{what} {raw!r} is empty or contains control characters")
     if "\\" in raw:
