@@ -243,6 +243,13 @@ def current() -> TransferBound | None:
     return _current.get()
 
 
+def _connect_timeout(timeout: float | None) -> float | None:
+    """The timeout of a connection step (TCP connect, TLS handshake) under the current
+    bound: no more than the bound has left, so a stalled handshake is a spent deadline."""
+    bound = current()
+    return timeout if bound is None else bound.read_timeout(timeout)
+
+
 @contextlib.contextmanager
 def active(bound: TransferBound | None) -> Iterator[None]:
     """Make ``bound`` the one the socket layers enforce, for this thread, inside the block."""
@@ -314,9 +321,7 @@ class _BoundedStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        bound = current()
-        if bound is not None:
-            timeout = bound.read_timeout(timeout)
+        timeout = _connect_timeout(timeout)
         return _BoundedStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> typing.Any:
@@ -335,9 +340,7 @@ class _BoundedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: _SocketOptions | None = None,
     ) -> httpcore.NetworkStream:
-        bound = current()
-        if bound is not None:
-            timeout = bound.read_timeout(timeout)
+        timeout = _connect_timeout(timeout)
         stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
         return _BoundedStream(stream)
 
