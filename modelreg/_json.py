@@ -21,6 +21,10 @@ always gives the same bytes, which is what digests over it need. It is not RFC 8
 (JCS): that also fixes number formatting and sorts keys by UTF-16 code units; no
 format modelreg writes asks for it.
 
+Lists of objects (:func:`object_list`): a signed document's list (an envelope's
+signatures, a statement's subjects) must be there, not empty, capped before any item
+is looked at (a document could carry millions), and hold only objects.
+
 Result types (:func:`camel_fields`). Every ``to_dict`` writes its JSON keys in
 camelCase and its attributes are snake_case; one function derives the key from the
 attribute's name, so the two cannot drift apart and a ``to_dict`` lists only the
@@ -31,11 +35,12 @@ are not a plain copy of one attribute.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from modelreg.errors import FormatError, SizeLimitError
 
-__all__ = ["camel_fields", "canonical_json", "loads_strict"]
+__all__ = ["camel_fields", "canonical_json", "loads_strict", "object_list"]
 
 
 class _DuplicateKeyError(ValueError):
@@ -92,6 +97,23 @@ def canonical_json(obj: Any, *, sort_keys: bool = False) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys).encode(
         "utf-8"
     )
+
+
+def object_list(
+    obj: Mapping[str, Any], key: str, *, what: str, limit: int, counted: str
+) -> list[Mapping[str, Any]]:
+    """``obj[key]`` as a non-empty list of at most ``limit`` JSON objects, else FormatError.
+
+    ``counted`` words the count in the over-the-limit message ("lists {} subjects")."""
+    items = obj.get(key)
+    if not isinstance(items, list) or not items:
+        raise FormatError(f"{what}: {key} must be a non-empty list")
+    if len(items) > limit:
+        raise FormatError(f"{what} {counted.format(len(items))} (limit {limit})")
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise FormatError(f"{what}: {key}[{i}] must be an object")
+    return items
 
 
 def _camel(name: str) -> str:

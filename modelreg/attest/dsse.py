@@ -20,6 +20,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelreg._json import object_list
 from modelreg.attest.keys import PrivateKey, PublicKey, ecdsa_for
 from modelreg.errors import FormatError
 
@@ -98,15 +99,11 @@ class Envelope:
         if not isinstance(payload_type, str) or not payload_type:
             raise FormatError(f"{what}: payloadType must be a non-empty string")
         payload = b64decode(obj.get("payload"), f"{what} payload")
-        raw_sigs = obj.get("signatures")
-        if not isinstance(raw_sigs, list) or not raw_sigs:
-            raise FormatError(f"{what}: signatures must be a non-empty list")
-        if len(raw_sigs) > MAX_SIGNATURES:
-            raise FormatError(f"{what} carries {len(raw_sigs)} signatures (limit {MAX_SIGNATURES})")
+        raw_sigs = object_list(
+            obj, "signatures", what=what, limit=MAX_SIGNATURES, counted="carries {} signatures"
+        )
         sigs = []
         for i, raw in enumerate(raw_sigs):
-            if not isinstance(raw, Mapping):
-                raise FormatError(f"{what}: signatures[{i}] must be an object")
             sig = b64decode(raw.get("sig"), f"{what} signatures[{i}].sig")
             if not sig:
                 raise FormatError(f"{what}: signatures[{i}].sig is empty")

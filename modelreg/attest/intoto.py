@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from modelreg._json import canonical_json, loads_strict
+from modelreg._json import canonical_json, loads_strict, object_list
 from modelreg.errors import FormatError, InvalidInputError
 from modelreg.oci.digest import Digest
 
@@ -87,15 +87,11 @@ class Statement:
             predicate = {}
         if not isinstance(predicate, dict):
             raise FormatError(f"{what}: predicate must be a JSON object")
-        raw_subjects = obj.get("subject")
-        if not isinstance(raw_subjects, list) or not raw_subjects:
-            raise FormatError(f"{what}: subject must be a non-empty list")
-        if len(raw_subjects) > MAX_SUBJECTS:
-            raise FormatError(f"{what} lists {len(raw_subjects)} subjects (limit {MAX_SUBJECTS})")
+        raw_subjects = object_list(
+            obj, "subject", what=what, limit=MAX_SUBJECTS, counted="lists {} subjects"
+        )
         subjects = []
         for i, raw in enumerate(raw_subjects):
-            if not isinstance(raw, dict):
-                raise FormatError(f"{what}: subject[{i}] must be an object")
             name = raw.get("name", "")
             digest = raw.get("digest", {})
             if (
