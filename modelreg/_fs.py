@@ -32,7 +32,7 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["AtomicFile", "atomic_write"]
+__all__ = ["AtomicFile", "atomic_write", "scan_dir"]
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NAME_ATTEMPTS = 16
@@ -164,3 +164,12 @@ def _sync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def scan_dir(path: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
+    """A directory's entries, none when it cannot be listed (gone, not a directory, not
+    readable): what the sweeps over a store (gc, the chunk cache) cannot read they skip."""
+    try:
+        return list(os.scandir(path))
+    except OSError:
+        return []

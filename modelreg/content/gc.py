@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from modelreg._fs import scan_dir
 from modelreg._json import loads_strict
 from modelreg.content.layout import LayoutStore
 from modelreg.errors import FormatError, InvalidInputError, ModelRegError, NotFoundError
@@ -224,11 +225,7 @@ def _scan_blobs(root: Path) -> _Scan:
         if not alg.is_dir(follow_symlinks=False):
             scan.other.extend(_files([alg]))
             continue
-        try:
-            entries = list(os.scandir(alg.path))
-        except OSError:
-            continue
-        for entry in entries:
+        for entry in scan_dir(alg.path):
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
@@ -259,19 +256,12 @@ def _files(entries: Iterable[os.DirEntry[str]]) -> Iterator[_File]:
             yield _File(Path(entry.path), st.st_size, st.st_mtime)
 
 
-def _listdir(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        return list(os.scandir(path))
-    except OSError:
-        return []
-
-
 def _stale_temp(root: Path, now: float, temp_dirs: Iterable[Path]) -> list[_File]:
     """Temporary files of writes that stopped more than :data:`TEMP_MAX_AGE` ago."""
-    candidates = list(_files(_listdir(root / "ingest")))
-    candidates += [f for f in _files(_listdir(root)) if f.path.name.startswith(_TEMP_PREFIXES)]
+    candidates = list(_files(scan_dir(root / "ingest")))
+    candidates += [f for f in _files(scan_dir(root)) if f.path.name.startswith(_TEMP_PREFIXES)]
     for directory in temp_dirs:
-        candidates += list(_files(_listdir(directory)))
+        candidates += list(_files(scan_dir(directory)))
     return [f for f in candidates if now - f.mtime >= TEMP_MAX_AGE]
 
 

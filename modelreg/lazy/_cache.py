@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from modelreg._fs import atomic_write
+from modelreg._fs import atomic_write, scan_dir
 from modelreg.errors import InvalidInputError
 from modelreg.model.digests import CHUNK_ALGORITHMS, chunk_hasher
 from modelreg.settings import Settings
@@ -235,18 +235,10 @@ class ChunkStore:
 
     @staticmethod
     def _entries(base: Path) -> Iterator[tuple[float, int, Path]]:
-        try:
-            shards = list(os.scandir(base))
-        except OSError:
-            return
-        for shard in shards:
+        for shard in scan_dir(base):
             if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
                 continue
-            try:
-                files = list(os.scandir(shard.path))
-            except OSError:
-                continue
-            for entry in files:
+            for entry in scan_dir(shard.path):
                 if len(entry.name) != 64 or not entry.name.startswith(shard.name):
                     continue
                 try:
