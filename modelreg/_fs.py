@@ -30,9 +30,9 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypedDict, Unpack
 
-__all__ = ["AtomicFile", "atomic_write", "scan_dir"]
+__all__ = ["AtomicFile", "WriteOptions", "atomic_write", "scan_dir"]
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NAME_ATTEMPTS = 16
@@ -114,20 +114,24 @@ class AtomicFile:
             self.discard()
 
 
+class WriteOptions(TypedDict, total=False):
+    """:class:`AtomicFile`'s options, which :func:`atomic_write` passes on as they are
+    (their defaults are AtomicFile's; the module documentation says what each does)."""
+
+    mode: int | None
+    fsync: bool
+    sync_dir: bool
+    overwrite: bool
+    tmp_dir: str | os.PathLike[str] | None
+
+
 def atomic_write(
     path: str | os.PathLike[str],
     data: bytes | bytearray | memoryview,
-    *,
-    mode: int | None = None,
-    fsync: bool = True,
-    sync_dir: bool = False,
-    overwrite: bool = True,
-    tmp_dir: str | os.PathLike[str] | None = None,
+    **options: Unpack[WriteOptions],
 ) -> None:
     """Replace ``path`` with ``data`` (see the module documentation for each option)."""
-    with AtomicFile(
-        path, mode=mode, fsync=fsync, sync_dir=sync_dir, overwrite=overwrite, tmp_dir=tmp_dir
-    ) as f:
+    with AtomicFile(path, **options) as f:
         f.write(data)
 
 
