@@ -47,7 +47,7 @@ import platform
 import re
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -242,6 +242,22 @@ def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> None:
         raise InvalidInputError(f"{where}.{key} must be a string")
 
 
+def _named_objects(
+    predicate: Mapping[str, Any], key: str, where: str
+) -> Iterator[tuple[Mapping[str, Any], str]]:
+    """``predicate[key]``, a list (absent: empty) of objects each with a string ``name``:
+    each with its path for messages (``training lineage.datasets[0]``), checked as it is
+    reached, so the first bad one is what is reported."""
+    items = predicate.get(key, [])
+    if not isinstance(items, list):
+        raise InvalidInputError(f"{where}.{key} must be a list")
+    for i, item in enumerate(items):
+        w = f"{where}.{key}[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInputError(f"{w} must be an object with a name")
+        yield item, w
+
+
 def validate_training_lineage(predicate: Any) -> dict[str, Any]:
     """Check a training-lineage predicate against the schema in the module docstring."""
     where = "training lineage"
@@ -265,13 +281,7 @@ def validate_training_lineage(predicate: Any) -> dict[str, Any]:
             _check_digest_set(base["digest"], f"{where}.baseModel.digest")
         if not base.get("digest") and not base.get("uri"):
             raise InvalidInputError(f"{where}.baseModel needs a digest or a uri")
-    datasets = predicate.get("datasets", [])
-    if not isinstance(datasets, list):
-        raise InvalidInputError(f"{where}.datasets must be a list")
-    for i, ds in enumerate(datasets):
-        w = f"{where}.datasets[{i}]"
-        if not isinstance(ds, dict) or not isinstance(ds.get("name"), str):
-            raise InvalidInputError(f"{w} must be an object with a name")
+    for ds, w in _named_objects(predicate, "datasets", where):
         for key in ("uri", "split"):
             _opt_str(ds, key, w)
         if "digest" in ds:
@@ -279,13 +289,7 @@ def validate_training_lineage(predicate: Any) -> dict[str, Any]:
     hyper = predicate.get("hyperparameters", {})
     if not isinstance(hyper, dict):
         raise InvalidInputError(f"{where}.hyperparameters must be an object")
-    evaluations = predicate.get("evaluations", [])
-    if not isinstance(evaluations, list):
-        raise InvalidInputError(f"{where}.evaluations must be a list")
-    for i, ev in enumerate(evaluations):
-        w = f"{where}.evaluations[{i}]"
-        if not isinstance(ev, dict) or not isinstance(ev.get("name"), str):
-            raise InvalidInputError(f"{w} must be an object with a name")
+    for ev, w in _named_objects(predicate, "evaluations", where):
         _opt_str(ev, "dataset", w)
         metrics = ev.get("metrics")
         if not isinstance(metrics, dict) or not all(
