@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
-from modelreg_cli.options import JsonOpt
+from modelreg_cli.options import DryRunOpt, JsonOpt
 from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_group
 
@@ -153,9 +153,7 @@ def info(json_output: JsonOpt = False) -> None:
 
 @cache_app.command("prune")
 def prune(
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")
-    ] = False,
+    dry_run: DryRunOpt = False,
     chunks_max: Annotated[
         str | None,
         typer.Option(

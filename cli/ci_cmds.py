@@ -18,8 +18,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, print_error, registry_flags, warn
-from modelreg_cli.options import JsonOpt
+from modelreg_cli.context import (
+    KEYLESS_FLAGS,
+    REGISTRY_FLAGS,
+    Command,
+    Keyless,
+    Remote,
+    keyless_flags,
+    print_error,
+    registry_flags,
+    warn,
+)
+from modelreg_cli.options import JsonOpt, OptionalPolicyOpt
 from modelreg_cli.policy_cmds import UnmatchedOpt
 from modelreg_cli.render import out_console, print_json
 from modelreg_cli.wiring import add_group
@@ -40,11 +50,6 @@ DotenvOpt = Annotated[
         help="GitLab dotenv report to write (default in GitLab CI: modelreg.env).",
     ),
 ]
-# Not options.PolicyOpt: optional here (ci verify says when it is missing).
-PolicyOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--policy", "-p", help="Policy file or directory (repeatable)."),
-]
 
 
 ci_app = typer.Typer(
@@ -61,6 +66,7 @@ def register(app: typer.Typer) -> None:
 
 @ci_app.command("publish")
 @registry_flags()
+@keyless_flags()
 def publish_cmd(
     directory: Annotated[Path, typer.Argument(help="Model directory to publish.")],
     ref: Annotated[str, typer.Argument(help="Where to: registry/repo:tag.")],
@@ -72,35 +78,12 @@ def publish_cmd(
             "(default: $MODELREG_SIGNING_KEY when set, else keyless).",
         ),
     ] = None,
-    keyless: Annotated[
-        bool,
-        typer.Option("--keyless", help="Sign keyless with the CI's OIDC identity (Sigstore)."),
-    ] = False,
-    identity_token: Annotated[
-        str | None,
-        typer.Option(
-            "--identity-token",
-            help="OIDC token (prefer SIGSTORE_ID_TOKEN: flags show in process listings).",
-        ),
-    ] = None,
-    identity_token_file: Annotated[
-        Path | None,
-        typer.Option("--identity-token-file", help="Read the OIDC token from this file."),
-    ] = None,
-    trust_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--trust-config", help="ClientTrustConfig JSON of a private Sigstore (keyless)."
-        ),
-    ] = None,
-    staging: Annotated[
-        bool, typer.Option("--staging", help="Use Sigstore's staging instance.")
-    ] = False,
+    keyless: Keyless = KEYLESS_FLAGS,
     lineage: Annotated[
         Path | None,
         typer.Option("--lineage", help="Training-lineage predicate (JSON) to attest."),
     ] = None,
-    policy: PolicyOpt = None,
+    policy: OptionalPolicyOpt = None,
     summary_json: SummaryOpt = None,
     dotenv: DotenvOpt = None,
     json_output: JsonOpt = False,
@@ -113,16 +96,18 @@ def publish_cmd(
     from modelreg.ci import CIOutputs, PublishError, SigningOptions, publish, publish_text
 
     with Command(json_output, remote) as cmd:
-        if key and keyless:
+        if key and keyless.keyless:
             raise InvalidInputError("choose one way to sign: --key or --keyless, not both")
         outputs = CIOutputs.from_env(summary_json=summary_json, dotenv=dotenv)
         signing = SigningOptions(
             key=key,
-            keyless=keyless,
-            identity_token=identity_token,
-            identity_token_file=str(identity_token_file) if identity_token_file else None,
-            trust_config=str(trust_config) if trust_config else None,
-            staging=staging,
+            keyless=keyless.keyless,
+            identity_token=keyless.identity_token,
+            identity_token_file=(
+                str(keyless.identity_token_file) if keyless.identity_token_file else None
+            ),
+            trust_config=str(keyless.trust_config) if keyless.trust_config else None,
+            staging=keyless.staging,
         )
         try:
             result = publish(
@@ -166,7 +151,7 @@ def _warn_all(outputs: "CIOutputs") -> None:
 @registry_flags()
 def verify_cmd(
     ref: Annotated[str, typer.Argument(help="Model reference to admit (tag or digest).")],
-    policy: PolicyOpt = None,
+    policy: OptionalPolicyOpt = None,
     summary_json: SummaryOpt = None,
     dotenv: DotenvOpt = None,
     json_output: JsonOpt = False,

@@ -38,7 +38,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from modelreg_cli.options import CaFileOpt, ConcurrencyOpt, HostsDirOpt, InsecureOpt, PlainHttpOpt
+from modelreg_cli.options import (
+    CaFileOpt,
+    ConcurrencyOpt,
+    HostsDirOpt,
+    InsecureOpt,
+    KeylessOpt,
+    PlainHttpOpt,
+    StagingOpt,
+    TokenFileOpt,
+    TokenOpt,
+    TrustConfigOpt,
+)
 from modelreg_cli.render import ProgressRenderer, err_console
 
 from modelreg.errors import InvalidInputError, ModelRegError
@@ -211,7 +222,66 @@ _REGISTRY_FLAGS: tuple[tuple[str, Any, Any], ...] = (
 )
 _CONCURRENCY_FLAG: tuple[str, Any, Any] = ("concurrency", ConcurrencyOpt, 4)
 
+
+@dataclasses.dataclass(frozen=True)
+class Keyless:
+    """The keyless (Sigstore) signing flags of a command, as given on the command line."""
+
+    keyless: bool = False
+    identity_token: str | None = None
+    identity_token_file: Path | None = None
+    staging: bool = False
+    trust_config: Path | None = None
+
+
+KEYLESS_FLAGS = Keyless()
+"""The default of a command's ``keyless`` parameter, which :func:`keyless_flags` turns
+into the keyless signing flags: ``keyless: Keyless = KEYLESS_FLAGS``."""
+
+_KEYLESS_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("keyless", KeylessOpt, False),
+    ("identity_token", TokenOpt, None),
+    ("identity_token_file", TokenFileOpt, None),
+    ("staging", StagingOpt, False),
+    ("trust_config", TrustConfigOpt, None),
+)
+
 _Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _flag_group(
+    name: str, flags: tuple[tuple[str, Any, Any], ...], group: Callable[..., Any]
+) -> Callable[[_Command], _Command]:
+    """Give a command the ``flags`` through its one parameter ``name``, which receives
+    them as ``group(**flags)``; the help lists them where that parameter stands."""
+
+    def decorate(func: _Command) -> _Command:
+        signature = inspect.signature(func)
+        if name not in signature.parameters:
+            raise TypeError(f"{func.__name__} has no parameter `{name}` for its flags")
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name != name:
+                params.append(param)
+                continue
+            params.extend(
+                inspect.Parameter(flag, param.kind, default=default, annotation=option)
+                for flag, option, default in flags
+            )
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            given = {flag: kwargs.pop(flag) for flag, _, _ in flags}
+            return func(**{name: group(**given)}, **kwargs)
+
+        # typer reads the parameters from these two, not from the wrapped function
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {
+            p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty
+        } | {"return": signature.return_annotation}
+        return command  # type: ignore[return-value]
+
+    return decorate
 
 
 def registry_flags(*, concurrency: bool = False) -> Callable[[_Command], _Command]:
@@ -224,31 +294,11 @@ def registry_flags(*, concurrency: bool = False) -> Callable[[_Command], _Comman
     here, once, and every such command has it.
     """
     flags = (*_REGISTRY_FLAGS, *((_CONCURRENCY_FLAG,) if concurrency else ()))
+    return _flag_group("remote", flags, Remote)
 
-    def decorate(func: _Command) -> _Command:
-        signature = inspect.signature(func)
-        if "remote" not in signature.parameters:
-            raise TypeError(f"{func.__name__} has no parameter `remote` for the registry flags")
-        params: list[inspect.Parameter] = []
-        for param in signature.parameters.values():
-            if param.name != "remote":
-                params.append(param)
-                continue
-            params.extend(
-                inspect.Parameter(name, param.kind, default=default, annotation=option)
-                for name, option, default in flags
-            )
 
-        @functools.wraps(func)
-        def command(**kwargs: Any) -> Any:
-            given = {name: kwargs.pop(name) for name, _, _ in flags}
-            return func(remote=Remote(**given), **kwargs)
-
-        # typer reads the parameters from these two, not from the wrapped function
-        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        command.__annotations__ = {
-            p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty
-        } | {"return": signature.return_annotation}
-        return command  # type: ignore[return-value]
-
-    return decorate
+def keyless_flags() -> Callable[[_Command], _Command]:
+    """Give a command that signs the keyless signing flags through one parameter,
+    ``keyless``: ``--keyless``, ``--identity-token``, ``--identity-token-file``,
+    ``--staging``, ``--trust-config``, received as one :class:`Keyless`."""
+    return _flag_group("keyless", _KEYLESS_FLAGS, Keyless)

@@ -19,6 +19,7 @@ from modelreg_cli.options import (
     CertificateIdentityOpt,
     CertificateIdentityRegexpOpt,
     CertificateOidcIssuerOpt,
+    DockerConfigOpt,
     FromCaFileOpt,
     FromInsecureOpt,
     FromPlainHttpOpt,
@@ -28,6 +29,7 @@ from modelreg_cli.options import (
     ToCaFileOpt,
     ToInsecureOpt,
     ToPlainHttpOpt,
+    TrustedRootOpt,
     VerifyIdentityOpt,
     VerifyIdentityRegexpOpt,
     VerifyOidcIssuerOpt,
@@ -231,12 +233,7 @@ def pull(
             "--require-attestation", metavar="TYPE", help="Predicate type that must be attested."
         ),
     ] = None,
-    trusted_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--trusted-root", metavar="FILE", help="sigstore trusted_root.json (verifies offline)."
-        ),
-    ] = None,
+    trusted_root: TrustedRootOpt = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not keep fetched blobs in the local cache.")
     ] = False,
@@ -772,10 +769,7 @@ def _side_overrides(*sides: Side) -> tuple[tuple[str, Any], ...]:
 def hosts(
     ref: Annotated[str, typer.Argument(help="A reference or a registry HOST[:PORT].")],
     hosts_dir: HostsDirOpt = None,
-    docker_config: Annotated[
-        Path | None,
-        typer.Option("--docker-config", help="Docker config.json to look credentials up in."),
-    ] = None,
+    docker_config: DockerConfigOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Show how a registry is reached: the configuration files read, the mirrors in the

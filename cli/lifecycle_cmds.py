@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
-from modelreg_cli.options import JsonOpt
+from modelreg_cli.options import DryRunOpt, JsonOpt, TrustedRootOpt
 from modelreg_cli.render import human_size, out_console, plural, print_json
 from modelreg_cli.wiring import add_commands
 
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
     from modelreg.verify import VerificationPolicy
 
 commands = typer.Typer()
-
-DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -160,14 +156,7 @@ def prune(
             "--keep-signed-issuer", metavar="URL", help="OIDC issuer of the keyless identities."
         ),
     ] = None,
-    trusted_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--trusted-root",
-            metavar="FILE",
-            help="Sigstore trusted_root.json for the keyless identities (verifies offline).",
-        ),
-    ] = None,
+    trusted_root: TrustedRootOpt = None,
     dry_run: DryRunOpt = False,
     json_output: JsonOpt = False,
     remote: Remote = REGISTRY_FLAGS,

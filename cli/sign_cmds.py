@@ -19,12 +19,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
+from modelreg_cli.context import (
+    KEYLESS_FLAGS,
+    REGISTRY_FLAGS,
+    Command,
+    Keyless,
+    Remote,
+    keyless_flags,
+    registry_flags,
+    warn,
+)
 from modelreg_cli.options import (
     CertificateIdentityOpt,
     CertificateIdentityRegexpOpt,
     CertificateOidcIssuerOpt,
     JsonOpt,
+    TrustedRootOpt,
 )
 from modelreg_cli.render import out_console, print_json
 from modelreg_cli.wiring import add_commands
@@ -36,37 +46,6 @@ commands = typer.Typer()
 KeyOpt = Annotated[
     Path | None, typer.Option("--key", metavar="KEY", help="Private key (PEM) to sign with.")
 ]
-KeylessOpt = Annotated[
-    bool,
-    typer.Option("--keyless", help="Sign with a Sigstore certificate for your OIDC identity."),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--identity-token",
-        metavar="TOKEN",
-        help="OIDC token for keyless signing (prefer SIGSTORE_ID_TOKEN: flags are visible "
-        "to other users in process listings).",
-    ),
-]
-TokenFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--identity-token-file", metavar="FILE", help="Read the OIDC token from this file."
-    ),
-]
-StagingOpt = Annotated[
-    bool, typer.Option("--staging", help="Use Sigstore's staging instance (keyless).")
-]
-TrustConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--trust-config",
-        metavar="FILE",
-        help="ClientTrustConfig JSON (trusted root + signing config) of a private Sigstore.",
-    ),
-]
-
 ATTEST_ALIASES = {
     "slsa": "https://slsa.dev/provenance/v1",
     "slsaprovenance": "https://slsa.dev/provenance/v1",
@@ -135,14 +114,11 @@ def keygen(
 # ------------------------------------------------------------------------- sign
 @commands.command("sign")
 @registry_flags()
+@keyless_flags()
 def sign(
     ref: Annotated[str, typer.Argument(help="Model to sign (tag or digest; signed by digest).")],
     key: KeyOpt = None,
-    keyless: KeylessOpt = False,
-    identity_token: TokenOpt = None,
-    identity_token_file: TokenFileOpt = None,
-    staging: StagingOpt = False,
-    trust_config: TrustConfigOpt = None,
+    keyless: Keyless = KEYLESS_FLAGS,
     no_model_signature: Annotated[
         bool,
         typer.Option(
@@ -166,9 +142,7 @@ def sign(
 
     with Command(json_output, remote) as cmd:
         with (
-            _signer(
-                key, keyless, identity_token, identity_token_file, staging, trust_config
-            ) as signer,
+            _signer(key, keyless) as signer,
             cmd.client() as client,
         ):
             resolved, target, desc = client.resolve(ref)
@@ -213,6 +187,7 @@ def _show_signed(pinned: str, result: Any, json_output: bool) -> None:
 # ----------------------------------------------------------------------- attest
 @commands.command("attest")
 @registry_flags()
+@keyless_flags()
 def attest(
     ref: Annotated[str, typer.Argument(help="Model the attestation is about.")],
     type_: Annotated[
@@ -230,11 +205,7 @@ def attest(
         ),
     ] = None,
     key: KeyOpt = None,
-    keyless: KeylessOpt = False,
-    identity_token: TokenOpt = None,
-    identity_token_file: TokenFileOpt = None,
-    staging: StagingOpt = False,
-    trust_config: TrustConfigOpt = None,
+    keyless: Keyless = KEYLESS_FLAGS,
     json_output: JsonOpt = False,
     remote: Remote = REGISTRY_FLAGS,
 ) -> None:
@@ -245,9 +216,7 @@ def attest(
         predicate_type = _predicate_type(type_)
         body = _read_predicate(predicate) if predicate is not None else None
         with (
-            _signer(
-                key, keyless, identity_token, identity_token_file, staging, trust_config
-            ) as signer,
+            _signer(key, keyless) as signer,
             cmd.client() as client,
         ):
             resolved, target, desc = client.resolve(ref)
@@ -334,12 +303,7 @@ def verify(
             help="Predicate type (or slsa | training-lineage | scan) that must be attested.",
         ),
     ] = None,
-    trusted_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--trusted-root", metavar="FILE", help="Sigstore trusted_root.json (keyless)."
-        ),
-    ] = None,
+    trusted_root: TrustedRootOpt = None,
     offline: Annotated[
         bool,
         typer.Option(
@@ -604,33 +568,27 @@ def _key_signer(key_path: Path) -> Any:
     return KeySigner(load_private_key(data, password))
 
 
-def _signer(
-    key: Path | None,
-    keyless: bool,
-    token: str | None,
-    token_file: Path | None,
-    staging: bool,
-    trust_config: Path | None,
-) -> Any:
+def _signer(key: Path | None, flags: Keyless) -> Any:
     """A context manager yielding a BundleSigner."""
     from modelreg.sign import KeylessOptions, KeylessSigner
 
-    if (key is None) == (not keyless):
+    if (key is None) == (not flags.keyless):
         raise InvalidInputError(
             "choose one way to sign: --key FILE or --keyless",
             hint="keyless signing uses Sigstore (an OIDC identity, Fulcio and Rekor)",
         )
     if key is not None:
         return contextlib.nullcontext(_key_signer(key))
-    if token_file is not None:
+    token = flags.identity_token
+    if flags.identity_token_file is not None:
         try:
-            token = token_file.read_text(encoding="utf-8").strip()
+            token = flags.identity_token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise InvalidInputError(f"cannot read --identity-token-file: {exc.strerror}") from exc
     return KeylessSigner(
         KeylessOptions(
             identity_token=token,
-            staging=staging,
-            trust_config=str(trust_config) if trust_config else None,
+            staging=flags.staging,
+            trust_config=str(flags.trust_config) if flags.trust_config else None,
         )
     )

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags
-from modelreg_cli.options import JsonOpt, PolicyOpt
+from modelreg_cli.options import DockerConfigOpt, JsonOpt, PolicyOpt
 from modelreg_cli.render import out_console, print_json
 from modelreg_cli.wiring import add_group
 
@@ -82,10 +82,7 @@ def serve(
             "(both reload on change)."
         ),
     ] = 10.0,
-    docker_config: Annotated[
-        Path | None,
-        typer.Option("--docker-config", help="Registry credentials (docker config.json)."),
-    ] = None,
+    docker_config: DockerConfigOpt = None,
     remote: Remote = REGISTRY_FLAGS,
     max_pending: Annotated[
         int,
