@@ -17,9 +17,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
-__all__ = ["LazyDatabase", "open_db"]
+__all__ = ["LazyDatabase", "SqliteCache", "open_db"]
 
 BUSY_TIMEOUT = 30.0
 """Seconds a statement waits for another connection's lock before failing."""
@@ -98,3 +98,22 @@ class LazyDatabase:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class SqliteCache:
+    """A cache kept in a :class:`LazyDatabase` of its own, created with the subclass's
+    ``SCHEMA``; closing it (or leaving its ``with`` block) closes the connection."""
+
+    SCHEMA: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, db_path: str | os.PathLike[str] | None) -> None:
+        self._db = LazyDatabase(db_path, self.SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

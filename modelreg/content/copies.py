@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from modelreg.content._sqlite import LazyDatabase
+from modelreg.content._sqlite import SqliteCache
 
 __all__ = ["Copies", "Copy", "FileIdentity"]
 
@@ -138,20 +138,10 @@ class _RangeReader(io.RawIOBase):
         super().close()
 
 
-class Copies:
+class Copies(SqliteCache):
     """Blob digest -> verified ranges of files on this machine; thread-safe."""
 
-    def __init__(self, db_path: str | os.PathLike[str] | None) -> None:
-        self._db = LazyDatabase(db_path, _SCHEMA)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Copies:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    SCHEMA = _SCHEMA
 
     def record(self, copies: Iterable[Copy]) -> None:
         """Remember verified ranges; older entries for the same paths with another

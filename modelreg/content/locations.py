@@ -10,12 +10,11 @@ digest cache; an unusable database only disables the hint.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Iterable
 
-from modelreg.content._sqlite import LazyDatabase
+from modelreg.content._sqlite import SqliteCache
 
 __all__ = ["BlobLocations"]
 
@@ -27,12 +26,8 @@ _SCHEMA = (
 )
 
 
-class BlobLocations:
-    def __init__(self, db_path: str | os.PathLike[str] | None) -> None:
-        self._db = LazyDatabase(db_path, _SCHEMA)
-
-    def close(self) -> None:
-        self._db.close()
+class BlobLocations(SqliteCache):
+    SCHEMA = _SCHEMA
 
     def record(self, registry: str, repository: str, digests: Iterable[str]) -> None:
         now = time.time()

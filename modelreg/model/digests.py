@@ -42,7 +42,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from modelreg.content._sqlite import LazyDatabase
+from modelreg.content._sqlite import SqliteCache
 from modelreg.content.copies import FileIdentity
 from modelreg.model import split
 from modelreg.oci.digest import Digest, Hasher
@@ -275,20 +275,10 @@ def _unchanged(real: str, before: os.stat_result) -> bool:
     return (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
 
-class DigestCache:
+class DigestCache(SqliteCache):
     """Remembers file digests by identity; thread-safe."""
 
-    def __init__(self, db_path: str | os.PathLike[str] | None) -> None:
-        self._db = LazyDatabase(db_path, _SCHEMA)
-
-    def __enter__(self) -> DigestCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._db.close()
+    SCHEMA = _SCHEMA
 
     def digest(
         self,
