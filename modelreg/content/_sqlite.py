@@ -17,7 +17,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
+
+from modelreg._closing import Closing
 
 __all__ = ["LazyDatabase", "SqliteCache", "open_db"]
 
@@ -100,7 +102,7 @@ class LazyDatabase:
                 self._conn = None
 
 
-class SqliteCache:
+class SqliteCache(Closing):
     """A cache kept in a :class:`LazyDatabase` of its own, created with the subclass's
     ``SCHEMA``; closing it (or leaving its ``with`` block) closes the connection."""
 
@@ -111,9 +113,3 @@ class SqliteCache:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from modelreg import settings
+from modelreg._closing import Closing
 from modelreg._json import camel_fields
 from modelreg.content.base import ReadOnlyTarget, fetch_bytes
 from modelreg.content.layout import LayoutStore, LayoutTarget
@@ -247,7 +248,7 @@ class _HeaderSource:
         return data
 
 
-class ModelHandle:
+class ModelHandle(Closing):
     """An opened model: use :func:`open_model`. Thread-safe; close it (or use ``with``)."""
 
     def __init__(
@@ -286,12 +287,6 @@ class ModelHandle:
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> ModelHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         self._closed = True
         self._engine.close()

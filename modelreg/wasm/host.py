@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from modelreg._closing import Closing
 from modelreg.content.base import ReadOnlyTarget
 from modelreg.errors import IntegrityError, InvalidInputError, NotFoundError
 from modelreg.model.formats import FileSource, parse_safetensors
@@ -129,7 +130,7 @@ class InMemoryTensorSource:
         return data[offset : offset + length]
 
 
-class SafetensorsFileSource:
+class SafetensorsFileSource(Closing):
     """A local safetensors file. Headers are parsed and validated at open.
 
     A local file is trusted as it is unless ``digest`` is given: then the whole
@@ -182,12 +183,6 @@ class SafetensorsFileSource:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> SafetensorsFileSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class LazyModelSource:
