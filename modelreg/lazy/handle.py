@@ -228,14 +228,11 @@ class _HeaderSource:
         self._engine = engine
         self._file = file
         self._limit = limit
+        self.size = file.size  # a model file's size is fixed by its manifest
         self.padded = False
 
-    @property
-    def size(self) -> int:
-        return self._file.size
-
     def read_at(self, offset: int, length: int) -> bytes:
-        end = min(offset + length, self._file.size)
+        end = min(offset + length, self.size)
         if offset >= end:
             return b""
         if self._limit is None:
