@@ -20,7 +20,7 @@ import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
 from modelreg_cli.options import DryRunOpt, JsonOpt
 from modelreg_cli.render import human_size, out_console, plural, print_json
-from modelreg_cli.wiring import add_group
+from modelreg_cli.wiring import command_group, registrar
 
 if TYPE_CHECKING:  # imported by the commands that use it: it brings the registry client
     from modelreg import cache as gc  # the store's gc plus the chunk store of lazy reads
@@ -28,17 +28,11 @@ if TYPE_CHECKING:  # imported by the commands that use it: it brings the registr
 EXIT_DAMAGED = 8
 EXIT_CORRUPT = 5
 
-cache_app = typer.Typer(
-    name="cache",
-    help="The local store and cache under $MODELREG_HOME: see its disk use, prune "
+cache_app = command_group(
+    "cache",
+    "The local store and cache under $MODELREG_HOME: see its disk use, prune "
     "unreferenced cached blobs, verify every blob.",
-    no_args_is_help=True,
 )
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``cache`` command group to the modelreg CLI."""
-    add_group(app, cache_app, "cache")
 
 
 def _chunk_limit(text: str | None) -> int | None:
@@ -299,3 +293,6 @@ def _verify_command(
 
 cache_app.command("verify")(_verify_command)
 cache_app.command("fsck", help="Alias of `modelreg cache verify`.")(_verify_command)
+
+
+register = registrar(cache_app)

@@ -18,21 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from modelreg_cli.context import (
-    KEYLESS_FLAGS,
-    REGISTRY_FLAGS,
-    Command,
-    Keyless,
-    Remote,
-    keyless_flags,
-    print_error,
-    registry_flags,
-    warn,
-)
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, print_error, registry_flags, warn
 from modelreg_cli.options import JsonOpt, OptionalPolicyOpt
 from modelreg_cli.policy_cmds import UnmatchedOpt
 from modelreg_cli.render import out_console, print_json
-from modelreg_cli.wiring import add_group
+from modelreg_cli.signing import KEYLESS_FLAGS, Keyless, keyless_flags
+from modelreg_cli.wiring import command_group, registrar
 
 from modelreg.errors import InvalidInputError
 
@@ -52,16 +43,10 @@ DotenvOpt = Annotated[
 ]
 
 
-ci_app = typer.Typer(
-    name="ci",
-    help="CI pipeline steps: publish (push, sign, attest, gate) and verify (deploy gate).",
-    no_args_is_help=True,
+ci_app = command_group(
+    "ci",
+    "CI pipeline steps: publish (push, sign, attest, gate) and verify (deploy gate).",
 )
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``ci`` command group to the modelreg CLI (idempotent)."""
-    add_group(app, ci_app, "ci")
 
 
 @ci_app.command("publish")
@@ -185,3 +170,6 @@ def verify_cmd(
             out_console.print(gate.report(), markup=False, highlight=False)
         _warn_all(outputs)
     raise typer.Exit(gate.exit_code)
+
+
+register = registrar(ci_app)

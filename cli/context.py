@@ -38,18 +38,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from modelreg_cli.options import (
-    CaFileOpt,
-    ConcurrencyOpt,
-    HostsDirOpt,
-    InsecureOpt,
-    KeylessOpt,
-    PlainHttpOpt,
-    StagingOpt,
-    TokenFileOpt,
-    TokenOpt,
-    TrustConfigOpt,
-)
+from modelreg_cli.options import CaFileOpt, ConcurrencyOpt, HostsDirOpt, InsecureOpt, PlainHttpOpt
 from modelreg_cli.render import ProgressRenderer, err_console
 
 from modelreg.errors import InvalidInputError, ModelRegError
@@ -223,37 +212,15 @@ _REGISTRY_FLAGS: tuple[tuple[str, Any, Any], ...] = (
 _CONCURRENCY_FLAG: tuple[str, Any, Any] = ("concurrency", ConcurrencyOpt, 4)
 
 
-@dataclasses.dataclass(frozen=True)
-class Keyless:
-    """The keyless (Sigstore) signing flags of a command, as given on the command line."""
-
-    keyless: bool = False
-    identity_token: str | None = None
-    identity_token_file: Path | None = None
-    staging: bool = False
-    trust_config: Path | None = None
-
-
-KEYLESS_FLAGS = Keyless()
-"""The default of a command's ``keyless`` parameter, which :func:`keyless_flags` turns
-into the keyless signing flags: ``keyless: Keyless = KEYLESS_FLAGS``."""
-
-_KEYLESS_FLAGS: tuple[tuple[str, Any, Any], ...] = (
-    ("keyless", KeylessOpt, False),
-    ("identity_token", TokenOpt, None),
-    ("identity_token_file", TokenFileOpt, None),
-    ("staging", StagingOpt, False),
-    ("trust_config", TrustConfigOpt, None),
-)
-
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
-def _flag_group(
+def flag_group(
     name: str, flags: tuple[tuple[str, Any, Any], ...], group: Callable[..., Any]
 ) -> Callable[[_Command], _Command]:
-    """Give a command the ``flags`` through its one parameter ``name``, which receives
-    them as ``group(**flags)``; the help lists them where that parameter stands."""
+    """Give a command the ``flags`` (parameter, option, default) through its one
+    parameter ``name``, which receives them as ``group(**flags)``; the help lists them
+    where that parameter stands. :func:`registry_flags` is one such group."""
 
     def decorate(func: _Command) -> _Command:
         signature = inspect.signature(func)
@@ -294,11 +261,4 @@ def registry_flags(*, concurrency: bool = False) -> Callable[[_Command], _Comman
     here, once, and every such command has it.
     """
     flags = (*_REGISTRY_FLAGS, *((_CONCURRENCY_FLAG,) if concurrency else ()))
-    return _flag_group("remote", flags, Remote)
-
-
-def keyless_flags() -> Callable[[_Command], _Command]:
-    """Give a command that signs the keyless signing flags through one parameter,
-    ``keyless``: ``--keyless``, ``--identity-token``, ``--identity-token-file``,
-    ``--staging``, ``--trust-config``, received as one :class:`Keyless`."""
-    return _flag_group("keyless", _KEYLESS_FLAGS, Keyless)
+    return flag_group("remote", flags, Remote)

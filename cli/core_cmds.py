@@ -36,21 +36,13 @@ from modelreg_cli.options import (
     parse_annotations,
 )
 from modelreg_cli.render import human_size, out_console, plural, print_json
-from modelreg_cli.wiring import add_commands, add_group
+from modelreg_cli.wiring import command_group, registrar
 
 from modelreg.errors import InvalidInputError
 
 commands = typer.Typer()
 META = "Model metadata (or the [descriptor] table of modelreg.toml)"
-import_app = typer.Typer(
-    help="Push models from other local caches.", no_args_is_help=True, add_completion=False
-)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the core commands and the ``import`` group to the CLI (idempotent)."""
-    add_commands(app, commands)
-    add_group(app, import_app, "import")
+import_app = command_group("import", "Push models from other local caches.")
 
 
 def _meta(flag: str, help_text: str) -> Any:
@@ -964,3 +956,6 @@ def list_(json_output: JsonOpt = False) -> None:
                 f"{row['created'] or '-':<25} {signed}",
                 markup=False,
             )
+
+
+register = registrar(commands, import_app)

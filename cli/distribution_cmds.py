@@ -10,14 +10,9 @@ from modelreg_cli.options import (
     QuietOpt,
 )
 from modelreg_cli.render import human_size, out_console, plural, print_json
-from modelreg_cli.wiring import add_commands
+from modelreg_cli.wiring import registrar
 
 commands = typer.Typer()
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``prefetch`` to the top level of the CLI."""
-    add_commands(app, commands)
 
 
 @commands.command("prefetch")
@@ -70,3 +65,6 @@ def prefetch(
             )
         if not result.warm:
             warn("a mirror is not warm: the registry served some of the model (see above)")
+
+
+register = registrar(commands)

@@ -14,14 +14,9 @@ import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
 from modelreg_cli.options import JsonOpt
 from modelreg_cli.render import err_console, out_console
-from modelreg_cli.wiring import add_commands
+from modelreg_cli.wiring import registrar
 
 commands = typer.Typer()
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``mount``, ``umount`` and ``index`` to ``app``."""
-    add_commands(app, commands)
 
 
 @commands.command("mount")
@@ -189,3 +184,6 @@ def index(
                 f"{result.referrer.digest if result.referrer else ''}",
                 markup=False,
             )
+
+
+register = registrar(commands)

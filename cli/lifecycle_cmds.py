@@ -19,7 +19,7 @@ import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
 from modelreg_cli.options import DryRunOpt, JsonOpt, TrustedRootOpt
 from modelreg_cli.render import human_size, out_console, plural, print_json
-from modelreg_cli.wiring import add_commands
+from modelreg_cli.wiring import registrar
 
 from modelreg.errors import InvalidInputError
 
@@ -27,11 +27,6 @@ if TYPE_CHECKING:
     from modelreg.verify import VerificationPolicy
 
 commands = typer.Typer()
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``rm`` and ``prune`` to the CLI (idempotent)."""
-    add_commands(app, commands)
 
 
 def _print_removals(doc: dict[str, Any]) -> None:
@@ -238,3 +233,6 @@ def _keep_signed_policy(
         trusted_root=trusted_root,
         offline=trusted_root is not None,
     )
+
+
+register = registrar(commands)

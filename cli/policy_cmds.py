@@ -14,7 +14,7 @@ import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags
 from modelreg_cli.options import JsonOpt, PolicyOpt
 from modelreg_cli.render import out_console, print_json
-from modelreg_cli.wiring import add_group
+from modelreg_cli.wiring import command_group, registrar
 
 if TYPE_CHECKING:  # modelreg.policy is imported by the commands that use it (CLI start-up)
     from modelreg.policy import Decision, NoMatch
@@ -33,10 +33,9 @@ UnmatchedOpt = Annotated[
 ]
 
 
-policy_app = typer.Typer(
-    name="policy",
-    help="Check models against policies (signatures, attestations, artifact rules).",
-    no_args_is_help=True,
+policy_app = command_group(
+    "policy",
+    "Check models against policies (signatures, attestations, artifact rules).",
 )
 
 _MARK = {"passed": "[green]✓[/green]", "failed": "[red]✗[/red]", "error": "[yellow]![/yellow]"}
@@ -77,11 +76,6 @@ def render(decision: "Decision", unmatched: "NoMatch" = "deny") -> None:
     }[decision.status]
     warnings = len(decision.warnings) + (1 if unmatched == "warn" and not decision.matched else 0)
     out_console.print(f"result: {verdict}" + (f", {warnings} warning(s)" if warnings else ""))
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``policy`` command group to the modelreg CLI."""
-    add_group(app, policy_app, "policy")
 
 
 @policy_app.command("check")
@@ -150,3 +144,6 @@ def lint(
                 + ", ".join(r.id for r in p.require.rules),
                 markup=False,
             )
+
+
+register = registrar(policy_app)

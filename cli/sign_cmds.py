@@ -19,16 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_cli.context import (
-    KEYLESS_FLAGS,
-    REGISTRY_FLAGS,
-    Command,
-    Keyless,
-    Remote,
-    keyless_flags,
-    registry_flags,
-    warn,
-)
+from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags, warn
 from modelreg_cli.options import (
     CertificateIdentityOpt,
     CertificateIdentityRegexpOpt,
@@ -37,7 +28,8 @@ from modelreg_cli.options import (
     TrustedRootOpt,
 )
 from modelreg_cli.render import out_console, print_json
-from modelreg_cli.wiring import add_commands
+from modelreg_cli.signing import KEYLESS_FLAGS, Keyless, keyless_flags
+from modelreg_cli.wiring import registrar
 
 from modelreg.errors import InvalidInputError, NotFoundError
 
@@ -58,11 +50,6 @@ ATTEST_ALIASES = {
 }
 MAX_PREDICATE_BYTES = 16 * 1024 * 1024
 EXIT_NOT_VERIFIED = 7
-
-
-def register(app: typer.Typer) -> None:
-    """Add keygen, sign, attest, verify and referrers to the CLI (idempotent)."""
-    add_commands(app, commands)
 
 
 # ----------------------------------------------------------------------- keygen
@@ -592,3 +579,6 @@ def _signer(key: Path | None, flags: Keyless) -> Any:
             trust_config=str(flags.trust_config) if flags.trust_config else None,
         )
     )
+
+
+register = registrar(commands)

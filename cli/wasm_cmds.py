@@ -20,23 +20,17 @@ import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, print_error, registry_flags
 from modelreg_cli.options import JsonOpt, parse_annotations
 from modelreg_cli.render import err_console, human_size, out_console, plural, print_json
-from modelreg_cli.wiring import add_group
+from modelreg_cli.wiring import command_group, registrar
 
 from modelreg.errors import InvalidInputError
 
 EXIT_MODULE_FAILED = 10
 
-wasm_app = typer.Typer(
-    name="wasm",
-    help="WebAssembly inference modules that read a model's weights lazily from a "
+wasm_app = command_group(
+    "wasm",
+    "WebAssembly inference modules that read a model's weights lazily from a "
     "registry: pack a module with its model (pinned by digest), run it sandboxed.",
-    no_args_is_help=True,
 )
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``wasm`` command group (``pack``, ``run``) to the CLI (idempotent)."""
-    add_group(app, wasm_app, "wasm")
 
 
 @contextlib.contextmanager
@@ -361,3 +355,6 @@ def _finish_module(result: Any, max_memory: str) -> None:
 
 class _Failed(Exception):
     """A module that exited non-zero: unwinds the output file, then exits 10."""
+
+
+register = registrar(wasm_app)

@@ -8,24 +8,18 @@ import typer
 from modelreg_cli.context import REGISTRY_FLAGS, Command, Remote, registry_flags
 from modelreg_cli.options import DockerConfigOpt, JsonOpt, PolicyOpt
 from modelreg_cli.render import out_console, print_json
-from modelreg_cli.wiring import add_group
+from modelreg_cli.wiring import command_group, registrar
 
 from modelreg.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the client is imported by the command that serves
     from modelreg.client import RemoteOptions
 
-webhook_app = typer.Typer(
-    name="webhook",
-    help="Kubernetes admission webhook: only verified models run.",
-    no_args_is_help=True,
+webhook_app = command_group(
+    "webhook",
+    "Kubernetes admission webhook: only verified models run.",
 )
 UNMATCHED_SETTINGS = ("deny", "warn", "allow")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``webhook`` command group to the modelreg CLI."""
-    add_group(app, webhook_app, "webhook")
 
 
 @webhook_app.command("serve")
@@ -262,3 +256,6 @@ def certs(
         )
         out_console.print("caBundle for the webhook configurations:", markup=False)
         out_console.print(made.ca_bundle, markup=False, soft_wrap=True)
+
+
+register = registrar(webhook_app)

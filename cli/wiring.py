@@ -1,8 +1,9 @@
 """How the command modules join the ``modelreg`` application, and how their help reads.
 
 Each ``*_cmds`` module declares its commands at module level, on a typer app of its
-own, and has a ``register(app)`` that adds them to the application with the two
-functions below. Registering twice changes nothing: tests build the application from
+own (a :func:`command_group` for ``modelreg NAME ...``), and ends with
+``register = registrar(...)``: the ``register(app)`` that adds them to the
+application. Registering twice changes nothing: tests build the application from
 modules that main.py may already have registered.
 
 Every command joins as a :class:`HelpCommand`: help in click's plain layout (the
@@ -13,6 +14,7 @@ Options given a ``rich_help_panel`` are listed in a section of that name after t
 others (``push``'s metadata flags).
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
@@ -100,3 +102,23 @@ def add_group(app: typer.Typer, group: typer.Typer, name: str) -> None:
     _with_help_class(group)
     if not any(info.name == name for info in app.registered_groups):
         app.add_typer(group, name=name)
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """The command group ``modelreg NAME``: its help when called without a command."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True)
+
+
+def registrar(*parts: typer.Typer) -> Callable[[typer.Typer], None]:
+    """A command module's ``register(app)``: a part made by :func:`command_group`
+    joins ``app`` as that group, any other joins its top level, in their order."""
+
+    def register(app: typer.Typer) -> None:
+        for part in parts:
+            name = part.info.name
+            if isinstance(name, str):
+                add_group(app, part, name)
+            else:  # typer's placeholder: a part without a name
+                add_commands(app, part)
+
+    return register
