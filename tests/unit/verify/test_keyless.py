@@ -155,25 +155,14 @@ def test_case15_certificate_profile(stored, fake, trusted_root, cert_kwargs):
 
 def test_case15_root_embedded_in_the_bundle_is_not_trusted(stored, fake, trusted_root):
     rogue_key, rogue_root = fake.rogue_ca()
-    signing_key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=30)
-    cert = fake.issue_certificate(
-        signing_key.public_key(),
-        ALICE,
-        ISSUER,
-        not_before=now,
-        issuer_key=rogue_key,
-        issuer_cert=rogue_root,
-    )
     statement = cosign_sign_statement(stored.desc.digest)
+    # a certificate the rogue CA issued, and the rogue root in the bundle's chain
     bundle = fake.keyless_bundle(
         statement.raw,
         ALICE,
         ISSUER,
-        signing_key=signing_key,
-        cert=cert,
         chain=[rogue_root],
-        signed_at=now,
+        cert_kwargs={"issuer_key": rogue_key, "issuer_cert": rogue_root},
     )
     attach_bundle(stored.target, stored.desc, bundle, predicate_type=COSIGN_SIGN_PREDICATE)
     result = verify(stored, keyless_policy(trusted_root))
