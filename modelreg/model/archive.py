@@ -53,7 +53,7 @@ import shutil
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Protocol, cast
@@ -118,21 +118,15 @@ class PathClaims:
         self._lock = threading.Lock()
 
     def claim_file(self, path: str, owner: str) -> None:
-        key = path.casefold()
         with self._lock:
-            if key in self._files:
-                raise UnsafeContentError(
-                    f"{owner} and {self._files[key]} collide on output path {path!r}",
-                    hint="the artifact is malformed or hostile; refused",
-                )
-            if key in self._dirs:
-                raise UnsafeContentError(
-                    f"{path!r} is both a file and a directory in the artifact "
-                    f"({owner}, {self._dirs[key]})"
-                )
-            self._refuse_files_at_or_above(posixpath.dirname(key), owner)
-            self._files[key] = owner
-            self._mark_dirs(posixpath.dirname(key), owner)
+            self._claim_file(path, owner)
+
+    def claim_files(self, paths: Iterable[str], kind: str) -> None:
+        """:meth:`claim_file` for many paths under one lock, each owned by
+        ``f"{kind} {path!r}"`` (a listing claims every file of a model at once)."""
+        with self._lock:
+            for path in paths:
+                self._claim_file(path, f"{kind} {path!r}")
 
     def claim_dir(self, path: str, owner: str) -> None:
         key = path.casefold()
@@ -140,8 +134,25 @@ class PathClaims:
             self._refuse_files_at_or_above(key, owner)
             self._mark_dirs(key, owner)
 
-    # the two walks up a path that claiming a file and claiming a directory share (the
-    # caller holds the lock)
+    # the steps of a claim (the caller holds the lock)
+    def _claim_file(self, path: str, owner: str) -> None:
+        key = path.casefold()
+        if key in self._files:
+            raise UnsafeContentError(
+                f"{owner} and {self._files[key]} collide on output path {path!r}",
+                hint="the artifact is malformed or hostile; refused",
+            )
+        if key in self._dirs:
+            raise UnsafeContentError(
+                f"{path!r} is both a file and a directory in the artifact "
+                f"({owner}, {self._dirs[key]})"
+            )
+        parent = posixpath.dirname(key)
+        self._refuse_files_at_or_above(parent, owner)
+        self._files[key] = owner
+        self._mark_dirs(parent, owner)
+
+    # the two walks up a path that claiming a file and claiming a directory share
     def _refuse_files_at_or_above(self, key: str, owner: str) -> None:
         """Refuses when ``key`` or a directory above it is claimed as a file.
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from modelreg.content.base import ReadOnlyTarget, fetch_bytes
 from modelreg.errors import UnsafeContentError
@@ -130,11 +130,11 @@ class LayerFile:
         return self.split.descriptor if self.split is not None else self.blobs[0]
 
 
-@dataclass(frozen=True, slots=True)
-class GroupedFile:
+class GroupedFile(NamedTuple):
     """One file inside a small-file group layer, as the layer's member table (covered by
     the manifest digest) describes it: what ``inspect`` and ``diff`` list instead of the
-    group, and what ``pull`` writes at that path."""
+    group, and what ``pull`` writes at that path. A named tuple for the reason
+    :class:`~modelreg.model.grouping.TableRow` is one: one per file of a listing."""
 
     path: str
     size: int
@@ -163,12 +163,16 @@ def group_members(files: list[LayerFile]) -> dict[int, list[GroupedFile]]:
             out[i] = [GroupedFile(r.path, r.size, r.sha256, r.mode, f) for r in rows]
     if out:
         claims = PathClaims()
-        for f in files:
-            if f.kind in ("file", "compressed", "split") and f.path is not None:
-                claims.claim_file(f.path, f"file {f.path!r}")
+        claims.claim_files(
+            (
+                f.path
+                for f in files
+                if f.kind in ("file", "compressed", "split") and f.path is not None
+            ),
+            "file",
+        )
         for members in out.values():
-            for m in members:
-                claims.claim_file(m.path, f"group member {m.path!r}")
+            claims.claim_files((m.path for m in members), "group member")
     return out
 
 

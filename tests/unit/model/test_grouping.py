@@ -275,6 +275,8 @@ def test_member_table_gives_each_files_place_and_digest_in_the_tar(tmp_path):
         (lambda rows, size: rows[2].__setitem__(3, "ab" * 16), "no sha256"),
         (lambda rows, size: rows[2].__setitem__(4, 0o120777), "mode"),
         (lambda rows, size: rows[2].__setitem__(2, True), "not \\[path"),
+        (lambda rows, size: rows[2].__setitem__(1, float(rows[2][1])), "not \\[path"),
+        (lambda rows, size: rows[2].__setitem__(0, 7), "not \\[path"),
         (lambda rows, size: rows.insert(1, list(rows[0])), "out of order"),
         (lambda rows, size: rows[0].__setitem__(0, "/etc/passwd"), "absolute"),
         (lambda rows, size: rows[0].__setitem__(0, "a/../../x"), "\\.\\."),

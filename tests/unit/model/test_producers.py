@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,20 @@ def test_path_claims():
         claims.claim_file("a", "four")
     with pytest.raises(errors.UnsafeContentError, match="both a file and a directory"):
         claims.claim_file("a/b.txt/c", "five")
+
+
+def test_path_claims_in_bulk_name_each_owner():
+    claims = PathClaims()
+    claims.claim_files(["a/b.txt", "a/c/d.txt"], "file")
+    with pytest.raises(
+        errors.UnsafeContentError, match=re.escape("group member 'A/C/D.TXT' and file 'a/c/d.txt'")
+    ):
+        claims.claim_files(["x.txt", "A/C/D.TXT"], "group member")
+    with pytest.raises(errors.UnsafeContentError, match="both a file and a directory"):
+        claims.claim_files(["a/b.txt/e"], "group member")
+    # what a bulk claim took before it was refused stays taken: x.txt is a file
+    with pytest.raises(errors.UnsafeContentError, match=re.escape("(group member 'x.txt', later)")):
+        claims.claim_file("x.txt/y", "later")
 
 
 def test_empty_config_oras_without_titles(tmp_path):
