@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/index_bench.py --size-gib 1 --rounds 3 [--record bench/RESULTS.md]
 
-One fresh loopback Distribution registry, the synthetic ``v1`` model of
+A fresh loopback Distribution registry for every timed run, the synthetic ``v1`` model of
 ``bench/make_models.py`` (64 F16 tensors; written under ``bench/_work/index/``).
 Each round runs, in rotating order (paired runs: the machine is shared), each a
 separate process, cold (fresh ``MODELREG_HOME``, so no cached digest):
@@ -47,9 +47,8 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT))
 
 import make_models  # noqa: E402
-from _common import publish, upload_url  # noqa: E402
+from _common import compile_sources, fresh_registry, publish, upload_url  # noqa: E402
 from lazy_bench import write_v1  # noqa: E402
-from registry_server import start_registry  # noqa: E402
 
 WORK = BENCH_DIR / "_work" / "index"
 MODELREG = ROOT / ".venv" / "bin" / "modelreg"
@@ -138,29 +137,30 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     global SRC
     SRC = args.src.resolve()
+    compile_sources(SRC)
     WORK.mkdir(parents=True, exist_ok=True)
     model = write_v1(WORK / "models", args.size_gib)
     weights = model / make_models.WEIGHTS
     size = weights.stat().st_size
     digest = "sha256:" + make_models.sha256_file(weights)
     reg_dir = WORK / "registry"
-    shutil.rmtree(reg_dir, ignore_errors=True)
     walls: dict[str, list[float]] = {t: [] for t in TOOLS}
     cpus: dict[str, list[float]] = {t: [] for t in TOOLS}
-    with start_registry(reg_dir) as server:
-        base = server.url
-        for rnd in range(args.rounds):
-            order = TOOLS[rnd % 3 :] + TOOLS[: rnd % 3]
-            for tool in order:
-                wall, cpu = run_tool(tool, model, server.host, base, rnd, digest)
-                walls[tool].append(wall)
-                cpus[tool].append(cpu)
-                load = os.getloadavg()[0]
-                print(
-                    f"round {rnd + 1} {tool}: {wall:.2f} s, client CPU {cpu:.2f} s, "
-                    f"load {load:.1f}",
-                    file=sys.stderr,
-                )
+    for rnd in range(args.rounds):
+        order = TOOLS[rnd % 3 :] + TOOLS[: rnd % 3]
+        for tool in order:
+            # a registry of its own per run: the same blob sent again is slower to accept
+            with fresh_registry(reg_dir) as server:
+                wall, cpu = run_tool(tool, model, server.host, server.url, rnd, digest)
+            walls[tool].append(wall)
+            cpus[tool].append(cpu)
+            load = os.getloadavg()[0]
+            print(
+                f"round {rnd + 1} {tool}: {wall:.2f} s, client CPU {cpu:.2f} s, load {load:.1f}",
+                file=sys.stderr,
+            )
+    with fresh_registry(reg_dir) as server:
+        run_tool("modelreg push", model, server.host, server.url, 0, digest)  # untimed
         with tempfile.TemporaryDirectory(dir=WORK, prefix="read-") as scratch:
             out = subprocess.run(
                 [
@@ -178,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                 cwd=ROOT,
             )
         read: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    shutil.rmtree(reg_dir, ignore_errors=True)
     med = {t: statistics.median(walls[t]) for t in TOOLS}
     curl = med["curl PUT"]
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} vCPU (shared with other engineers' "
         f"tests), Python {platform.python_version()}; model {size / 2**30:.2f} GiB safetensors "
-        f"(64 F16 tensors of {size / 64 / MIB:.0f} MiB); loopback Distribution registry; "
+        f"(64 F16 tensors of {size / 64 / MIB:.0f} MiB); a fresh loopback Distribution "
+        "registry per run; "
         f"{args.rounds} rounds, each round every command once in rotating order (paired runs), "
         "each a fresh process, modelreg with an empty MODELREG_HOME (cold digests); medians.",
         "",

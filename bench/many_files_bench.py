@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 
-from _common import upload_url  # noqa: E402
+from _common import compile_sources, fresh_registry, upload_url  # noqa: E402
 from registry_server import start_registry  # type: ignore[import-not-found]  # noqa: E402
 
 from modelreg.units import parse_size  # noqa: E402
@@ -282,7 +282,7 @@ def make_mixed() -> Path:
     return root
 
 
-def bench_mixed(rounds: int, host: str, base: str) -> list[str]:
+def bench_mixed(rounds: int) -> list[str]:
     root = make_mixed()
     weights = root / "model.bin"
     try:
@@ -294,15 +294,23 @@ def bench_mixed(rounds: int, host: str, base: str) -> list[str]:
         for rnd in range(rounds):
             order = ["curl", "push"] if rnd % 2 == 0 else ["push", "curl"]
             for tool in order:
-                if tool == "curl":
-                    url = upload_url(base, f"bench/weights-{rnd}", digest)
-                    curl.append(
-                        run(["curl", "-sS", "-f", "-T", str(weights), "-o", "/dev/null", url])
-                    )
-                else:
-                    res = modelreg_push(root, f"{host}/bench/mixed-{rnd}:v1", "1MiB")
-                    sent = res["result"]["bytesSent"]
-                    push.append(res)
+                # a registry of its own per run: the same blob sent again is slower to accept
+                with fresh_registry(WORK / "registry-mixed") as server:
+                    if tool == "curl":
+                        url = upload_url(server.url, f"bench/weights-{rnd}", digest)
+                        curl.append(
+                            run(["curl", "-sS", "-f", "-T", str(weights), "-o", "/dev/null", url])
+                        )
+                    else:
+                        res = modelreg_push(root, f"{server.host}/bench/mixed-{rnd}:v1", "1MiB")
+                        sent = res["result"]["bytesSent"]
+                        push.append(res)
+                last = (curl if tool == "curl" else push)[-1]
+                print(
+                    f"mixed round {rnd + 1} {tool}: {last['wall']:.2f} s, CPU {last['cpu']:.2f} s, "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    file=sys.stderr,
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     floor = statistics.median(r["wall"] for r in curl)
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "--mixed", action="store_true", help="also 4 GiB of weights + 5,000 small files"
     )
     args = ap.parse_args(argv)
+    compile_sources(ROOT)
     args.thresholds = args.thresholds.split(",")
     args.max_size = parse_size(args.max_size)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -351,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         for count in (int(c) for c in args.files.split(",") if c):
             lines += bench_size(args, count, host, base)
             print("\n".join(lines), flush=True)
-        if args.mixed:
-            lines += bench_mixed(args.rounds, host, base)
+    if args.mixed:
+        lines += bench_mixed(args.rounds)
     table = "\n".join(lines)
     print(table)
     if args.record is not None:

@@ -62,6 +62,9 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH_DIR))
+
+from _common import compile_sources  # noqa: E402
 
 from modelreg.client import Client, RemoteOptions  # noqa: E402
 from modelreg.settings import Settings  # noqa: E402
@@ -366,6 +369,7 @@ def main() -> None:
     )
     parser.add_argument("--record", type=Path, help="append the Markdown table to this file")
     args = parser.parse_args()
+    compile_sources(ROOT)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     print(f"Load average at the start: {os.getloadavg()}", flush=True)

@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import compile_sources  # noqa: E402
 
 from modelreg.client import Client, RemoteOptions  # noqa: E402
 from modelreg.sign import KeySigner, generate_private_key, sign  # noqa: E402
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=199, help="extra signatures (default 199)")
     parser.add_argument("--hold", action="store_true", help="set up, print commands, wait")
     args = parser.parse_args()
+    compile_sources(ROOT)
     work = ROOT / "bench" / "_work" / "referrer-flood"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(BENCH_DIR))
 
 import make_models  # noqa: E402
+from _common import compile_sources  # noqa: E402
 from registry_server import RegistryServer, start_registry  # noqa: E402
 
 PY = Path(sys.executable)
@@ -1285,6 +1286,7 @@ def main(argv: list[str] | None = None) -> int:
     if not GNU_TIME.exists():
         print("error: /usr/bin/time (GNU time) is required", file=sys.stderr)
         return 2
+    compile_sources(ROOT)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)

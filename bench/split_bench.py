@@ -39,6 +39,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT))
 
 import make_models  # noqa: E402
+from _common import compile_sources  # noqa: E402
 from registry_server import start_registry  # noqa: E402
 
 from modelreg.model import split  # noqa: E402
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     ap.add_argument("--work", type=Path, default=BENCH_DIR / "_work")
     args = ap.parse_args(argv)
+    compile_sources(ROOT)
     models = args.work / "models"
     make_models.make_models(models, args.size_gib)
     started = dt.datetime.now(dt.UTC)
