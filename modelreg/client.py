@@ -58,7 +58,9 @@ from modelreg.model.layerfiles import (
 from modelreg.model.pack import (
     DEFAULT_IGNORE,
     ModelMetadata,
+    PackedGroup,
     PackedModel,
+    group_source,
     pack_directory,
     slice_source,
 )
@@ -406,6 +408,18 @@ class _EarlyUploads:
             # differs was fed a changed file, not bad bytes
             identity = FileIdentity.of_path(path)
             self._futures.append(self._engine.submit(self._one, desc, path, offset, identity))
+
+    def submit_group(self, group: PackedGroup) -> None:
+        """``pack_directory`` hashed a small-file group: send it now, beside the big
+        files still being hashed (the tar is streamed from the members' files)."""
+        self._engine.raise_failure()
+        with self._lock:
+            self._futures.append(self._engine.submit(self._send_group, group))
+
+    def _send_group(self, group: PackedGroup) -> None:
+        self._engine.send(
+            group.descriptor, group_source(group), group.path, announce_existing=False
+        )
 
     @staticmethod
     def _resolve(pending: _Pending, desc: Descriptor, path: Path) -> None:
@@ -806,6 +820,7 @@ class Client:
                 part_size=part_size,
                 on_blob=early.submit,
                 on_hash=early.hashing,
+                on_group=early.submit_group,
                 chunking=chunking,
                 annotator=indexer,
                 grouping=grouping,

@@ -304,6 +304,21 @@ class DigestCache(SqliteCache):
             self._store_digest(real, algorithm, ident, digest)
         return digest, size
 
+    def cached(
+        self,
+        path: str | os.PathLike[str],
+        geometry: ChunkGeometry | None = None,
+        algorithm: str = "sha256",
+    ) -> bool:
+        """Whether :meth:`digest` (with ``geometry``: :meth:`digest_with_chunks`) would
+        answer for the file as it is now without reading it."""
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if geometry is not None and self._cached_table(real, geometry, ident) is None:
+            return False
+        return self._cached_digest(real, algorithm, ident) is not None
+
     def digest_with_chunks(
         self,
         path: str | os.PathLike[str],

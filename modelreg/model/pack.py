@@ -54,7 +54,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -102,12 +102,14 @@ __all__ = [
     "Annotator",
     "BlobReady",
     "Chunking",
+    "GroupReady",
     "HashStarting",
     "ModelMetadata",
     "PackedFile",
     "PackedGroup",
     "PackedModel",
     "PackedPart",
+    "group_source",
     "pack_directory",
     "scan_directory",
     "slice_source",
@@ -242,6 +244,17 @@ def slice_source(path: Path, start: int, length: int) -> BlobSource:
     def open_at(offset: int) -> BinaryIO:
         # a small buffer: large reads go straight to the file, without a copy
         return io.BufferedReader(_Slice(path, start + offset, length - offset), 64 * 1024)
+
+    return open_at
+
+
+def group_source(group: PackedGroup) -> BlobSource:
+    """A BlobSource streaming ``group``'s tar from its members' files (for uploads)."""
+
+    def open_at(offset: int) -> BinaryIO:
+        return io.BufferedReader(
+            grp.GroupStream(group.members, group.descriptor.size, offset), 64 * 1024
+        )
 
     return open_at
 
@@ -488,6 +501,9 @@ HashStarting = Callable[[str, Path, int], None]
 """Told a file's relative path, real path and size just before it is hashed whole
 (its digest was not cached)."""
 
+GroupReady = Callable[["PackedGroup"], None]
+"""Told a small-file group as soon as it is laid out and hashed."""
+
 
 def _inspect_local(rel: str, real: Path) -> tuple[RoleGuess, ModelFileInfo | None, bool, str]:
     """(role, parsed header or None, pickle-based?, warning) for one file; reads headers only.
@@ -599,6 +615,7 @@ def pack_directory(
     workers: int = 2,
     on_blob: BlobReady | None = None,
     on_hash: HashStarting | None = None,
+    on_group: GroupReady | None = None,
     chunking: Chunking | None = None,
     annotator: Annotator | None = None,
     grouping: grp.GroupPolicy | None = None,
@@ -610,10 +627,14 @@ def pack_directory(
     Face cache snapshot is recognised by its path (:mod:`modelreg.model.hf`).
     ``on_blob(descriptor, path, offset)`` is called for every layer as soon as its
     digest is known, while other files (or later parts) are still being hashed.
-    ``on_hash(relative_path, path, size)`` is called just before a file that is not
-    split is read to be hashed (never when its digest is cached); ``on_blob``
-    follows once its digest is known, on the same thread. Neither changes what is
-    returned.
+    ``on_hash(relative_path, path, size)`` is called once for a file that is not
+    split and whose digest is not cached, just before it is read to be hashed (for
+    the largest file of the directory: before the other files are even inspected,
+    so a push starts sending it at once); ``on_blob`` follows once its digest is
+    known, on the thread that hashed it. ``on_group(group)`` is
+    called for each small-file group once it is hashed, on the thread that hashed it,
+    so a push can send it while big files are still being hashed. None of these
+    changes what is returned.
 
     ``chunking`` asks for every file's chunk table (:attr:`PackedFile.chunks`),
     computed in the same read as its digest (or taken from the digest cache);
@@ -676,18 +697,24 @@ def pack_directory(
         progress=progress,
     )
 
+    hashing.announce_largest(entries, policy)
+
+    def inspect_batch(batch: Sequence[tuple[str, Path, int]]) -> list[_Inspected]:
+        return [inspect_one(item) for item in batch]
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         window = 4 * max(1, workers)
-        inspected = list(_bounded_map(pool, inspect_one, entries, window))
+        # batches: a small file's header is read faster than a task is handed to a thread
+        batches = (entries[i : i + _INSPECT_BATCH] for i in range(0, len(entries), _INSPECT_BATCH))
+        inspected = [
+            f for batch in _bounded_map(pool, inspect_batch, batches, window) for f in batch
+        ]
         plan = _final_groups(inspected, policy)
         in_group = {i for g in plan for i in g}
         singles = [item for i, item in enumerate(inspected) if i not in in_group]
-        group_jobs = pool.map(_pack_group, ([inspected[i] for i in g] for g in plan))
-        packed = list(_bounded_map(pool, hashing.digest, singles, window))
-        groups: list[PackedGroup] = []
-        for group, members in group_jobs:
-            groups.append(group)
-            packed.extend(members)
+        packed, groups = _hash_largest_first(
+            pool, hashing, singles, [[inspected[i] for i in g] for g in plan], window, on_group
+        )
     packed.sort(key=lambda f: f.path)
     # the chunk index covers files with a layer of their own (grouped ones: pull them)
     extra = dict(annotator([f for f in packed if not f.grouped])) if annotator is not None else {}
@@ -703,6 +730,56 @@ def pack_directory(
         warnings=tuple(warnings),
         groups=tuple(groups),
     )
+
+
+_INSPECT_BATCH = 64
+"""Files inspected per pool task (5,000 small files: 0.41 s one per task, 0.25 s in 64s)."""
+
+_Packed = tuple[PackedGroup | None, list[PackedFile]]
+"""What one hashing job gives: a group's layer and its files, or a single file."""
+
+
+def _hash_largest_first(
+    pool: ThreadPoolExecutor,
+    hashing: _Hashing,
+    singles: Sequence[_Inspected],
+    groups: Sequence[Sequence[_Inspected]],
+    window: int,
+    on_group: GroupReady | None,
+) -> tuple[list[PackedFile], list[PackedGroup]]:
+    """Hash each file with a layer of its own and pack each group on ``pool``, the jobs
+    with the most bytes first; the files (grouped ones included) and the groups.
+
+    A big file's upload streams while it is hashed (``on_hash``), so it is the longest
+    job of a push. Started first it runs from the beginning, the groups and small
+    files being packed beside it on the other workers; queued behind every group, it
+    started late by all of their packing (2 s for 5,000 small files beside 4 GiB of
+    weights). Each group is handed to ``on_group`` on the worker that packed it (its
+    failure fails the pack, as an ``on_blob`` failure does). The order of the results
+    does not matter: the caller sorts them.
+    """
+
+    def single(item: _Inspected) -> _Packed:
+        return None, [hashing.digest(item)]
+
+    def group(members: Sequence[_Inspected]) -> _Packed:
+        layer, files = _pack_group(members)
+        if on_group is not None:
+            on_group(layer)
+        return layer, files
+
+    jobs: list[tuple[int, Callable[[], _Packed]]] = [
+        *((item.size, functools.partial(single, item)) for item in singles),
+        *((sum(m.size for m in g), functools.partial(group, g)) for g in groups),
+    ]
+    jobs.sort(key=lambda job: job[0], reverse=True)  # stable: equal sizes keep path order
+    files: list[PackedFile] = []
+    layers: list[PackedGroup] = []
+    for layer, done in _bounded_map(pool, lambda job: job[1](), jobs, window):
+        if layer is not None:
+            layers.append(layer)
+        files.extend(done)
+    return files, layers
 
 
 def _bounded_map(
@@ -739,6 +816,34 @@ class _Hashing:
     on_blob: BlobReady | None
     on_hash: HashStarting | None
     progress: ProgressCallback | None
+    announced: set[Path] = field(default_factory=set)
+    """Files ``on_hash`` was told of early (:meth:`announce_largest`): not told again."""
+
+    def announce_largest(
+        self, entries: Sequence[tuple[str, Path, int]], policy: grp.GroupPolicy
+    ) -> None:
+        """Tell ``on_hash`` of the largest file now, before the directory is inspected,
+        if it will be hashed whole (it is never grouped, nothing is split) and its
+        digest is not cached.
+
+        Inspecting thousands of small files takes a second; a push starts sending the
+        largest file (its longest job) meanwhile instead of after. Nothing is read
+        here beyond a stat and the digest cache: the file is hashed in its turn, and a
+        failure before that ends the push, which drops what was sent.
+        """
+        if self.on_hash is None or self.split or not entries:
+            return
+        rel, real, size = max(entries, key=lambda e: e[2])
+        if policy.is_small(size):
+            return
+        try:
+            geometry = self.chunking(real, size) if self.chunking is not None else None
+            if self.cache.cached(real, geometry):
+                return
+        except OSError:
+            return  # hashing reports it, in its turn
+        self.announced.add(real)
+        self.on_hash(rel, real, size)
 
     def digest(self, item: _Inspected) -> PackedFile:
         rel, real, guess, info, unsafe = item.rel, item.real, item.guess, item.info, item.unsafe
@@ -766,7 +871,9 @@ class _Hashing:
             size = spans[-1].end
         else:
             before = (
-                functools.partial(self.on_hash, rel, real) if self.on_hash is not None else None
+                functools.partial(self.on_hash, rel, real)
+                if self.on_hash is not None and real not in self.announced
+                else None
             )
             try:
                 if geometry is not None:

@@ -349,6 +349,40 @@ def test_hashing_failure_cancels_the_pending_upload(registry_factory, runs, mode
             client.target(ref).resolve("v1")
 
 
+def test_the_largest_file_goes_out_before_the_rest_is_inspected_and_a_failure_stops_it(
+    registry_factory, runs, model, monkeypatch
+):
+    """The big file's upload starts before any other file is inspected (issue 18: a
+    mixed model); a file that then fails inspection fails the push, and the upload
+    under way is stopped, nothing tagged."""
+    from modelreg.model import pack
+
+    server = registry_factory()
+    started = threading.Event()
+    real_inspect = pack._inspect_local
+
+    def inspect(rel, real):
+        if rel == "config.json":
+            assert started.wait(60)  # the big file is already going out
+            raise InvalidInputError(f"cannot read {rel!r}: Input/output error")
+        return real_inspect(rel, real)
+
+    def progress(event):
+        if event.kind == "start" and event.name == BIG:
+            started.set()
+
+    monkeypatch.setattr(pack, "_inspect_local", inspect)
+    ref = f"{server.host}/pend/inspect:v1"
+    with Client(RemoteOptions()) as client:
+        with pytest.raises(InvalidInputError, match="cannot read 'config.json'"):
+            client.push(model, ref, progress=progress)
+        assert started.is_set()
+        assert runs.started == 1 and not runs.ended
+        assert isinstance(runs.failed[0], InvalidInputError)
+        with pytest.raises(NotFoundError):
+            client.target(ref).resolve("v1")
+
+
 def test_store_destination_hashes_first(runs, tmp_path):
     model = make_model(tmp_path / "m")
     with Client(RemoteOptions()) as client:

@@ -163,6 +163,59 @@ def test_on_hash_tells_each_uncached_file_before_its_digest(tmp_path):
         assert [(e[0], e[1]) for e in events] == [("hash", "README.md")]
 
 
+def _big_beside_small(root, small=150):
+    """A 2 MiB file (above the grouping threshold) beside ``small`` files of 1-3 KiB."""
+    for i in range(small):
+        (root / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 3}" / f"f{i:04d}.json").write_bytes(os.urandom(1024 + i * 13))
+    (root / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    return root
+
+
+def test_the_largest_file_is_told_before_any_other_file_is_inspected(tmp_path, monkeypatch):
+    """A push starts sending the largest file (on_hash) before the thousands of small
+    files beside it are even inspected; it is told once, and the artifact is the same."""
+    import modelreg.model.pack as pack
+
+    root = _big_beside_small(tmp_path / "m")
+    plain = pack_directory(root)
+    inspected: list[str] = []
+    real_inspect = pack._inspect_local
+
+    def counting_inspect(rel, real):
+        inspected.append(rel)
+        return real_inspect(rel, real)
+
+    monkeypatch.setattr(pack, "_inspect_local", counting_inspect)
+    told: list[tuple[str, int]] = []
+
+    def on_hash(rel, path, size):
+        told.append((rel, len(inspected)))
+
+    groups = []
+    with DigestCache(tmp_path / "d.sqlite") as cache:
+        packed = pack_directory(
+            root, digest_cache=cache, on_hash=on_hash, on_group=groups.append
+        )
+        assert told == [("big.bin", 0)]  # first, before any inspection, and only once
+        assert packed.manifest.raw == plain.manifest.raw and packed.config == plain.config
+        # every group handed out as soon as it was packed, each exactly once
+        assert len(packed.groups) >= 2
+        assert sorted(str(g.descriptor.digest) for g in groups) == sorted(
+            str(g.descriptor.digest) for g in packed.groups
+        )
+        # cached now: nothing to tell, early or late
+        told.clear()
+        pack_directory(root, digest_cache=cache, on_hash=on_hash)
+        assert told == []
+    # split files are told in their turn only (a split plan needs the inspected header)
+    told.clear()
+    inspected.clear()
+    pack_directory(root, on_hash=on_hash, split=True)
+    assert [rel for rel, _ in told] == ["big.bin"]
+    assert told[0][1] == len(inspected) > 0  # after every file was inspected
+
+
 def test_a_file_unreadable_while_hashed_is_an_input_error(tmp_path, monkeypatch):
     root = make_model(tmp_path / "m")
     import modelreg.model.digests as digests
