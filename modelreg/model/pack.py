@@ -631,10 +631,10 @@ def pack_directory(
     split and whose digest is not cached, just before it is read to be hashed (for
     the largest file of the directory: before the other files are even inspected,
     so a push starts sending it at once); ``on_blob`` follows once its digest is
-    known, on the thread that hashed it. ``on_group(group)`` is
-    called for each small-file group once it is hashed, on the thread that hashed it,
-    so a push can send it while big files are still being hashed. None of these
-    changes what is returned.
+    known, on the thread that hashed it. ``on_group(group)`` is called for each
+    small-file group once it is hashed, on the thread that hashed it, so a push can
+    send it while big files are still being hashed. None of these changes what is
+    returned.
 
     ``chunking`` asks for every file's chunk table (:attr:`PackedFile.chunks`),
     computed in the same read as its digest (or taken from the digest cache);
