@@ -374,7 +374,7 @@ def test_the_largest_file_goes_out_before_the_rest_is_inspected_and_a_failure_st
     monkeypatch.setattr(pack, "_inspect_local", inspect)
     ref = f"{server.host}/pend/inspect:v1"
     with Client(RemoteOptions()) as client:
-        with pytest.raises(InvalidInputError, match="cannot read 'config.json'"):
+        with pytest.raises(InvalidInputError, match=re.escape("cannot read 'config.json'")):
             client.push(model, ref, progress=progress)
         assert started.is_set()
         assert runs.started == 1 and not runs.ended
