@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from modelreg.client import Client, PushResult, RemoteOptions
 from modelreg.content.base import CHUNK
 from modelreg.content.registry import uploads
 from modelreg.errors import InvalidInputError, NotFoundError
+from modelreg.events import Event
 from modelreg.lazy.publish import index_descriptor_from_annotations
 from modelreg.model import digests
 from modelreg.oci import Descriptor, Digest
@@ -321,21 +323,29 @@ def test_file_changed_while_hashed_fails_before_anything_is_tagged(
         assert not client.target(ref).exists(layer)
 
 
+def big_upload_start() -> tuple[threading.Event, Callable[[Event], None]]:
+    """An event set once a push starts sending :data:`BIG`, and the progress callback
+    that sets it."""
+    started = threading.Event()
+
+    def progress(event: Event) -> None:
+        if event.kind == "start" and event.name == BIG:
+            started.set()
+
+    return started, progress
+
+
 def test_hashing_failure_cancels_the_pending_upload(registry_factory, runs, model, monkeypatch):
     server = registry_factory()
     big = model / BIG
     real_hash = digests.hash_file_with_chunks
-    started = threading.Event()
+    started, progress = big_upload_start()
 
     def hash_file(path, geometry, algorithm="sha256"):
         if Path(path) == big.resolve():
             assert started.wait(60)  # the upload is under way
             raise OSError(5, "Input/output error")
         return real_hash(path, geometry, algorithm)
-
-    def progress(event):
-        if event.kind == "start" and event.name == BIG:
-            started.set()
 
     monkeypatch.setattr(digests, "hash_file_with_chunks", hash_file)
     ref = f"{server.host}/pend/broken:v1"
@@ -358,7 +368,7 @@ def test_the_largest_file_goes_out_before_the_rest_is_inspected_and_a_failure_st
     from modelreg.model import pack
 
     server = registry_factory()
-    started = threading.Event()
+    started, progress = big_upload_start()
     real_inspect = pack._inspect_local
 
     def inspect(rel, real):
@@ -366,10 +376,6 @@ def test_the_largest_file_goes_out_before_the_rest_is_inspected_and_a_failure_st
             assert started.wait(60)  # the big file is already going out
             raise InvalidInputError(f"cannot read {rel!r}: Input/output error")
         return real_inspect(rel, real)
-
-    def progress(event):
-        if event.kind == "start" and event.name == BIG:
-            started.set()
 
     monkeypatch.setattr(pack, "_inspect_local", inspect)
     ref = f"{server.host}/pend/inspect:v1"
