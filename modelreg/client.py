@@ -11,7 +11,7 @@ import contextlib
 import json
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,7 @@ from modelreg.model.layerfiles import (
 from modelreg.model.pack import (
     DEFAULT_IGNORE,
     ModelMetadata,
+    PackedFile,
     PackedGroup,
     PackedModel,
     group_source,
@@ -343,13 +344,13 @@ def _changed(name: str, how: str) -> InvalidInputError:
 
 
 @contextlib.contextmanager
-def _blame_changed_files(packed: PackedModel) -> Iterator[None]:
-    """An integrity failure while ``packed`` is sent, explained by one of its files having
+def _blame_changed_files(files: Iterable[PackedFile]) -> Iterator[None]:
+    """An integrity failure while ``files`` are sent, explained by one of them having
     changed since it was hashed, becomes that file's :func:`_changed` error."""
     try:
         yield
     except IntegrityError as exc:
-        changed = next((f for f in packed.files if f.changed()), None)
+        changed = next((f for f in files if f.changed()), None)
         if changed is None:
             raise
         raise _changed(changed.path, f"after it was hashed ({exc.message})") from exc
@@ -409,17 +410,21 @@ class _EarlyUploads:
             identity = FileIdentity.of_path(path)
             self._futures.append(self._engine.submit(self._one, desc, path, offset, identity))
 
-    def submit_group(self, group: PackedGroup) -> None:
-        """``pack_directory`` hashed a small-file group: send it now, beside the big
-        files still being hashed (the tar is streamed from the members' files)."""
+    def submit_group(self, group: PackedGroup, files: Sequence[PackedFile]) -> None:
+        """``pack_directory`` hashed a small-file group (``files``, as they were hashed):
+        send it now, beside the big files still being hashed (the tar is streamed from
+        the members' files)."""
         self._engine.raise_failure()
         with self._lock:
-            self._futures.append(self._engine.submit(self._send_group, group))
+            self._futures.append(self._engine.submit(self._send_group, group, files))
 
-    def _send_group(self, group: PackedGroup) -> None:
-        self._engine.send(
-            group.descriptor, group_source(group), group.path, announce_existing=False
-        )
+    def _send_group(self, group: PackedGroup, files: Sequence[PackedFile]) -> None:
+        # the destination refuses bytes that do not hash to the group's digest: a member
+        # rewritten since it was hashed is then named
+        with _blame_changed_files(files):
+            self._engine.send(
+                group.descriptor, group_source(group), group.path, announce_existing=False
+            )
 
     @staticmethod
     def _resolve(pending: _Pending, desc: Descriptor, path: Path) -> None:
@@ -764,7 +769,7 @@ class Client:
                 index_blob, index_desc = indexer.result()
                 engine.send(index_desc, bytes_source(index_blob), "chunk index")
                 engine.send(empty_config(), bytes_source(mt.EMPTY_JSON), "chunk index")
-            with _blame_changed_files(packed):
+            with _blame_changed_files(packed.files):
                 result = walk_graph(engine, packed.as_target(), packed.descriptor, tag=tag)
             if indexer is not None:
                 from modelreg.lazy.publish import chunk_index_referrer
@@ -825,7 +830,7 @@ class Client:
                 annotator=indexer,
                 grouping=grouping,
             )
-            with _blame_changed_files(packed):
+            with _blame_changed_files(packed.files):
                 early.finish()
         except BaseException:
             early.abort()

@@ -501,8 +501,8 @@ HashStarting = Callable[[str, Path, int], None]
 """Told a file's relative path, real path and size just before it is hashed whole
 (its digest was not cached)."""
 
-GroupReady = Callable[["PackedGroup"], None]
-"""Told a small-file group as soon as it is laid out and hashed."""
+GroupReady = Callable[["PackedGroup", Sequence["PackedFile"]], None]
+"""Told a small-file group and its files as soon as it is laid out and hashed."""
 
 
 def _inspect_local(rel: str, real: Path) -> tuple[RoleGuess, ModelFileInfo | None, bool, str]:
@@ -631,7 +631,7 @@ def pack_directory(
     split and whose digest is not cached, just before it is read to be hashed (for
     the largest file of the directory: before the other files are even inspected,
     so a push starts sending it at once); ``on_blob`` follows once its digest is
-    known, on the thread that hashed it. ``on_group(group)`` is called for each
+    known, on the thread that hashed it. ``on_group(group, files)`` is called for each
     small-file group once it is hashed, on the thread that hashed it, so a push can
     send it while big files are still being hashed. None of these changes what is
     returned.
@@ -774,7 +774,7 @@ def _hash_largest_first(
     def group(members: Sequence[_Inspected]) -> _Packed:
         layer, files = _pack_group(members)
         if on_group is not None:
-            on_group(layer)
+            on_group(layer, files)
         return layer, files
 
     jobs: list[tuple[int, Callable[[], _Packed]]] = [

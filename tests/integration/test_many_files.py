@@ -157,3 +157,37 @@ def test_a_mixed_model_sends_every_blob_once(registry_plain, tmp_path):
     assert pushed["blobsSent"] == len(sizes)
     ok("pull", ref, "-o", str(tmp_path / "out"))
     assert tree(tmp_path / "out") == tree(src)
+
+
+@pytest.mark.parametrize("where", ["registry", "store"])
+def test_a_grouped_file_changed_before_its_group_is_sent_fails_the_push(
+    where, registry_plain, tmp_path, monkeypatch
+):
+    """Groups go out as soon as they are packed (issue 18); a member rewritten between its
+    hashing and its upload is named, and nothing is tagged."""
+    from modelreg import client as client_module
+    from modelreg.client import Client, RemoteOptions
+    from modelreg.errors import InvalidInputError, NotFoundError
+
+    src = many_files(tmp_path / "src", 400)
+    victim = "part0/sub0/f00000.json"
+    real_submit = client_module._EarlyUploads.submit_group
+
+    def rewrite_then_submit(early, group, files):
+        if any(m.path == victim for m in group.members):
+            path = src / victim
+            st = path.stat()
+            path.write_bytes(bytes(b ^ 0xFF for b in path.read_bytes()))  # same size
+            # a later mtime, as an edit a tick later has (the file was written moments ago:
+            # within one timestamp tick the change would go unnamed, though still refused)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        real_submit(early, group, files)
+
+    monkeypatch.setattr(client_module._EarlyUploads, "submit_group", rewrite_then_submit)
+    ref = f"{registry_plain.host}/many/changed:v1" if where == "registry" else "many/changed:v1"
+    with Client(RemoteOptions(store=tmp_path / "store")) as client:
+        with pytest.raises(InvalidInputError) as caught:
+            client.push(src, ref)
+        assert f"{victim!r} changed after it was hashed" in caught.value.message
+        with pytest.raises(NotFoundError):
+            client.resolve(ref)

@@ -194,7 +194,12 @@ def test_the_largest_file_is_told_before_any_other_file_is_inspected(tmp_path, m
 
     groups = []
     with DigestCache(tmp_path / "d.sqlite") as cache:
-        packed = pack_directory(root, digest_cache=cache, on_hash=on_hash, on_group=groups.append)
+        packed = pack_directory(
+            root,
+            digest_cache=cache,
+            on_hash=on_hash,
+            on_group=lambda group, _files: groups.append(group),
+        )
         assert told == [("big.bin", 0)]  # first, before any inspection, and only once
         assert packed.manifest.raw == plain.manifest.raw and packed.config == plain.config
         # every group handed out as soon as it was packed, each exactly once
