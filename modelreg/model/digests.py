@@ -268,6 +268,17 @@ def _hash_spans(
     return whole, parts
 
 
+_Ident = tuple[int, int, int, int]
+
+
+def _file_state(path: str | os.PathLike[str]) -> tuple[str, os.stat_result, _Ident]:
+    """The real path of ``path``, its stat, and the key the cache records it under (device,
+    inode, size, mtime): a digest is answered from the cache only for that very state."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return real, st, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _unchanged(real: str, before: os.stat_result) -> bool:
     """Whether ``real`` still has the size and mtime it had before it was hashed: only
     then may its digest be remembered for that state."""
@@ -291,9 +302,7 @@ class DigestCache(SqliteCache):
         ``before_hash(size)`` is called when the digest is not cached, just before
         the file is read (e.g. to start sending it while it is hashed).
         """
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        real, st, ident = _file_state(path)
         cached = self._cached_digest(real, algorithm, ident)
         if cached is not None:
             return cached, st.st_size
@@ -312,9 +321,7 @@ class DigestCache(SqliteCache):
     ) -> bool:
         """Whether :meth:`digest` (with ``geometry``: :meth:`digest_with_chunks`) would
         answer for the file as it is now without reading it."""
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        real, _, ident = _file_state(path)
         if geometry is not None and self._cached_table(real, geometry, ident) is None:
             return False
         return self._cached_digest(real, algorithm, ident) is not None
@@ -332,9 +339,7 @@ class DigestCache(SqliteCache):
         cached for the file as it is now. Otherwise the file is read once for both
         (``before_hash(size)`` first, as for :meth:`digest`) and both are recorded.
         """
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        real, st, ident = _file_state(path)
         table = self._cached_table(real, geometry, ident)
         if table is not None:
             cached = self._cached_digest(real, algorithm, ident)
@@ -348,9 +353,7 @@ class DigestCache(SqliteCache):
             self._store_table(real, ident, table)
         return digest, size, table
 
-    def _cached_digest(
-        self, real: str, algorithm: str, ident: tuple[int, int, int, int]
-    ) -> Digest | None:
+    def _cached_digest(self, real: str, algorithm: str, ident: _Ident) -> Digest | None:
         """The recorded digest of ``real`` if it was recorded for this very file state."""
         rows = self._db.select(
             "SELECT dev, ino, size, mtime_ns, digest FROM digests WHERE path = ? AND algorithm = ?",
@@ -361,17 +364,13 @@ class DigestCache(SqliteCache):
             return None
         return Digest.parse(row[4])
 
-    def _store_digest(
-        self, real: str, algorithm: str, ident: tuple[int, int, int, int], digest: Digest
-    ) -> None:
+    def _store_digest(self, real: str, algorithm: str, ident: _Ident, digest: Digest) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
             (real, *ident, algorithm, str(digest)),
         )
 
-    def _cached_table(
-        self, real: str, geometry: ChunkGeometry, ident: tuple[int, int, int, int]
-    ) -> ChunkTable | None:
+    def _cached_table(self, real: str, geometry: ChunkGeometry, ident: _Ident) -> ChunkTable | None:
         rows = self._db.select(
             "SELECT dev, ino, size, mtime_ns, digests FROM chunks WHERE path = ? AND geometry = ?",
             (real, geometry.key),
@@ -384,7 +383,7 @@ class DigestCache(SqliteCache):
             return None  # damaged: recompute
         return table
 
-    def _store_table(self, real: str, ident: tuple[int, int, int, int], table: ChunkTable) -> None:
+    def _store_table(self, real: str, ident: _Ident, table: ChunkTable) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
             (real, table.geometry.key, *ident, table.digests),
@@ -414,9 +413,7 @@ class DigestCache(SqliteCache):
     ) -> tuple[Digest, list[Digest], ChunkTable | None]:
         """:meth:`split_digests` plus, with ``geometry``, the whole file's chunk table
         computed in the same read pass (or from the cache: then nothing is read)."""
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        real, st, ident = _file_state(path)
         key = split.spans_key(spans)
         rows = self._db.select(
             "SELECT dev, ino, size, mtime_ns, whole, digests FROM parts "
@@ -457,7 +454,7 @@ class DigestCache(SqliteCache):
 
     def _reference(
         self, real: str, key: str, algorithm: str, count: int
-    ) -> tuple[str, list[Digest], tuple[int, int, int, int]] | None:
+    ) -> tuple[str, list[Digest], _Ident] | None:
         """Another file hashed with the same spans and unchanged since (a previous
         checkpoint): its span digests let :func:`split.hash_spans` skip equal spans."""
         rows = self._db.select(
@@ -476,5 +473,5 @@ class DigestCache(SqliteCache):
         return None
 
     @staticmethod
-    def _still(path: str, identity: tuple[int, int, int, int]) -> bool:
+    def _still(path: str, identity: _Ident) -> bool:
         return FileIdentity.of_path(path) == FileIdentity(*identity)
