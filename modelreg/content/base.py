@@ -30,7 +30,9 @@ __all__ = [
     "Mounter",
     "PendingPusher",
     "PushResult",
+    "RangeBody",
     "RangeReader",
+    "RangeStreamer",
     "ReadOnlyTarget",
     "ReadsInto",
     "Target",
@@ -298,6 +300,33 @@ class RangeReader(Protocol):
     def supports_range(self) -> bool | None: ...
 
     def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes: ...
+
+
+class RangeBody(Protocol):
+    """A ranged response body read at its caller's pace (see :class:`RangeStreamer`)."""
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class RangeStreamer(Protocol):
+    """A target that hands out one long ranged body, read piece by piece as needed.
+
+    What a sequential reader uses instead of a request per read (the lazy engine's
+    sequential streams): ``open_range`` sends one request and returns its body,
+    unverified; ``readinto`` fills as much of a buffer as the body allows (0 at its
+    end), ``close`` drops it (its connection is reused only if it was read to the
+    end). ``streams_ranges`` is False where one body for many reads is wrong: a
+    target that picks a source (a mirror) per request and distrusts one per failed
+    check needs each read to be a request of its own.
+    """
+
+    @property
+    def streams_ranges(self) -> bool: ...
+
+    def open_range(self, desc: Descriptor, offset: int, length: int) -> RangeBody: ...
 
 
 @runtime_checkable

@@ -69,11 +69,18 @@ fills a list of views in turn from one request. Two callers use it:
   whole blob matched its digest, so nothing of an unverified blob is released.
 
 Chunks are hashed with the index's algorithm (:meth:`FileChunks.hash_chunk`: BLAKE3
-for new indexes, SHA-256 for older ones). Hashing runs on the worker threads that
-fetched (``blake3`` and ``hashlib`` release the GIL),
-never on the reader's thread, and never while a response is being read: a run
-is received whole, then hashed chunk by chunk. Requests go over the registry
-client's kept-alive connections (``content/registry/_bulk.py``).
+for new indexes, SHA-256 for older ones), on the thread that fetched them
+(``blake3`` and ``hashlib`` release the GIL) and never while a response is being
+read: a run is received whole, then hashed chunk by chunk. A read that waits
+fetches its first run on its own thread and hands the others to the pool (a run
+handed over and waited for cost two thread switches, as much GIL time as parsing
+the answer); read-ahead and :meth:`Engine.fill` run on the pool. Requests go over
+the registry client's kept-alive connections (``content/registry/_bulk.py``).
+
+Sequential streams: once at least ``concurrency`` readers read sequentially,
+each :class:`~modelreg.lazy.handle.LazyFile` reads through one long Range
+request of its own instead of a request per read (:meth:`Engine.open_stream`;
+:mod:`modelreg.lazy._stream` says when and why).
 """
 
 from __future__ import annotations
@@ -88,12 +95,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
-from modelreg.content.base import CHUNK, RangeReader, ReadOnlyTarget
+from modelreg.content.base import CHUNK, RangeReader, RangeStreamer, ReadOnlyTarget
 from modelreg.content.layout import LayoutStore
 from modelreg.content.refetch import checked, refetching
 from modelreg.errors import FormatError, IntegrityError, ModelRegError, NotFoundError
 from modelreg.lazy._cache import ChunkStore, MemoryLRU
 from modelreg.lazy._files import ModelFile
+from modelreg.lazy._stream import STREAM_WINDOW, SequentialStream
 from modelreg.lazy.chunkindex import ChunkIndex, FileChunks
 from modelreg.model.digests import new_chunk_hash
 from modelreg.oci.descriptor import Descriptor
@@ -177,13 +185,16 @@ class EngineStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.remote_bytes = 0
-        """Bytes asked of the remote target (ranges and whole blobs)."""
+        """Bytes asked of the remote target (ranges and whole blobs; of a sequential
+        stream, the bytes read from it)."""
         self.remote_requests = 0
         self.whole_blobs = 0
         self.chunks_fetched = 0
         self.chunks_from_disk = 0
         self.chunks_from_memory = 0
         self.integrity_failures = 0
+        self.streams = 0
+        """Sequential streams opened (see modelreg.lazy._stream)."""
 
     def add(self, **counts: int) -> None:
         with self._lock:
@@ -200,6 +211,7 @@ class EngineStats:
                 "chunksFromDisk": self.chunks_from_disk,
                 "chunksFromMemory": self.chunks_from_memory,
                 "integrityFailures": self.integrity_failures,
+                "streams": self.streams,
             }
 
 
@@ -284,6 +296,18 @@ class Engine:
         self.memory = MemoryLRU(memory)
         self.stats = EngineStats()
         self.source_is_store = source_is_store
+        # the capabilities of the target, looked up once: an isinstance check against a
+        # runtime-checkable Protocol walks its members, which showed per request
+        self._into = target if isinstance(target, RangeIntoReader) else None
+        self._ranged = target if isinstance(target, RangeReader) else None
+        self._streamer = (
+            target if isinstance(target, RangeStreamer) and target.streams_ranges else None
+        )
+        self.concurrency = max(1, concurrency)
+        self.stream_window = STREAM_WINDOW
+        self._sequential = 0
+        """Readers reading sequentially right now (see open_stream)."""
+        self._streams: set[SequentialStream] = set()
         self._warn = on_warning or (lambda _m: None)
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="lazy")
         self._lock = threading.Lock()
@@ -324,6 +348,9 @@ class Engine:
             self._closed = True
             fds = list(self._fds.values())
             self._fds.clear()
+            streams = list(self._streams)
+        for stream in streams:
+            stream.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:  # runs cancelled before they started: release their waiters
             pending = [p.future for p in self._inflight.values()]
@@ -336,8 +363,66 @@ class Engine:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def _ignores_range(self) -> bool:
+        """:func:`host_ignores_range` of the target (known to ignore it: never ranged)."""
+        return self._ranged is not None and self._ranged.supports_range is False
+
     def chunks_of(self, file: ModelFile) -> FileChunks | None:
         return self._chunks.get(file.path)
+
+    # ------------------------------------------------------------------ streams
+    def reading_sequentially(self, on: bool) -> None:
+        """A reader started (``on``) or stopped reading sequentially."""
+        with self._lock:
+            self._sequential += 1 if on else -1
+
+    def open_stream(self, file: ModelFile, position: int) -> SequentialStream | None:
+        """A sequential stream for a reader of ``file`` at ``position``, or None where
+        the read path serves better (see :mod:`modelreg.lazy._stream` for when)."""
+        fc = self._chunks.get(file.path)
+        if (
+            self._streamer is None
+            or fc is None
+            or file.grouped
+            or self.source_is_store
+            or self._ignores_range()
+        ):
+            return None
+        with self._lock:
+            if self._closed or self._sequential < self.concurrency:
+                return None
+        if self._in_store(file, 0, file.size, {}):
+            return None  # an earlier pull put the blob here: the read path reads it locally
+        stream = SequentialStream(
+            target=self._streamer,
+            file=file,
+            chunks=fc,
+            position=position,
+            stats=self.stats,
+            memory=self.memory,
+            chunk_store=self.chunk_store,
+            busy=self._busy,
+            where=_where(self.target),
+            window=self.stream_window,
+            on_close=self._stream_closed,
+        )
+        with self._lock:
+            self._streams.add(stream)
+        self.stats.add(streams=1)
+        return stream
+
+    def _stream_closed(self, stream: SequentialStream) -> None:
+        with self._lock:
+            self._streams.discard(stream)
+
+    def _busy(self, fc: FileChunks, i: int) -> bool:
+        """Whether chunk ``i`` is the read path's to serve: being fetched (a stream would
+        fetch it twice) or in the disk chunk store."""
+        digest = fc.digest_of(i)
+        with self._lock:
+            if digest in self._inflight:
+                return True
+        return self.chunk_store is not None and self.chunk_store.has(digest, fc.algorithm)
 
     # ------------------------------------------------------------------ reads
     def read(self, file: ModelFile, offset: int, length: int) -> bytes:
@@ -415,7 +500,7 @@ class Engine:
         overlapping it is done without error. Nothing is cached."""
         dests = sorted(((o, v) for o, v in extents if len(v)), key=lambda e: e[0])
         fc = self._chunks.get(file.path)
-        limit = None if host_ignores_range(self.target) else self.max_request
+        limit = None if self._ignores_range() else self.max_request
         runs: list[_FillRun] = []
         if fc is not None:
             runs = self._plan_fill(fc, dests, limit)
@@ -580,8 +665,8 @@ class Engine:
 
     def _range_into(self, desc: Descriptor, offset: int, views: list[memoryview]) -> None:
         n = sum(len(v) for v in views)
-        if isinstance(self.target, RangeIntoReader):
-            self.target.fetch_range_into(desc, offset, views)
+        if self._into is not None:
+            self._into.fetch_range_into(desc, offset, views)
         else:
             data = memoryview(self.target.fetch_range(desc, offset, n))
             if len(data) != n:
@@ -633,6 +718,10 @@ class Engine:
                 seen = self._landed
             unclaimed = self._look(file, fc, unclaimed, wait=wait, found=found, waits=waits)
         runs = self._plan(file, fc, missing, into, ahead=not wait)
+        # A read that waits fetches its first run itself: handing it to a worker and being
+        # woken when it lands cost two thread switches per request, which measured as much
+        # GIL time as parsing the response. The other runs go to the pool meanwhile.
+        inline = runs.pop(0) if wait and runs else None
         error: BaseException | None = None
         for run in runs:
             if error is not None:
@@ -642,6 +731,13 @@ class Engine:
                 self._submit(run)
             except ModelRegError as exc:
                 error = exc
+        if inline is not None:
+            if error is None and self._closed:
+                error = ModelRegError("the lazy reader is closed")
+            if error is not None:
+                self._fail(inline, error)
+            else:
+                self._fetch_run(inline)
         if wait:
             # every future, even after a failure: a run fetching into the caller's buffer
             # must be over before the caller gets it back
@@ -679,6 +775,7 @@ class Engine:
 
         Fills ``found`` and ``waits``; returns the chunks nobody has yet."""
         unclaimed: list[int] = []
+        stored: dict[Digest, bool] = {}
         for i in indexes:
             digest = fc.digest_of(i)
             data = self.memory.get(digest)
@@ -696,10 +793,10 @@ class Engine:
                 continue
             if not wait:
                 # prefetch: skip chunks already on disk without reading them
-                if self._on_disk(file, fc, i, digest):
+                if self._on_disk(file, fc, i, digest, stored):
                     continue
             else:
-                data = self._load_local(file, fc, i, digest)
+                data = self._load_local(file, fc, i, digest, stored)
                 if data is not None:
                     found[i] = data
                     continue
@@ -867,14 +964,29 @@ class Engine:
                 if not pending.future.done():
                     pending.future.set_result(chunk)
 
-    def _on_disk(self, file: ModelFile, fc: FileChunks, i: int, digest: bytes) -> bool:
+    def _in_store(self, file: ModelFile, start: int, stop: int, stored: dict[Digest, bool]) -> bool:
+        """Whether the local store holds every blob behind file bytes ``[start, stop)``;
+        ``stored`` remembers the answers for one look (a read of many chunks of one blob
+        asks the file system once, not once per chunk)."""
+        for seg, _, _ in file.segments_for(start, stop - start):
+            known = stored.get(seg.desc.digest)
+            if known is None:
+                known = stored[seg.desc.digest] = self.store.has_blob(seg.desc.digest)
+            if not known:
+                return False
+        return True
+
+    def _on_disk(
+        self, file: ModelFile, fc: FileChunks, i: int, digest: bytes, stored: dict[Digest, bool]
+    ) -> bool:
         if self.chunk_store is not None and self.chunk_store.has(digest, fc.algorithm):
             return True
         start, stop = fc.bounds(i)
-        pieces = file.segments_for(start, stop - start)
-        return all(self.store.has_blob(seg.desc.digest) for seg, _, _ in pieces)
+        return self._in_store(file, start, stop, stored)
 
-    def _load_local(self, file: ModelFile, fc: FileChunks, i: int, digest: bytes) -> Chunk | None:
+    def _load_local(
+        self, file: ModelFile, fc: FileChunks, i: int, digest: bytes, stored: dict[Digest, bool]
+    ) -> Chunk | None:
         start, stop = fc.bounds(i)
         if self.chunk_store is not None:
             data = self.chunk_store.get(digest, stop - start, algorithm=fc.algorithm)
@@ -882,9 +994,9 @@ class Engine:
                 self.stats.add(chunks_from_disk=1)
                 self.memory.put(digest, data)
                 return data
-        pieces = file.segments_for(start, stop - start)
-        if not all(self.store.has_blob(seg.desc.digest) for seg, _, _ in pieces):
+        if not self._in_store(file, start, stop, stored):
             return None
+        pieces = file.segments_for(start, stop - start)
         try:
             data = b"".join(self._pread_blob(seg.desc, boff, n) for seg, boff, n in pieces)
         except OSError:
@@ -904,7 +1016,7 @@ class Engine:
         """Fill ``views`` (``length`` bytes in all) with the file's bytes from ``offset``,
         unverified: from the remote in one request per blob, or from the local blob when
         the registry ignores Range (or the source is the local store)."""
-        if not (self.source_is_store or host_ignores_range(self.target)):
+        if not (self.source_is_store or self._ignores_range()):
             self._fetch_into(file, offset, views)
             return
         queue = list(reversed(views))

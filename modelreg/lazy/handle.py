@@ -60,6 +60,7 @@ from modelreg.lazy._engine import (
     host_ignores_range,
 )
 from modelreg.lazy._files import ModelFile, model_files
+from modelreg.lazy._stream import SequentialStream
 from modelreg.lazy._tensors import numpy_dtype, require_numpy
 from modelreg.lazy.chunkindex import (
     ANN_TOC_DIGEST,
@@ -154,7 +155,12 @@ class LazyFile(io.RawIOBase):
     """A read-only, seekable binary file over one model file; bytes arrive verified.
 
     Sequential reading triggers read-ahead (background fetches of the next
-    chunks). ``fileno()`` is not supported (use ``modelreg mount`` for tools that
+    chunks); once as many readers read sequentially as the engine has
+    connections, each reads through a stream of its own instead
+    (:mod:`modelreg.lazy._stream`), and a read may then return fewer bytes than
+    asked, ending on a chunk boundary (as a raw file may: loop, or use the
+    buffered file :meth:`ModelHandle.open` gives by default). A seek drops the
+    stream. ``fileno()`` is not supported (use ``modelreg mount`` for tools that
     need a real file, e.g. mmap).
     """
 
@@ -165,6 +171,8 @@ class LazyFile(io.RawIOBase):
         self._pos = 0
         self._readahead = readahead
         self._detector = SequentialDetector(readahead)
+        self._stream: SequentialStream | None = None
+        self._sequential = False
         self.name = file.path
 
     @property
@@ -200,12 +208,44 @@ class LazyFile(io.RawIOBase):
         if self.closed:
             raise ValueError("read from a closed file")
         view = memoryview(buffer).cast("B")
-        n = self._handle._engine.readinto(self._file, self._pos, view)
+        engine = self._handle._engine
+        n: int | None = None
+        if self._stream is not None:
+            if self._stream.position == self._pos:
+                n = self._stream.readinto(self._pos, view)
+            else:
+                self._end_stream()  # a seek: reads elsewhere go the read path's way
+        if n is None:
+            n = engine.readinto(self._file, self._pos, view)
         ahead = self._detector.on_read(self._pos, n)
         self._pos += n
-        if ahead is not None:
-            self._handle._engine.prefetch(self._file, ahead[0], ahead[1], budget=self._readahead)
+        self._note_sequential(ahead is not None)
+        if ahead is not None and self._stream is None:
+            self._stream = engine.open_stream(self._file, self._pos)
+            if self._stream is None:
+                engine.prefetch(self._file, ahead[0], ahead[1], budget=self._readahead)
         return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._end_stream()
+            self._note_sequential(False)
+        super().close()
+
+    def _note_sequential(self, on: bool) -> None:
+        """Tell the engine when this reader starts or stops reading sequentially (it
+        decides on streams by how many do); a reader that stops drops its stream."""
+        if on == self._sequential:
+            return
+        self._sequential = on
+        self._handle._engine.reading_sequentially(on)
+        if not on:
+            self._end_stream()
+
+    def _end_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
     def readall(self) -> bytes:
         remaining = max(0, self._file.size - self._pos)

@@ -53,6 +53,7 @@ class LazyProxy(ServedInThread):
         flip_whole: bool = False,
         log_file: Path | None = None,
         flip_only: str | None = None,
+        flip_above: int = 0,
     ):
         self.upstream_port = upstream_port
         self.log_file = log_file
@@ -60,6 +61,8 @@ class LazyProxy(ServedInThread):
         self.flip_whole = flip_whole
         self.flip_only = flip_only
         """With ``"flip"``: flip only blobs whose path contains this (a digest)."""
+        self.flip_above = flip_above
+        """With ``"flip"``: flip only bodies longer than this many bytes."""
         self.log: list[Logged] = []
         self.flips = 0
         self._lock = threading.Lock()
@@ -98,6 +101,7 @@ class LazyProxy(ServedInThread):
                     and is_blob
                     and proxy.mode == "flip"
                     and (proxy.flip_only is None or proxy.flip_only in self.path)
+                    and len(data) > proxy.flip_above
                     and (status == 206 or (status == 200 and proxy.flip_whole))
                 ):
                     mutable = bytearray(data)

@@ -326,6 +326,13 @@ class MirroredTarget(RegistryTarget):
             )
         return _FailoverReader(self, desc)
 
+    @property
+    def streams_ranges(self) -> bool:
+        # each range read picks its source and is checked on its own (a mirror that
+        # served bad bytes is distrusted and the read goes to the next): one long body
+        # would pin every later read to whichever source answered first
+        return False
+
     def fetch_range(self, desc: Descriptor, offset: int, length: int) -> bytes:
         # a range has no digest of its own: the chunk index or the caller verifies it,
         # exactly as it does for the server's bytes (modelreg.content.refetch.checked)

@@ -369,17 +369,21 @@ class RegistryTarget:
         self.fetch_range_into(desc, offset, [memoryview(buffer)])
         return bytes(buffer)
 
-    def fetch_range_into(self, desc: Descriptor, offset: int, views: list[memoryview]) -> None:
-        """The bytes from ``offset`` on, straight into ``views`` in turn (one request for
-        their total length; no intermediate copy). Unverified, like :meth:`fetch_range`."""
-        length = sum(len(v) for v in views)
-        if offset < 0 or offset + length > desc.size:
+    @property
+    def streams_ranges(self) -> bool:
+        """One long body may serve many reads (:class:`~modelreg.content.base.RangeStreamer`)."""
+        return True
+
+    def open_range(self, desc: Descriptor, offset: int, length: int) -> ResponseReader:
+        """The bytes ``[offset, offset + length)`` as a body read at the caller's pace
+        (unverified): each ``readinto`` fills what the body allows, a cut connection is
+        resumed where it broke, and the bound is a throughput floor counted only while
+        waiting on the socket, so a caller that pauses between reads is not blamed."""
+        if offset < 0 or length < 0 or offset + length > desc.size:
             raise InvalidInputError(
                 f"range of {length} bytes at offset {offset} is outside blob {desc.digest} "
                 f"({desc.size} bytes)"
             )
-        if length == 0:
-            return
         path = self._path("blobs", str(desc.digest))
         headers = {"Accept-Encoding": "identity"}
         bulk = length >= BULK_MIN
@@ -392,8 +396,7 @@ class RegistryTarget:
             self.client.retry.sleep(self.client.retry.backoff(attempt))
             return self._open_from(path, headers, desc, offset + delivered, end, bulk, what)
 
-        got = 0
-        with ResponseReader(
+        return ResponseReader(
             response,
             on_bytes=self.client.stats.add_received,
             translate=lambda exc, n: self.client.network_error(exc, what=what, attempts=n),
@@ -401,7 +404,20 @@ class RegistryTarget:
             max_resumes=self.client.retry.max_attempts - 1,
             skip=skip,
             bound=bound,
-        ) as reader:
+        )
+
+    def fetch_range_into(self, desc: Descriptor, offset: int, views: list[memoryview]) -> None:
+        """The bytes from ``offset`` on, straight into ``views`` in turn (one request for
+        their total length; no intermediate copy). Unverified, like :meth:`fetch_range`."""
+        length = sum(len(v) for v in views)
+        if length == 0:
+            if offset < 0 or offset > desc.size:
+                raise InvalidInputError(
+                    f"offset {offset} is outside blob {desc.digest} ({desc.size} bytes)"
+                )
+            return
+        got = 0
+        with self.open_range(desc, offset, length) as reader:
             for view in views:
                 filled = read_into(reader, view)
                 got += filled
