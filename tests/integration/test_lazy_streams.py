@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from modelreg.client import Client, RemoteOptions
 from modelreg.errors import IntegrityError
@@ -57,13 +58,15 @@ def read_quarters(
     sizes: list[int],
     *,
     failed: dict[int, tuple[int, bytes]] | None = None,
+    path: str = "blob.bin",
 ) -> tuple[list[bytes], list[BaseException]]:
     """Reader k reads its part of blob.bin (parts split at unaligned offsets) in reads
     of ``sizes[k]`` bytes through the raw file; what each got, and what each raised.
     ``failed`` gets, per reader whose read raised, that read's offset and what its
     buffer (zeroed before each read) held afterwards."""
     readers = len(sizes)
-    cut = [k * SIZE // readers + 1_000 * k for k in range(readers)] + [SIZE]
+    size = h.model_file(path).size
+    cut = [k * size // readers + 1_000 * k for k in range(readers)] + [size]
     got: list[bytearray] = [bytearray() for _ in range(readers)]
     errors: list[BaseException] = []
     waited = [False] * readers
@@ -71,7 +74,7 @@ def read_quarters(
 
     def reader(k: int) -> None:
         try:
-            with h.open("blob.bin", buffering=0) as fh:
+            with h.open(path, buffering=0) as fh:
                 fh.seek(cut[k])
                 buf = bytearray(sizes[k])
                 left = cut[k + 1] - cut[k]
@@ -230,3 +233,29 @@ def test_readers_through_a_mirror_keep_a_request_per_read(registry_plain, blob, 
             assert errors == [] and b"".join(parts) == data
             assert h.stats["streams"] == 0
         assert mirror.blob_bytes() >= SIZE  # served by the mirror, request by request
+
+
+def test_streams_cross_the_parts_of_a_split_file(registry_plain, tmp_path):
+    # pushed as modelreg push does by default (4 MiB chunks) but split in parts whose
+    # edges fall inside chunks: such a chunk is read from two bodies of two blobs
+    root = tmp_path / "model"
+    root.mkdir()
+    rng = np.random.default_rng(5)
+    tensors = {f"t{i}": rng.standard_normal((700, 500)).astype(np.float32) for i in range(30)}
+    save_file(tensors, str(root / "model.safetensors"))
+    data = (root / "model.safetensors").read_bytes()
+    ref = f"{registry_plain.host}/streams/{uuid.uuid4().hex[:10]}:v1"
+    with client_for(tmp_path, "push-store") as client:
+        client.push(root, ref, split=True, part_size="1500KiB")
+    with (
+        client_for(tmp_path, "store") as client,
+        open_model(client, ref, chunk_cache=False, concurrency=2, readahead=2 * CHUNK) as h,
+    ):
+        assert len(h.model_file("model.safetensors").segments) > 20
+        parts, errors = read_quarters(
+            h, [3 * CHUNK * 16, 5 * CHUNK * 16 + 3], path="model.safetensors"
+        )
+        assert errors == [] and b"".join(parts) == data
+        stats = h.stats
+        assert stats["streams"] >= 2
+        assert stats["remoteBytes"] <= len(data) + 2 * 4 * 1024 * 1024 + 2 * 2 * CHUNK
